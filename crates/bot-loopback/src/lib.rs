@@ -1,0 +1,1 @@
+//! SIP loopback test bot (see DESIGN.md). Built on `sip-stack` and `media`.

@@ -1,0 +1,1 @@
+//! The dialcore service: REST API, call lifecycle, store and webhooks (see DESIGN.md).

@@ -1,0 +1,1 @@
+//! jitter (in progress).

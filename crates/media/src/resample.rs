@@ -1,0 +1,1 @@
+//! resample (in progress).

@@ -1,0 +1,1 @@
+//! rtp_session (in progress).

@@ -1,0 +1,1 @@
+//! sdp (in progress).

@@ -1,0 +1,1 @@
+//! RFC 3261 section 17 transactions (in progress).

@@ -1,0 +1,1 @@
+//! dialcore: the root package holds end-to-end tests (`tests/`) and criterion benchmarks (`benches/`).
