@@ -1,0 +1,2 @@
+//! Criterion benchmarks (jitter): written by the engineer who owns this topic.
+fn main() {}

@@ -1,0 +1,3 @@
+#![no_main]
+// Fuzz target sdp: filled in by the owner of that parser.
+libfuzzer_sys::fuzz_target!(|_data: &[u8]| {});

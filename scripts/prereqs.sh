@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system packages dialcore needs, with apt, only when they are missing:
+#   pkg-config + libopus-dev  (audiopus links the system libopus)
+#   sip-tester                (SIPp, the SIP peer of the interop and end-to-end tests)
+set -euo pipefail
+
+missing=()
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists opus 2>/dev/null || missing+=(libopus-dev)
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  sudo_cmd=()
+  if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
