@@ -1,1 +1,426 @@
-//! transport (in progress).
+//! UDP and TCP transports (RFC 3261 section 18) as thin tokio drivers.
+//!
+//! The transports only move bytes. Every datagram, and every message framed
+//! out of a TCP stream by Content-Length, is handed to the user agent's core
+//! as a [`Received`] on one channel; the core answers by calling
+//! [`Transports::send`]. TCP connections are reused in both directions and
+//! keyed by the peer's address, so a response follows the connection the
+//! request came on (RFC 3261 18.2.2). CRLF keepalives (RFC 5626 3.5.1) are
+//! answered on TCP and ignored on UDP.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::message::{
+    parse_with, FramerOutput, MessageError, ParseConfig, Peer, SipMessage, StreamFramer,
+    TransportKind,
+};
+
+/// Where the transports listen and how much they accept.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// UDP listen address; `None` disables UDP.
+    pub udp: Option<SocketAddr>,
+    /// TCP listen address; `None` disables TCP listening (outgoing TCP still works).
+    pub tcp: Option<SocketAddr>,
+    /// Largest datagram or framed message accepted, in bytes.
+    pub max_message_size: usize,
+    /// How long an outgoing TCP connect may take.
+    pub tcp_connect_timeout: Duration,
+    /// Messages queued per TCP connection before sends fail.
+    pub tcp_queue: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            udp: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            tcp: Some(SocketAddr::from(([127, 0, 0, 1], 5060))),
+            max_message_size: 65_535,
+            tcp_connect_timeout: Duration::from_secs(5),
+            tcp_queue: 1024,
+        }
+    }
+}
+
+/// One message as it came off the network.
+#[derive(Debug)]
+pub struct Received {
+    /// The message, or why it could not be parsed.
+    pub inbound: Inbound,
+    /// Who sent it, and over which transport.
+    pub from: Peer,
+}
+
+/// A parsed message, or the bytes that failed to parse.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A well-formed SIP message.
+    Message(SipMessage),
+    /// Bytes that are not a valid SIP message (the core may answer 400).
+    Malformed {
+        /// The raw bytes.
+        bytes: Bytes,
+        /// Why parsing failed.
+        error: MessageError,
+    },
+}
+
+/// Errors of the transports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// A socket could not be bound.
+    #[error("cannot bind {kind:?} on {addr}: {source}")]
+    Bind {
+        /// Which transport.
+        kind: TransportKind,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Sending over a transport that is not configured.
+    #[error("{0:?} transport is not enabled")]
+    NotEnabled(TransportKind),
+    /// A datagram could not be sent.
+    #[error("send to {addr} failed: {source}")]
+    Send {
+        /// The destination.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The TCP connection's send queue is full or closed.
+    #[error("TCP connection to {0} is congested or closed")]
+    Congested(SocketAddr),
+    /// The message is larger than the configured limit.
+    #[error("message of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Size of the message.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+/// The bound sockets and live TCP connections of one user agent.
+#[derive(Clone)]
+pub struct Transports {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: TransportConfig,
+    udp: Option<Arc<UdpSocket>>,
+    udp_local: Option<SocketAddr>,
+    tcp_local: Option<SocketAddr>,
+    connections: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    received: mpsc::Sender<Received>,
+}
+
+impl Transports {
+    /// Binds the configured sockets and starts their receive tasks; every
+    /// message received is sent on `received`.
+    pub async fn bind(
+        config: TransportConfig,
+        received: mpsc::Sender<Received>,
+    ) -> Result<Self, TransportError> {
+        let (udp, udp_local) = match config.udp {
+            Some(addr) => {
+                let socket =
+                    UdpSocket::bind(addr)
+                        .await
+                        .map_err(|source| TransportError::Bind {
+                            kind: TransportKind::Udp,
+                            addr,
+                            source,
+                        })?;
+                let local = socket.local_addr().map_err(|source| TransportError::Bind {
+                    kind: TransportKind::Udp,
+                    addr,
+                    source,
+                })?;
+                (Some(Arc::new(socket)), Some(local))
+            }
+            None => (None, None),
+        };
+        let listener = match config.tcp {
+            Some(addr) => {
+                // Listen on the UDP port when the TCP port is 0 and UDP got one,
+                // so one port number serves both like a SIP server should.
+                let addr = match (addr.port(), udp_local) {
+                    (0, Some(udp)) if udp.ip() == addr.ip() => udp,
+                    _ => addr,
+                };
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| TransportError::Bind {
+                            kind: TransportKind::Tcp,
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let tcp_local = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let transports = Self {
+            inner: Arc::new(Inner {
+                config,
+                udp,
+                udp_local,
+                tcp_local,
+                connections: DashMap::new(),
+                received,
+            }),
+        };
+        if let Some(socket) = transports.inner.udp.clone() {
+            tokio::spawn(udp_receive_loop(
+                socket,
+                transports.inner.received.clone(),
+                transports.inner.config.max_message_size,
+            ));
+        }
+        if let Some(listener) = listener {
+            let this = transports.clone();
+            tokio::spawn(async move { this.accept_loop(listener).await });
+        }
+        Ok(transports)
+    }
+
+    /// The bound local address of a transport, if enabled.
+    pub fn local_addr(&self, kind: TransportKind) -> Option<SocketAddr> {
+        match kind {
+            TransportKind::Udp => self.inner.udp_local,
+            TransportKind::Tcp => self.inner.tcp_local.or(self.inner.udp_local),
+        }
+    }
+
+    /// Number of open TCP connections.
+    pub fn tcp_connections(&self) -> usize {
+        self.inner.connections.len()
+    }
+
+    /// Sends one message. UDP goes out at once; TCP is queued on the
+    /// connection to `to` (opened if there is none) and never blocks.
+    pub async fn send(&self, to: Peer, bytes: Bytes) -> Result<(), TransportError> {
+        let limit = self.inner.config.max_message_size;
+        if bytes.len() > limit {
+            return Err(TransportError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        match to.transport {
+            TransportKind::Udp => {
+                let socket = self
+                    .inner
+                    .udp
+                    .as_ref()
+                    .ok_or(TransportError::NotEnabled(TransportKind::Udp))?;
+                socket
+                    .send_to(&bytes, to.addr)
+                    .await
+                    .map_err(|source| TransportError::Send {
+                        addr: to.addr,
+                        source,
+                    })?;
+                Ok(())
+            }
+            TransportKind::Tcp => {
+                let sender = self.tcp_sender(to.addr);
+                sender
+                    .try_send(bytes)
+                    .map_err(|_| TransportError::Congested(to.addr))
+            }
+        }
+    }
+
+    fn tcp_sender(&self, addr: SocketAddr) -> mpsc::Sender<Bytes> {
+        if let Some(existing) = self.inner.connections.get(&addr) {
+            if !existing.is_closed() {
+                return existing.clone();
+            }
+        }
+        let (tx, rx) = mpsc::channel(self.inner.config.tcp_queue);
+        self.inner.connections.insert(addr, tx.clone());
+        let this = self.clone();
+        let registered = tx.clone();
+        tokio::spawn(async move {
+            let connect = tokio::time::timeout(
+                this.inner.config.tcp_connect_timeout,
+                TcpStream::connect(addr),
+            )
+            .await;
+            match connect {
+                Ok(Ok(stream)) => this.run_connection(stream, addr, rx).await,
+                Ok(Err(error)) => {
+                    warn!(%addr, %error, "TCP connect failed");
+                    this.forget(addr, &registered);
+                }
+                Err(_) => {
+                    warn!(%addr, "TCP connect timed out");
+                    this.forget(addr, &registered);
+                }
+            }
+        });
+        tx
+    }
+
+    fn forget(&self, addr: SocketAddr, sender: &mpsc::Sender<Bytes>) {
+        self.inner
+            .connections
+            .remove_if(&addr, |_, current| current.same_channel(sender));
+    }
+
+    async fn accept_loop(self, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, addr)) => {
+                    let (tx, rx) = mpsc::channel(self.inner.config.tcp_queue);
+                    self.inner.connections.insert(addr, tx);
+                    let this = self.clone();
+                    tokio::spawn(async move { this.run_connection(stream, addr, rx).await });
+                }
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(%error, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            if self.inner.received.is_closed() {
+                return;
+            }
+        }
+    }
+
+    async fn run_connection(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        mut outgoing: mpsc::Receiver<Bytes>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let mut framer = StreamFramer::new(self.inner.config.max_message_size);
+        let parse_config = ParseConfig {
+            max_size: self.inner.config.max_message_size,
+            datagram: false,
+        };
+        let mut buf = vec![0u8; 16 * 1024];
+        let peer = Peer {
+            transport: TransportKind::Tcp,
+            addr,
+        };
+        debug!(%addr, "TCP connection up");
+        loop {
+            tokio::select! {
+                read = reader.read(&mut buf) => {
+                    let n = match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    framer.push(&buf[..n]);
+                    let mut pong = false;
+                    let mut broken = false;
+                    loop {
+                        match framer.next_output() {
+                            Ok(Some(FramerOutput::Message(bytes))) => {
+                                let inbound = match parse_with(&bytes, &parse_config) {
+                                    Ok(message) => Inbound::Message(message),
+                                    Err(error) => Inbound::Malformed { bytes, error },
+                                };
+                                let received = Received { inbound, from: peer };
+                                if self.inner.received.send(received).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(Some(FramerOutput::Ping)) => pong = true,
+                            Ok(Some(FramerOutput::Pong)) => {}
+                            Ok(None) => break,
+                            Err(error) => {
+                                warn!(%addr, %error, "closing TCP connection on unframeable input");
+                                broken = true;
+                                break;
+                            }
+                        }
+                    }
+                    if pong && writer.write_all(b"\r\n").await.is_err() {
+                        break;
+                    }
+                    if broken {
+                        break;
+                    }
+                }
+                message = outgoing.recv() => {
+                    let Some(message) = message else { break };
+                    if let Err(error) = writer.write_all(&message).await {
+                        warn!(%addr, %error, "TCP write failed");
+                        break;
+                    }
+                }
+            }
+        }
+        debug!(%addr, "TCP connection closed");
+        outgoing.close();
+        self.inner
+            .connections
+            .remove_if(&addr, |_, sender| sender.is_closed());
+    }
+}
+
+async fn udp_receive_loop(socket: Arc<UdpSocket>, received: mpsc::Sender<Received>, limit: usize) {
+    let config = ParseConfig {
+        max_size: limit,
+        ..ParseConfig::default()
+    };
+    // One byte more than the limit tells an oversized datagram from one that fits.
+    let mut buf = vec![0u8; limit + 1];
+    loop {
+        let (n, addr) = match socket.recv_from(&mut buf).await {
+            Ok(result) => result,
+            Err(error) => {
+                // ICMP port unreachable surfaces here on some systems: not fatal.
+                debug!(%error, "UDP receive error");
+                continue;
+            }
+        };
+        if n > limit {
+            warn!(%addr, "dropping oversized datagram");
+            continue;
+        }
+        let data = &buf[..n];
+        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            continue; // keepalive
+        }
+        // Parsing here, off the user agent's task, spreads the work over the runtime.
+        let inbound = match parse_with(data, &config) {
+            Ok(message) => Inbound::Message(message),
+            Err(error) => Inbound::Malformed {
+                bytes: Bytes::copy_from_slice(data),
+                error,
+            },
+        };
+        let message = Received {
+            inbound,
+            from: Peer {
+                transport: TransportKind::Udp,
+                addr,
+            },
+        };
+        if received.send(message).await.is_err() {
+            return;
+        }
+    }
+}
