@@ -603,14 +603,16 @@ impl EModel {
     }
 }
 
-/// G.107 Annex B mapping of R to MOS (1.0 ..= 4.5).
+/// G.107 mapping of R to MOS (1.0 ..= 4.5). The cubic dips just below 1 for
+/// R under about 6.5; it is held at 1 there, as in the current G.107, so MOS
+/// never rises when R falls.
 pub fn mos_from_r(r: f64) -> f64 {
     if r.is_nan() || r <= 0.0 {
         1.0
     } else if r >= 100.0 {
         4.5
     } else {
-        1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7.0e-6
+        (1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7.0e-6).max(1.0)
     }
 }
 
