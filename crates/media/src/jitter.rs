@@ -1,1 +1,0 @@
-//! jitter (in progress).
