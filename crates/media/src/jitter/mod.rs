@@ -398,6 +398,15 @@ impl JitterBuffer {
         stats
     }
 
+    /// The sequence number the next frame plays, once playout has started.
+    /// With the first played sequence number it bounds the played range:
+    /// `played + concealed` counts every sequence number from the first
+    /// played one up to (not including) this one, per stream.
+    pub fn play_position(&self) -> Option<u16> {
+        let stream = self.stream.as_ref()?;
+        stream.started.then_some(stream.next_seq as u16)
+    }
+
     /// Packets waiting in the buffer.
     pub fn len(&self) -> usize {
         self.stream.as_ref().map_or(0, |stream| stream.buffered)
