@@ -431,9 +431,15 @@ impl RtcpSession {
     /// A session whose first report is due at `now` plus half the interval,
     /// randomized 0.5-1.5x (RFC 3550 6.2: the first report goes out sooner).
     pub fn new<R: RngCore + ?Sized>(config: RtcpConfig, now: Instant, rng: &mut R) -> RtcpSession {
+        RtcpSession::with_seed(config, now, rng.next_u64())
+    }
+
+    /// [`RtcpSession::new`] with the randomization seeded from `seed`
+    /// (deterministic tests and fuzzing).
+    pub fn with_seed(config: RtcpConfig, now: Instant, seed: u64) -> RtcpSession {
         let mut session = RtcpSession {
             config,
-            rng: StdRng::seed_from_u64(rng.next_u64()),
+            rng: StdRng::seed_from_u64(seed),
             next_report_at: None,
             packets_at_last_report: 0,
             last_sr_from_peer: None,
