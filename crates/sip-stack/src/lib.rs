@@ -19,5 +19,4 @@ pub mod sdp;
 pub mod session_timer;
 pub mod transaction;
 pub mod transport;
-// (user agent module re-enabled once transaction and session_timer land)
-// pub mod ua;
+pub mod ua;

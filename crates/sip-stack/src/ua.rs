@@ -1,1 +1,0 @@
-//! ua (in progress).
