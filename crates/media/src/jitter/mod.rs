@@ -49,8 +49,9 @@
 //!   `[min_delay, max_delay]`. The actual delay is `now - play time - r_min`.
 //!   Below target, a frame is inserted at once (the media clock holds for a
 //!   pop). More than a frame above target, a silent frame is skipped at once,
-//!   or after a second of excess a voice frame is dropped; above
-//!   `max_delay` frames are dropped at once. This also absorbs clock drift
+//!   or a voice frame is dropped after the excess lasted a second (200 ms
+//!   when three frames or more over); above `max_delay` frames are dropped
+//!   at once. This also absorbs clock drift
 //!   between sender and receiver.
 //! - Stream changes: a new SSRC resets the stream (statistics are kept); a
 //!   sequence or timestamp jump that two packets in a row confirm resyncs it;
@@ -438,6 +439,8 @@ const MAX_CAPACITY: usize = 4096;
 const UNDERRUN_CONCEAL_FRAMES: u32 = 5;
 /// How long the delay must stay over target before a voice frame is dropped.
 const VOICE_DROP_HOLD_US: i64 = 1_000_000;
+/// The same when the delay is three frames or more over target.
+const VOICE_DROP_HOLD_FAR_US: i64 = 200_000;
 /// Excess over target, beyond one frame, before frames are removed.
 const SHRINK_HYSTERESIS_US: i64 = 5_000;
 /// A packet whose transit differs this much from the stream's (beyond
@@ -778,7 +781,12 @@ impl JitterBuffer {
         if excess >= self.frame_us + SHRINK_HYSTERESIS_US {
             let frame = self.frame_samples;
             let since = *self.stream_mut().excess_since_us.get_or_insert(now_us);
-            let voice_ok = now_us - since >= VOICE_DROP_HOLD_US || current > self.max_us;
+            let hold = if excess >= 3 * self.frame_us {
+                VOICE_DROP_HOLD_FAR_US
+            } else {
+                VOICE_DROP_HOLD_US
+            };
+            let voice_ok = now_us - since >= hold || current > self.max_us;
             let shrunk = match head {
                 Head::Gap => {
                     // Shorten a silence: inaudible.
