@@ -148,7 +148,10 @@ pub fn lists_timer(option_tags: &str) -> bool {
 pub struct SessionTimerConfig {
     /// The session interval we ask for, in seconds.
     pub session_expires: u32,
-    /// The smallest session interval we accept, in seconds (at least 90).
+    /// The smallest session interval we accept, in seconds. RFC 4028 puts
+    /// the floor at 90 (the default); smaller values are honoured so that
+    /// tests can exercise refreshes in seconds, and should not be used
+    /// against real carriers.
     pub min_se: u32,
 }
 
@@ -200,7 +203,7 @@ pub struct UacSessionTimer {
 impl UacSessionTimer {
     /// Starts from the local preferences.
     pub fn new(config: &SessionTimerConfig) -> Self {
-        let min_se = config.min_se.max(DEFAULT_MIN_SE);
+        let min_se = config.min_se.max(1);
         UacSessionTimer {
             session_expires: config.session_expires.max(min_se),
             min_se,
@@ -291,7 +294,7 @@ pub fn uas_negotiate(
         Some(value) => value.parse::<MinSe>()?.0,
         None => 0,
     };
-    let our_min = config.min_se.max(DEFAULT_MIN_SE);
+    let our_min = config.min_se.max(1);
     let floor = our_min.max(their_min);
     let interval = match requested {
         Some(SessionExpires { delta_seconds, .. })
@@ -354,7 +357,7 @@ impl SessionTimer {
         let mut timer = SessionTimer {
             interval: negotiated.interval,
             local_refresher: negotiated.local_refresher,
-            min_se: config.min_se.max(DEFAULT_MIN_SE),
+            min_se: config.min_se.max(1),
             refresh_at: None,
             expire_at: None,
         };
