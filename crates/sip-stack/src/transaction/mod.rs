@@ -44,6 +44,7 @@
 //! - Terminated transactions are removed from the table at once.
 
 mod client;
+mod event;
 mod key;
 mod server;
 mod timer;
@@ -51,112 +52,13 @@ mod timer;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
+pub use event::{Output, TransactionEvent, TransactionState};
 pub use key::{Role, TransactionKey};
 pub use timer::{Timer, TimerConfig, TimerTable, TIMER_D_UNRELIABLE, TRYING_DELAY};
 
 use crate::message::{MessageError, MessageExt, Method, Peer, Request, Response, SipMessage};
 use client::{ClientInvite, ClientNonInvite};
 use server::{ServerInvite, ServerNonInvite};
-
-/// Something the driver must do: send a message, or hand an event to the TU.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// Send `message` to `to`.
-    Transmit {
-        /// Destination.
-        to: Peer,
-        /// The message to send.
-        message: SipMessage,
-    },
-    /// An event for the transaction user.
-    Event(TransactionEvent),
-}
-
-/// What the transaction layer tells its user (the dialog / user agent core).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransactionEvent {
-    /// A new server transaction: the TU must answer with [`Transactions::send_response`].
-    /// For a CANCEL, [`Transactions::cancel_target`] finds the INVITE it refers to.
-    Request {
-        /// The new server transaction.
-        key: TransactionKey,
-        /// The request.
-        request: Request,
-        /// Where it came from (responses go back there).
-        from: Peer,
-    },
-    /// A response on a client transaction, provisional or final.
-    Response {
-        /// The client transaction.
-        key: TransactionKey,
-        /// The response.
-        response: Response,
-        /// True for a 2xx retransmission in Accepted: the TU must re-send its ACK.
-        retransmission: bool,
-    },
-    /// Timer B, F or H fired (or [`Timer::TuGuard`]): the transaction failed and is gone.
-    Timeout {
-        /// The transaction.
-        key: TransactionKey,
-        /// The timer that fired.
-        timer: Timer,
-    },
-    /// A 2xx sent by a server INVITE transaction was never ACKed within 64*T1: the TU should
-    /// end the dialog with BYE (RFC 3261 13.3.1.4).
-    AckTimeout {
-        /// The server INVITE transaction.
-        key: TransactionKey,
-    },
-    /// The ACK for a 2xx, matched to its server INVITE transaction in Accepted state by
-    /// Call-ID, CSeq number and From tag. Later copies of the same ACK are passed up too.
-    Ack {
-        /// The server INVITE transaction.
-        key: TransactionKey,
-        /// The ACK.
-        request: Request,
-        /// Where it came from.
-        from: Peer,
-    },
-    /// A response that matches no client transaction (passed up, the TU may ignore it).
-    StrayResponse {
-        /// The response.
-        response: Response,
-        /// Where it came from.
-        from: Peer,
-    },
-    /// An ACK that matches no transaction (e.g. for a 2xx after Timer L; the TU may match it
-    /// to a dialog or ignore it).
-    StrayAck {
-        /// The ACK.
-        request: Request,
-        /// Where it came from.
-        from: Peer,
-    },
-    /// The transaction ended and was removed from the table.
-    Terminated {
-        /// The transaction.
-        key: TransactionKey,
-    },
-}
-
-/// The state of a transaction (the union of the four machines' states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransactionState {
-    /// Client INVITE: request sent, no response yet.
-    Calling,
-    /// Non-INVITE: no response yet.
-    Trying,
-    /// A provisional response was received or sent.
-    Proceeding,
-    /// INVITE: a 2xx was received or sent (RFC 6026).
-    Accepted,
-    /// A non-2xx final response was received or sent.
-    Completed,
-    /// Server INVITE: the ACK for a non-2xx final response arrived.
-    Confirmed,
-    /// Ended; such transactions are removed from the table.
-    Terminated,
-}
 
 /// Errors of the transaction layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -342,12 +244,7 @@ impl Transactions {
             return Err(TransactionError::UnknownTransaction(key.clone()));
         }
         let cseq = response.cseq()?;
-        let expected = if key.method() == Method::Invite {
-            Method::Invite
-        } else {
-            key.method()
-        };
-        if cseq.method != expected {
+        if cseq.method != key.method() {
             return Err(TransactionError::ResponseMismatch(key.clone()));
         }
         self.with_machine(key, |machine, context| match machine {
@@ -645,5 +542,118 @@ impl DialogMatch {
             seq: request.cseq().ok()?.seq,
             from_tag: request.from_tag().unwrap_or_default().to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{response_for, RequestBuilder, StatusCode, TransportKind, Uri};
+    use std::time::Duration;
+
+    fn uri(text: &str) -> Uri {
+        Uri::try_from(text).expect("valid test URI")
+    }
+
+    fn request(method: Method, branch: &str) -> Request {
+        RequestBuilder::new(method, uri("sip:bob@192.0.2.2"))
+            .from(&uri("sip:alice@192.0.2.1"), None, "f1")
+            .via(TransportKind::Udp, "192.0.2.1:5060")
+            .branch(branch)
+            .call_id("c1")
+            .build()
+            .expect("complete request")
+    }
+
+    fn peer() -> Peer {
+        Peer::udp("192.0.2.2:5060".parse().expect("address"))
+    }
+
+    #[test]
+    fn send_request_validates_and_refuses_duplicates() {
+        let now = Instant::now();
+        let mut layer = Transactions::default();
+        let key = layer
+            .send_request(now, request(Method::Options, "z9hG4bKa"), peer())
+            .expect("valid");
+        assert_eq!(layer.state(&key), Some(TransactionState::Trying));
+        assert_eq!(
+            layer.send_request(now, request(Method::Options, "z9hG4bKa"), peer()),
+            Err(TransactionError::Duplicate(key.clone()))
+        );
+        assert_eq!(
+            layer.send_request(now, request(Method::Options, "old"), peer()),
+            Err(TransactionError::MissingBranch)
+        );
+        let mut wrong = request(Method::Bye, "z9hG4bKb");
+        wrong.method = Method::Info;
+        assert!(matches!(
+            layer.send_request(now, wrong, peer()),
+            Err(TransactionError::MethodMismatch { .. })
+        ));
+        assert_eq!(layer.len(), 1);
+        assert_eq!(layer.poll_timeout(), Some(now + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn ack_is_sent_without_a_transaction() {
+        let now = Instant::now();
+        let mut layer = Transactions::default();
+        layer
+            .send_request(now, request(Method::Ack, "z9hG4bKack"), peer())
+            .expect("valid ACK");
+        assert!(layer.is_empty());
+        assert_eq!(layer.poll_timeout(), None);
+        assert!(matches!(layer.poll_output(), Some(Output::Transmit { .. })));
+        assert_eq!(layer.poll_output(), None);
+    }
+
+    #[test]
+    fn terminate_removes_and_reports() {
+        let now = Instant::now();
+        let mut layer = Transactions::default();
+        let key = layer
+            .send_request(now, request(Method::Invite, "z9hG4bKi"), peer())
+            .expect("valid");
+        while layer.poll_output().is_some() {}
+        layer.terminate(&key).expect("exists");
+        assert!(layer.is_empty());
+        assert_eq!(layer.poll_timeout(), None);
+        assert_eq!(
+            layer.poll_output(),
+            Some(Output::Event(TransactionEvent::Terminated {
+                key: key.clone()
+            }))
+        );
+        assert_eq!(
+            layer.terminate(&key),
+            Err(TransactionError::UnknownTransaction(key))
+        );
+    }
+
+    #[test]
+    fn server_side_refuses_foreign_responses() {
+        let now = Instant::now();
+        let mut layer = Transactions::default();
+        let invite = request(Method::Invite, "z9hG4bKs");
+        layer
+            .handle_incoming(now, invite.clone().into(), peer())
+            .expect("matchable");
+        let Some(Output::Event(TransactionEvent::Request { key, .. })) = layer.poll_output() else {
+            panic!("expected the new server transaction")
+        };
+        let bye = request(Method::Bye, "z9hG4bKs");
+        let wrong = response_for(&bye, StatusCode::OK, Some("t"));
+        assert_eq!(
+            layer.send_response(now, &key, wrong),
+            Err(TransactionError::ResponseMismatch(key.clone()))
+        );
+        let ok = response_for(&invite, StatusCode::OK, Some("t"));
+        layer.send_response(now, &key, ok).expect("accepted");
+        assert_eq!(layer.state(&key), Some(TransactionState::Accepted));
+        // Timer G (T1) for the 2xx, Timer L at 64*T1.
+        assert_eq!(layer.poll_timeout(), Some(now + Duration::from_millis(500)));
+        layer.handle_timeout(now + Duration::from_secs(40));
+        assert!(layer.is_empty());
     }
 }
