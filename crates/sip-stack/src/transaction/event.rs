@@ -21,8 +21,8 @@ pub enum Output {
 /// What the transaction layer tells its user (the dialog / user agent core).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransactionEvent {
-    /// A new server transaction: the TU must answer with [`Transactions::send_response`].
-    /// For a CANCEL, [`Transactions::cancel_target`] finds the INVITE it refers to.
+    /// A new server transaction: the TU must answer with [`Transactions::send_response`](super::Transactions::send_response).
+    /// For a CANCEL, [`Transactions::cancel_target`](super::Transactions::cancel_target) finds the INVITE it refers to.
     Request {
         /// The new server transaction.
         key: TransactionKey,
