@@ -91,6 +91,8 @@ struct Call {
     session: Option<SessionTimer>,
     /// UAC: the RFC 4028 negotiation of the INVITE (and its 422 retries).
     uac_timer: UacSessionTimer,
+    /// Transactions of this call still in the transaction layer.
+    transactions: u32,
     /// A refresh/update we sent is outstanding.
     refresh_key: Option<TransactionKey>,
     ended: bool,
@@ -274,6 +276,7 @@ impl Core {
             session: None,
             uac_timer,
             refresh_key: None,
+            transactions: 0,
             ended: false,
         };
         self.calls.insert(id, call);
@@ -283,7 +286,7 @@ impl Core {
         let Some(key) = self.send(now, invite, outgoing.peer) else {
             return;
         };
-        self.by_transaction.insert(key.clone(), id);
+        self.track(key.clone(), id);
         if let Some(call) = self.calls.get_mut(&id) {
             call.invite_key = Some(key);
         }
@@ -370,7 +373,7 @@ impl Core {
         let Some(key) = self.send(now, cancel, peer) else {
             return;
         };
-        self.by_transaction.insert(key, id);
+        self.track(key, id);
         let give_up = now + self.config.timers.t1 * 64;
         self.timers
             .push(Reverse((give_up, id, CallTimer::CancelGiveUp)));
@@ -403,8 +406,9 @@ impl Core {
         let Some(key) = self.send(now, bye, peer) else {
             return;
         };
-        self.by_transaction.insert(key, id);
+        self.track(key, id);
         self.end(
+            now,
             id,
             CallEvent::Ended {
                 by: Party::Local,
@@ -472,7 +476,7 @@ impl Core {
         let code = code.clamp(300, 699);
         let response = self.uas_response(call, code, None);
         self.respond(now, &key, response);
-        self.end(id, failed(code, &StatusCode::from(code).to_string()));
+        self.end(now, id, failed(code, &StatusCode::from(code).to_string()));
     }
 
     fn reinvite(&mut self, now: Instant, id: CallId, sdp: String) {
@@ -515,7 +519,7 @@ impl Core {
         if let Some(call) = self.calls.get_mut(&id) {
             call.refresh_key = Some(key.clone());
         }
-        self.by_transaction.insert(key, id);
+        self.track(key, id);
     }
 
     // ----- network input -----
@@ -555,8 +559,8 @@ impl Core {
             }
             TransactionEvent::Ack { request, .. } => self.on_ack(request),
             TransactionEvent::Terminated { key } => {
-                if let Some(id) = self.by_transaction.remove(&key) {
-                    self.maybe_reap(now, id);
+                if let Some(id) = self.untrack(&key) {
+                    self.maybe_reap(id);
                 }
             }
             _ => {}
@@ -640,7 +644,6 @@ impl Core {
         };
         info!(call = id.0, sip_call_id = %call_id, from = %from.addr, "incoming INVITE");
         self.by_dialog.insert((call_id, local_tag.clone()), id);
-        self.by_transaction.insert(key.clone(), id);
         self.calls.insert(
             id,
             Call {
@@ -661,6 +664,7 @@ impl Core {
                 session: None,
                 uac_timer: UacSessionTimer::new(&self.config.session_timer),
                 refresh_key: None,
+                transactions: 0,
                 ended: false,
             },
         );
@@ -694,6 +698,7 @@ impl Core {
         }
         let q850 = cancel.header("Reason").and_then(parse_q850);
         self.end(
+            now,
             id,
             CallEvent::Failed {
                 code: 487,
@@ -751,8 +756,7 @@ impl Core {
                         q850,
                     }
                 };
-                self.end(id, event);
-                self.reap_later(now, id);
+                self.end(now, id, event);
             }
             Method::Invite | Method::Update => self.on_remote_refresh(now, id, key, request),
             Method::Options | Method::Info => {
@@ -916,11 +920,11 @@ impl Core {
                     Ok(headers) => self.retry_with_min_se(now, id, &headers),
                     Err(error) => {
                         debug!(call = id.0, %error, "cannot satisfy 422");
-                        self.fail_invite(id, &response)
+                        self.fail_invite(now, id, &response)
                     }
                 }
             }
-            _ => self.fail_invite(id, &response),
+            _ => self.fail_invite(now, id, &response),
         }
     }
 
@@ -950,7 +954,7 @@ impl Core {
                     let Some(key) = self.send(now, bye, peer) else {
                         return;
                     };
-                    self.by_transaction.insert(key, id);
+                    self.track(key, id);
                     return;
                 }
                 Err(error) => {
@@ -1014,7 +1018,7 @@ impl Core {
             .header(header)
             .and_then(|v| v.parse::<Challenge>().ok());
         let (Some(challenge), Some(credentials)) = (challenge, call.credentials.clone()) else {
-            self.fail_invite(id, response);
+            self.fail_invite(now, id, response);
             return;
         };
         call.auth_attempts += 1;
@@ -1024,7 +1028,7 @@ impl Core {
                 Ok(authorization) => authorization.to_string(),
                 Err(error) => {
                     warn!(call = id.0, %error, "cannot answer the challenge");
-                    self.fail_invite(id, response);
+                    self.fail_invite(now, id, response);
                     return;
                 }
             };
@@ -1084,22 +1088,23 @@ impl Core {
         call.got_provisional = false;
         let peer = call.peer;
         if let Some(old) = call.invite_key.take() {
-            self.by_transaction.remove(&old);
+            self.untrack(&old);
         }
         let Some(key) = self.send(now, invite, peer) else {
             return;
         };
-        self.by_transaction.insert(key.clone(), id);
+        self.track(key.clone(), id);
         if let Some(call) = self.calls.get_mut(&id) {
             call.invite_key = Some(key);
         }
     }
 
-    fn fail_invite(&mut self, id: CallId, response: &Response) {
+    fn fail_invite(&mut self, now: Instant, id: CallId, response: &Response) {
         let code = response.status_code.code();
         let q850 = response.header("Reason").and_then(parse_q850);
         info!(call = id.0, code, "call failed");
         self.end(
+            now,
             id,
             CallEvent::Failed {
                 code,
@@ -1186,7 +1191,7 @@ impl Core {
             } else {
                 "no ACK"
             };
-            self.end(id, failed(408, reason));
+            self.end(now, id, failed(408, reason));
             return;
         }
         if call.refresh_key.as_ref() == Some(&key) {
@@ -1207,7 +1212,11 @@ impl Core {
                     return;
                 };
                 if call.phase == Phase::Setup && !call.ended {
-                    self.end(id, failed(487, "cancelled; no final response to CANCEL"));
+                    self.end(
+                        now,
+                        id,
+                        failed(487, "cancelled; no final response to CANCEL"),
+                    );
                     self.reap_later(now, id);
                 }
             }
@@ -1238,7 +1247,7 @@ impl Core {
                 }
                 self.arm_session_timer(id);
             }
-            CallTimer::Reap => self.maybe_reap(now, id),
+            CallTimer::Reap => self.maybe_reap(id),
         }
     }
 
@@ -1259,24 +1268,15 @@ impl Core {
     }
 
     /// Drops a finished call once no transaction refers to it any more.
-    fn maybe_reap(&mut self, now: Instant, id: CallId) {
+    fn maybe_reap(&mut self, id: CallId) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
         if !call.ended {
             return;
         }
-        let busy = self.by_transaction.values().filter(|&&c| c == id).count();
-        if busy > 0
-            && self
-                .timers
-                .iter()
-                .all(|Reverse((_, c, t))| *c != id || *t != CallTimer::Reap)
-        {
-            self.reap_later(now, id);
-            return;
-        }
-        if busy > 0 {
+        if call.transactions > 0 {
+            // The last transaction's Terminated event brings us back here.
             return;
         }
         let call = self.calls.remove(&id).expect("checked above");
@@ -1286,6 +1286,24 @@ impl Core {
     }
 
     // ----- helpers -----
+
+    /// Remembers which call a transaction belongs to.
+    fn track(&mut self, key: TransactionKey, id: CallId) {
+        if self.by_transaction.insert(key, id).is_none() {
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.transactions += 1;
+            }
+        }
+    }
+
+    /// Forgets a transaction; returns the call it belonged to.
+    fn untrack(&mut self, key: &TransactionKey) -> Option<CallId> {
+        let id = self.by_transaction.remove(key)?;
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.transactions = call.transactions.saturating_sub(1);
+        }
+        Some(id)
+    }
 
     /// Starts a client transaction; a request we built that the layer refuses is a bug, logged.
     fn send(&mut self, now: Instant, request: Request, to: Peer) -> Option<TransactionKey> {
@@ -1311,7 +1329,7 @@ impl Core {
     }
 
     /// Emits the call's terminal event once, and marks it for release.
-    fn end(&mut self, id: CallId, event: CallEvent) {
+    fn end(&mut self, now: Instant, id: CallId, event: CallEvent) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1322,6 +1340,7 @@ impl Core {
         call.phase = Phase::Ending;
         call.session = None;
         self.emit(id, event);
+        self.reap_later(now, id);
     }
 
     fn in_dialog_peer(&self, id: CallId) -> Peer {
