@@ -143,3 +143,92 @@ proptest! {
         prop_assert_eq!(stats.lost, never_arrived);
     }
 }
+
+/// One hostile input: a packet with arbitrary fields, or a pop.
+#[derive(Debug, Clone)]
+enum Input {
+    Push {
+        after_us: u64,
+        ssrc: u32,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+    },
+    Pop {
+        after_us: u64,
+    },
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        (
+            0u64..50_000,
+            0u32..3,
+            any::<u16>(),
+            any::<u32>(),
+            any::<bool>()
+        )
+            .prop_map(|(after_us, ssrc, seq, timestamp, marker)| Input::Push {
+                after_us,
+                ssrc,
+                seq,
+                timestamp,
+                marker,
+            }),
+        // Near-valid packets: small steps from a running position.
+        (0u64..30_000, -3i32..6, -2i64..4).prop_map(|(after_us, seq_step, frames)| {
+            Input::Push {
+                after_us,
+                ssrc: 1,
+                seq: seq_step as u16,
+                timestamp: (frames * i64::from(FRAME)) as u32,
+                marker: false,
+            }
+        }),
+        (0u64..40_000).prop_map(|after_us| Input::Pop { after_us }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Arbitrary sequence numbers, timestamps and SSRCs never panic and keep
+    /// the counters consistent.
+    #[test]
+    fn hostile_input_never_panics(inputs in prop::collection::vec(input(), 1..400)) {
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let t0 = Instant::now();
+        let mut now_us = 0u64;
+        let (mut seq, mut timestamp) = (0u16, 0u32);
+        let mut pushed = 0u64;
+        for input in inputs {
+            match input {
+                Input::Push { after_us, ssrc, seq: s, timestamp: ts, marker } => {
+                    now_us += after_us;
+                    let (s, ts) = if ssrc == 1 && after_us < 30_000 {
+                        // Relative steps for the near-valid stream.
+                        seq = seq.wrapping_add(s);
+                        timestamp = timestamp.wrapping_add(ts);
+                        (seq, timestamp)
+                    } else {
+                        (s, ts)
+                    };
+                    jb.push(
+                        t0 + Duration::from_micros(now_us),
+                        JitterPacket { ssrc, seq: s, timestamp: ts, marker, payload: Bytes::new() },
+                    );
+                    pushed += 1;
+                }
+                Input::Pop { after_us } => {
+                    now_us += after_us;
+                    jb.pop(t0 + Duration::from_micros(now_us));
+                }
+            }
+        }
+        let stats = jb.stats();
+        prop_assert_eq!(stats.received, pushed);
+        prop_assert!(stats.played + stats.duplicates <= pushed);
+        prop_assert!(jb.len() as u64 <= pushed);
+        prop_assert!(stats.target_delay <= Duration::from_millis(500));
+    }
+}
