@@ -8,6 +8,7 @@
 //! - [`resample`]: conversion between 8, 16 and 48 kHz.
 //! - [`stats`]: loss, interarrival jitter (RFC 3550) and the ITU-T G.107 E-model MOS.
 //! - [`record`]: stereo WAV recording.
+//! - [`stream`]: one call leg's media stream (sans-IO core) and the tokio engine driving many of them.
 //! - [`netsim`]: a seeded, deterministic network impairment simulator (loss, bursts, jitter, reordering, drift).
 #![deny(missing_docs)]
 
@@ -19,3 +20,4 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp_session;
 pub mod stats;
+pub mod stream;
