@@ -66,8 +66,13 @@
 //! allocate (parsing a received RTCP compound packet, queueing DTMF digits,
 //! events).
 
+mod engine;
 mod tx;
 
+pub use engine::{
+    AudioFrame, EngineConfig, EngineError, MediaEngine, OpenOptions, StreamClosed, StreamHandle,
+    MAX_APP_FRAME,
+};
 pub use tx::{Component, Transmit};
 
 use std::collections::VecDeque;

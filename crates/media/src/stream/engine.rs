@@ -1,0 +1,958 @@
+//! The tokio driver of [`MediaStream`]s: sockets, one 20 ms clock, and the
+//! application's audio channels.
+//!
+//! A [`MediaEngine`] runs a few worker tasks (one per core by default). Each
+//! worker owns its streams outright (no locks around them) and drives all of
+//! them from one loop:
+//!
+//! - one `tokio::time::Interval` of 20 ms per worker (the workers' phases are
+//!   spread over the period) ticks every stream of the worker in turn, with
+//!   [`MissedTickBehavior::Skip`]: after a stall the next tick comes on the
+//!   regular grid, and the stream's RTP timestamp accounts for the frames
+//!   that were skipped;
+//! - sockets are not read by a task each: every stream has a waker of its
+//!   own, registered through `UdpSocket::poll_recv_from`, which puts the
+//!   stream on the worker's ready list and wakes the worker; the worker then
+//!   reads only the sockets that have data, until they would block;
+//! - received datagrams are split off a shared receive buffer (a `BytesMut`
+//!   refilled 64 KiB at a time), so no allocation happens per packet;
+//! - commands from [`StreamHandle`]s (stats, close, re-INVITE, DTMF) come
+//!   over one channel per worker.
+//!
+//! The application side of a stream is a pair of bounded channels of
+//! [`AudioFrame`]s (fixed-size, no heap): inbound frames are offered with
+//! `try_send` (the audio path never waits for a slow application: a full
+//! channel drops the frame), outbound frames are taken with `try_recv` on
+//! each tick (none: comfort silence). [`StreamHandle::send_frame`] waits for
+//! room, which paces an application that produces audio faster than real
+//! time.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Interval, MissedTickBehavior};
+
+use super::{
+    Component, FrameKind, MediaConfig, MediaEvent, MediaStats, MediaStream, StreamError, FRAME,
+};
+use crate::codec::SampleRate;
+use crate::record::{RecordError, RecordingHandle, RecordingSummary};
+use crate::rtcp::NtpTime;
+
+/// Largest application frame: 20 ms at 16 kHz.
+pub const MAX_APP_FRAME: usize = 320;
+
+/// Size of one receive buffer refill.
+const RECEIVE_CHUNK: usize = 64 * 1024;
+/// Room for one datagram.
+const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read from one stream's sockets before the others get a turn.
+const READ_BUDGET: usize = 64;
+
+/// Errors of the media engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Not called inside a tokio runtime.
+    #[error("the media engine needs a tokio runtime")]
+    NoRuntime,
+    /// The port range is empty or holds no even port.
+    #[error("RTP port range {min}-{max} holds no even port")]
+    EmptyPortRange {
+        /// Lowest port.
+        min: u16,
+        /// Highest port.
+        max: u16,
+    },
+    /// Every port of the range is taken.
+    #[error("no free RTP port in {min}-{max} on {ip}")]
+    NoFreePort {
+        /// Address bound.
+        ip: IpAddr,
+        /// Lowest port.
+        min: u16,
+        /// Highest port.
+        max: u16,
+    },
+    /// A socket could not be set up.
+    #[error("RTP socket {addr}: {source}")]
+    Socket {
+        /// Address being bound.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The engine supports 8 and 16 kHz application audio.
+    #[error("application rate {0} Hz is not supported by the engine (8000 or 16000)")]
+    AppRate(u32),
+    /// An outgoing frame is not 20 ms at the stream's application rate.
+    #[error("outgoing frame of {actual} samples, expected {expected}")]
+    FrameLength {
+        /// Samples expected.
+        expected: usize,
+        /// Samples given.
+        actual: usize,
+    },
+    /// The outbound queue is full ([`StreamHandle::try_send_frame`]).
+    #[error("outbound audio queue is full")]
+    Full,
+    /// The stream core refused the operation.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// The stream's worker is gone (engine shut down or stream closed).
+    #[error("media stream is closed")]
+    Closed,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Address the RTP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Lowest RTP port (RTP takes even ports, RTCP the odd one above).
+    pub port_min: u16,
+    /// Highest port.
+    pub port_max: u16,
+    /// Worker tasks; 0 means one per available core.
+    pub workers: usize,
+    /// Inbound frames buffered for the application (each 20 ms).
+    pub inbound_frames: usize,
+    /// Outbound frames buffered from the application (each 20 ms).
+    pub outbound_frames: usize,
+}
+
+impl Default for EngineConfig {
+    /// 127.0.0.1, ports 20000-30000, one worker per core, 200 ms of inbound
+    /// and 1 s of outbound buffering.
+    fn default() -> Self {
+        EngineConfig {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port_min: 20000,
+            port_max: 30000,
+            workers: 0,
+            inbound_frames: 10,
+            outbound_frames: 50,
+        }
+    }
+}
+
+/// Per-stream options of [`MediaEngine::open`].
+#[derive(Debug, Default)]
+pub struct OpenOptions {
+    /// Record the call: decoded inbound audio (caller, left) and outbound
+    /// audio (agent, right) at the application rate.
+    pub recording: Option<RecordingHandle>,
+}
+
+/// 20 ms of mono PCM, stored inline (no heap).
+#[derive(Clone, Copy)]
+pub struct AudioFrame {
+    samples: [i16; MAX_APP_FRAME],
+    len: u16,
+    kind: FrameKind,
+}
+
+impl AudioFrame {
+    /// A frame holding `pcm` (at most [`MAX_APP_FRAME`] samples).
+    pub fn new(pcm: &[i16], kind: FrameKind) -> Result<AudioFrame, EngineError> {
+        if pcm.len() > MAX_APP_FRAME {
+            return Err(EngineError::FrameLength {
+                expected: MAX_APP_FRAME,
+                actual: pcm.len(),
+            });
+        }
+        let mut samples = [0; MAX_APP_FRAME];
+        samples[..pcm.len()].copy_from_slice(pcm);
+        Ok(AudioFrame {
+            samples,
+            // At most MAX_APP_FRAME, checked above.
+            len: pcm.len() as u16,
+            kind,
+        })
+    }
+
+    /// The samples.
+    pub fn samples(&self) -> &[i16] {
+        &self.samples[..usize::from(self.len)]
+    }
+
+    /// How an inbound frame was made ([`FrameKind::Voice`] for outbound).
+    pub fn kind(&self) -> FrameKind {
+        self.kind
+    }
+}
+
+impl Deref for AudioFrame {
+    type Target = [i16];
+
+    fn deref(&self) -> &[i16] {
+        self.samples()
+    }
+}
+
+impl std::fmt::Debug for AudioFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioFrame")
+            .field("len", &self.len)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`StreamHandle::close`] returns.
+#[derive(Debug)]
+pub struct StreamClosed {
+    /// Final statistics.
+    pub stats: MediaStats,
+    /// How the recording ended, when the stream was recorded.
+    pub recording: Option<Result<RecordingSummary, RecordError>>,
+}
+
+/// Drives many media streams from a few tasks. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MediaEngine {
+    inner: Arc<EngineInner>,
+}
+
+#[derive(Debug)]
+struct EngineInner {
+    config: EngineConfig,
+    workers: Vec<mpsc::UnboundedSender<Command>>,
+    next_worker: AtomicUsize,
+    next_id: AtomicU64,
+    next_port: Mutex<u16>,
+}
+
+impl MediaEngine {
+    /// Starts the worker tasks on the current tokio runtime.
+    pub fn start(config: EngineConfig) -> Result<MediaEngine, EngineError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let first_even = config.port_min.saturating_add(config.port_min % 2);
+        if first_even > config.port_max || config.port_max == 0 {
+            return Err(EngineError::EmptyPortRange {
+                min: config.port_min,
+                max: config.port_max,
+            });
+        }
+        let count = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let start = tokio::time::Instant::now();
+        let workers = (0..count)
+            .map(|index| {
+                let (commands, receiver) = mpsc::unbounded_channel();
+                // Spread the workers' ticks over the frame period.
+                let phase = FRAME * index as u32 / count as u32;
+                let mut interval = tokio::time::interval_at(start + phase, FRAME);
+                interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                runtime.spawn(Worker::new(receiver, interval).run());
+                commands
+            })
+            .collect();
+        Ok(MediaEngine {
+            inner: Arc::new(EngineInner {
+                next_port: Mutex::new(first_even),
+                config,
+                workers,
+                next_worker: AtomicUsize::new(0),
+                next_id: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Binds the stream's sockets (an even RTP port, and the RTCP port above
+    /// it unless `config.rtcp_mux`), builds the stream and hands it to a
+    /// worker. Put [`StreamHandle::local_addr`] in the SDP.
+    pub fn open(
+        &self,
+        config: MediaConfig,
+        options: OpenOptions,
+    ) -> Result<StreamHandle, EngineError> {
+        let app_rate = config.app_rate;
+        if app_rate.frame_samples() > MAX_APP_FRAME {
+            return Err(EngineError::AppRate(app_rate.hz()));
+        }
+        let (rtp, rtcp) = self.bind_pair(!config.rtcp_mux)?;
+        let local = local_addr(&rtp)?;
+        let local_rtcp = rtcp.as_ref().map(local_addr).transpose()?;
+        let now = tokio::time::Instant::now().into_std();
+        let ntp = NtpTime::from_system_time(SystemTime::now());
+        let stream = MediaStream::new(config, now, ntp, &mut rand::thread_rng())?;
+        let rtp = to_tokio(rtp, local)?;
+        let rtcp = match (rtcp, local_rtcp) {
+            (Some(socket), Some(addr)) => Some(to_tokio(socket, addr)?),
+            _ => None,
+        };
+        let (inbound_tx, inbound_rx) = mpsc::channel(self.inner.config.inbound_frames.max(1));
+        let (outbound_tx, outbound_rx) = mpsc::channel(self.inner.config.outbound_frames.max(1));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let worker =
+            self.inner.next_worker.fetch_add(1, Ordering::Relaxed) % self.inner.workers.len();
+        let commands = self.inner.workers[worker].clone();
+        let entry = Entry {
+            id,
+            stream,
+            rtp,
+            rtcp,
+            waker: None,
+            inbound: inbound_tx,
+            outbound: outbound_rx,
+            events: events_tx,
+            recording: options.recording,
+            recording_errors: 0,
+            bad_frames: 0,
+        };
+        commands
+            .send(Command::Open(Box::new(entry)))
+            .map_err(|_| EngineError::Closed)?;
+        Ok(StreamHandle {
+            id,
+            local,
+            local_rtcp,
+            frame_samples: app_rate.frame_samples(),
+            app_rate,
+            commands,
+            inbound: Some(inbound_rx),
+            outbound: outbound_tx,
+            events: Some(events_rx),
+            closed: false,
+        })
+    }
+
+    /// Binds an even port (and the one above it when `rtcp` is set) from the
+    /// configured range, starting after the last port handed out.
+    fn bind_pair(&self, rtcp: bool) -> Result<(StdUdpSocket, Option<StdUdpSocket>), EngineError> {
+        let config = &self.inner.config;
+        let first = config.port_min.saturating_add(config.port_min % 2);
+        let pairs = usize::from((config.port_max - first) / 2) + 1;
+        let mut cursor = self
+            .inner
+            .next_port
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for _ in 0..pairs {
+            let port = *cursor;
+            let next = port.saturating_add(2);
+            *cursor = if next > config.port_max || next < port {
+                first
+            } else {
+                next
+            };
+            if rtcp && port == u16::MAX {
+                continue;
+            }
+            let Some(socket) = try_bind(config.bind_ip, port)? else {
+                continue;
+            };
+            if !rtcp {
+                return Ok((socket, None));
+            }
+            if let Some(rtcp_socket) = try_bind(config.bind_ip, port + 1)? {
+                return Ok((socket, Some(rtcp_socket)));
+            }
+        }
+        Err(EngineError::NoFreePort {
+            ip: config.bind_ip,
+            min: config.port_min,
+            max: config.port_max,
+        })
+    }
+}
+
+/// The application's side of one stream. Dropping it closes the stream.
+#[derive(Debug)]
+pub struct StreamHandle {
+    id: u64,
+    local: SocketAddr,
+    local_rtcp: Option<SocketAddr>,
+    app_rate: SampleRate,
+    frame_samples: usize,
+    commands: mpsc::UnboundedSender<Command>,
+    inbound: Option<mpsc::Receiver<AudioFrame>>,
+    outbound: mpsc::Sender<AudioFrame>,
+    events: Option<mpsc::UnboundedReceiver<MediaEvent>>,
+    closed: bool,
+}
+
+impl StreamHandle {
+    /// The local RTP address (for the SDP `c=`/`m=` lines).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The local RTCP address, unless RTCP is multiplexed.
+    pub fn local_rtcp_addr(&self) -> Option<SocketAddr> {
+        self.local_rtcp
+    }
+
+    /// Rate of the frames exchanged with the application.
+    pub fn app_rate(&self) -> SampleRate {
+        self.app_rate
+    }
+
+    /// The next inbound 20 ms frame (one every 20 ms, silence included);
+    /// `None` once the stream is closed or the receiver was taken.
+    pub async fn recv_frame(&mut self) -> Option<AudioFrame> {
+        self.inbound.as_mut()?.recv().await
+    }
+
+    /// Takes the inbound frame receiver, to read it from another task.
+    pub fn take_inbound(&mut self) -> Option<mpsc::Receiver<AudioFrame>> {
+        self.inbound.take()
+    }
+
+    /// A sender of outbound frames, to write from another task.
+    pub fn outbound_sender(&self) -> mpsc::Sender<AudioFrame> {
+        self.outbound.clone()
+    }
+
+    /// Queues one outbound 20 ms frame, waiting while the queue is full
+    /// (which paces an application faster than real time).
+    pub async fn send_frame(&self, pcm: &[i16]) -> Result<(), EngineError> {
+        let frame = self.outbound_frame(pcm)?;
+        self.outbound
+            .send(frame)
+            .await
+            .map_err(|_| EngineError::Closed)
+    }
+
+    /// Queues one outbound frame without waiting.
+    pub fn try_send_frame(&self, pcm: &[i16]) -> Result<(), EngineError> {
+        let frame = self.outbound_frame(pcm)?;
+        self.outbound.try_send(frame).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => EngineError::Full,
+            mpsc::error::TrySendError::Closed(_) => EngineError::Closed,
+        })
+    }
+
+    /// Drops the outbound audio not yet sent (barge-in).
+    pub fn clear_outbound(&self) -> Result<(), EngineError> {
+        self.command(Command::ClearOutbound { id: self.id })
+    }
+
+    /// The next event; `None` once the stream is closed or the receiver was
+    /// taken.
+    pub async fn next_event(&mut self) -> Option<MediaEvent> {
+        self.events.as_mut()?.recv().await
+    }
+
+    /// Takes the event receiver, to read it from another task.
+    pub fn take_events(&mut self) -> Option<mpsc::UnboundedReceiver<MediaEvent>> {
+        self.events.take()
+    }
+
+    /// Statistics so far.
+    pub async fn stats(&self) -> Result<MediaStats, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Stats { id: self.id, reply })?;
+        answer.await.map_err(|_| EngineError::Closed)
+    }
+
+    /// Sends `digits` as RFC 4733 telephone-events.
+    pub async fn send_dtmf(&self, digits: &str) -> Result<(), EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::SendDtmf {
+            id: self.id,
+            digits: digits.to_owned(),
+            reply,
+        })?;
+        Ok(answer.await.map_err(|_| EngineError::Closed)??)
+    }
+
+    /// A new remote address after a re-INVITE.
+    pub fn set_remote(
+        &self,
+        remote: SocketAddr,
+        remote_rtcp: Option<SocketAddr>,
+    ) -> Result<(), EngineError> {
+        self.command(Command::SetRemote {
+            id: self.id,
+            remote,
+            remote_rtcp,
+        })
+    }
+
+    /// Closes the stream (RTCP BYE sent, sockets released) and returns the
+    /// final statistics and the recording's outcome.
+    pub async fn close(mut self) -> Result<StreamClosed, EngineError> {
+        self.closed = true;
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Close {
+            id: self.id,
+            reply: Some(reply),
+        })?;
+        let (stats, recording) = answer.await.map_err(|_| EngineError::Closed)?;
+        let stats = stats?;
+        let recording = match recording {
+            Some(handle) => Some(handle.finish().await),
+            None => None,
+        };
+        Ok(StreamClosed { stats, recording })
+    }
+
+    fn outbound_frame(&self, pcm: &[i16]) -> Result<AudioFrame, EngineError> {
+        if pcm.len() != self.frame_samples {
+            return Err(EngineError::FrameLength {
+                expected: self.frame_samples,
+                actual: pcm.len(),
+            });
+        }
+        AudioFrame::new(pcm, FrameKind::Voice)
+    }
+
+    fn command(&self, command: Command) -> Result<(), EngineError> {
+        self.commands.send(command).map_err(|_| EngineError::Closed)
+    }
+}
+
+impl Drop for StreamHandle {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.commands.send(Command::Close {
+                id: self.id,
+                reply: None,
+            });
+        }
+    }
+}
+
+type CloseReply = oneshot::Sender<(Result<MediaStats, StreamError>, Option<RecordingHandle>)>;
+
+enum Command {
+    Open(Box<Entry>),
+    Close {
+        id: u64,
+        reply: Option<CloseReply>,
+    },
+    Stats {
+        id: u64,
+        reply: oneshot::Sender<MediaStats>,
+    },
+    SendDtmf {
+        id: u64,
+        digits: String,
+        reply: oneshot::Sender<Result<(), StreamError>>,
+    },
+    SetRemote {
+        id: u64,
+        remote: SocketAddr,
+        remote_rtcp: Option<SocketAddr>,
+    },
+    ClearOutbound {
+        id: u64,
+    },
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Command::Open(_) => "Open",
+            Command::Close { .. } => "Close",
+            Command::Stats { .. } => "Stats",
+            Command::SendDtmf { .. } => "SendDtmf",
+            Command::SetRemote { .. } => "SetRemote",
+            Command::ClearOutbound { .. } => "ClearOutbound",
+        };
+        f.write_str(name)
+    }
+}
+
+/// One stream owned by a worker.
+struct Entry {
+    id: u64,
+    stream: MediaStream,
+    rtp: UdpSocket,
+    rtcp: Option<UdpSocket>,
+    waker: Option<(Arc<SocketWaker>, Waker)>,
+    inbound: mpsc::Sender<AudioFrame>,
+    outbound: mpsc::Receiver<AudioFrame>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    recording: Option<RecordingHandle>,
+    recording_errors: u64,
+    bad_frames: u64,
+}
+
+/// Streams whose sockets became readable, and the worker to wake.
+#[derive(Debug, Default)]
+struct ReadySet {
+    slots: Mutex<Vec<usize>>,
+    task: Mutex<Option<Waker>>,
+}
+
+/// The waker given to a stream's sockets: queues the stream's slot.
+#[derive(Debug)]
+struct SocketWaker {
+    slot: usize,
+    queued: AtomicBool,
+    ready: Arc<ReadySet>,
+}
+
+impl Wake for SocketWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        lock(&self.ready.slots).push(self.slot);
+        if let Some(task) = lock(&self.ready.task).take() {
+            task.wake();
+        }
+    }
+}
+
+enum Wakeup {
+    Tick,
+    Command(Option<Command>),
+    Sockets,
+}
+
+struct Worker {
+    commands: mpsc::UnboundedReceiver<Command>,
+    interval: Interval,
+    slots: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    index: HashMap<u64, usize>,
+    ready: Arc<ReadySet>,
+    ready_scratch: Vec<usize>,
+    receive: BytesMut,
+}
+
+impl Worker {
+    fn new(commands: mpsc::UnboundedReceiver<Command>, interval: Interval) -> Worker {
+        Worker {
+            commands,
+            interval,
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            ready: Arc::default(),
+            ready_scratch: Vec::new(),
+            receive: BytesMut::with_capacity(RECEIVE_CHUNK),
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            match poll_fn(|cx| self.poll_wakeup(cx)).await {
+                Wakeup::Tick => self.tick_all(),
+                Wakeup::Command(Some(command)) => self.handle_command(command),
+                Wakeup::Command(None) => return,
+                Wakeup::Sockets => self.read_ready(),
+            }
+            // Socket reads count against tokio's cooperative budget; give
+            // the runtime its turn when it is spent rather than spin.
+            tokio::task::consume_budget().await;
+        }
+    }
+
+    fn poll_wakeup(&mut self, cx: &mut Context<'_>) -> Poll<Wakeup> {
+        {
+            let mut task = lock(&self.ready.task);
+            if !task
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+            {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        if self.interval.poll_tick(cx).is_ready() {
+            return Poll::Ready(Wakeup::Tick);
+        }
+        if let Poll::Ready(command) = self.commands.poll_recv(cx) {
+            return Poll::Ready(Wakeup::Command(command));
+        }
+        if !lock(&self.ready.slots).is_empty() {
+            return Poll::Ready(Wakeup::Sockets);
+        }
+        Poll::Pending
+    }
+
+    fn tick_all(&mut self) {
+        let now = tokio::time::Instant::now().into_std();
+        for entry in self.slots.iter_mut().flatten() {
+            let outgoing = match entry.outbound.try_recv() {
+                Ok(frame) if frame.len() == entry.stream.frame().len() => Some(frame),
+                Ok(_) => {
+                    entry.bad_frames += 1;
+                    None
+                }
+                Err(_) => None,
+            };
+            let outgoing = outgoing.as_ref().map(AudioFrame::samples);
+            match entry.stream.tick(now, outgoing) {
+                Ok(kind) => {
+                    let inbound = entry.stream.frame();
+                    if let Ok(frame) = AudioFrame::new(inbound, kind) {
+                        // A full channel drops the frame: the audio path
+                        // never waits for the application.
+                        let _ = entry.inbound.try_send(frame);
+                    }
+                    if let Some(recording) = &mut entry.recording {
+                        if recording.write_frame(Some(inbound), outgoing).is_err() {
+                            entry.recording_errors += 1;
+                        }
+                    }
+                }
+                Err(error) => tracing::debug!(id = entry.id, %error, "media tick failed"),
+            }
+            flush(entry);
+        }
+    }
+
+    fn read_ready(&mut self) {
+        std::mem::swap(&mut *lock(&self.ready.slots), &mut self.ready_scratch);
+        let mut ready = std::mem::take(&mut self.ready_scratch);
+        for &slot in &ready {
+            let Some(Some(entry)) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            let more = read_sockets(entry, &mut self.receive);
+            flush(entry);
+            if more {
+                if let Some((waker, _)) = &entry.waker {
+                    waker.wake_by_ref();
+                }
+            }
+        }
+        ready.clear();
+        self.ready_scratch = ready;
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        let now = tokio::time::Instant::now().into_std();
+        match command {
+            Command::Open(entry) => self.insert(*entry),
+            Command::Close { id, reply } => {
+                let Some(mut entry) = self.remove(id) else {
+                    return;
+                };
+                let stats = entry.stream.close(now);
+                flush(&mut entry);
+                if entry.bad_frames > 0 || entry.recording_errors > 0 {
+                    tracing::debug!(
+                        id,
+                        bad_frames = entry.bad_frames,
+                        recording_errors = entry.recording_errors,
+                        "media stream closed with dropped frames"
+                    );
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send((stats, entry.recording.take()));
+                }
+            }
+            Command::Stats { id, reply } => {
+                if let Some(entry) = self.entry(id) {
+                    let _ = reply.send(entry.stream.stats());
+                }
+            }
+            Command::SendDtmf { id, digits, reply } => {
+                if let Some(entry) = self.entry(id) {
+                    let _ = reply.send(entry.stream.send_dtmf(now, &digits));
+                }
+            }
+            Command::SetRemote {
+                id,
+                remote,
+                remote_rtcp,
+            } => {
+                if let Some(entry) = self.entry(id) {
+                    entry.stream.set_remote(remote, remote_rtcp);
+                }
+            }
+            Command::ClearOutbound { id } => {
+                if let Some(entry) = self.entry(id) {
+                    while entry.outbound.try_recv().is_ok() {}
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, mut entry: Entry) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        let waker = Arc::new(SocketWaker {
+            slot,
+            queued: AtomicBool::new(false),
+            ready: self.ready.clone(),
+        });
+        entry.waker = Some((waker.clone(), Waker::from(waker.clone())));
+        self.index.insert(entry.id, slot);
+        self.slots[slot] = Some(entry);
+        // Register the socket wakers (and read anything already there).
+        waker.wake_by_ref();
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let slot = self.index.remove(&id)?;
+        self.free.push(slot);
+        self.slots[slot].take()
+    }
+
+    fn entry(&mut self, id: u64) -> Option<&mut Entry> {
+        let slot = *self.index.get(&id)?;
+        self.slots[slot].as_mut()
+    }
+}
+
+/// Reads both sockets of `entry` until they would block (registering its
+/// waker) or the budget is spent; returns whether data may be left.
+fn read_sockets(entry: &mut Entry, receive: &mut BytesMut) -> bool {
+    let Some((waker, task_waker)) = &entry.waker else {
+        return false;
+    };
+    waker.queued.store(false, Ordering::Release);
+    let mut cx = Context::from_waker(task_waker);
+    let mut budget = READ_BUDGET;
+    let sockets = [Some(&entry.rtp), entry.rtcp.as_ref()];
+    for socket in sockets.into_iter().flatten() {
+        loop {
+            if budget == 0 {
+                return true;
+            }
+            budget -= 1;
+            if receive.capacity() < MAX_DATAGRAM {
+                receive.reserve(RECEIVE_CHUNK);
+            }
+            receive.resize(MAX_DATAGRAM, 0);
+            let mut buffer = ReadBuf::new(&mut receive[..]);
+            match socket.poll_recv_from(&mut cx, &mut buffer) {
+                Poll::Ready(Ok(from)) => {
+                    let len = buffer.filled().len();
+                    let datagram = receive.split_to(len).freeze();
+                    let now = tokio::time::Instant::now().into_std();
+                    if let Err(error) = entry.stream.handle_datagram(now, from, datagram) {
+                        tracing::trace!(id = entry.id, %from, %error, "datagram rejected");
+                    }
+                }
+                Poll::Ready(Err(error)) => {
+                    tracing::debug!(id = entry.id, %error, "RTP socket receive error");
+                }
+                Poll::Pending => break,
+            }
+        }
+    }
+    false
+}
+
+/// Sends the stream's queued datagrams and forwards its events.
+fn flush(entry: &mut Entry) {
+    while let Some(transmit) = entry.stream.poll_transmit() {
+        let socket = match transmit.component {
+            Component::Rtp => &entry.rtp,
+            Component::Rtcp => entry.rtcp.as_ref().unwrap_or(&entry.rtp),
+        };
+        // UDP: a full socket buffer drops the datagram, as the network would.
+        if let Err(error) = socket.try_send_to(transmit.payload, transmit.destination) {
+            tracing::trace!(id = entry.id, %error, "RTP send failed");
+        }
+    }
+    while let Some(event) = entry.stream.poll_event() {
+        let _ = entry.events.send(event);
+    }
+}
+
+fn try_bind(ip: IpAddr, port: u16) -> Result<Option<StdUdpSocket>, EngineError> {
+    let addr = SocketAddr::new(ip, port);
+    match StdUdpSocket::bind(addr) {
+        Ok(socket) => Ok(Some(socket)),
+        Err(error) if error.kind() == io::ErrorKind::AddrInUse => Ok(None),
+        Err(source) => Err(EngineError::Socket { addr, source }),
+    }
+}
+
+fn local_addr(socket: &StdUdpSocket) -> Result<SocketAddr, EngineError> {
+    socket.local_addr().map_err(|source| EngineError::Socket {
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        source,
+    })
+}
+
+fn to_tokio(socket: StdUdpSocket, addr: SocketAddr) -> Result<UdpSocket, EngineError> {
+    socket
+        .set_nonblocking(true)
+        .and_then(|()| UdpSocket::from_std(socket))
+        .map_err(|source| EngineError::Socket { addr, source })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_frames_hold_up_to_16k_frames() {
+        let frame = AudioFrame::new(&[7; 160], FrameKind::Voice).unwrap();
+        assert_eq!(frame.len(), 160);
+        assert_eq!(frame[159], 7);
+        assert!(AudioFrame::new(&[0; 961], FrameKind::Voice).is_err());
+    }
+
+    #[tokio::test]
+    async fn ports_are_even_pairs_from_the_range() {
+        let engine = MediaEngine::start(EngineConfig {
+            port_min: 43101,
+            port_max: 43199,
+            workers: 1,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let remote = SocketAddr::from(([127, 0, 0, 1], 9));
+        let config = MediaConfig::new(
+            crate::codec::CodecSpec::Pcmu,
+            crate::rtp_session::PayloadType::PCMU,
+            remote,
+        );
+        let a = engine.open(config.clone(), OpenOptions::default()).unwrap();
+        let b = engine.open(config, OpenOptions::default()).unwrap();
+        for handle in [&a, &b] {
+            let port = handle.local_addr().port();
+            assert!(port % 2 == 0 && (43102..43199).contains(&port));
+            assert_eq!(handle.local_rtcp_addr().unwrap().port(), port + 1);
+        }
+        assert_ne!(a.local_addr(), b.local_addr());
+        let closed = a.close().await.unwrap();
+        assert!(closed.recording.is_none());
+    }
+
+    #[test]
+    fn empty_range_is_refused() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let result = MediaEngine::start(EngineConfig {
+            port_min: 5001,
+            port_max: 5001,
+            ..EngineConfig::default()
+        });
+        assert!(matches!(result, Err(EngineError::EmptyPortRange { .. })));
+    }
+}
