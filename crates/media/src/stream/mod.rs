@@ -170,8 +170,12 @@ pub struct MediaConfig {
     pub rtcp_mux: bool,
     /// Rate of the PCM frames exchanged with the application.
     pub app_rate: SampleRate,
+    /// The peer's packetization time in ms (SDP `a=ptime`, 20 by default).
+    /// Outgoing packets are always 20 ms; incoming packets of any duration
+    /// are decoded into a queue that the 20 ms clock plays from.
+    pub remote_ptime_ms: u32,
     /// Jitter buffer settings; `clock_rate` and `frame_ms` are set from the
-    /// codec.
+    /// codec and [`MediaConfig::remote_ptime_ms`].
     pub jitter: JitterConfig,
     /// RTCP CNAME.
     pub cname: String,
@@ -204,6 +208,7 @@ impl MediaConfig {
             remote_rtcp: None,
             rtcp_mux: false,
             app_rate: SampleRate::Hz8000,
+            remote_ptime_ms: FRAME_MS,
             jitter: JitterConfig::with_clock_rate(codec.clock_rate()),
             cname: String::from("dialcore"),
             rtcp_interval: Duration::from_secs(5),
@@ -292,6 +297,10 @@ pub struct MediaStream {
     resample_in: Option<Resampler>,
     resample_out: Option<Resampler>,
     decoded: Vec<i16>,
+    queue: Vec<i16>,
+    queued: usize,
+    queued_kind: FrameKind,
+    packet_samples: usize,
     frame: Vec<i16>,
     silence: Vec<i16>,
     codec_frame: Vec<i16>,
@@ -317,12 +326,22 @@ pub struct MediaStream {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
-    concealed_frames: u64,
+    concealed_samples: u64,
     recovered_frames: u64,
     decode_errors: u64,
     rejected: u64,
     dtmf_sent: u64,
     dtmf_received: u64,
+}
+
+/// The rank of a frame kind when packets of several kinds make one frame.
+fn rank(kind: FrameKind) -> u8 {
+    match kind {
+        FrameKind::Silence => 0,
+        FrameKind::Voice => 1,
+        FrameKind::Recovered => 2,
+        FrameKind::Concealed => 3,
+    }
 }
 
 /// Longest packet the decoder is given room for: 120 ms.
@@ -359,7 +378,7 @@ impl MediaStream {
             )
         };
         config.jitter.clock_rate = clock_rate;
-        config.jitter.frame_ms = FRAME_MS;
+        config.jitter.frame_ms = config.remote_ptime_ms;
         let jitter = JitterBuffer::new(config.jitter.clone())?;
         config.dtmf.clock_rate = clock_rate;
         let dtmf_sender = DtmfSender::new(config.dtmf)?;
@@ -398,7 +417,8 @@ impl MediaStream {
         );
         let app_frame = config.app_rate.frame_samples();
         let codec_frame = codec_rate.frame_samples();
-        let decoded_len = codec_rate.hz() as usize * MAX_PACKET_MS / 1000;
+        // Room for the longest packet plus one more frame of concealment.
+        let decoded_len = codec_rate.hz() as usize * MAX_PACKET_MS / 1000 + codec_frame;
         let quality = CodecQuality::from_encoding_name(codec.sdp_format().encoding_name)
             .unwrap_or(CodecQuality::PCMU);
         Ok(MediaStream {
@@ -417,6 +437,10 @@ impl MediaStream {
             resample_in: resamplers.0,
             resample_out: resamplers.1,
             decoded: vec![0; decoded_len],
+            queue: vec![0; decoded_len + codec_frame],
+            queued: 0,
+            queued_kind: FrameKind::Silence,
+            packet_samples: codec_rate.hz() as usize * config.remote_ptime_ms as usize / 1000,
             frame: vec![0; app_frame],
             silence: vec![0; app_frame],
             codec_frame: vec![0; codec_frame],
@@ -502,7 +526,8 @@ impl MediaStream {
         );
         MediaStats {
             stream,
-            concealed_ms: self.counters.concealed_frames * u64::from(FRAME_MS),
+            concealed_ms: self.counters.concealed_samples * 1000
+                / u64::from(self.decoder.sample_rate().hz()),
             recovered_frames: self.counters.recovered_frames,
             jitter,
             decode_errors: self.counters.decode_errors,
@@ -739,53 +764,93 @@ impl MediaStream {
         }
     }
 
-    /// Pops the jitter buffer and fills `self.frame` at the application rate.
+    /// Fills `self.frame` at the application rate from the decoded-PCM
+    /// queue, popping and decoding packets while it holds less than 20 ms
+    /// (once per tick for 20 ms packets; every 30 ms on average for 30 ms
+    /// packets, and so on).
     fn play_inbound(&mut self, now: Instant) -> Result<FrameKind, StreamError> {
-        let frame = self.decoder.frame_samples();
-        let (kind, written) = match self.jitter.pop(now) {
-            Playout::Frame { payload, .. } => {
-                match self.decoder.decode(&payload, &mut self.decoded) {
-                    Ok(written) => (FrameKind::Voice, written),
-                    Err(error) => {
-                        tracing::debug!(%error, "undecodable payload concealed");
-                        self.counters.decode_errors += 1;
-                        (FrameKind::Concealed, self.conceal())
-                    }
-                }
-            }
-            Playout::Conceal { fec: Some(next) } if self.fec_capable => {
-                match self.decoder.decode_fec(&next, &mut self.decoded) {
-                    Ok(written) => (FrameKind::Recovered, written),
-                    Err(_) => (FrameKind::Concealed, self.conceal()),
-                }
-            }
-            Playout::Conceal { .. } => (FrameKind::Concealed, self.conceal()),
-            Playout::Silence => (FrameKind::Silence, 0),
+        let frame = self.codec_frame.len();
+        // Samples left over from the previous packet keep its kind.
+        let mut kind = if self.queued > 0 {
+            self.queued_kind
+        } else {
+            FrameKind::Silence
         };
-        match kind {
-            FrameKind::Recovered => {
-                self.counters.recovered_frames += 1;
-                self.counters.concealed_frames += 1;
+        while self.queued < frame {
+            let (packet_kind, written) = self.pop_packet(now);
+            let end = (self.queued + written).min(self.queue.len());
+            let count = end - self.queued;
+            self.queue[self.queued..end].copy_from_slice(&self.decoded[..count]);
+            self.queued = end;
+            self.queued_kind = packet_kind;
+            if rank(packet_kind) > rank(kind) {
+                kind = packet_kind;
             }
-            FrameKind::Concealed => self.counters.concealed_frames += 1,
-            FrameKind::Voice | FrameKind::Silence => {}
         }
-        // Short or missing output is padded with silence; a packet longer
-        // than one frame plays its first 20 ms.
-        self.decoded[written.min(frame)..frame].fill(0);
-        let codec_pcm = &self.decoded[..frame];
+        let codec_pcm = &self.queue[..frame];
         match &mut self.resample_in {
             Some(resampler) => {
                 resampler.process(codec_pcm, &mut self.frame)?;
             }
             None => self.frame.copy_from_slice(codec_pcm),
         }
+        self.queue.copy_within(frame..self.queued, 0);
+        self.queued -= frame;
         Ok(kind)
     }
 
-    /// Runs the decoder's concealment into `self.decoded`.
-    fn conceal(&mut self) -> usize {
-        self.decoder.conceal(&mut self.decoded).unwrap_or(0)
+    /// Pops one packet's worth of playout from the jitter buffer and decodes
+    /// it into `self.decoded`; returns how it was made and its length.
+    fn pop_packet(&mut self, now: Instant) -> (FrameKind, usize) {
+        let packet = self.packet_samples;
+        let (kind, written) = match self.jitter.pop(now) {
+            Playout::Frame { payload, .. } => {
+                match self.decoder.decode(&payload, &mut self.decoded) {
+                    Ok(written) if written > 0 => (FrameKind::Voice, written),
+                    Ok(_) | Err(_) => {
+                        tracing::debug!(len = payload.len(), "undecodable payload concealed");
+                        self.counters.decode_errors += 1;
+                        (FrameKind::Concealed, self.conceal(packet))
+                    }
+                }
+            }
+            Playout::Conceal { fec: Some(next) } if self.fec_capable => {
+                match self.decoder.decode_fec(&next, &mut self.decoded) {
+                    Ok(written) if written > 0 => (FrameKind::Recovered, written),
+                    Ok(_) | Err(_) => (FrameKind::Concealed, self.conceal(packet)),
+                }
+            }
+            Playout::Conceal { .. } => (FrameKind::Concealed, self.conceal(packet)),
+            Playout::Silence => {
+                self.decoded[..packet].fill(0);
+                (FrameKind::Silence, packet)
+            }
+        };
+        match kind {
+            FrameKind::Recovered => {
+                self.counters.recovered_frames += 1;
+                self.counters.concealed_samples += written as u64;
+            }
+            FrameKind::Concealed => self.counters.concealed_samples += written as u64,
+            FrameKind::Voice | FrameKind::Silence => {}
+        }
+        (kind, written)
+    }
+
+    /// Runs the decoder's concealment into `self.decoded` until `samples`
+    /// are written (silence if the decoder fails).
+    fn conceal(&mut self, samples: usize) -> usize {
+        let mut written = 0;
+        while written < samples {
+            match self.decoder.conceal(&mut self.decoded[written..]) {
+                Ok(count) if count > 0 => written += count,
+                Ok(_) | Err(_) => {
+                    self.decoded[written..samples].fill(0);
+                    written = samples;
+                }
+            }
+        }
+        written
     }
 
     fn send_outbound(&mut self, now: Instant, outgoing: Option<&[i16]>) -> Result<(), StreamError> {
