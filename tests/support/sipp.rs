@@ -751,7 +751,7 @@ impl SippOutcome {
 pub fn parse_statistics(csv: &str) -> Option<BTreeMap<String, String>> {
     let mut rows = csv.lines().filter(|line| !line.trim().is_empty());
     let header = rows.next()?;
-    let last = rows.last()?;
+    let last = rows.next_back()?;
     Some(
         header
             .split(';')
