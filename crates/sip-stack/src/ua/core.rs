@@ -89,6 +89,8 @@ struct Call {
     credentials: Option<Credentials>,
     auth_attempts: u8,
     session: Option<SessionTimer>,
+    /// The session timer deadline currently in the timer heap.
+    session_deadline: Option<Instant>,
     /// UAC: the RFC 4028 negotiation of the INVITE (and its 422 retries).
     uac_timer: UacSessionTimer,
     /// Transactions of this call still in the transaction layer.
@@ -182,6 +184,15 @@ impl Core {
                 break;
             }
             self.timers.pop();
+            if timer == CallTimer::Session {
+                let current = self.calls.get(&call).and_then(|c| c.session_deadline);
+                if current != Some(at) {
+                    continue; // superseded by a later arm_session_timer
+                }
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.session_deadline = None;
+                }
+            }
             self.on_call_timer(now, call, timer);
         }
         self.pump_transactions(Some(now));
@@ -274,6 +285,7 @@ impl Core {
             credentials: outgoing.credentials,
             auth_attempts: 0,
             session: None,
+            session_deadline: None,
             uac_timer,
             refresh_key: None,
             transactions: 0,
@@ -310,7 +322,6 @@ impl Core {
         headers.push(crate::message::raw::headers::CSeq::new("1 INVITE").into());
         headers.push(crate::message::raw::headers::Contact::new(local.contact_value()).into());
         headers.push(crate::message::raw::headers::Allow::new(ALLOW).into());
-        headers.push(crate::message::raw::headers::Supported::new("timer").into());
         headers.push(
             crate::message::raw::headers::UserAgent::new(self.config.user_agent.clone()).into(),
         );
@@ -652,7 +663,7 @@ impl Core {
                 peer: from,
                 local,
                 invite,
-                invite_key: Some(key),
+                invite_key: Some(key.clone()),
                 dialog: Some(dialog),
                 local_tag,
                 local_sdp: None,
@@ -662,12 +673,14 @@ impl Core {
                 credentials: None,
                 auth_attempts: 0,
                 session: None,
+                session_deadline: None,
                 uac_timer: UacSessionTimer::new(&self.config.session_timer),
                 refresh_key: None,
                 transactions: 0,
                 ended: false,
             },
         );
+        self.track(key, id);
         self.outputs.push_back(CoreOutput::Incoming {
             call: id,
             invite: info,
@@ -1059,9 +1072,11 @@ impl Core {
         };
         call.auth_attempts += 1;
         let mut invite = call.invite.clone();
-        invite
-            .headers
-            .retain(|h| !is_named(h, "Session-Expires") && !is_named(h, "Min-SE"));
+        invite.headers.retain(|h| {
+            !["Session-Expires", "Min-SE", "Supported"]
+                .iter()
+                .any(|n| is_named(h, n))
+        });
         push_before_length(&mut invite, session::request_headers(headers));
         self.resend_invite(now, id, invite);
     }
@@ -1251,12 +1266,17 @@ impl Core {
         }
     }
 
+    /// Puts the call's session timer deadline in the heap, once per distinct
+    /// deadline; superseded heap entries are skipped when they come up.
     fn arm_session_timer(&mut self, id: CallId) {
-        let at = self
-            .calls
-            .get(&id)
-            .and_then(|call| call.session.as_ref())
-            .and_then(SessionTimer::poll_timeout);
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let at = call.session.as_ref().and_then(SessionTimer::poll_timeout);
+        if at == call.session_deadline {
+            return;
+        }
+        call.session_deadline = at;
         if let Some(at) = at {
             self.timers.push(Reverse((at, id, CallTimer::Session)));
         }

@@ -561,3 +561,6 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,9 +6,12 @@ use crate::session_timer::{
     SessionTimerError, UasDecision,
 };
 
-/// `Session-Expires` and `Min-SE` for an INVITE, re-INVITE or UPDATE we send.
-pub(crate) fn request_headers(headers: &RequestHeaders) -> [Header; 2] {
+/// `Supported: timer`, `Session-Expires` and `Min-SE` for an INVITE,
+/// re-INVITE or UPDATE we send (without `timer` in Supported the peer would
+/// not let us stay the refresher).
+pub(crate) fn request_headers(headers: &RequestHeaders) -> [Header; 3] {
     [
+        Header::Other("Supported".into(), "timer".into()),
         Header::Other(
             "Session-Expires".into(),
             headers.session_expires.to_string(),

@@ -1,0 +1,495 @@
+//! Two user agent cores talking in virtual time: whole calls, their failure
+//! paths and their timers, deterministically and without sleeping.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::core::{Core, CoreOutput, Locals};
+use super::{CallEvent, CallId, Command, EndReason, OutgoingCall, Party, UaConfig};
+use crate::dialog::LocalContact;
+use crate::message::{parse, Peer, SipMessage, TransportKind, Uri};
+use crate::session_timer::SessionTimerConfig;
+
+const ALICE: &str = "127.0.0.1:5060";
+const BOB: &str = "127.0.0.2:5060";
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().expect("test address")
+}
+
+fn core(at: &str, config: UaConfig) -> Core {
+    let local = LocalContact {
+        transport: TransportKind::Udp,
+        addr: addr(at),
+        user: None,
+    };
+    Core::new(
+        config,
+        Locals {
+            udp: Some(local),
+            tcp: None,
+        },
+    )
+}
+
+/// Which messages the network loses, by a predicate on sender and message text.
+type Filter = Box<dyn FnMut(Side, &str) -> bool>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Alice,
+    Bob,
+}
+
+struct Net {
+    now: Instant,
+    alice: Core,
+    bob: Core,
+    alice_events: Vec<(CallId, CallEvent)>,
+    bob_events: Vec<(CallId, CallEvent)>,
+    bob_incoming: VecDeque<CallId>,
+    drop: Filter,
+    /// Every message that crossed the wire, for assertions.
+    log: Vec<(Side, String)>,
+}
+
+impl Net {
+    fn new(alice: UaConfig, bob: UaConfig) -> Self {
+        Self {
+            now: Instant::now(),
+            alice: core(ALICE, alice),
+            bob: core(BOB, bob),
+            alice_events: Vec::new(),
+            bob_events: Vec::new(),
+            bob_incoming: VecDeque::new(),
+            drop: Box::new(|_, _| false),
+            log: Vec::new(),
+        }
+    }
+
+    fn invite(&mut self, id: u64) -> CallId {
+        let call = CallId(id);
+        let request = OutgoingCall {
+            request_uri: Uri::try_from(format!("sip:+15551234567@{BOB}").as_str()).expect("uri"),
+            peer: Peer::udp(addr(BOB)),
+            from: format!("<sip:+15550001111@{ALICE}>"),
+            to: format!("<sip:+15551234567@{BOB}>"),
+            call_id: format!("call-{id}@test"),
+            sdp: Some(sdp(ALICE)),
+            credentials: None,
+            extra_headers: Vec::new(),
+        };
+        self.alice.handle_command(
+            self.now,
+            Command::Invite {
+                call,
+                request: Box::new(request),
+            },
+        );
+        call
+    }
+
+    /// Delivers everything in flight, repeatedly, without moving time.
+    fn settle(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(output) = self.alice.poll_output() {
+                moved = true;
+                self.route(Side::Alice, output);
+            }
+            while let Some(output) = self.bob.poll_output() {
+                moved = true;
+                self.route(Side::Bob, output);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn route(&mut self, side: Side, output: CoreOutput) {
+        match output {
+            CoreOutput::Transmit { message, .. } => self.wire(side, message.to_string()),
+            CoreOutput::Raw { bytes, .. } => {
+                self.wire(side, String::from_utf8(bytes).expect("utf-8"))
+            }
+            CoreOutput::Event { call, event } => match side {
+                Side::Alice => self.alice_events.push((call, event)),
+                Side::Bob => self.bob_events.push((call, event)),
+            },
+            CoreOutput::Incoming { call, .. } => {
+                assert_eq!(side, Side::Bob, "only Bob is called");
+                self.bob_incoming.push_back(call);
+            }
+        }
+    }
+
+    fn wire(&mut self, from: Side, text: String) {
+        self.log.push((from, text.clone()));
+        if self.log.len() > 3000 {
+            panic!("message storm: two cores keep answering each other");
+        }
+        if (self.drop)(from, &text) {
+            return;
+        }
+        let message = parse(text.as_bytes()).expect("what we send parses");
+        let (to, peer) = match from {
+            Side::Alice => (&mut self.bob, Peer::udp(addr(ALICE))),
+            Side::Bob => (&mut self.alice, Peer::udp(addr(BOB))),
+        };
+        to.handle_message(self.now, message, peer);
+    }
+
+    /// Jumps to the earliest deadline of either core and fires it.
+    fn advance(&mut self) -> bool {
+        self.settle();
+        let next = [self.alice.poll_timeout(), self.bob.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(at) = next else { return false };
+        self.now = self.now.max(at);
+        self.alice.handle_timeout(self.now);
+        self.bob.handle_timeout(self.now);
+        self.settle();
+        true
+    }
+
+    /// Runs virtual time forward by `span` (firing every deadline on the way).
+    fn run_for(&mut self, span: Duration) {
+        let end = self.now + span;
+        loop {
+            self.settle();
+            let next = [self.alice.poll_timeout(), self.bob.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(at) if at <= end => {
+                    self.now = self.now.max(at);
+                    self.alice.handle_timeout(self.now);
+                    self.bob.handle_timeout(self.now);
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.settle();
+    }
+
+    /// Runs until neither core has anything left to do; both must be empty.
+    fn drain(&mut self) {
+        let mut steps = 0;
+        while self.advance() {
+            steps += 1;
+            assert!(steps < 10_000, "timers never stop");
+        }
+        assert_eq!(self.alice.call_count(), 0, "Alice released every call");
+        assert_eq!(self.bob.call_count(), 0, "Bob released every call");
+        assert_eq!(
+            self.alice.transaction_count(),
+            0,
+            "Alice's transactions gone"
+        );
+        assert_eq!(self.bob.transaction_count(), 0, "Bob's transactions gone");
+    }
+
+    fn bob_answers(&mut self) -> CallId {
+        self.settle();
+        let call = self.bob_incoming.pop_front().expect("Bob is called");
+        self.bob
+            .handle_command(self.now, Command::Ring { call, sdp: None });
+        self.bob.handle_command(
+            self.now,
+            Command::Answer {
+                call,
+                sdp: sdp(BOB),
+            },
+        );
+        self.settle();
+        call
+    }
+
+    fn sent(&self, side: Side, start: &str) -> usize {
+        self.log
+            .iter()
+            .filter(|(from, text)| *from == side && text.starts_with(start))
+            .count()
+    }
+}
+
+fn sdp(at: &str) -> String {
+    let ip = addr(at).ip();
+    crate::sdp::build_offer(
+        ip,
+        40_000,
+        &crate::sdp::Codec::default_set(),
+        crate::sdp::Direction::SendRecv,
+        1,
+        1,
+    )
+    .to_string()
+}
+
+fn events(list: &[(CallId, CallEvent)]) -> Vec<&CallEvent> {
+    list.iter().map(|(_, event)| event).collect()
+}
+
+#[test]
+fn a_call_is_answered_confirmed_and_hung_up_and_nothing_is_left_behind() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    let call = net.invite(1);
+    let bob_call = net.bob_answers();
+    let alice = events(&net.alice_events);
+    assert!(
+        matches!(
+            alice[..],
+            [
+                CallEvent::Ringing { code: 180, .. },
+                CallEvent::Answered { sdp: Some(_) }
+            ]
+        ),
+        "{alice:?}"
+    );
+    assert_eq!(events(&net.bob_events), [&CallEvent::Confirmed]);
+
+    net.alice.handle_command(net.now, Command::Hangup { call });
+    net.settle();
+    assert!(matches!(
+        net.alice_events.last(),
+        Some((
+            _,
+            CallEvent::Ended {
+                by: Party::Local,
+                reason: EndReason::Bye,
+                ..
+            }
+        ))
+    ));
+    assert!(
+        matches!(net.bob_events.last(), Some((id, CallEvent::Ended { by: Party::Remote, reason: EndReason::Bye, .. })) if *id == bob_call)
+    );
+    net.drain();
+}
+
+#[test]
+fn a_cancel_asked_for_before_any_provisional_waits_for_the_100_trying() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    let call = net.invite(1);
+    net.alice.handle_command(net.now, Command::Cancel { call });
+    net.settle();
+    assert_eq!(
+        net.sent(Side::Alice, "CANCEL"),
+        0,
+        "no CANCEL before a provisional response"
+    );
+    // Bob's transaction sends 100 Trying by itself after 200 ms; the CANCEL follows.
+    net.run_for(Duration::from_millis(300));
+    assert_eq!(net.sent(Side::Alice, "CANCEL"), 1);
+    assert!(
+        matches!(
+            net.alice_events.last(),
+            Some((_, CallEvent::Failed { code: 487, .. }))
+        ),
+        "{:?}",
+        net.alice_events
+    );
+    assert!(
+        matches!(
+            net.bob_events.last(),
+            Some((_, CallEvent::Failed { code: 487, .. }))
+        ),
+        "{:?}",
+        net.bob_events
+    );
+    net.drain();
+}
+
+#[test]
+fn a_rejected_call_fails_with_its_code_and_the_reason_header() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    net.invite(1);
+    net.settle();
+    let call = net.bob_incoming.pop_front().expect("incoming");
+    net.bob
+        .handle_command(net.now, Command::Reject { call, code: 486 });
+    net.settle();
+    assert!(matches!(
+        net.alice_events.last(),
+        Some((_, CallEvent::Failed { code: 486, .. }))
+    ));
+    assert_eq!(
+        net.sent(Side::Alice, "ACK"),
+        1,
+        "the transaction ACKs the 486"
+    );
+    net.drain();
+}
+
+#[test]
+fn an_unanswered_invite_times_out_with_408_after_64_t1() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    net.drop = Box::new(|from, _| from == Side::Alice);
+    let start = net.now;
+    net.invite(1);
+    while !net.alice_events.iter().any(|(_, e)| e.is_terminal()) {
+        assert!(net.advance(), "Timer B must fire");
+    }
+    assert!(matches!(
+        net.alice_events.last(),
+        Some((_, CallEvent::Failed { code: 408, .. }))
+    ));
+    assert_eq!(net.now - start, Duration::from_millis(500) * 64);
+    assert_eq!(
+        net.sent(Side::Alice, "INVITE"),
+        7,
+        "A retransmits at 0.5, 1, 2, 4, 8, 16 s"
+    );
+    net.drop = Box::new(|_, _| false);
+    net.drain();
+}
+
+#[test]
+fn a_200_ok_never_acknowledged_is_retransmitted_then_ended_with_bye() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    net.drop = Box::new(|from, text| from == Side::Alice && text.starts_with("ACK"));
+    net.invite(1);
+    net.bob_answers();
+    while !net.bob_events.iter().any(|(_, e)| e.is_terminal()) {
+        assert!(net.advance());
+    }
+    assert!(
+        net.sent(Side::Bob, "SIP/2.0 200") >= 8,
+        "2xx retransmitted until Timer H"
+    );
+    assert!(matches!(
+        net.bob_events.last(),
+        Some((
+            _,
+            CallEvent::Ended {
+                by: Party::Local,
+                reason: EndReason::AckTimeout,
+                ..
+            }
+        ))
+    ));
+    assert!(
+        matches!(
+            net.alice_events.last(),
+            Some((
+                _,
+                CallEvent::Ended {
+                    by: Party::Remote,
+                    ..
+                }
+            ))
+        ),
+        "Alice hears the BYE"
+    );
+    net.drop = Box::new(|_, _| false);
+    net.drain();
+}
+
+#[test]
+fn session_timer_refreshes_keep_a_three_hour_call_up() {
+    let short = UaConfig {
+        session_timer: SessionTimerConfig {
+            session_expires: 90,
+            min_se: 90,
+        },
+        ..UaConfig::default()
+    };
+    let mut net = Net::new(short.clone(), short);
+    let call = net.invite(1);
+    net.bob_answers();
+    net.run_for(Duration::from_secs(3 * 3600));
+    assert!(
+        !net.alice_events.iter().any(|(_, e)| e.is_terminal()),
+        "{:?}",
+        net.alice_events
+    );
+    assert!(
+        !net.bob_events.iter().any(|(_, e)| e.is_terminal()),
+        "{:?}",
+        net.bob_events
+    );
+    let refreshes = net
+        .log
+        .iter()
+        .filter(|(_, text)| text.starts_with("INVITE") && text.contains("Session-Expires"))
+        .count();
+    assert!(
+        refreshes >= 3 * 3600 / 45,
+        "a refresh every 45 s: {refreshes}"
+    );
+    net.alice.handle_command(net.now, Command::Hangup { call });
+    net.drain();
+}
+
+#[test]
+fn a_peer_that_stops_refreshing_gets_a_bye_when_the_session_expires() {
+    let config = UaConfig {
+        session_timer: SessionTimerConfig {
+            session_expires: 90,
+            min_se: 90,
+        },
+        ..UaConfig::default()
+    };
+    let mut net = Net::new(config.clone(), config);
+    net.invite(1);
+    net.bob_answers();
+    let answered = net.now;
+    // Alice (the UAC, the refresher) goes silent.
+    net.drop = Box::new(|from, _| from == Side::Alice);
+    while !net.bob_events.iter().any(|(_, e)| e.is_terminal()) {
+        assert!(net.advance());
+    }
+    assert!(matches!(
+        net.bob_events.last(),
+        Some((
+            _,
+            CallEvent::Ended {
+                by: Party::Local,
+                reason: EndReason::SessionExpired,
+                ..
+            }
+        ))
+    ));
+    // RFC 4028 10: BYE at interval - min(32, interval / 3) = 60 s.
+    assert_eq!(net.now - answered, Duration::from_secs(60));
+    net.drop = Box::new(|_, _| false);
+    net.run_for(Duration::from_secs(120));
+}
+
+#[test]
+fn requests_for_unknown_dialogs_get_481_and_garbage_gets_400() {
+    let mut bob = core(BOB, UaConfig::default());
+    let now = Instant::now();
+    let bye = "BYE sip:bob@127.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKbye1\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:b@127.0.0.2>;tag=nope\r\nCall-ID: unknown@test\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    bob.handle_message(
+        now,
+        parse(bye.as_bytes()).expect("parses"),
+        Peer::udp(addr(ALICE)),
+    );
+    let reply = match bob.poll_output() {
+        Some(CoreOutput::Transmit {
+            message: SipMessage::Response(response),
+            ..
+        }) => response,
+        other => panic!("expected a response, got {other:?}"),
+    };
+    assert_eq!(reply.status_code.code(), 481);
+
+    let broken = b"INVITE sip:b@127.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: z\r\nCSeq: one INVITE\r\nContent-Length: 0\r\n\r\n";
+    let error = parse(broken).expect_err("CSeq is not a number");
+    bob.handle_malformed(broken, &error, Peer::udp(addr(ALICE)));
+    match bob.poll_output() {
+        Some(CoreOutput::Raw { bytes, .. }) => {
+            assert!(String::from_utf8(bytes)
+                .expect("utf-8")
+                .starts_with("SIP/2.0 400"))
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+}
