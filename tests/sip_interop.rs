@@ -344,23 +344,29 @@ async fn our_uac_answers_a_407_challenge_with_digest_credentials() {
     );
 }
 
-#[tokio::test]
-async fn our_uas_retransmits_a_200_ok_that_sipp_ignores() {
+async fn our_uas_retransmits_a_200_ok_that_sipp_ignores(transport: sipp::Transport) {
     sipp::require_sipp();
-    let transport = sipp::Transport::Udp;
     let (ua, incoming) = UserAgent::start(config(transport))
         .await
         .expect("UA starts");
-    let target = ua.local_addr(TransportKind::Udp).expect("bound");
+    let kind = match transport {
+        sipp::Transport::Udp => TransportKind::Udp,
+        sipp::Transport::Tcp => TransportKind::Tcp,
+    };
+    let target = ua.local_addr(kind).expect("bound");
     let mut ended = answer_everything(incoming);
     let outcome = sipp_blocking(move || {
-        sipp::Sipp::client(sipp::Scenario::file("uac_drop_200.xml"), target)
+        let sipp = sipp::Sipp::client(sipp::Scenario::file("uac_drop_200.xml"), target)
             .transport(transport)
             .service("+15551234567")
-            .no_retransmissions()
             .calls(1)
-            .hold(Duration::from_millis(200))
-            .run()
+            .hold(Duration::from_millis(200));
+        // Over UDP SIPp would swallow the identical 200 OK as a retransmission.
+        match transport {
+            sipp::Transport::Udp => sipp.no_retransmissions(),
+            sipp::Transport::Tcp => sipp,
+        }
+        .run()
     })
     .await;
     outcome.assert_success();
@@ -378,6 +384,17 @@ async fn our_uas_retransmits_a_200_ok_that_sipp_ignores() {
         ),
         "{event:?}"
     );
+}
+
+#[tokio::test]
+async fn our_uas_retransmits_a_200_ok_that_sipp_ignores_over_udp() {
+    our_uas_retransmits_a_200_ok_that_sipp_ignores(sipp::Transport::Udp).await;
+}
+
+/// RFC 3261 13.3.1.4: the 2xx is retransmitted end to end even over TCP.
+#[tokio::test]
+async fn our_uas_retransmits_a_200_ok_that_sipp_ignores_over_tcp() {
+    our_uas_retransmits_a_200_ok_that_sipp_ignores(sipp::Transport::Tcp).await;
 }
 
 #[tokio::test]

@@ -88,10 +88,10 @@ impl ServerInvite {
                 self.state = TransactionState::Accepted;
                 self.timers.clear_all();
                 self.timers.set(Timer::L, now + config.t1_x64());
-                if unreliable {
-                    self.interval = config.t1;
-                    self.timers.set(Timer::G, now + config.t1);
-                }
+                // RFC 3261 13.3.1.4: 2xx retransmission is end to end, so it
+                // runs even over a reliable transport (a later hop may be UDP).
+                self.interval = config.t1;
+                self.timers.set(Timer::G, now + config.t1);
             }
             // RFC 6026: further 2xx from the TU are passed to the transport in Accepted.
             (TransactionState::Accepted, 200..=299) => {}
