@@ -8,14 +8,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
 
 use super::events::{parse_q850, CallEvent, EndReason, IncomingInvite, Party};
 use super::session;
 use super::{CallId, Command, OutgoingCall, UaConfig};
-use crate::auth::{new_cnonce, Challenge, Credentials};
+use crate::auth::{new_cnonce, AuthError, Challenge, Credentials, DigestServer};
 use crate::dialog::{Dialog, LocalContact};
 use crate::message::raw::headers::UntypedHeader;
 use crate::message::{
@@ -111,6 +111,10 @@ pub(crate) struct Core {
     outputs: VecDeque<CoreOutput>,
     locals: Locals,
     next_incoming: u64,
+    /// Digest checking of incoming INVITEs, when configured.
+    digest: Option<DigestServer>,
+    /// Wall-clock time at `anchor.0`, so nonces get wall time from the `now` passed in.
+    anchor: (Instant, SystemTime),
 }
 
 /// Our addresses per transport, for Via and Contact.
@@ -137,6 +141,10 @@ const INCOMING_ID_BASE: u64 = u64::MAX / 2;
 impl Core {
     pub(crate) fn new(config: UaConfig, locals: Locals) -> Self {
         let transactions = Transactions::new(config.timers);
+        let digest = config
+            .inbound_auth
+            .as_ref()
+            .map(|auth| DigestServer::new(auth.server.clone()));
         Self {
             config,
             transactions,
@@ -147,6 +155,8 @@ impl Core {
             outputs: VecDeque::new(),
             locals,
             next_incoming: INCOMING_ID_BASE,
+            digest,
+            anchor: (Instant::now(), SystemTime::now()),
         }
     }
 
@@ -627,6 +637,16 @@ impl Core {
                 return;
             }
         }
+        let authenticated_user = match self.authenticate(now, &invite) {
+            Ok(user) => user,
+            Err(challenge) => {
+                let mut response =
+                    response_for(&invite, StatusCode::Unauthorized, Some(&new_tag()));
+                push_before_length(&mut response, [challenge]);
+                self.respond(now, &key, response);
+                return;
+            }
+        };
         let local_tag = new_tag();
         let dialog = match Dialog::uas(&invite, &local_tag) {
             Ok(dialog) => dialog,
@@ -652,6 +672,7 @@ impl Core {
             call_id: call_id.clone(),
             source: from,
             sdp: body_text(&invite.body),
+            authenticated_user,
         };
         info!(call = id.0, sip_call_id = %call_id, from = %from.addr, "incoming INVITE");
         self.by_dialog.insert((call_id, local_tag.clone()), id);
@@ -1306,6 +1327,38 @@ impl Core {
     }
 
     // ----- helpers -----
+
+    /// Checks an INVITE's digest answer when inbound authentication is on:
+    /// `Ok(Some(user))` when it passes, `Ok(None)` when authentication is off,
+    /// `Err(WWW-Authenticate header)` with the challenge to send in a 401.
+    fn authenticate(&mut self, now: Instant, invite: &Request) -> Result<Option<String>, Header> {
+        let (Some(server), Some(auth)) = (self.digest.as_mut(), self.config.inbound_auth.as_ref())
+        else {
+            return Ok(None);
+        };
+        let wall = self.anchor.1 + now.saturating_duration_since(self.anchor.0);
+        let stale = match invite.header("Authorization") {
+            None => false,
+            Some(answer) => {
+                let uri = invite.uri.to_string();
+                match server.verify(answer, "INVITE", &uri, wall, |user| {
+                    auth.users.get(user).cloned()
+                }) {
+                    Ok(authenticated) => return Ok(Some(authenticated.username)),
+                    Err(AuthError::StaleNonce) => true,
+                    Err(error) => {
+                        info!(%error, "INVITE failed digest authentication");
+                        false
+                    }
+                }
+            }
+        };
+        let challenge = server.challenge(wall, stale);
+        Err(Header::Other(
+            "WWW-Authenticate".into(),
+            challenge.to_string(),
+        ))
+    }
 
     /// Remembers which call a transaction belongs to.
     fn track(&mut self, key: TransactionKey, id: CallId) {

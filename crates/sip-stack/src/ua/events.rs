@@ -107,6 +107,8 @@ pub struct IncomingInvite {
     pub source: Peer,
     /// The SDP offer, if the INVITE carried one.
     pub sdp: Option<String>,
+    /// The user that passed digest authentication, when the user agent requires it.
+    pub authenticated_user: Option<String>,
 }
 
 /// Parses a Reason header value for its Q.850 cause (RFC 3326).

@@ -1,8 +1,8 @@
 //! The user agent: the API the call-control service uses, and its tokio driver.
 //!
-//! One task owns the sans-IO [`core`] (transactions, dialogs, session
+//! One task owns the sans-IO core (transactions, dialogs, session
 //! timers for every call) and is the only code that reads the clock; the
-//! transports feed it bytes, the application feeds it [`Command`]s through
+//! transports feed it bytes, the application feeds it commands through
 //! [`CallHandle`]s, and it hands [`CallEvent`]s back per call.
 //!
 //! ```no_run
@@ -67,6 +67,27 @@ pub struct UaConfig {
     pub user_agent: String,
     /// Refresh sessions with UPDATE instead of re-INVITE.
     pub refresh_with_update: bool,
+    /// Challenge incoming INVITEs with digest authentication (401) and accept
+    /// only those that answer with a known user's password.
+    pub inbound_auth: Option<InboundAuth>,
+}
+
+/// Digest authentication of incoming INVITEs (RFC 3261 22.4, as a UAS).
+#[derive(Clone)]
+pub struct InboundAuth {
+    /// Realm, nonce secret, algorithm and nonce lifetime.
+    pub server: crate::auth::DigestServerConfig,
+    /// User name to password.
+    pub users: std::collections::HashMap<String, String>,
+}
+
+impl std::fmt::Debug for InboundAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundAuth")
+            .field("server", &self.server)
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Default for UaConfig {
@@ -79,6 +100,7 @@ impl Default for UaConfig {
             public_ip: None,
             user_agent: concat!("dialcore/", env!("CARGO_PKG_VERSION")).to_string(),
             refresh_with_update: false,
+            inbound_auth: None,
         }
     }
 }

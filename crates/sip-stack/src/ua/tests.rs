@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::core::{Core, CoreOutput, Locals};
-use super::{CallEvent, CallId, Command, EndReason, OutgoingCall, Party, UaConfig};
+use super::{CallEvent, CallId, Command, EndReason, InboundAuth, OutgoingCall, Party, UaConfig};
+use crate::auth::{Credentials, DigestServerConfig};
 use crate::dialog::LocalContact;
 use crate::message::{parse, Peer, SipMessage, TransportKind, Uri};
 use crate::session_timer::SessionTimerConfig;
@@ -69,6 +70,10 @@ impl Net {
     }
 
     fn invite(&mut self, id: u64) -> CallId {
+        self.invite_with(id, None)
+    }
+
+    fn invite_with(&mut self, id: u64, credentials: Option<Credentials>) -> CallId {
         let call = CallId(id);
         let request = OutgoingCall {
             request_uri: Uri::try_from(format!("sip:+15551234567@{BOB}").as_str()).expect("uri"),
@@ -77,7 +82,7 @@ impl Net {
             to: format!("<sip:+15551234567@{BOB}>"),
             call_id: format!("call-{id}@test"),
             sdp: Some(sdp(ALICE)),
-            credentials: None,
+            credentials,
             extra_headers: Vec::new(),
         };
         self.alice.handle_command(
@@ -492,4 +497,63 @@ fn requests_for_unknown_dialogs_get_481_and_garbage_gets_400() {
         }
         other => panic!("expected a 400, got {other:?}"),
     }
+}
+
+fn guarded() -> UaConfig {
+    UaConfig {
+        inbound_auth: Some(InboundAuth {
+            server: DigestServerConfig::new("dialcore.test", b"node secret".to_vec()),
+            users: [("trunk".to_string(), "s3cret".to_string())].into(),
+        }),
+        ..UaConfig::default()
+    }
+}
+
+#[test]
+fn a_uas_requiring_digest_answers_only_callers_with_the_password() {
+    let mut net = Net::new(UaConfig::default(), guarded());
+    net.invite_with(
+        1,
+        Some(Credentials {
+            username: "trunk".into(),
+            password: "s3cret".into(),
+        }),
+    );
+    net.bob_answers();
+    assert_eq!(net.sent(Side::Bob, "SIP/2.0 401"), 1, "challenged once");
+    assert!(
+        net.alice_events
+            .iter()
+            .any(|(_, e)| matches!(e, CallEvent::Answered { .. })),
+        "{:?}",
+        net.alice_events
+    );
+
+    let mut net = Net::new(UaConfig::default(), guarded());
+    net.invite_with(
+        2,
+        Some(Credentials {
+            username: "trunk".into(),
+            password: "wrong".into(),
+        }),
+    );
+    net.settle();
+    assert!(
+        net.bob_incoming.is_empty(),
+        "no call reaches the application"
+    );
+    assert!(matches!(
+        net.alice_events.last(),
+        Some((_, CallEvent::Failed { code: 401, .. }))
+    ));
+
+    let mut net = Net::new(UaConfig::default(), guarded());
+    net.invite(3);
+    net.settle();
+    assert!(net.bob_incoming.is_empty());
+    assert!(matches!(
+        net.alice_events.last(),
+        Some((_, CallEvent::Failed { code: 401, .. }))
+    ));
+    net.drain();
 }
