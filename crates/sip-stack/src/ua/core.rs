@@ -1437,6 +1437,12 @@ impl Core {
         let tag = (code > 100).then_some(call.local_tag.as_str());
         let mut response = response_for(request, StatusCode::from(code), tag);
         if (101..300).contains(&code) {
+            // 12.1.1: dialog-creating responses carry the request's Record-Route.
+            for route in request.record_route() {
+                response
+                    .headers
+                    .push(crate::message::raw::headers::RecordRoute::new(route).into());
+            }
             response.headers.push(
                 crate::message::raw::headers::Contact::new(call.local.contact_value()).into(),
             );

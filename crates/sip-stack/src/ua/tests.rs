@@ -557,3 +557,62 @@ fn a_uas_requiring_digest_answers_only_callers_with_the_password() {
     ));
     net.drain();
 }
+
+#[test]
+fn a_uas_echoes_record_route_and_routes_its_bye_through_the_proxy() {
+    let mut bob = core(BOB, UaConfig::default());
+    let now = Instant::now();
+    let invite = format!(
+        "INVITE sip:bob@{BOB} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKproxy1\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKalice1\r\nRecord-Route: <sip:127.0.0.9:5060;lr>\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:b@127.0.0.2>\r\nCall-ID: rr@test\r\nCSeq: 1 INVITE\r\nContact: <sip:a@{ALICE}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    bob.handle_message(
+        now,
+        parse(invite.as_bytes()).expect("parses"),
+        Peer::udp(addr("127.0.0.9:5060")),
+    );
+    let mut call = None;
+    while let Some(output) = bob.poll_output() {
+        if let CoreOutput::Incoming { call: id, .. } = output {
+            call = Some(id);
+        }
+    }
+    let call = call.expect("incoming call");
+    bob.handle_command(
+        now,
+        Command::Answer {
+            call,
+            sdp: sdp(BOB),
+        },
+    );
+    let mut ok = None;
+    while let Some(output) = bob.poll_output() {
+        if let CoreOutput::Transmit {
+            message: SipMessage::Response(response),
+            ..
+        } = output
+        {
+            if response.status_code.code() == 200 {
+                ok = Some(response.to_string());
+            }
+        }
+    }
+    let ok = ok.expect("200 OK sent");
+    assert!(ok.contains("Record-Route: <sip:127.0.0.9:5060;lr>"), "{ok}");
+    bob.handle_command(now, Command::Hangup { call });
+    let mut bye = None;
+    while let Some(output) = bob.poll_output() {
+        if let CoreOutput::Transmit {
+            message: SipMessage::Request(request),
+            ..
+        } = output
+        {
+            bye = Some(request.to_string());
+        }
+    }
+    let bye = bye.expect("BYE sent");
+    assert!(
+        bye.starts_with(&format!("BYE sip:a@{ALICE} SIP/2.0")),
+        "{bye}"
+    );
+    assert!(bye.contains("Route: <sip:127.0.0.9:5060;lr>"), "{bye}");
+}
