@@ -87,6 +87,31 @@ fn answer_everything(
     rx
 }
 
+/// The next call reported by [`answer_everything`] ended with the peer's BYE.
+async fn expect_remote_hangup(ended: &mut tokio::sync::mpsc::UnboundedReceiver<CallEvent>) {
+    let event = tokio::time::timeout(STEP, ended.recv())
+        .await
+        .expect("the call ends in time")
+        .expect("event");
+    assert!(
+        matches!(
+            event,
+            CallEvent::Ended {
+                by: Party::Remote,
+                ..
+            }
+        ),
+        "{event:?}"
+    );
+}
+
+fn transport_kind(transport: sipp::Transport) -> TransportKind {
+    match transport {
+        sipp::Transport::Udp => TransportKind::Udp,
+        sipp::Transport::Tcp => TransportKind::Tcp,
+    }
+}
+
 async fn sipp_blocking(
     run: impl FnOnce() -> Result<sipp::SippOutcome, sipp::SippError> + Send + 'static,
 ) -> sipp::SippOutcome {
@@ -101,10 +126,7 @@ async fn sipp_calls_our_uas(transport: sipp::Transport, calls: u64) {
     let (ua, incoming) = UserAgent::start(config(transport))
         .await
         .expect("UA starts");
-    let kind = match transport {
-        sipp::Transport::Udp => TransportKind::Udp,
-        sipp::Transport::Tcp => TransportKind::Tcp,
-    };
+    let kind = transport_kind(transport);
     let target = ua.local_addr(kind).expect("bound");
     let mut ended = answer_everything(incoming);
     let outcome = sipp_blocking(move || {
@@ -119,20 +141,7 @@ async fn sipp_calls_our_uas(transport: sipp::Transport, calls: u64) {
     .await;
     outcome.assert_calls_succeeded(calls);
     for _ in 0..calls {
-        let event = tokio::time::timeout(STEP, ended.recv())
-            .await
-            .expect("every call ends")
-            .expect("event");
-        assert!(
-            matches!(
-                event,
-                CallEvent::Ended {
-                    by: Party::Remote,
-                    ..
-                }
-            ),
-            "{event:?}"
-        );
+        expect_remote_hangup(&mut ended).await;
     }
 }
 
@@ -183,10 +192,7 @@ async fn call(
     target: SocketAddr,
     transport: sipp::Transport,
 ) -> sip_stack::ua::CallHandle {
-    let kind = match transport {
-        sipp::Transport::Udp => TransportKind::Udp,
-        sipp::Transport::Tcp => TransportKind::Tcp,
-    };
+    let kind = transport_kind(transport);
     let local = ua.local_addr(kind).expect("bound");
     let uri = format!("sip:+15551234567@{target}");
     let request = OutgoingCall::to(&uri, &format!("sip:+15550001111@{local}"))
@@ -349,10 +355,7 @@ async fn our_uas_retransmits_a_200_ok_that_sipp_ignores(transport: sipp::Transpo
     let (ua, incoming) = UserAgent::start(config(transport))
         .await
         .expect("UA starts");
-    let kind = match transport {
-        sipp::Transport::Udp => TransportKind::Udp,
-        sipp::Transport::Tcp => TransportKind::Tcp,
-    };
+    let kind = transport_kind(transport);
     let target = ua.local_addr(kind).expect("bound");
     let mut ended = answer_everything(incoming);
     let outcome = sipp_blocking(move || {
@@ -370,20 +373,7 @@ async fn our_uas_retransmits_a_200_ok_that_sipp_ignores(transport: sipp::Transpo
     })
     .await;
     outcome.assert_success();
-    let event = tokio::time::timeout(STEP, ended.recv())
-        .await
-        .expect("ends")
-        .expect("event");
-    assert!(
-        matches!(
-            event,
-            CallEvent::Ended {
-                by: Party::Remote,
-                ..
-            }
-        ),
-        "{event:?}"
-    );
+    expect_remote_hangup(&mut ended).await;
 }
 
 #[tokio::test]
