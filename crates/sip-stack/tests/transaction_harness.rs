@@ -362,3 +362,19 @@ fn harness_delivers_and_parses_both_ways() {
     harness.run_until_idle(secs(60));
     assert!(harness.both_empty());
 }
+
+/// The timeouts among recorded events, with when they fired.
+pub fn timeouts(
+    events: &[(
+        std::time::Duration,
+        sip_stack::transaction::TransactionEvent,
+    )],
+) -> Vec<(std::time::Duration, sip_stack::transaction::Timer)> {
+    events
+        .iter()
+        .filter_map(|(at, event)| match event {
+            sip_stack::transaction::TransactionEvent::Timeout { timer, .. } => Some((*at, *timer)),
+            _ => None,
+        })
+        .collect()
+}

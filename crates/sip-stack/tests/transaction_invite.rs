@@ -12,18 +12,6 @@ use harness::*;
 use sip_stack::message::{cancel_for, Method, SipMessage, TransportKind};
 use sip_stack::transaction::{Timer, TransactionEvent, TransactionState};
 
-fn timeouts(
-    events: &[(std::time::Duration, TransactionEvent)],
-) -> Vec<(std::time::Duration, Timer)> {
-    events
-        .iter()
-        .filter_map(|(at, event)| match event {
-            TransactionEvent::Timeout { timer, .. } => Some((*at, *timer)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn timer_a_doubles_until_timer_b_over_udp() {
     let mut h = Harness::new(TransportKind::Udp);

@@ -11,18 +11,6 @@ use harness::*;
 use sip_stack::message::{response_for, Method, StatusCode, TransportKind};
 use sip_stack::transaction::{Timer, TransactionError, TransactionEvent, TransactionState};
 
-fn timeouts(
-    events: &[(std::time::Duration, TransactionEvent)],
-) -> Vec<(std::time::Duration, Timer)> {
-    events
-        .iter()
-        .filter_map(|(at, event)| match event {
-            TransactionEvent::Timeout { timer, .. } => Some((*at, *timer)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn timer_e_backoff_capped_at_t2_until_timer_f() {
     let mut h = Harness::new(TransportKind::Udp);
