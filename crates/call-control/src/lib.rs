@@ -1,1 +1,5 @@
 //! The dialcore service: REST API, call lifecycle, store and webhooks (see DESIGN.md).
+pub mod config;
+pub mod ids;
+pub mod model;
+pub mod engine;
