@@ -1,0 +1,403 @@
+//! `/calls`: place outbound calls, list and read call records, hang up, fetch recordings.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::body::{Body as HttpBody, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use chrono::Utc;
+
+use super::envelope::{self, Page};
+use super::error::ApiError;
+use super::middleware::OrgId;
+use super::template;
+use super::validation::{Body, FieldErrors};
+use super::AppState;
+use crate::ids;
+use crate::model::{
+    format_duration_secs, is_e164, parse_duration_secs, AgentStatus, Call, CallDirection,
+    CallOutcome, CallSettings, CallStatus,
+};
+use crate::store::{CallFilter, StoreError};
+
+/// Longest call `max_duration` accepted, in seconds (one day).
+pub const MAX_DURATION_SECS: u32 = 86_400;
+/// Longest `join_timeout` accepted, in seconds.
+pub const MAX_JOIN_TIMEOUT_SECS: u32 = 600;
+/// Most entries in `variables`.
+const MAX_VARIABLES: usize = 100;
+/// Longest value of one variable.
+const MAX_VARIABLE_VALUE: usize = 10_000;
+/// Longest greeting override.
+const MAX_GREETING: usize = 5_000;
+
+/// `call_settings` as the request gave them (absent fields fall back to the agent's).
+#[derive(Debug, Default)]
+struct RequestedSettings {
+    recording_enabled: Option<bool>,
+    transcription_enabled: Option<bool>,
+    greeting: Option<String>,
+    max_duration_secs: Option<u32>,
+    join_timeout_secs: Option<u32>,
+}
+
+/// `POST /calls`: validates, picks the caller id and trunk, checks credits, renders the
+/// prompt and greeting, stores the call `queued`, hands it to the engine and answers 201.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let org = org.0;
+    let mut body = Body::parse(&bytes)?;
+    body.require(&["agent_id", "phone_number"]);
+    let agent_id = body.string("agent_id", 64);
+    let phone_number = body.string("phone_number", 64);
+    let from_number = body.string("from_number", 64);
+    let variables = variables(&mut body);
+    let settings = requested_settings(&mut body);
+    body.finish()?;
+    let (Some(agent_id), Some(phone_number)) = (agent_id, phone_number) else {
+        return Err(ApiError::Internal(
+            "required fields passed validation".into(),
+        ));
+    };
+    if !is_e164(&phone_number) {
+        return Err(ApiError::InvalidPhoneNumber {
+            field: "phone_number",
+            value: phone_number,
+        });
+    }
+    if let Some(from) = from_number.as_ref().filter(|n| !is_e164(n)) {
+        return Err(ApiError::InvalidPhoneNumber {
+            field: "from_number",
+            value: from.clone(),
+        });
+    }
+
+    let agent = state
+        .store
+        .get_agent(&org, &agent_id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "agent", &agent_id))?;
+    if agent.status != AgentStatus::Active {
+        return Err(ApiError::AgentNotActive {
+            agent_id,
+            status: agent.status.to_string(),
+        });
+    }
+    let numbers = state.store.numbers_of_agent(&org, &agent.id).await?;
+    let from = match &from_number {
+        Some(wanted) => numbers
+            .iter()
+            .find(|n| &n.number == wanted)
+            .ok_or_else(|| ApiError::InvalidFromNumber {
+                number: wanted.clone(),
+                agent_id: agent.id.clone(),
+            })?,
+        None => numbers
+            .first()
+            .ok_or_else(|| ApiError::NoPhoneNumberConfigured {
+                agent_id: agent.id.clone(),
+            })?,
+    };
+    let trunk = state
+        .store
+        .get_trunk(&org, &from.trunk_id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "trunk", &from.trunk_id))?;
+
+    let required_cents = state.config.credits.per_minute_cents;
+    let balance_cents = state.store.balance_cents(&org).await?;
+    if balance_cents < required_cents {
+        return Err(ApiError::InsufficientCredits {
+            balance_cents,
+            required_cents,
+        });
+    }
+
+    let call_id = ids::new_id(ids::CALL);
+    let prompt = template::render(&agent.prompt, &variables);
+    let greeting_template = settings.greeting.clone().or_else(|| agent.greeting.clone());
+    let greeting = greeting_template
+        .as_deref()
+        .map(|g| template::render(g, &variables));
+    let mut missing = prompt.missing.clone();
+    for name in greeting.iter().flat_map(|g| g.missing.iter()) {
+        if !missing.contains(name) {
+            missing.push(name.clone());
+        }
+    }
+    if !missing.is_empty() {
+        tracing::info!(call_id = %call_id, missing = ?missing,
+            "template variables not given; rendered as empty text");
+    }
+
+    let defaults = &agent.default_call_settings;
+    let max_duration_secs = settings
+        .max_duration_secs
+        .unwrap_or(defaults.max_duration_secs);
+    let join_timeout_secs = settings
+        .join_timeout_secs
+        .unwrap_or(defaults.join_timeout_secs);
+    let now = Utc::now();
+    let call = Call {
+        id: call_id,
+        org_id: org.clone(),
+        agent_id: agent.id.clone(),
+        status: CallStatus::Queued,
+        outcome: None,
+        direction: CallDirection::Outbound,
+        phone_number: phone_number.clone(),
+        from_number: from.number.clone(),
+        to_number: phone_number,
+        variables,
+        call_settings: CallSettings {
+            recording_enabled: settings
+                .recording_enabled
+                .unwrap_or(defaults.recording_enabled),
+            transcription_enabled: settings
+                .transcription_enabled
+                .unwrap_or(defaults.transcription_enabled),
+            greeting: settings.greeting,
+            max_duration: Some(format_duration_secs(max_duration_secs)),
+            join_timeout: Some(format_duration_secs(join_timeout_secs)),
+        },
+        max_duration_secs,
+        join_timeout_secs,
+        sip_call_id: None,
+        sip_final_code: None,
+        q850_cause: None,
+        end_reason: None,
+        duration_seconds: None,
+        transcript: Vec::new(),
+        recording_url: None,
+        media_stats: None,
+        rendered_prompt: Some(prompt.text),
+        rendered_greeting: greeting.map(|g| g.text),
+        created_at: now,
+        started_at: None,
+        answered_at: None,
+        ended_at: None,
+        updated_at: now,
+    };
+    state.store.insert_call(&call).await?;
+    state
+        .metrics
+        .record_call_created(CallDirection::Outbound.as_str());
+    tracing::info!(call_id = %call.id, agent_id = %agent.id, trunk_id = %trunk.id, "call queued");
+    if let Err(err) = state.engine.place_call(call.clone(), agent, trunk).await {
+        let reason = err.to_string();
+        tracing::error!(call_id = %call.id, error = %reason, "engine refused the call");
+        let mut failed = call.clone();
+        failed.status = CallStatus::Failed;
+        failed.outcome = Some(CallOutcome::Error);
+        failed.end_reason = Some("engine_error".into());
+        failed.ended_at = Some(Utc::now());
+        failed.updated_at = Utc::now();
+        state.store.update_call(&failed).await?;
+        return Err(ApiError::CallNotPlaced {
+            call_id: call.id,
+            reason,
+        });
+    }
+    envelope::created(&call)
+}
+
+/// `GET /calls`: filters `status`, `agent_id`, `direction`; newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mut errors = FieldErrors::new();
+    let page = Page::from_query(&query, &mut errors);
+    let mut filter = CallFilter::default();
+    if let Some(status) = query.get("status") {
+        match status.parse::<CallStatus>() {
+            Ok(s) => filter.status = Some(s),
+            Err(_) => {
+                errors.insert("status".into(), one_of(CallStatus::ALL));
+            }
+        }
+    }
+    if let Some(direction) = query.get("direction") {
+        match direction.parse::<CallDirection>() {
+            Ok(d) => filter.direction = Some(d),
+            Err(_) => {
+                errors.insert("direction".into(), one_of(CallDirection::ALL));
+            }
+        }
+    }
+    if let Some(agent_id) = query.get("agent_id") {
+        filter.agent_id = Some(agent_id.clone());
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation { fields: errors });
+    }
+    let (calls, total) = state
+        .store
+        .list_calls(&org.0, &filter, page.limit.into(), page.offset)
+        .await?;
+    envelope::list(calls, page, total)
+}
+
+/// `GET /calls/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let call = state
+        .store
+        .get_call(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "call", &id))?;
+    envelope::ok(&call)
+}
+
+/// `POST /calls/{id}/hangup`: cancels a call not yet answered or hangs up an answered one;
+/// 202 with the call as stored (its final status follows once the engine has ended it).
+pub async fn hangup(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let call = state
+        .store
+        .get_call(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "call", &id))?;
+    if call.status.is_terminal() {
+        return Err(ApiError::Conflict {
+            code: "call_already_ended",
+            message: format!("call {id} already {}", call.status),
+        });
+    }
+    if !state.engine.hangup(&call.id).await {
+        return Err(ApiError::Conflict {
+            code: "call_not_live",
+            message: format!("call {id} is not live on this node"),
+        });
+    }
+    let call = match state.store.get_call(&org.0, &id).await {
+        Ok(current) => current,
+        Err(StoreError::NotFound) => call,
+        Err(other) => return Err(other.into()),
+    };
+    envelope::respond(StatusCode::ACCEPTED, &call)
+}
+
+/// `GET /calls/{id}/recording`: the WAV file (404 `recording_not_found` when there is none).
+pub async fn recording(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let call = state
+        .store
+        .get_call(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "call", &id))?;
+    if call.recording_url.is_none() {
+        return Err(ApiError::not_found("recording", &id));
+    }
+    // The file name comes from the stored id, never from the request path.
+    let path = state.config.recordings.dir.join(format!("{}.wav", call.id));
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found("recording", &id));
+        }
+        Err(err) => {
+            return Err(ApiError::Internal(format!(
+                "opening {}: {err}",
+                path.display()
+            )))
+        }
+    };
+    let length = file
+        .metadata()
+        .await
+        .map_err(|err| ApiError::Internal(format!("reading {}: {err}", path.display())))?
+        .len();
+    let stream = futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0u8; 64 * 1024];
+        match file.read(&mut chunk).await {
+            Ok(0) => None,
+            Ok(n) => {
+                chunk.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), file))
+            }
+            Err(err) => Some((Err(err), file)),
+        }
+    });
+    let mut response = HttpBody::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{}.wav\"", call.id)) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+fn variables(body: &mut Body) -> BTreeMap<String, String> {
+    let Some(variables) = body.string_map("variables") else {
+        return BTreeMap::new();
+    };
+    if variables.len() > MAX_VARIABLES {
+        body.invalid("variables", format!("at most {MAX_VARIABLES} variables"));
+    }
+    for (name, value) in &variables {
+        if !template::is_variable_name(name) {
+            body.invalid(
+                &format!("variables.{name}"),
+                "names are 1-128 of A-Z, a-z, 0-9, _, - and .",
+            );
+        } else if value.chars().count() > MAX_VARIABLE_VALUE {
+            body.invalid(
+                &format!("variables.{name}"),
+                format!("must be at most {MAX_VARIABLE_VALUE} characters long"),
+            );
+        }
+    }
+    variables
+}
+
+fn requested_settings(body: &mut Body) -> RequestedSettings {
+    let mut requested = RequestedSettings::default();
+    let Some(mut settings) = body.object("call_settings") else {
+        return requested;
+    };
+    requested.recording_enabled = settings.bool("recording_enabled");
+    requested.transcription_enabled = settings.bool("transcription_enabled");
+    requested.greeting = settings.text("greeting", MAX_GREETING).flatten();
+    requested.max_duration_secs = duration(&mut settings, "max_duration", MAX_DURATION_SECS);
+    requested.join_timeout_secs = duration(&mut settings, "join_timeout", MAX_JOIN_TIMEOUT_SECS);
+    body.absorb(settings);
+    requested
+}
+
+/// A duration field such as `"1800s"` within `1..=max` seconds.
+fn duration(body: &mut Body, field: &str, max: u32) -> Option<u32> {
+    let text = body.string(field, 32)?;
+    match parse_duration_secs(&text) {
+        Ok(secs) if (1..=max).contains(&secs) => Some(secs),
+        _ => {
+            body.invalid(
+                field,
+                format!("must be a duration from \"1s\" to \"{max}s\" (e.g. \"30s\", \"5m\")"),
+            );
+            None
+        }
+    }
+}
+
+fn one_of<T: std::fmt::Display>(values: &[T]) -> String {
+    let names: Vec<String> = values.iter().map(ToString::to_string).collect();
+    format!("must be one of {}", names.join(", "))
+}

@@ -1,0 +1,259 @@
+//! The API's errors and their one mapping to HTTP: `{"error": {"code", "message", "details"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use super::envelope;
+use super::validation::FieldErrors;
+use crate::store::StoreError;
+
+/// Everything a request can fail with; each variant maps to one status and error code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Missing, malformed or unknown API key (401 `unauthorized`).
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// No such object in the caller's organisation (404 `<resource>_not_found`).
+    #[error("{resource} {id} not found")]
+    NotFound {
+        /// What was looked for (`agent`, `call`, `recording`, ...).
+        resource: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// No route for the path (404 `not_found`).
+    #[error("no route for {method} {path}")]
+    NoRoute {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// The route exists but not with this method (405 `method_not_allowed`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is not a JSON object (400 `invalid_json`).
+    #[error("{message}")]
+    InvalidJson {
+        /// What the parser said.
+        message: String,
+    },
+    /// Bad fields (422 `validation_error`, `details.fields` names each).
+    #[error("the request has invalid fields")]
+    Validation {
+        /// Field name to problem.
+        fields: FieldErrors,
+    },
+    /// `phone_number` of POST /calls is not E.164 (422 `invalid_phone_number`).
+    #[error("{value:?} is not an E.164 phone number")]
+    InvalidPhoneNumber {
+        /// The field holding it.
+        field: &'static str,
+        /// The value sent.
+        value: String,
+    },
+    /// `from_number` does not belong to the organisation and the agent (422 `invalid_from_number`).
+    #[error(
+        "from_number {number} is not a number of this organisation assigned to agent {agent_id}"
+    )]
+    InvalidFromNumber {
+        /// The number sent.
+        number: String,
+        /// The agent of the call.
+        agent_id: String,
+    },
+    /// The agent has no phone number to call from (422 `no_phone_number_configured`).
+    #[error("agent {agent_id} has no phone number assigned to call from")]
+    NoPhoneNumberConfigured {
+        /// The agent of the call.
+        agent_id: String,
+    },
+    /// The agent is `draft` or `paused` (422 `agent_not_active`).
+    #[error("agent {agent_id} is {status}, not active")]
+    AgentNotActive {
+        /// The agent of the call.
+        agent_id: String,
+        /// Its status.
+        status: String,
+    },
+    /// The balance does not cover one minute (402 `insufficient_credits`).
+    #[error(
+        "balance of {balance_cents} cents is below the {required_cents} cents one minute costs"
+    )]
+    InsufficientCredits {
+        /// Current balance.
+        balance_cents: i64,
+        /// Needed to start a call.
+        required_cents: i64,
+    },
+    /// The key used up its window (429 `rate_limited`, `Retry-After`).
+    #[error("rate limit of {limit} requests per minute reached")]
+    RateLimited {
+        /// Requests per minute.
+        limit: u32,
+        /// When requests are accepted again.
+        reset_at: DateTime<Utc>,
+        /// Current time, to compute `Retry-After`.
+        now: DateTime<Utc>,
+    },
+    /// A state conflict (409 with a specific code).
+    #[error("{message}")]
+    Conflict {
+        /// Machine-readable code (`phone_number_exists`, `call_not_live`, ...).
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// The call was stored but the engine could not take it (503 `call_not_placed`).
+    #[error("call {call_id} could not be placed: {reason}")]
+    CallNotPlaced {
+        /// The stored (now failed) call.
+        call_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A store failure (500 `internal_error`; details are logged, not returned).
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Any other server-side failure (500 `internal_error`).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 404 for `resource` with `id`.
+    pub fn not_found(resource: &'static str, id: impl Into<String>) -> ApiError {
+        ApiError::NotFound {
+            resource,
+            id: id.into(),
+        }
+    }
+
+    /// Maps a store error, turning `NotFound` into a 404 for `resource` `id`.
+    pub fn from_store(err: StoreError, resource: &'static str, id: &str) -> ApiError {
+        match err {
+            StoreError::NotFound => ApiError::not_found(resource, id),
+            other => ApiError::Store(other),
+        }
+    }
+
+    /// HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Validation { .. }
+            | ApiError::InvalidPhoneNumber { .. }
+            | ApiError::InvalidFromNumber { .. }
+            | ApiError::NoPhoneNumberConfigured { .. }
+            | ApiError::AgentNotActive { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::CallNotPlaced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Machine-readable error code.
+    pub fn code(&self) -> String {
+        match self {
+            ApiError::Unauthorized => "unauthorized".into(),
+            ApiError::NotFound { resource, .. } => format!("{resource}_not_found"),
+            ApiError::NoRoute { .. } => "not_found".into(),
+            ApiError::MethodNotAllowed => "method_not_allowed".into(),
+            ApiError::InvalidJson { .. } => "invalid_json".into(),
+            ApiError::Validation { .. } => "validation_error".into(),
+            ApiError::InvalidPhoneNumber { .. } => "invalid_phone_number".into(),
+            ApiError::InvalidFromNumber { .. } => "invalid_from_number".into(),
+            ApiError::NoPhoneNumberConfigured { .. } => "no_phone_number_configured".into(),
+            ApiError::AgentNotActive { .. } => "agent_not_active".into(),
+            ApiError::InsufficientCredits { .. } => "insufficient_credits".into(),
+            ApiError::RateLimited { .. } => "rate_limited".into(),
+            ApiError::Conflict { code, .. } => (*code).into(),
+            ApiError::CallNotPlaced { .. } => "call_not_placed".into(),
+            ApiError::Store(StoreError::Conflict(_)) => "conflict".into(),
+            ApiError::Store(_) | ApiError::Internal(_) => "internal_error".into(),
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            ApiError::NotFound { id, .. } => json!({ "id": id }),
+            ApiError::Validation { fields } => json!({ "fields": fields }),
+            ApiError::InvalidPhoneNumber { field, value } => json!({
+                "fields": { *field: "must be an E.164 number (+ then 2 to 15 digits)" },
+                "value": value,
+            }),
+            ApiError::InvalidFromNumber { number, agent_id } => json!({
+                "fields": { "from_number": "must be a number of this organisation assigned to the agent" },
+                "from_number": number,
+                "agent_id": agent_id,
+            }),
+            ApiError::NoPhoneNumberConfigured { agent_id } => json!({ "agent_id": agent_id }),
+            ApiError::AgentNotActive { agent_id, status } => {
+                json!({ "agent_id": agent_id, "status": status })
+            }
+            ApiError::InsufficientCredits {
+                balance_cents,
+                required_cents,
+            } => json!({ "balance_cents": balance_cents, "required_cents": required_cents }),
+            ApiError::RateLimited {
+                limit, reset_at, ..
+            } => json!({
+                "limit": limit,
+                "reset_at": reset_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            }),
+            ApiError::CallNotPlaced { call_id, .. } => json!({ "call_id": call_id }),
+            _ => json!({}),
+        }
+    }
+
+    /// The message shown to clients: internal failures are not described.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Store(StoreError::Conflict(message)) => message.clone(),
+            ApiError::Store(_) | ApiError::Internal(_) => "internal server error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = json!({
+            "error": {
+                "code": self.code(),
+                "message": self.public_message(),
+                "details": self.details(),
+            },
+            "meta": envelope::meta(),
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::RateLimited { reset_at, now, .. } = &self {
+            let wait = ((*reset_at - *now).num_milliseconds() + 999)
+                .div_euclid(1000)
+                .max(1);
+            if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"dialcore\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,265 @@
+//! Request pipeline: request id + metrics (every request), bearer authentication and per-key
+//! rate limiting (API routes), and `X-Idempotency-Key` replay (POST API routes).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{SecondsFormat, Utc};
+use dashmap::DashSet;
+use tracing::Instrument;
+
+use super::envelope;
+use super::error::ApiError;
+use super::validation::FieldErrors;
+use super::AppState;
+use crate::store::Store;
+
+/// Header carrying a client's idempotency key on POST requests.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
+/// Header set on a response replayed from an earlier request with the same idempotency key.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Header carrying `meta.request_id` on every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest accepted idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// Largest response body kept for idempotent replay.
+const MAX_STORED_BODY: usize = 1 << 20;
+
+/// The organisation of the authenticated API key (a request extension set by [`authenticate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgId(pub String);
+
+/// State of the idempotency middleware: the store and the keys of requests being served.
+#[derive(Clone)]
+pub struct Idempotency {
+    store: Store,
+    in_flight: Arc<DashSet<(String, String)>>,
+}
+
+impl Idempotency {
+    /// Idempotency over `store`.
+    pub fn new(store: Store) -> Idempotency {
+        Idempotency {
+            store,
+            in_flight: Arc::new(DashSet::new()),
+        }
+    }
+}
+
+/// Gives the request an id (`meta.request_id`, `X-Request-Id`, the tracing span) and counts it
+/// in the metrics by matched route and status.
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let request_id = envelope::new_request_id();
+    let span =
+        tracing::info_span!("http", request_id = %request_id, method = %method, route = %route);
+    let mut response = envelope::with_request_id(request_id.clone(), next.run(request))
+        .instrument(span)
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .record_http(method.as_str(), &route, status, started.elapsed());
+    response
+}
+
+/// Checks `Authorization: Bearer <key>` (401 `unauthorized`), counts the request against the
+/// key's rate limit (429 `rate_limited`), and stores the key's organisation as [`OrgId`].
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let key = bearer_key(request.headers()).ok_or(ApiError::Unauthorized)?;
+    let org_id = state
+        .store
+        .org_for_key(&key)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let now = Utc::now();
+    let rate = state
+        .rate_limiter
+        .check(&key, now)
+        .map_err(|limited| ApiError::RateLimited {
+            limit: limited.limit,
+            reset_at: limited.reset_at,
+            now,
+        })?;
+    request.extensions_mut().insert(OrgId(org_id));
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-ratelimit-limit", rate.limit.to_string()),
+        ("x-ratelimit-remaining", rate.remaining.to_string()),
+        (
+            "x-ratelimit-reset",
+            rate.reset_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        ),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    Ok(response)
+}
+
+/// Replays the stored response of a POST whose `X-Idempotency-Key` was seen before for the
+/// same organisation and path, or serves it and stores its response (except 429 and 5xx, which
+/// a client should be able to retry). A key still being served answers 409
+/// `idempotency_key_in_use`.
+pub async fn idempotency(
+    State(idem): State<Idempotency>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if request.method() != Method::POST {
+        return Ok(next.run(request).await);
+    }
+    let Some(raw_key) = request.headers().get(&IDEMPOTENCY_KEY) else {
+        return Ok(next.run(request).await);
+    };
+    let key = valid_idempotency_key(raw_key)?;
+    let org = request
+        .extensions()
+        .get::<OrgId>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("idempotency before authentication".into()))?;
+    let stored_key = format!("POST {} {key}", request.uri().path());
+    if let Some((status, body)) = idem.store.idempotency_get(&org.0, &stored_key).await? {
+        return Ok(replay(status, body));
+    }
+    let slot = (org.0.clone(), stored_key.clone());
+    if !idem.in_flight.insert(slot.clone()) {
+        return Err(ApiError::Conflict {
+            code: "idempotency_key_in_use",
+            message: "a request with this idempotency key is still being served".into(),
+        });
+    }
+    let _guard = InFlightGuard {
+        set: &idem.in_flight,
+        slot,
+    };
+    // A request that finished between the lookup and the insert above.
+    if let Some((status, body)) = idem.store.idempotency_get(&org.0, &stored_key).await? {
+        return Ok(replay(status, body));
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = to_bytes(body, MAX_STORED_BODY)
+        .await
+        .map_err(|err| ApiError::Internal(format!("buffering a response: {err}")))?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if let Err(err) = idem
+        .store
+        .idempotency_put(&org.0, &stored_key, status.as_u16(), &text)
+        .await
+    {
+        tracing::warn!(error = %err, "could not store an idempotent response");
+    }
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+struct InFlightGuard<'a> {
+    set: &'a DashSet<(String, String)>,
+    slot: (String, String),
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.set.remove(&self.slot);
+    }
+}
+
+fn replay(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+fn valid_idempotency_key(value: &HeaderValue) -> Result<String, ApiError> {
+    let key = value.to_str().ok().map(str::trim).unwrap_or_default();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        let mut fields = FieldErrors::new();
+        fields.insert(
+            "X-Idempotency-Key".into(),
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"),
+        );
+        return Err(ApiError::Validation { fields });
+    }
+    Ok(key.to_owned())
+}
+
+/// The key of `Authorization: Bearer <key>` (scheme case-insensitive), if well formed.
+fn bearer_key(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, key) = value.split_once(' ')?;
+    let key = key.trim();
+    if !scheme.eq_ignore_ascii_case("bearer")
+        || key.is_empty()
+        || key.len() > 256
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return None;
+    }
+    Some(key.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(value).expect("ascii"),
+        );
+        headers
+    }
+
+    #[test]
+    fn bearer_keys() {
+        assert_eq!(bearer_key(&auth("Bearer sk_1")).as_deref(), Some("sk_1"));
+        assert_eq!(bearer_key(&auth("bearer  sk_1 ")).as_deref(), Some("sk_1"));
+        assert_eq!(bearer_key(&auth("Basic sk_1")), None);
+        assert_eq!(bearer_key(&auth("Bearer")), None);
+        assert_eq!(bearer_key(&auth("Bearer a b")), None);
+        assert_eq!(bearer_key(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert!(valid_idempotency_key(&HeaderValue::from_static("abc-1")).is_ok());
+        assert!(valid_idempotency_key(&HeaderValue::from_static("")).is_err());
+        assert!(valid_idempotency_key(&HeaderValue::from_static("a b")).is_err());
+        let long = "k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1);
+        assert!(valid_idempotency_key(&HeaderValue::from_str(&long).expect("ascii")).is_err());
+    }
+}

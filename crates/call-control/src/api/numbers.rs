@@ -1,0 +1,161 @@
+//! `/phone-numbers`: E.164 numbers the organisation owns, the trunk each lives on and the agent
+//! it is assigned to. A number is unique across organisations (409 `phone_number_exists`).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::Extension;
+use chrono::Utc;
+use serde_json::json;
+
+use super::envelope::{self, Page};
+use super::error::ApiError;
+use super::middleware::OrgId;
+use super::validation::Body;
+use super::AppState;
+use crate::ids;
+use crate::model::{is_e164, PhoneNumber};
+use crate::store::StoreError;
+
+/// `POST /phone-numbers`
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let mut body = Body::parse(&bytes)?;
+    body.require(&["number", "trunk_id"]);
+    let now = Utc::now();
+    let mut number = PhoneNumber {
+        id: ids::new_id(ids::PHONE_NUMBER),
+        org_id: org.0,
+        number: String::new(),
+        trunk_id: String::new(),
+        agent_id: None,
+        created_at: now,
+        updated_at: now,
+    };
+    apply(&state, &mut body, &mut number).await?;
+    body.finish()?;
+    state
+        .store
+        .insert_number(&number)
+        .await
+        .map_err(|err| conflict(err, &number.number))?;
+    envelope::created(&number)
+}
+
+/// `GET /phone-numbers`
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let page = Page::only(&query)?;
+    let (numbers, total) = state
+        .store
+        .list_numbers(&org.0, page.limit.into(), page.offset)
+        .await?;
+    envelope::list(numbers, page, total)
+}
+
+/// `GET /phone-numbers/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let number = state
+        .store
+        .get_number(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "phone_number", &id))?;
+    envelope::ok(&number)
+}
+
+/// `PATCH /phone-numbers/{id}`: `"agent_id": null` unassigns the number.
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let mut number = state
+        .store
+        .get_number(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "phone_number", &id))?;
+    let mut body = Body::parse(&bytes)?;
+    apply(&state, &mut body, &mut number).await?;
+    body.finish()?;
+    number.updated_at = Utc::now();
+    state
+        .store
+        .update_number(&number)
+        .await
+        .map_err(|err| match err {
+            StoreError::NotFound => ApiError::not_found("phone_number", &id),
+            other => conflict(other, &number.number),
+        })?;
+    envelope::ok(&number)
+}
+
+/// `DELETE /phone-numbers/{id}`
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state
+        .store
+        .delete_number(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "phone_number", &id))?;
+    envelope::ok(json!({ "id": id, "deleted": true }))
+}
+
+/// Takes the fields present in `body`; `trunk_id` and `agent_id` must name objects of the
+/// number's organisation.
+async fn apply(
+    state: &AppState,
+    body: &mut Body,
+    number: &mut PhoneNumber,
+) -> Result<(), ApiError> {
+    if let Some(value) = body.string("number", 16) {
+        if is_e164(&value) {
+            number.number = value;
+        } else {
+            body.invalid("number", "must be an E.164 number (+ then 2 to 15 digits)");
+        }
+    }
+    if let Some(trunk_id) = body.string("trunk_id", 64) {
+        match state.store.get_trunk(&number.org_id, &trunk_id).await {
+            Ok(_) => number.trunk_id = trunk_id,
+            Err(StoreError::NotFound) => body.invalid("trunk_id", "no trunk with this id"),
+            Err(other) => return Err(ApiError::Store(other)),
+        }
+    }
+    if let Some(agent_id) = body.nullable_string("agent_id", 64) {
+        match agent_id {
+            None => number.agent_id = None,
+            Some(agent_id) => match state.store.get_agent(&number.org_id, &agent_id).await {
+                Ok(_) => number.agent_id = Some(agent_id),
+                Err(StoreError::NotFound) => body.invalid("agent_id", "no agent with this id"),
+                Err(other) => return Err(ApiError::Store(other)),
+            },
+        }
+    }
+    Ok(())
+}
+
+fn conflict(err: StoreError, number: &str) -> ApiError {
+    match err {
+        StoreError::Conflict(_) => ApiError::Conflict {
+            code: "phone_number_exists",
+            message: format!("{number} is already registered"),
+        },
+        other => ApiError::Store(other),
+    }
+}

@@ -1,0 +1,162 @@
+//! `/trunks`: the organisation's SIP trunks. The digest password is write-only: responses show
+//! `has_password` (the model's serialization), never the password.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::Extension;
+use chrono::Utc;
+use serde_json::json;
+
+use super::envelope::{self, Page};
+use super::error::ApiError;
+use super::middleware::OrgId;
+use super::validation::{is_cidr, is_host, Body};
+use super::AppState;
+use crate::ids;
+use crate::model::{default_sip_port, Trunk, TrunkTransport};
+
+/// Longest trunk name.
+const MAX_NAME: usize = 200;
+/// Longest digest user name or password.
+const MAX_CREDENTIAL: usize = 256;
+/// Most entries in `allowed_networks`.
+const MAX_NETWORKS: usize = 100;
+
+/// `POST /trunks`
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let mut body = Body::parse(&bytes)?;
+    body.require(&["name", "host"]);
+    let now = Utc::now();
+    let mut trunk = Trunk {
+        id: ids::new_id(ids::TRUNK),
+        org_id: org.0,
+        name: String::new(),
+        host: String::new(),
+        port: default_sip_port(),
+        transport: TrunkTransport::Udp,
+        username: None,
+        password: None,
+        allowed_networks: Vec::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    apply(&mut body, &mut trunk);
+    body.finish()?;
+    state.store.insert_trunk(&trunk).await?;
+    envelope::created(&trunk)
+}
+
+/// `GET /trunks`
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let page = Page::only(&query)?;
+    let (trunks, total) = state
+        .store
+        .list_trunks(&org.0, page.limit.into(), page.offset)
+        .await?;
+    envelope::list(trunks, page, total)
+}
+
+/// `GET /trunks/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let trunk = state
+        .store
+        .get_trunk(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "trunk", &id))?;
+    envelope::ok(&trunk)
+}
+
+/// `PATCH /trunks/{id}`: changes the fields present; `"password": null` removes the password.
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let mut trunk = state
+        .store
+        .get_trunk(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "trunk", &id))?;
+    let mut body = Body::parse(&bytes)?;
+    apply(&mut body, &mut trunk);
+    body.finish()?;
+    trunk.updated_at = Utc::now();
+    state
+        .store
+        .update_trunk(&trunk)
+        .await
+        .map_err(|err| ApiError::from_store(err, "trunk", &id))?;
+    envelope::ok(&trunk)
+}
+
+/// `DELETE /trunks/{id}`
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state
+        .store
+        .delete_trunk(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "trunk", &id))?;
+    envelope::ok(json!({ "id": id, "deleted": true }))
+}
+
+fn apply(body: &mut Body, trunk: &mut Trunk) {
+    if let Some(name) = body.string("name", MAX_NAME) {
+        trunk.name = name;
+    }
+    if let Some(host) = body.string("host", 253) {
+        if is_host(&host) {
+            trunk.host = host;
+        } else {
+            body.invalid("host", "must be a host name or an IP address");
+        }
+    }
+    if let Some(port) = body.u32_in("port", 1, 65_535) {
+        trunk.port = u16::try_from(port).expect("checked to be at most 65535");
+    }
+    if let Some(transport) = body.typed::<TrunkTransport>("transport") {
+        trunk.transport = transport;
+    }
+    if let Some(username) = body.nullable_string("username", MAX_CREDENTIAL) {
+        trunk.username = username;
+    }
+    if let Some(password) = body.nullable_string("password", MAX_CREDENTIAL) {
+        trunk.password = password;
+    }
+    if let Some(networks) = body.string_list("allowed_networks", 64) {
+        if networks.len() > MAX_NETWORKS {
+            body.invalid(
+                "allowed_networks",
+                format!("at most {MAX_NETWORKS} networks"),
+            );
+        }
+        for (i, network) in networks.iter().enumerate() {
+            if !is_cidr(network) {
+                body.invalid(
+                    &format!("allowed_networks[{i}]"),
+                    "must be an IPv4 or IPv6 network in CIDR notation (e.g. 203.0.113.0/24)",
+                );
+            }
+        }
+        trunk.allowed_networks = networks;
+    }
+}

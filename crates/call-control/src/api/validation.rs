@@ -1,0 +1,337 @@
+//! Request-body validation that names every bad field at once.
+//!
+//! A [`Body`] wraps a JSON object; typed getters take fields out of it, record a message for
+//! each one that is missing or malformed, and [`Body::finish`] turns the collected messages
+//! (plus any field nobody asked for) into one 422 `validation_error`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+
+/// Field name (dotted for nested fields) to what is wrong with it.
+pub type FieldErrors = BTreeMap<String, String>;
+
+/// A JSON object being validated.
+#[derive(Debug)]
+pub struct Body {
+    prefix: String,
+    map: Map<String, Value>,
+    errors: FieldErrors,
+}
+
+impl Body {
+    /// Parses a request body, which must be a JSON object (an empty body counts as `{}`).
+    pub fn parse(bytes: &[u8]) -> Result<Body, ApiError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Body::from_map(String::new(), Map::new()));
+        }
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(Body::from_map(String::new(), map)),
+            Ok(_) => Err(ApiError::InvalidJson {
+                message: "the request body must be a JSON object".to_owned(),
+            }),
+            Err(err) => Err(ApiError::InvalidJson {
+                message: format!("the request body is not valid JSON: {err}"),
+            }),
+        }
+    }
+
+    fn from_map(prefix: String, map: Map<String, Value>) -> Body {
+        Body {
+            prefix,
+            map,
+            errors: FieldErrors::new(),
+        }
+    }
+
+    /// The full (dotted) name of a field of this object.
+    pub fn name(&self, field: &str) -> String {
+        format!("{}{field}", self.prefix)
+    }
+
+    /// Records that `field` is invalid (the first message per field wins).
+    pub fn invalid(&mut self, field: &str, message: impl Into<String>) {
+        let name = self.name(field);
+        self.errors.entry(name).or_insert_with(|| message.into());
+    }
+
+    /// Whether `field` is present (null counts as present).
+    pub fn has(&self, field: &str) -> bool {
+        self.map.contains_key(field)
+    }
+
+    /// Records `is required` for every listed field that is absent or null.
+    pub fn require(&mut self, fields: &[&str]) {
+        for field in fields {
+            if matches!(self.map.get(*field), None | Some(Value::Null)) {
+                self.invalid(field, "is required");
+            }
+        }
+    }
+
+    /// Takes a string field of `1..=max_len` characters; absent gives `None`.
+    pub fn string(&mut self, field: &str, max_len: usize) -> Option<String> {
+        match self.map.remove(field)? {
+            Value::String(s) => self.check_len(field, s, max_len),
+            _ => {
+                self.invalid(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// Takes a string field that may be null: `None` when absent, `Some(None)` when null.
+    pub fn nullable_string(&mut self, field: &str, max_len: usize) -> Option<Option<String>> {
+        match self.map.remove(field)? {
+            Value::Null => Some(None),
+            Value::String(s) => self.check_len(field, s, max_len).map(Some),
+            _ => {
+                self.invalid(field, "must be a string or null");
+                None
+            }
+        }
+    }
+
+    /// Takes free text that may be empty or null: `None` when absent, `Some(None)` when null or
+    /// empty.
+    pub fn text(&mut self, field: &str, max_len: usize) -> Option<Option<String>> {
+        match self.map.remove(field)? {
+            Value::Null => Some(None),
+            Value::String(s) if s.is_empty() => Some(None),
+            Value::String(s) if s.chars().count() <= max_len => Some(Some(s)),
+            Value::String(_) => {
+                self.invalid(field, format!("must be at most {max_len} characters long"));
+                None
+            }
+            _ => {
+                self.invalid(field, "must be a string or null");
+                None
+            }
+        }
+    }
+
+    /// Takes a boolean field.
+    pub fn bool(&mut self, field: &str) -> Option<bool> {
+        match self.map.remove(field)? {
+            Value::Bool(b) => Some(b),
+            _ => {
+                self.invalid(field, "must be true or false");
+                None
+            }
+        }
+    }
+
+    /// Takes an integer field in `min..=max`.
+    pub fn u32_in(&mut self, field: &str, min: u32, max: u32) -> Option<u32> {
+        let value = self.map.remove(field)?;
+        match value.as_u64().and_then(|v| u32::try_from(v).ok()) {
+            Some(v) if (min..=max).contains(&v) => Some(v),
+            _ => {
+                self.invalid(field, format!("must be an integer from {min} to {max}"));
+                None
+            }
+        }
+    }
+
+    /// Takes a list of strings (each `1..=max_len` characters).
+    pub fn string_list(&mut self, field: &str, max_len: usize) -> Option<Vec<String>> {
+        let Value::Array(items) = self.map.remove(field)? else {
+            self.invalid(field, "must be a list of strings");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            match item {
+                Value::String(s) if !s.is_empty() && s.chars().count() <= max_len => out.push(s),
+                _ => self.invalid(
+                    &format!("{field}[{i}]"),
+                    format!("must be a string of 1 to {max_len} characters"),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    /// Takes an object whose values are all strings.
+    pub fn string_map(&mut self, field: &str) -> Option<BTreeMap<String, String>> {
+        let Value::Object(map) = self.map.remove(field)? else {
+            self.invalid(field, "must be an object of string values");
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        for (key, value) in map {
+            match value {
+                Value::String(s) => {
+                    out.insert(key, s);
+                }
+                _ => self.invalid(&format!("{field}.{key}"), "must be a string"),
+            }
+        }
+        Some(out)
+    }
+
+    /// Takes a field and deserializes it with serde (the serde message names the problem).
+    pub fn typed<T: DeserializeOwned>(&mut self, field: &str) -> Option<T> {
+        let value = self.map.remove(field)?;
+        match serde_json::from_value(value) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                self.invalid(field, err.to_string());
+                None
+            }
+        }
+    }
+
+    /// Takes a nested object; validate it, then hand it back with [`Body::absorb`].
+    pub fn object(&mut self, field: &str) -> Option<Body> {
+        match self.map.remove(field)? {
+            Value::Object(map) => Some(Body::from_map(format!("{}.", self.name(field)), map)),
+            _ => {
+                self.invalid(field, "must be an object");
+                None
+            }
+        }
+    }
+
+    /// Merges the errors (and unknown fields) of a nested object taken with [`Body::object`].
+    pub fn absorb(&mut self, nested: Body) {
+        let Body {
+            prefix,
+            map,
+            errors,
+        } = nested;
+        for field in map.keys() {
+            self.errors
+                .entry(format!("{prefix}{field}"))
+                .or_insert_with(|| "is not a known field".to_owned());
+        }
+        self.errors.extend(errors);
+    }
+
+    /// Whether any error was recorded so far.
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    /// Ends validation: 422 naming every bad or unknown field, or `Ok`.
+    pub fn finish(self) -> Result<(), ApiError> {
+        let mut errors = self.errors;
+        for field in self.map.keys() {
+            errors
+                .entry(format!("{}{field}", self.prefix))
+                .or_insert_with(|| "is not a known field".to_owned());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Validation { fields: errors })
+        }
+    }
+
+    fn check_len(&mut self, field: &str, s: String, max_len: usize) -> Option<String> {
+        let len = s.chars().count();
+        if len == 0 || len > max_len {
+            self.invalid(field, format!("must be 1 to {max_len} characters long"));
+            return None;
+        }
+        Some(s)
+    }
+}
+
+/// Whether `cidr` is an IPv4 or IPv6 network (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
+pub fn is_cidr(cidr: &str) -> bool {
+    let (addr, prefix) = match cidr.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (cidr, None),
+    };
+    let Ok(ip) = addr.parse::<IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match prefix {
+        None => true,
+        Some(p) => !p.is_empty() && p.len() <= 3 && p.parse::<u8>().is_ok_and(|n| n <= max),
+    }
+}
+
+/// Whether `host` is an IP address or a DNS name (letters, digits, `-`, `.`; at most 253).
+pub fn is_host(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Whether `url` parses and uses one of `schemes`, with a host.
+pub fn is_url(url: &str, schemes: &[&str]) -> bool {
+    reqwest::Url::parse(url)
+        .is_ok_and(|u| schemes.contains(&u.scheme()) && u.host_str().is_some_and(|h| !h.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_and_hosts() {
+        assert!(is_cidr("10.0.0.0/8"));
+        assert!(is_cidr("127.0.0.1"));
+        assert!(is_cidr("2001:db8::/32"));
+        assert!(!is_cidr("10.0.0.0/33"));
+        assert!(!is_cidr("10.0.0/8"));
+        assert!(!is_cidr("10.0.0.0/"));
+        assert!(is_host("sip.example.com"));
+        assert!(is_host("127.0.0.1"));
+        assert!(!is_host("bad host"));
+        assert!(!is_host(""));
+        assert!(is_url("https://example.com/hook", &["http", "https"]));
+        assert!(!is_url("ftp://example.com", &["http", "https"]));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let mut body = Body::parse(br#"{"name": 5, "extra": 1, "settings": {"x": true, "n": 0}}"#)
+            .expect("object");
+        body.require(&["name", "prompt"]);
+        let _ = body.string("name", 10);
+        if let Some(mut nested) = body.object("settings") {
+            let _ = nested.u32_in("n", 1, 10);
+            body.absorb(nested);
+        }
+        let Err(ApiError::Validation { fields }) = body.finish() else {
+            panic!("expected a validation error");
+        };
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["extra", "name", "prompt", "settings.n", "settings.x"]
+        );
+    }
+
+    #[test]
+    fn rejects_non_objects() {
+        assert!(matches!(
+            Body::parse(b"[1]"),
+            Err(ApiError::InvalidJson { .. })
+        ));
+        assert!(matches!(
+            Body::parse(b"{"),
+            Err(ApiError::InvalidJson { .. })
+        ));
+        assert!(Body::parse(b"  ").is_ok());
+    }
+}
