@@ -1,0 +1,468 @@
+//! Call records. A call's state is written here before anyone is told about it.
+
+use chrono::Utc;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{
+    get_enum, get_int, get_json, get_opt_int, get_opt_ts, get_ts, sql_count, total_of, ts,
+    write_error, Result, Store, StoreError,
+};
+use crate::model::{Call, CallDirection, CallStatus};
+
+const COLUMNS: &str = "id, org_id, agent_id, status, outcome, direction, phone_number, \
+    from_number, to_number, variables, call_settings, max_duration_secs, join_timeout_secs, \
+    sip_call_id, sip_final_code, q850_cause, end_reason, duration_seconds, transcript, \
+    recording_url, media_stats, rendered_prompt, rendered_greeting, created_at, started_at, \
+    answered_at, ended_at, updated_at";
+
+/// Filters of `GET /calls`; `None` matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    /// Only calls with this status.
+    pub status: Option<CallStatus>,
+    /// Only calls of this agent.
+    pub agent_id: Option<String>,
+    /// Only calls in this direction.
+    pub direction: Option<CallDirection>,
+}
+
+impl Store {
+    /// Stores a new call record ([`StoreError::Conflict`] if its id exists).
+    pub async fn insert_call(&self, call: &Call) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO calls ({COLUMNS}) VALUES \
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        );
+        sqlx::query(&sql)
+            .bind(&call.id)
+            .bind(&call.org_id)
+            .bind(&call.agent_id)
+            .bind(call.status.as_str())
+            .bind(call.outcome.map(|outcome| outcome.as_str()))
+            .bind(call.direction.as_str())
+            .bind(&call.phone_number)
+            .bind(&call.from_number)
+            .bind(&call.to_number)
+            .bind(serde_json::to_string(&call.variables)?)
+            .bind(serde_json::to_string(&call.call_settings)?)
+            .bind(i64::from(call.max_duration_secs))
+            .bind(i64::from(call.join_timeout_secs))
+            .bind(&call.sip_call_id)
+            .bind(call.sip_final_code.map(i64::from))
+            .bind(call.q850_cause.map(i64::from))
+            .bind(&call.end_reason)
+            .bind(call.duration_seconds)
+            .bind(serde_json::to_string(&call.transcript)?)
+            .bind(&call.recording_url)
+            .bind(
+                call.media_stats
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()?,
+            )
+            .bind(&call.rendered_prompt)
+            .bind(&call.rendered_greeting)
+            .bind(ts(&call.created_at))
+            .bind(call.started_at.as_ref().map(ts))
+            .bind(call.answered_at.as_ref().map(ts))
+            .bind(call.ended_at.as_ref().map(ts))
+            .bind(ts(&call.updated_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|error| write_error(error, || format!("call {} exists", call.id)))?;
+        Ok(())
+    }
+
+    /// The organisation's call `id` ([`StoreError::NotFound`] otherwise).
+    pub async fn get_call(&self, org_id: &str, id: &str) -> Result<Call> {
+        let sql = format!("SELECT {COLUMNS} FROM calls WHERE org_id = ? AND id = ?");
+        let row = sqlx::query(&sql)
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        call_from_row(&row)
+    }
+
+    /// The call `id` of any organisation (engine use).
+    pub async fn get_call_any(&self, id: &str) -> Result<Call> {
+        let sql = format!("SELECT {COLUMNS} FROM calls WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        call_from_row(&row)
+    }
+
+    /// One page of the organisation's calls matching `filter`, newest first, and how many
+    /// match in all.
+    pub async fn list_calls(
+        &self,
+        org_id: &str,
+        filter: &CallFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<Call>, u64)> {
+        let mut condition = String::from("org_id = ?");
+        let mut binds: Vec<&str> = vec![org_id];
+        if let Some(status) = filter.status {
+            condition.push_str(" AND status = ?");
+            binds.push(status.as_str());
+        }
+        if let Some(agent_id) = &filter.agent_id {
+            condition.push_str(" AND agent_id = ?");
+            binds.push(agent_id);
+        }
+        if let Some(direction) = filter.direction {
+            condition.push_str(" AND direction = ?");
+            binds.push(direction.as_str());
+        }
+
+        let sql = format!(
+            "SELECT {COLUMNS} FROM calls WHERE {condition} \
+             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        );
+        let mut query = sqlx::query(&sql);
+        for value in &binds {
+            query = query.bind(*value);
+        }
+        let rows = query
+            .bind(sql_count(limit))
+            .bind(sql_count(offset))
+            .fetch_all(&self.pool)
+            .await?;
+        let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>>>()?;
+
+        let count_sql = format!("SELECT COUNT(*) FROM calls WHERE {condition}");
+        let mut count = sqlx::query(&count_sql);
+        for value in &binds {
+            count = count.bind(*value);
+        }
+        let total = count.fetch_one(&self.pool).await?;
+        Ok((calls, total_of(&total)?))
+    }
+
+    /// Writes the whole call record, setting `updated_at` to now (the value in `call` is
+    /// ignored); [`StoreError::NotFound`] if the call does not exist.
+    pub async fn update_call(&self, call: &Call) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE calls SET agent_id = ?, status = ?, outcome = ?, direction = ?, \
+             phone_number = ?, from_number = ?, to_number = ?, variables = ?, call_settings = ?, \
+             max_duration_secs = ?, join_timeout_secs = ?, sip_call_id = ?, sip_final_code = ?, \
+             q850_cause = ?, end_reason = ?, duration_seconds = ?, transcript = ?, \
+             recording_url = ?, media_stats = ?, rendered_prompt = ?, rendered_greeting = ?, \
+             started_at = ?, answered_at = ?, ended_at = ?, updated_at = ? \
+             WHERE org_id = ? AND id = ?",
+        )
+        .bind(&call.agent_id)
+        .bind(call.status.as_str())
+        .bind(call.outcome.map(|outcome| outcome.as_str()))
+        .bind(call.direction.as_str())
+        .bind(&call.phone_number)
+        .bind(&call.from_number)
+        .bind(&call.to_number)
+        .bind(serde_json::to_string(&call.variables)?)
+        .bind(serde_json::to_string(&call.call_settings)?)
+        .bind(i64::from(call.max_duration_secs))
+        .bind(i64::from(call.join_timeout_secs))
+        .bind(&call.sip_call_id)
+        .bind(call.sip_final_code.map(i64::from))
+        .bind(call.q850_cause.map(i64::from))
+        .bind(&call.end_reason)
+        .bind(call.duration_seconds)
+        .bind(serde_json::to_string(&call.transcript)?)
+        .bind(&call.recording_url)
+        .bind(
+            call.media_stats
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+        )
+        .bind(&call.rendered_prompt)
+        .bind(&call.rendered_greeting)
+        .bind(call.started_at.as_ref().map(ts))
+        .bind(call.answered_at.as_ref().map(ts))
+        .bind(call.ended_at.as_ref().map(ts))
+        .bind(ts(&Utc::now()))
+        .bind(&call.org_id)
+        .bind(&call.id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Every call, of any organisation, whose status is not terminal (restart recovery).
+    pub async fn unfinished_calls(&self) -> Result<Vec<Call>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM calls WHERE status NOT IN (?, ?, ?) ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(CallStatus::Ended.as_str())
+            .bind(CallStatus::Failed.as_str())
+            .bind(CallStatus::Cancelled.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(call_from_row).collect()
+    }
+}
+
+fn call_from_row(row: &SqliteRow) -> Result<Call> {
+    let outcome: Option<String> = row.try_get("outcome")?;
+    let outcome = outcome
+        .map(|text| {
+            text.parse().map_err(|_| StoreError::Corrupt {
+                column: "outcome",
+                value: text,
+            })
+        })
+        .transpose()?;
+    let media_stats: Option<String> = row.try_get("media_stats")?;
+    Ok(Call {
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        agent_id: row.try_get("agent_id")?,
+        status: get_enum(row, "status")?,
+        outcome,
+        direction: get_enum(row, "direction")?,
+        phone_number: row.try_get("phone_number")?,
+        from_number: row.try_get("from_number")?,
+        to_number: row.try_get("to_number")?,
+        variables: get_json(row, "variables")?,
+        call_settings: get_json(row, "call_settings")?,
+        max_duration_secs: get_int(row, "max_duration_secs")?,
+        join_timeout_secs: get_int(row, "join_timeout_secs")?,
+        sip_call_id: row.try_get("sip_call_id")?,
+        sip_final_code: get_opt_int(row, "sip_final_code")?,
+        q850_cause: get_opt_int(row, "q850_cause")?,
+        end_reason: row.try_get("end_reason")?,
+        duration_seconds: row.try_get("duration_seconds")?,
+        transcript: get_json(row, "transcript")?,
+        recording_url: row.try_get("recording_url")?,
+        media_stats: media_stats
+            .map(|text| serde_json::from_str(&text))
+            .transpose()?,
+        rendered_prompt: row.try_get("rendered_prompt")?,
+        rendered_greeting: row.try_get("rendered_greeting")?,
+        created_at: get_ts(row, "created_at")?,
+        started_at: get_opt_ts(row, "started_at")?,
+        answered_at: get_opt_ts(row, "answered_at")?,
+        ended_at: get_opt_ts(row, "ended_at")?,
+        updated_at: get_ts(row, "updated_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::ids;
+    use crate::model::{CallOutcome, CallSettings, MediaStats, TranscriptEntry};
+    use crate::store::test_support::{at, temp_store};
+
+    fn call(org_id: &str, agent_id: &str, direction: CallDirection, secs: i64) -> Call {
+        Call {
+            id: ids::new_id(ids::CALL),
+            org_id: org_id.into(),
+            agent_id: agent_id.into(),
+            status: CallStatus::Queued,
+            outcome: None,
+            direction,
+            phone_number: "+14155550100".into(),
+            from_number: "+14155550199".into(),
+            to_number: "+14155550100".into(),
+            variables: BTreeMap::from([("name".into(), "Ada".into())]),
+            call_settings: CallSettings {
+                max_duration: Some("60s".into()),
+                ..CallSettings::default()
+            },
+            max_duration_secs: 60,
+            join_timeout_secs: 30,
+            sip_call_id: None,
+            sip_final_code: None,
+            q850_cause: None,
+            end_reason: None,
+            duration_seconds: None,
+            transcript: Vec::new(),
+            recording_url: None,
+            media_stats: None,
+            rendered_prompt: Some("Remind Ada.".into()),
+            rendered_greeting: Some("Hello Ada".into()),
+            created_at: at(secs),
+            started_at: None,
+            answered_at: None,
+            ended_at: None,
+            updated_at: at(secs),
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_get_and_update_the_whole_record() {
+        let (store, _dir) = temp_store().await;
+        let mut call = call("org_a", "agt_1", CallDirection::Outbound, 0);
+        store.insert_call(&call).await.expect("insert");
+        assert_eq!(store.get_call("org_a", &call.id).await.expect("get"), call);
+        assert!(matches!(
+            store.insert_call(&call).await,
+            Err(StoreError::Conflict(_))
+        ));
+
+        call.status = CallStatus::Ended;
+        call.outcome = Some(CallOutcome::MaxDuration);
+        call.sip_call_id = Some("abc@127.0.0.1".into());
+        call.sip_final_code = Some(200);
+        call.q850_cause = Some(16);
+        call.end_reason = Some("bye".into());
+        call.duration_seconds = Some(60.02);
+        call.transcript = vec![TranscriptEntry {
+            role: "agent".into(),
+            text: "Hello Ada".into(),
+            at: at(2),
+        }];
+        call.recording_url = Some(format!("/api/public/v1/calls/{}/recording", call.id));
+        call.media_stats = Some(MediaStats {
+            codec: "PCMU".into(),
+            packets_sent: 3000,
+            packets_received: 2990,
+            packets_lost: 10,
+            loss_percent: 0.33,
+            jitter_ms: 1.5,
+            concealed_ms: 200,
+            mos: 4.3,
+        });
+        call.started_at = Some(at(0));
+        call.answered_at = Some(at(1));
+        call.ended_at = Some(at(61));
+        let before = Utc::now();
+        store.update_call(&call).await.expect("update");
+        let stored = store.get_call_any(&call.id).await.expect("get any");
+        assert!(
+            stored.updated_at >= before,
+            "updated_at is set by the store"
+        );
+        call.updated_at = stored.updated_at;
+        assert_eq!(stored, call);
+
+        let mut missing = call.clone();
+        missing.id = "call_missing".into();
+        assert!(matches!(
+            store.update_call(&missing).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.get_call_any("call_missing").await,
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn organisations_are_isolated() {
+        let (store, _dir) = temp_store().await;
+        let mut theirs = call("org_b", "agt_1", CallDirection::Inbound, 0);
+        store.insert_call(&theirs).await.expect("insert");
+        assert!(matches!(
+            store.get_call("org_a", &theirs.id).await,
+            Err(StoreError::NotFound)
+        ));
+        theirs.org_id = "org_a".into();
+        assert!(matches!(
+            store.update_call(&theirs).await,
+            Err(StoreError::NotFound)
+        ));
+        let (calls, total) = store
+            .list_calls("org_a", &CallFilter::default(), 50, 0)
+            .await
+            .expect("list");
+        assert!(calls.is_empty());
+        assert_eq!(total, 0);
+    }
+
+    #[tokio::test]
+    async fn list_filters_and_pages() {
+        let (store, _dir) = temp_store().await;
+        let mut ended = call("org_a", "agt_1", CallDirection::Outbound, 0);
+        ended.status = CallStatus::Ended;
+        store.insert_call(&ended).await.expect("insert");
+        store
+            .insert_call(&call("org_a", "agt_1", CallDirection::Inbound, 1))
+            .await
+            .expect("insert");
+        store
+            .insert_call(&call("org_a", "agt_2", CallDirection::Outbound, 2))
+            .await
+            .expect("insert");
+        store
+            .insert_call(&call("org_b", "agt_1", CallDirection::Outbound, 3))
+            .await
+            .expect("insert");
+
+        let all = CallFilter::default();
+        let (page, total) = store.list_calls("org_a", &all, 2, 0).await.expect("list");
+        assert_eq!((page.len(), total), (2, 3));
+        assert_eq!(page[0].agent_id, "agt_2", "newest first");
+
+        let by_agent = CallFilter {
+            agent_id: Some("agt_1".into()),
+            ..CallFilter::default()
+        };
+        assert_eq!(
+            store
+                .list_calls("org_a", &by_agent, 50, 0)
+                .await
+                .expect("list")
+                .1,
+            2
+        );
+
+        let queued_outbound = CallFilter {
+            status: Some(CallStatus::Queued),
+            direction: Some(CallDirection::Outbound),
+            agent_id: None,
+        };
+        let (page, total) = store
+            .list_calls("org_a", &queued_outbound, 50, 0)
+            .await
+            .expect("list");
+        assert_eq!(total, 1);
+        assert_eq!(page[0].agent_id, "agt_2");
+
+        let everything = CallFilter {
+            status: Some(CallStatus::Ended),
+            agent_id: Some("agt_1".into()),
+            direction: Some(CallDirection::Outbound),
+        };
+        let (page, total) = store
+            .list_calls("org_a", &everything, 1, 1)
+            .await
+            .expect("list");
+        assert_eq!((page.len(), total), (0, 1), "offset past the only match");
+    }
+
+    #[tokio::test]
+    async fn unfinished_calls_are_those_not_terminal() {
+        let (store, _dir) = temp_store().await;
+        let mut ids_unfinished = Vec::new();
+        for (secs, status) in CallStatus::ALL.iter().enumerate() {
+            let mut record = call("org_a", "agt_1", CallDirection::Outbound, secs as i64);
+            record.status = *status;
+            store.insert_call(&record).await.expect("insert");
+            if !status.is_terminal() {
+                ids_unfinished.push(record.id);
+            }
+        }
+        let unfinished: Vec<_> = store
+            .unfinished_calls()
+            .await
+            .expect("unfinished")
+            .into_iter()
+            .map(|call| call.id)
+            .collect();
+        assert_eq!(unfinished, ids_unfinished);
+    }
+}

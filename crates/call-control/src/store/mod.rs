@@ -1,0 +1,268 @@
+//! The store: organisations, API keys, agents, trunks, phone numbers, calls, webhooks, the
+//! webhook outbox, idempotency keys and credits, in SQL through sqlx.
+//!
+//! SQLite is the embedded default (one file, WAL journal so that `dialcore keys create` can
+//! write while `dialcore serve` runs, busy timeout so that the two wait for each other).
+//! The SQL is kept portable so that PostgreSQL can follow: `?` placeholders, TEXT ids,
+//! RFC 3339 UTC timestamps as fixed-width TEXT (they sort as time), JSON documents as TEXT,
+//! `ON CONFLICT` and `RETURNING` (both dialects have them), no SQLite-only functions.
+//!
+//! Every read and write of an organisation's objects takes the organisation id and matches
+//! it in SQL, so that one organisation never reaches another's rows. The few calls without
+//! an organisation (`find_number`, `get_call_any`, `all_trunks`, `unfinished_calls`, the
+//! outbox) serve the engine and the webhook dispatcher, never a request.
+
+mod agents;
+mod calls;
+mod idempotency;
+mod numbers;
+mod orgs;
+mod outbox;
+mod trunks;
+mod webhooks;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, SqlitePool};
+
+pub use calls::CallFilter;
+pub use orgs::{hash_key, DEFAULT_ORG};
+pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
+
+/// The database driver the store speaks (SQLite today).
+pub type Db = sqlx::Sqlite;
+
+/// Result of the store's operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How long a write waits for another writer (another process included) before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such record (in this organisation).
+    #[error("not found")]
+    NotFound,
+    /// The write clashes with existing data: a duplicate unique value, or a record still
+    /// referenced by others (the message says which).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A JSON column could not be written or read.
+    #[error("JSON column error: {0}")]
+    Serde(#[from] serde_json::Error),
+    /// The schema migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A column holds a value this version cannot read (written by a newer version, or
+    /// edited by hand).
+    #[error("column {column} holds an unreadable value {value:?}")]
+    Corrupt {
+        /// The column.
+        column: &'static str,
+        /// What it holds.
+        value: String,
+    },
+}
+
+/// Handle on the database; cheap to clone (a connection pool inside).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens the database at `url` (`sqlite://path`, `sqlite::memory:`), creating the file
+    /// if missing, and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Store> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool_options = if in_memory {
+            // Every connection to `:memory:` is a database of its own: keep exactly one,
+            // forever.
+            SqlitePoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            options = options.journal_mode(SqliteJournalMode::Wal);
+            SqlitePoolOptions::new().max_connections(8)
+        };
+        let pool = pool_options
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// The connection pool, for queries in `extra_*` files of other modules.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for running queries to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The text form of a timestamp in the store: RFC 3339, UTC, nanoseconds, fixed width.
+pub(crate) fn ts(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// Reads a timestamp column.
+pub(crate) fn get_ts(row: &SqliteRow, column: &'static str) -> Result<DateTime<Utc>> {
+    let text: String = row.try_get(column)?;
+    parse_ts(column, &text)
+}
+
+/// Reads a nullable timestamp column.
+pub(crate) fn get_opt_ts(row: &SqliteRow, column: &'static str) -> Result<Option<DateTime<Utc>>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|text| parse_ts(column, &text)).transpose()
+}
+
+/// Reads a JSON column.
+pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    column: &'static str,
+) -> Result<T> {
+    let text: String = row.try_get(column)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Reads a column holding the text form of an enumeration.
+pub(crate) fn get_enum<T: FromStr>(row: &SqliteRow, column: &'static str) -> Result<T> {
+    let text: String = row.try_get(column)?;
+    text.parse().map_err(|_| StoreError::Corrupt {
+        column,
+        value: text,
+    })
+}
+
+/// Reads an integer column that must fit `T`.
+pub(crate) fn get_int<T: TryFrom<i64>>(row: &SqliteRow, column: &'static str) -> Result<T> {
+    let value: i64 = row.try_get(column)?;
+    T::try_from(value).map_err(|_| StoreError::Corrupt {
+        column,
+        value: value.to_string(),
+    })
+}
+
+/// Reads a nullable integer column that must fit `T`.
+pub(crate) fn get_opt_int<T: TryFrom<i64>>(
+    row: &SqliteRow,
+    column: &'static str,
+) -> Result<Option<T>> {
+    let value: Option<i64> = row.try_get(column)?;
+    value
+        .map(|value| {
+            T::try_from(value).map_err(|_| StoreError::Corrupt {
+                column,
+                value: value.to_string(),
+            })
+        })
+        .transpose()
+}
+
+/// A page bound as SQL wants it (SQLite and PostgreSQL take signed 64-bit).
+pub(crate) fn sql_count(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Reads a `COUNT(*)` result.
+pub(crate) fn total_of(row: &SqliteRow) -> Result<u64> {
+    let total: i64 = row.try_get(0)?;
+    Ok(u64::try_from(total).unwrap_or(0))
+}
+
+/// Maps a failed write: unique and foreign-key violations become [`StoreError::Conflict`]
+/// with `what` as the message, anything else stays a database error.
+pub(crate) fn write_error(error: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
+            StoreError::Conflict(what())
+        }
+        _ => StoreError::Database(error),
+    }
+}
+
+fn parse_ts(column: &'static str, text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt {
+            column,
+            value: text.to_owned(),
+        })
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Stores for tests: a fresh SQLite file in a temporary directory.
+
+    use super::Store;
+    use chrono::{DateTime, TimeZone, Utc};
+
+    /// A fresh store; keep the directory alive as long as the store.
+    pub(crate) async fn temp_store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&url_in(&dir)).await.expect("store opens");
+        (store, dir)
+    }
+
+    /// The database URL of the store file in `dir`.
+    pub(crate) fn url_in(dir: &tempfile::TempDir) -> String {
+        format!("sqlite://{}", dir.path().join("test.db").display())
+    }
+
+    /// A made-up time, `secs` seconds after a fixed origin.
+    pub(crate) fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_750_000_000 + secs, 123_456_789)
+            .single()
+            .expect("valid timestamp")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_memory_and_file_databases() {
+        let store = Store::open("sqlite::memory:").await.expect("memory store");
+        let org = store.create_key("acme", 5).await.expect("key");
+        assert!(org.starts_with("sk_live_"));
+        let (file_store, dir) = temp_store().await;
+        assert!(dir.path().join("test.db").exists());
+        file_store.close().await;
+        // Migrations are idempotent: reopening works.
+        Store::open(&url_in(&dir)).await.expect("reopens");
+    }
+
+    #[test]
+    fn timestamps_are_fixed_width_and_round_trip() {
+        let early = at(0);
+        let late = at(3600);
+        assert_eq!(ts(&early).len(), ts(&late).len());
+        assert!(ts(&early) < ts(&late));
+        assert_eq!(parse_ts("t", &ts(&early)).expect("parses"), early);
+        assert!(matches!(
+            parse_ts("t", "yesterday"),
+            Err(StoreError::Corrupt { column: "t", .. })
+        ));
+    }
+}

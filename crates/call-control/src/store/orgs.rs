@@ -1,0 +1,260 @@
+//! Organisations, API keys (stored as SHA-256 hashes) and credits.
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{ts, Result, Store, StoreError};
+use crate::ids;
+
+/// Name of the organisation created at bootstrap.
+pub const DEFAULT_ORG: &str = "default";
+
+impl Store {
+    /// Makes sure the service can be reached: when `api_key` is given, that key exists (in
+    /// organisation `default`, created if needed); otherwise, when no key exists at all,
+    /// creates organisation `default` and one random key, and returns it so that it can be
+    /// shown once. Returns `None` when no key was generated.
+    pub async fn bootstrap(
+        &self,
+        api_key: Option<&str>,
+        starting_balance_cents: i64,
+    ) -> Result<Option<String>> {
+        if let Some(key) = api_key {
+            if self.org_for_key(key).await?.is_none() {
+                let org_id = self.ensure_org(DEFAULT_ORG, starting_balance_cents).await?;
+                self.insert_key(&org_id, key).await?;
+            }
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        let keys: i64 = row.try_get(0)?;
+        if keys > 0 {
+            return Ok(None);
+        }
+        let org_id = self.ensure_org(DEFAULT_ORG, starting_balance_cents).await?;
+        let key = ids::new_api_key();
+        self.insert_key(&org_id, &key).await?;
+        Ok(Some(key))
+    }
+
+    /// Creates a new API key for the organisation named `org_name`, creating the
+    /// organisation (with `starting_balance_cents`) if it does not exist. Returns the key;
+    /// only its hash is stored.
+    pub async fn create_key(&self, org_name: &str, starting_balance_cents: i64) -> Result<String> {
+        let org_id = self.ensure_org(org_name, starting_balance_cents).await?;
+        let key = ids::new_api_key();
+        self.insert_key(&org_id, &key).await?;
+        Ok(key)
+    }
+
+    /// The organisation id an API key belongs to, or `None` for an unknown key.
+    pub async fn org_for_key(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT org_id FROM api_keys WHERE key_hash = ?")
+            .bind(hash_key(key))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("org_id")).transpose()?)
+    }
+
+    /// The id of the organisation named `name`, if it exists.
+    pub async fn org_id_by_name(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT id FROM orgs WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("id")).transpose()?)
+    }
+
+    /// The organisation's balance in cents ([`StoreError::NotFound`] for an unknown one).
+    pub async fn balance_cents(&self, org_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT balance_cents FROM orgs WHERE id = ?")
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(row.try_get("balance_cents")?)
+    }
+
+    /// Adds `cents` to the organisation's balance (negative to charge) in one atomic update;
+    /// returns the new balance.
+    pub async fn add_credits(&self, org_id: &str, cents: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "UPDATE orgs SET balance_cents = balance_cents + ? WHERE id = ? RETURNING balance_cents",
+        )
+        .bind(cents)
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(row.try_get("balance_cents")?)
+    }
+
+    async fn ensure_org(&self, name: &str, starting_balance_cents: i64) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO orgs (id, name, balance_cents, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(ids::new_id(ids::ORG))
+        .bind(name)
+        .bind(starting_balance_cents)
+        .bind(ts(&Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        self.org_id_by_name(name).await?.ok_or(StoreError::NotFound)
+    }
+
+    async fn insert_key(&self, org_id: &str, key: &str) -> Result<()> {
+        let prefix: String = key.chars().take(12).collect();
+        sqlx::query(
+            "INSERT INTO api_keys (id, org_id, key_hash, key_prefix, created_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_hash) DO NOTHING",
+        )
+        .bind(ids::new_id(ids::API_KEY))
+        .bind(org_id)
+        .bind(hash_key(key))
+        .bind(prefix)
+        .bind(ts(&Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The stored form of an API key: lower-case hex SHA-256.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::temp_store;
+
+    #[tokio::test]
+    async fn bootstrap_generates_one_key_once() {
+        let (store, _dir) = temp_store().await;
+        let key = store
+            .bootstrap(None, 500)
+            .await
+            .expect("bootstrap")
+            .expect("a key is generated on an empty database");
+        assert!(key.starts_with("sk_live_"));
+        let org = store
+            .org_for_key(&key)
+            .await
+            .expect("lookup")
+            .expect("known key");
+        assert_eq!(
+            store.org_id_by_name(DEFAULT_ORG).await.expect("org"),
+            Some(org.clone())
+        );
+        assert_eq!(store.balance_cents(&org).await.expect("balance"), 500);
+        assert_eq!(store.bootstrap(None, 500).await.expect("again"), None);
+    }
+
+    #[tokio::test]
+    async fn bootstrap_with_given_key() {
+        let (store, _dir) = temp_store().await;
+        assert_eq!(
+            store
+                .bootstrap(Some("sk_test_known"), 100)
+                .await
+                .expect("bootstrap"),
+            None
+        );
+        let org = store
+            .org_for_key("sk_test_known")
+            .await
+            .expect("lookup")
+            .expect("the given key works");
+        // Idempotent, and a second given key joins the same organisation.
+        assert_eq!(
+            store
+                .bootstrap(Some("sk_test_known"), 100)
+                .await
+                .expect("again"),
+            None
+        );
+        store
+            .bootstrap(Some("sk_test_other"), 100)
+            .await
+            .expect("other");
+        assert_eq!(
+            store.org_for_key("sk_test_other").await.expect("lookup"),
+            Some(org.clone())
+        );
+        // With keys present, no key is generated.
+        assert_eq!(store.bootstrap(None, 100).await.expect("none"), None);
+        assert_eq!(store.balance_cents(&org).await.expect("balance"), 100);
+    }
+
+    #[tokio::test]
+    async fn keys_are_stored_hashed() {
+        let (store, _dir) = temp_store().await;
+        let key = store.create_key("acme", 0).await.expect("key");
+        let rows = sqlx::query("SELECT key_hash FROM api_keys")
+            .fetch_all(store.pool())
+            .await
+            .expect("rows");
+        assert_eq!(rows.len(), 1);
+        let stored: String = rows[0].try_get("key_hash").expect("column");
+        assert_ne!(stored, key);
+        assert_eq!(stored, hash_key(&key));
+        assert_eq!(stored.len(), 64);
+        assert_eq!(
+            store.org_for_key("sk_live_wrong").await.expect("lookup"),
+            None
+        );
+        assert_eq!(store.org_for_key("").await.expect("lookup"), None);
+    }
+
+    #[tokio::test]
+    async fn create_key_reuses_the_organisation() {
+        let (store, _dir) = temp_store().await;
+        let first = store.create_key("acme", 700).await.expect("first");
+        let second = store.create_key("acme", 9999).await.expect("second");
+        let other = store.create_key("globex", 1).await.expect("other");
+        let acme = store
+            .org_for_key(&first)
+            .await
+            .expect("lookup")
+            .expect("known");
+        assert_eq!(
+            store.org_for_key(&second).await.expect("lookup"),
+            Some(acme.clone())
+        );
+        let globex = store
+            .org_for_key(&other)
+            .await
+            .expect("lookup")
+            .expect("known");
+        assert_ne!(acme, globex);
+        // The starting balance applies only when the organisation is created.
+        assert_eq!(store.balance_cents(&acme).await.expect("balance"), 700);
+    }
+
+    #[tokio::test]
+    async fn credits_add_and_charge() {
+        let (store, _dir) = temp_store().await;
+        let key = store.create_key("acme", 100).await.expect("key");
+        let org = store
+            .org_for_key(&key)
+            .await
+            .expect("lookup")
+            .expect("known");
+        assert_eq!(store.add_credits(&org, 50).await.expect("add"), 150);
+        assert_eq!(store.add_credits(&org, -200).await.expect("charge"), -50);
+        assert_eq!(store.balance_cents(&org).await.expect("balance"), -50);
+        assert!(matches!(
+            store.add_credits("org_missing", 1).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.balance_cents("org_missing").await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
