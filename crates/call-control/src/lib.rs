@@ -2,4 +2,5 @@
 pub mod config;
 pub mod ids;
 pub mod model;
+pub mod store;
 pub mod engine;
