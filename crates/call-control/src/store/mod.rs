@@ -14,6 +14,7 @@
 
 mod agents;
 mod calls;
+mod extra_api;
 mod idempotency;
 mod numbers;
 mod orgs;
