@@ -1,6 +1,6 @@
 //! Component schemas, parameters, responses and security scheme of the OpenAPI document.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 const E164: &str = r"^\+[1-9]\d{1,14}$";
 const DURATION: &str = r"^\d+[smh]?$";
@@ -50,24 +50,33 @@ fn schemas() -> Value {
     let timestamp = json!({ "type": "string", "format": "date-time" });
     let nullable_timestamp = json!({ "type": ["string", "null"], "format": "date-time" });
     let id = json!({ "type": "string", "readOnly": true });
-    json!({
-        "Meta": {
+    let mut schemas = Map::new();
+    schemas.insert(
+        "Meta".into(),
+        json!({
             "type": "object", "required": ["request_id", "ts"],
             "properties": { "request_id": { "type": "string" }, "ts": timestamp },
-        },
-        "ListMeta": {
+        }),
+    );
+    schemas.insert(
+        "ListMeta".into(),
+        json!({
             "type": "object", "required": ["request_id", "ts", "pagination"],
             "properties": {
                 "request_id": { "type": "string" }, "ts": timestamp,
                 "pagination": { "$ref": "#/components/schemas/Pagination" },
             },
-        },
-        "Pagination": {
+        }),
+    );
+    schemas.insert(
+        "Pagination".into(),
+        json!({
             "type": "object", "required": ["limit", "offset", "total"],
             "properties": { "limit": { "type": "integer" }, "offset": { "type": "integer" },
                             "total": { "type": "integer" } },
-        },
-        "Error": {
+        }),
+    );
+    schemas.insert("Error".into(), json!({
             "type": "object", "required": ["error"],
             "properties": {
                 "error": {
@@ -82,18 +91,27 @@ fn schemas() -> Value {
                 },
                 "meta": { "$ref": "#/components/schemas/Meta" },
             },
-        },
-        "Deleted": {
+        }));
+    schemas.insert(
+        "Deleted".into(),
+        json!({
             "type": "object", "required": ["id", "deleted"],
             "properties": { "id": { "type": "string" }, "deleted": { "const": true } },
-        },
-        "Health": {
+        }),
+    );
+    schemas.insert(
+        "Health".into(),
+        json!({
             "type": "object",
             "properties": { "status": { "type": "string", "enum": ["ok", "unavailable"] },
                             "database": { "type": "string" }, "live_calls": { "type": "integer" } },
-        },
-        "AgentStatus": { "type": "string", "enum": ["draft", "active", "paused"] },
-        "Runtime": {
+        }),
+    );
+    schemas.insert(
+        "AgentStatus".into(),
+        json!({ "type": "string", "enum": ["draft", "active", "paused"] }),
+    );
+    schemas.insert("Runtime".into(), json!({
             "oneOf": [
                 { "type": "object", "required": ["type"], "additionalProperties": false,
                   "properties": { "type": { "const": "echo" } } },
@@ -108,8 +126,8 @@ fn schemas() -> Value {
                                              "items": { "$ref": "#/components/schemas/ScriptStep" } } } },
             ],
             "discriminator": { "propertyName": "type" },
-        },
-        "ScriptStep": {
+        }));
+    schemas.insert("ScriptStep".into(), json!({
             "oneOf": [
                 { "type": "object", "required": ["action"],
                   "properties": { "action": { "const": "say" }, "text": { "type": "string" },
@@ -131,8 +149,8 @@ fn schemas() -> Value {
                   "properties": { "action": { "const": "hangup" } } },
             ],
             "discriminator": { "propertyName": "action" },
-        },
-        "AgentCallSettings": {
+        }));
+    schemas.insert("AgentCallSettings".into(), json!({
             "type": "object",
             "properties": {
                 "max_duration_secs": { "type": "integer", "minimum": 1, "maximum": 86400, "default": 1800 },
@@ -140,8 +158,8 @@ fn schemas() -> Value {
                 "recording_enabled": { "type": "boolean", "default": true },
                 "transcription_enabled": { "type": "boolean", "default": true },
             },
-        },
-        "Agent": {
+        }));
+    schemas.insert("Agent".into(), json!({
             "type": "object",
             "required": ["id", "name", "prompt", "status", "runtime", "default_call_settings", "created_at", "updated_at"],
             "properties": {
@@ -153,10 +171,10 @@ fn schemas() -> Value {
                 "default_call_settings": { "$ref": "#/components/schemas/AgentCallSettings" },
                 "created_at": timestamp, "updated_at": timestamp,
             },
-        },
-        "AgentCreate": agent_input(&["name"]),
-        "AgentUpdate": agent_input(&[]),
-        "Trunk": {
+        }));
+    schemas.insert("AgentCreate".into(), agent_input(&["name"]));
+    schemas.insert("AgentUpdate".into(), agent_input(&[]));
+    schemas.insert("Trunk".into(), json!({
             "type": "object",
             "required": ["id", "name", "host", "port", "transport", "has_password", "allowed_networks", "created_at", "updated_at"],
             "properties": {
@@ -167,20 +185,23 @@ fn schemas() -> Value {
                 "allowed_networks": { "type": "array", "items": { "type": "string" } },
                 "created_at": timestamp, "updated_at": timestamp,
             },
-        },
-        "TrunkCreate": trunk_input(&["name", "host"]),
-        "TrunkUpdate": trunk_input(&[]),
-        "PhoneNumber": {
+        }));
+    schemas.insert("TrunkCreate".into(), trunk_input(&["name", "host"]));
+    schemas.insert("TrunkUpdate".into(), trunk_input(&[]));
+    schemas.insert("PhoneNumber".into(), json!({
             "type": "object", "required": ["id", "number", "trunk_id", "agent_id", "created_at", "updated_at"],
             "properties": {
                 "id": id, "number": { "type": "string", "pattern": E164 },
                 "trunk_id": { "type": "string" }, "agent_id": { "type": ["string", "null"] },
                 "created_at": timestamp, "updated_at": timestamp,
             },
-        },
-        "PhoneNumberCreate": number_input(&["number", "trunk_id"]),
-        "PhoneNumberUpdate": number_input(&[]),
-        "CallSettings": {
+        }));
+    schemas.insert(
+        "PhoneNumberCreate".into(),
+        number_input(&["number", "trunk_id"]),
+    );
+    schemas.insert("PhoneNumberUpdate".into(), number_input(&[]));
+    schemas.insert("CallSettings".into(), json!({
             "type": "object", "additionalProperties": false,
             "properties": {
                 "recording_enabled": { "type": "boolean", "default": true },
@@ -191,8 +212,8 @@ fn schemas() -> Value {
                 "join_timeout": { "type": "string", "pattern": DURATION, "examples": ["30s"],
                                   "description": "Default: the agent's; at most 600s" },
             },
-        },
-        "CallCreate": {
+        }));
+    schemas.insert("CallCreate".into(), json!({
             "type": "object", "required": ["agent_id", "phone_number"], "additionalProperties": false,
             "properties": {
                 "agent_id": { "type": "string" },
@@ -203,8 +224,10 @@ fn schemas() -> Value {
                 "variables": { "type": "object", "additionalProperties": { "type": "string" },
                                "description": "Rendered into {{name}} / {{ name }} of the prompt and greeting; unknown names render empty" },
             },
-        },
-        "MediaStats": {
+        }));
+    schemas.insert(
+        "MediaStats".into(),
+        json!({
             "type": "object",
             "properties": {
                 "codec": { "type": "string" }, "packets_sent": { "type": "integer" },
@@ -212,12 +235,13 @@ fn schemas() -> Value {
                 "loss_percent": { "type": "number" }, "jitter_ms": { "type": "number" },
                 "concealed_ms": { "type": "integer" }, "mos": { "type": "number" },
             },
-        },
-        "TranscriptEntry": {
+        }),
+    );
+    schemas.insert("TranscriptEntry".into(), json!({
             "type": "object", "required": ["role", "text", "at"],
             "properties": { "role": { "type": "string" }, "text": { "type": "string" }, "at": timestamp },
-        },
-        "Call": {
+        }));
+    schemas.insert("Call".into(), json!({
             "type": "object",
             "required": ["id", "agent_id", "status", "direction", "phone_number", "from_number", "to_number", "created_at", "updated_at"],
             "properties": {
@@ -246,10 +270,10 @@ fn schemas() -> Value {
                 "answered_at": nullable_timestamp, "ended_at": nullable_timestamp,
                 "updated_at": timestamp,
             },
-        },
-        "WebhookEvent": { "type": "string",
-            "enum": ["call.ringing", "call.answered", "call.ended", "test_call.completed", "test_call_batch.completed"] },
-        "Webhook": {
+        }));
+    schemas.insert("WebhookEvent".into(), json!({ "type": "string",
+            "enum": ["call.ringing", "call.answered", "call.ended", "test_call.completed", "test_call_batch.completed"] }));
+    schemas.insert("Webhook".into(), json!({
             "type": "object", "required": ["id", "url", "events", "has_secret", "created_at"],
             "properties": {
                 "id": id, "url": { "type": "string", "format": "uri" },
@@ -257,15 +281,18 @@ fn schemas() -> Value {
                 "has_secret": { "type": "boolean", "description": "The secret itself is write-only" },
                 "created_at": timestamp,
             },
-        },
-        "WebhookCreated": {
+        }));
+    schemas.insert(
+        "WebhookCreated".into(),
+        json!({
             "allOf": [{ "$ref": "#/components/schemas/Webhook" }, {
                 "type": "object",
                 "properties": { "secret": { "type": "string",
                     "description": "Present only when the service generated the secret" } },
             }],
-        },
-        "WebhookCreate": {
+        }),
+    );
+    schemas.insert("WebhookCreate".into(), json!({
             "type": "object", "required": ["url", "events"], "additionalProperties": false,
             "properties": {
                 "url": { "type": "string", "format": "uri", "pattern": "^https?://" },
@@ -274,8 +301,8 @@ fn schemas() -> Value {
                 "secret": { "type": "string", "minLength": 16, "maxLength": 256, "writeOnly": true,
                             "description": "HMAC-SHA256 key of X-Dialcore-Signature; generated when omitted" },
             },
-        },
-    })
+        }));
+    Value::Object(schemas)
 }
 
 fn agent_input(required: &[&str]) -> Value {

@@ -3,18 +3,23 @@
 //! The limiter never reads the clock: callers pass the current wall time, so tests are exact.
 //! Keys are remembered by their SHA-256 digest, never in plain text.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{DateTime, TimeDelta, Utc};
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
 /// Length of one rate-limit window.
 pub const WINDOW: TimeDelta = TimeDelta::seconds(60);
+/// Closed windows are forgotten once every this many checks.
+const PURGE_EVERY: u64 = 4096;
 
 /// Counts requests per API key and refuses those beyond the limit of the current window.
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: u32,
     windows: DashMap<[u8; 32], Window>,
+    checks: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +55,7 @@ impl RateLimiter {
         RateLimiter {
             limit: limit_per_minute.max(1),
             windows: DashMap::new(),
+            checks: AtomicU64::new(0),
         }
     }
 
@@ -60,6 +66,9 @@ impl RateLimiter {
 
     /// Counts one request of `api_key` at `now`, or refuses it when the window is used up.
     pub fn check(&self, api_key: &str, now: DateTime<Utc>) -> Result<RateStatus, RateLimited> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+            self.purge(now);
+        }
         let digest: [u8; 32] = Sha256::digest(api_key.as_bytes()).into();
         let mut window = self.windows.entry(digest).or_insert(Window {
             start: now,

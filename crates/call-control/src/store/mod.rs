@@ -15,6 +15,7 @@
 mod agents;
 mod calls;
 mod extra_api;
+mod extra_api;
 mod idempotency;
 mod numbers;
 mod orgs;
