@@ -15,7 +15,6 @@
 mod agents;
 mod calls;
 mod extra_api;
-mod extra_api;
 mod idempotency;
 mod numbers;
 mod orgs;
