@@ -96,6 +96,16 @@ async fn organisations_see_only_their_own_objects() {
         )
         .await;
     assert_eq!(delete.code(), "webhook_not_found");
+    let read = api
+        .send(
+            Method::GET,
+            &format!("/api/public/v1/webhooks/{webhook}"),
+            other,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(read.code(), "webhook_not_found");
     // Another organisation's agent cannot place calls, nor its trunk hold numbers.
     let call = api
         .send(

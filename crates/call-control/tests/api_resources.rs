@@ -262,6 +262,13 @@ async fn trunk_password_and_webhook_secret_are_never_returned() {
         .iter()
         .all(|w| w["has_secret"] == json!(true)));
 
+    let read = api
+        .get(&format!("/api/public/v1/webhooks/{}", id_of(&given)))
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.data()["has_secret"], json!(true));
+    assert!(!String::from_utf8_lossy(&read.bytes).contains("whsec_"));
+
     let deleted = api
         .delete(&format!("/api/public/v1/webhooks/{}", id_of(&given)))
         .await;

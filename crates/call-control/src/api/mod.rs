@@ -121,7 +121,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             &path("/webhooks/{id}"),
-            axum::routing::delete(webhooks::delete),
+            get(webhooks::get).delete(webhooks::delete),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             idempotency,

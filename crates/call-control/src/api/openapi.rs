@@ -158,6 +158,12 @@ fn paths() -> Value {
         "/api/public/v1/webhooks/{id}".into(),
         json!({
             "parameters": [id_param("webhook")],
+            "get": {
+                "operationId": "getWebhook",
+                "summary": "Read a webhook (its secret is never shown)",
+                "tags": ["webhooks"],
+                "responses": responses(200, &one("Webhook"), &[401, 404, 429]),
+            },
             "delete": {
                 "operationId": "deleteWebhook",
                 "summary": "Delete a webhook",

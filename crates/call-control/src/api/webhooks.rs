@@ -104,6 +104,20 @@ pub async fn list(
     envelope::list(webhooks, page, total)
 }
 
+/// `GET /webhooks/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let webhook = state
+        .store
+        .get_webhook(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "webhook", &id))?;
+    envelope::ok(&webhook)
+}
+
 /// `DELETE /webhooks/{id}`
 pub async fn delete(
     State(state): State<AppState>,
