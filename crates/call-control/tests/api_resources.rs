@@ -148,6 +148,15 @@ async fn validation_names_every_bad_field() {
         .await;
     // An empty body is an empty object: name is missing.
     assert_eq!(bad_json.code(), "validation_error");
+    for raw in [&b"{"[..], b"[1, 2]", b"\xff\xfe"] {
+        let reply = api.post_raw("/api/public/v1/agents", raw).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert_eq!(reply.code(), "invalid_json");
+    }
+    let huge = vec![b' '; 3 << 20];
+    let reply = api.post_raw("/api/public/v1/agents", &huge).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.code(), "payload_too_large");
 }
 
 #[tokio::test]

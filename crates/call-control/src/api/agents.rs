@@ -1,9 +1,6 @@
 //! `/agents`: create, list, read, update and delete the organisation's agents.
 
-use std::collections::HashMap;
-
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 use chrono::Utc;
@@ -11,6 +8,7 @@ use serde_json::json;
 
 use super::envelope::{self, Page};
 use super::error::ApiError;
+use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
 use super::validation::{is_url, Body};
 use super::AppState;
@@ -30,7 +28,7 @@ const MAX_STEPS: usize = 1_000;
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let mut body = Body::parse(&bytes)?;
     body.require(&["name"]);
@@ -57,7 +55,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params,
 ) -> Result<Response, ApiError> {
     let page = Page::only(&query)?;
     let (agents, total) = state
@@ -71,7 +69,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     let agent = state
         .store
@@ -85,8 +83,8 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
-    bytes: Bytes,
+    Id(id): Id,
+    JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let mut agent = state
         .store
@@ -109,7 +107,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     state
         .store

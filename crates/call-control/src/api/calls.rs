@@ -1,9 +1,9 @@
 //! `/calls`: place outbound calls, list and read call records, hang up, fetch recordings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::body::{Body as HttpBody, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -11,6 +11,7 @@ use chrono::Utc;
 
 use super::envelope::{self, Page};
 use super::error::ApiError;
+use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
 use super::template;
 use super::validation::{Body, FieldErrors};
@@ -48,7 +49,7 @@ struct RequestedSettings {
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let org = org.0;
     let mut body = Body::parse(&bytes)?;
@@ -210,7 +211,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params,
 ) -> Result<Response, ApiError> {
     let mut errors = FieldErrors::new();
     let page = Page::from_query(&query, &mut errors);
@@ -248,7 +249,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     let call = state
         .store
@@ -263,7 +264,7 @@ pub async fn get(
 pub async fn hangup(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     let call = state
         .store
@@ -294,7 +295,7 @@ pub async fn hangup(
 pub async fn recording(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     let call = state
         .store

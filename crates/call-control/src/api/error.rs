@@ -41,6 +41,9 @@ pub enum ApiError {
         /// What the parser said.
         message: String,
     },
+    /// The body is larger than the server accepts (413 `payload_too_large`).
+    #[error("the request body is too large")]
+    PayloadTooLarge,
     /// Bad fields (422 `validation_error`, `details.fields` names each).
     #[error("the request has invalid fields")]
     Validation {
@@ -147,6 +150,7 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation { .. }
             | ApiError::InvalidPhoneNumber { .. }
             | ApiError::InvalidFromNumber { .. }
@@ -169,6 +173,7 @@ impl ApiError {
             ApiError::NoRoute { .. } => "not_found".into(),
             ApiError::MethodNotAllowed => "method_not_allowed".into(),
             ApiError::InvalidJson { .. } => "invalid_json".into(),
+            ApiError::PayloadTooLarge => "payload_too_large".into(),
             ApiError::Validation { .. } => "validation_error".into(),
             ApiError::InvalidPhoneNumber { .. } => "invalid_phone_number".into(),
             ApiError::InvalidFromNumber { .. } => "invalid_from_number".into(),

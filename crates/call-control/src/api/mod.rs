@@ -16,6 +16,7 @@ mod agents;
 mod calls;
 mod envelope;
 mod error;
+mod extract;
 mod middleware;
 mod numbers;
 pub mod openapi;

@@ -1,10 +1,7 @@
 //! `/phone-numbers`: E.164 numbers the organisation owns, the trunk each lives on and the agent
 //! it is assigned to. A number is unique across organisations (409 `phone_number_exists`).
 
-use std::collections::HashMap;
-
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 use chrono::Utc;
@@ -12,6 +9,7 @@ use serde_json::json;
 
 use super::envelope::{self, Page};
 use super::error::ApiError;
+use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
 use super::validation::Body;
 use super::AppState;
@@ -23,7 +21,7 @@ use crate::store::StoreError;
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let mut body = Body::parse(&bytes)?;
     body.require(&["number", "trunk_id"]);
@@ -51,7 +49,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params,
 ) -> Result<Response, ApiError> {
     let page = Page::only(&query)?;
     let (numbers, total) = state
@@ -65,7 +63,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     let number = state
         .store
@@ -79,8 +77,8 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
-    bytes: Bytes,
+    Id(id): Id,
+    JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let mut number = state
         .store
@@ -106,7 +104,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     state
         .store

@@ -1,10 +1,7 @@
 //! `/trunks`: the organisation's SIP trunks. The digest password is write-only: responses show
 //! `has_password` (the model's serialization), never the password.
 
-use std::collections::HashMap;
-
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 use chrono::Utc;
@@ -12,6 +9,7 @@ use serde_json::json;
 
 use super::envelope::{self, Page};
 use super::error::ApiError;
+use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
 use super::validation::{is_cidr, is_host, Body};
 use super::AppState;
@@ -29,7 +27,7 @@ const MAX_NETWORKS: usize = 100;
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let mut body = Body::parse(&bytes)?;
     body.require(&["name", "host"]);
@@ -57,7 +55,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params,
 ) -> Result<Response, ApiError> {
     let page = Page::only(&query)?;
     let (trunks, total) = state
@@ -71,7 +69,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     let trunk = state
         .store
@@ -85,8 +83,8 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
-    bytes: Bytes,
+    Id(id): Id,
+    JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let mut trunk = state
         .store
@@ -109,7 +107,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     state
         .store

@@ -1,10 +1,7 @@
 //! `/webhooks`: event subscriptions. The signing secret is write-only: reads show `has_secret`.
 //! When the request gives no secret, one is generated and returned once, in the create response.
 
-use std::collections::HashMap;
-
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 use chrono::Utc;
@@ -13,6 +10,7 @@ use serde_json::json;
 
 use super::envelope::{self, Page};
 use super::error::ApiError;
+use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
 use super::validation::{is_url, Body};
 use super::AppState;
@@ -28,7 +26,7 @@ const MAX_SECRET: usize = 256;
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    bytes: Bytes,
+    JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let mut body = Body::parse(&bytes)?;
     body.require(&["url", "events"]);
@@ -94,7 +92,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Query(query): Query<HashMap<String, String>>,
+    Params(query): Params,
 ) -> Result<Response, ApiError> {
     let page = Page::only(&query)?;
     let (webhooks, total) = state
@@ -108,7 +106,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     let webhook = state
         .store
@@ -122,7 +120,7 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ApiError> {
     state
         .store

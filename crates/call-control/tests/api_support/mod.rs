@@ -174,10 +174,27 @@ impl TestApi {
             }
             None => Body::empty(),
         };
+        self.dispatch(request.body(body).expect("valid request"))
+            .await
+    }
+
+    /// POST of raw bytes with the `acme` key.
+    pub async fn post_raw(&self, path: &str, bytes: &[u8]) -> Reply {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", self.key))
+            .header("content-type", "application/json")
+            .body(Body::from(bytes.to_vec()))
+            .expect("valid request");
+        self.dispatch(request).await
+    }
+
+    async fn dispatch(&self, request: Request<Body>) -> Reply {
         let response = self
             .router
             .clone()
-            .oneshot(request.body(body).expect("valid request"))
+            .oneshot(request)
             .await
             .expect("router is infallible");
         let status = response.status();
