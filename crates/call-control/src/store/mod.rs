@@ -62,6 +62,14 @@ pub enum StoreError {
     /// The schema migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The directory of the database file could not be created.
+    #[error("cannot create directory {path}: {error}")]
+    CreateDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
     /// A column holds a value this version cannot read (written by a newer version, or
     /// edited by hand).
     #[error("column {column} holds an unreadable value {value:?}")]
@@ -97,6 +105,7 @@ impl Store {
                 .idle_timeout(None)
                 .max_lifetime(None)
         } else {
+            create_parent_dir(options.get_filename())?;
             options = options.journal_mode(SqliteJournalMode::Wal);
             SqlitePoolOptions::new().max_connections(8)
         };
@@ -201,6 +210,17 @@ pub(crate) fn write_error(error: sqlx::Error, what: impl FnOnce() -> String) -> 
     }
 }
 
+fn create_parent_dir(file: &std::path::Path) -> Result<()> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
+            .map_err(|error| StoreError::CreateDir {
+                path: dir.to_owned(),
+                error,
+            }),
+        _ => Ok(()),
+    }
+}
+
 fn parse_ts(column: &'static str, text: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|time| time.with_timezone(&Utc))
@@ -252,6 +272,12 @@ mod tests {
         file_store.close().await;
         // Migrations are idempotent: reopening works.
         Store::open(&url_in(&dir)).await.expect("reopens");
+        // The file's directory is created when missing.
+        let nested = format!("sqlite://{}", dir.path().join("a/b/nested.db").display());
+        Store::open(&nested)
+            .await
+            .expect("opens in a new directory");
+        assert!(dir.path().join("a/b/nested.db").exists());
     }
 
     #[test]
