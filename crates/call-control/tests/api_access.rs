@@ -5,6 +5,8 @@
 
 mod api_support;
 
+use std::future::IntoFuture;
+
 use api_support::{id_of, TestApi};
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -249,4 +251,42 @@ async fn unknown_routes_and_methods_answer_in_the_error_format() {
         .expect("request id")
         .starts_with("req_"));
     assert!(meta["ts"].is_string());
+}
+
+#[tokio::test]
+async fn the_router_serves_over_a_real_listener() {
+    let api = TestApi::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("address");
+    let server = tokio::spawn(axum::serve(listener, api.router.clone()).into_future());
+    let client = reqwest::Client::new();
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .expect("healthz answers");
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+    let created = client
+        .post(format!("http://{addr}/api/public/v1/agents"))
+        .bearer_auth(&api.key)
+        .json(&json!({"name": "over tcp"}))
+        .send()
+        .await
+        .expect("create answers");
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    assert!(created.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("req_"));
+    let body: Value = created.json().await.expect("JSON body");
+    assert_eq!(body["data"]["name"], json!("over tcp"));
+    let denied = client
+        .get(format!("http://{addr}/api/public/v1/agents"))
+        .send()
+        .await
+        .expect("list answers");
+    assert_eq!(denied.status(), reqwest::StatusCode::UNAUTHORIZED);
+    server.abort();
 }

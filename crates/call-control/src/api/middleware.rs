@@ -163,13 +163,22 @@ pub async fn idempotency(
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
-    let bytes = to_bytes(body, MAX_STORED_BODY)
+    let bytes = to_bytes(body, usize::MAX)
         .await
         .map_err(|err| ApiError::Internal(format!("buffering a response: {err}")))?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    if let Err(err) = idem
+    if bytes.len() > MAX_STORED_BODY {
+        tracing::warn!(
+            len = bytes.len(),
+            "response too large to keep for idempotent replay"
+        );
+    } else if let Err(err) = idem
         .store
-        .idempotency_put(&org.0, &stored_key, status.as_u16(), &text)
+        .idempotency_put(
+            &org.0,
+            &stored_key,
+            status.as_u16(),
+            &String::from_utf8_lossy(&bytes),
+        )
         .await
     {
         tracing::warn!(error = %err, "could not store an idempotent response");
