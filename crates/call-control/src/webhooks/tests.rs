@@ -1,0 +1,263 @@
+//! Signatures, the backoff schedule, and deliveries to a real local HTTP receiver.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::model::Webhook;
+use crate::store::test_support::temp_store;
+use crate::store::DeliveryState;
+
+const SECRET: &str = "whsec_test";
+
+#[test]
+fn signature_known_answer() {
+    let body = br#"{"id":"evt_1","type":"call.ended"}"#;
+    // HMAC-SHA256("whsec_test", "1700000000." + body), computed independently.
+    let expected = "v1=a6c5a6fcfd4d0d407ff2acfb10098822777004749a25a293c030973d9d296ced";
+    assert_eq!(sign(SECRET, 1_700_000_000, body), expected);
+    assert!(verify(SECRET, 1_700_000_000, body, expected));
+    assert!(
+        !verify(SECRET, 1_700_000_001, body, expected),
+        "timestamp is signed"
+    );
+    assert!(!verify("other", 1_700_000_000, body, expected));
+    assert!(!verify(SECRET, 1_700_000_000, body, "v1=zz"));
+    assert!(!verify(SECRET, 1_700_000_000, body, "a6c5a6fc"));
+}
+
+#[test]
+fn backoff_doubles_from_the_base_and_is_capped() {
+    let base = Duration::from_secs(1);
+    let schedule: Vec<u64> = (1..=8).map(|n| backoff(base, n).as_secs()).collect();
+    assert_eq!(schedule, [1, 2, 4, 8, 16, 32, 64, 128]);
+    assert_eq!(backoff(base, 13), MAX_BACKOFF);
+    assert_eq!(backoff(base, u32::MAX), MAX_BACKOFF);
+    assert_eq!(
+        backoff(Duration::from_millis(50), 3),
+        Duration::from_millis(200)
+    );
+}
+
+#[test]
+fn envelope_has_id_type_time_and_data() {
+    let at = chrono::DateTime::parse_from_rfc3339("2025-01-02T03:04:05Z")
+        .expect("literal")
+        .with_timezone(&Utc);
+    let body = envelope(
+        "evt_x",
+        "call.ringing",
+        at,
+        serde_json::json!({"id": "call_1"}),
+    );
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "id": "evt_x",
+            "type": "call.ringing",
+            "created_at": "2025-01-02T03:04:05.000Z",
+            "data": {"id": "call_1"},
+        })
+    );
+}
+
+/// One request as the receiver saw it.
+#[derive(Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+    answered: StatusCode,
+}
+
+/// A receiver on 127.0.0.1:0 that answers 500 to the first `failures`
+/// requests and 200 afterwards; returns its URL and the requests seen.
+async fn receiver(failures: usize) -> (String, mpsc::UnboundedReceiver<Received>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let count = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            let count = Arc::clone(&count);
+            async move {
+                let answered = if count.fetch_add(1, Ordering::SeqCst) < failures {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                };
+                let _ = tx.send(Received {
+                    headers,
+                    body,
+                    answered,
+                });
+                answered
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
+    let addr = listener.local_addr().expect("receiver address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), rx)
+}
+
+async fn subscribe(store: &Store, url: &str, events: &[&str]) -> Webhook {
+    let hook = Webhook {
+        id: new_id("whk"),
+        org_id: "org_a".into(),
+        url: url.into(),
+        events: events.iter().map(|e| e.to_string()).collect(),
+        secret: SECRET.into(),
+        created_at: Utc::now(),
+    };
+    store.insert_webhook(&hook).await.expect("insert webhook");
+    hook
+}
+
+fn fast(max_attempts: u32) -> DispatchConfig {
+    DispatchConfig {
+        max_attempts,
+        base_delay: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(20),
+    }
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a request within 20 s")
+        .expect("receiver alive")
+}
+
+fn header<'a>(request: &'a Received, name: &str) -> &'a str {
+    request
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("header {name}"))
+}
+
+#[tokio::test]
+async fn delivery_fails_first_then_succeeds_with_a_valid_signature() {
+    let (store, _dir) = temp_store().await;
+    let (url, mut requests) = receiver(1).await;
+    subscribe(&store, &url, &["call.ended"]).await;
+    subscribe(&store, &url, &["call.ringing"]).await; // not subscribed to call.ended
+    let webhooks = Webhooks::start_with(store.clone(), fast(5));
+    let queued = webhooks
+        .emit(
+            "org_a",
+            "call.ended",
+            serde_json::json!({"id": "call_1", "status": "ended"}),
+        )
+        .await
+        .expect("emit");
+    assert_eq!(queued, 1);
+    assert_eq!(
+        webhooks
+            .emit("org_b", "call.ended", serde_json::json!({}))
+            .await
+            .expect("emit"),
+        0,
+        "other organisations' webhooks are not called"
+    );
+
+    let first = next(&mut requests).await;
+    let second = next(&mut requests).await;
+    assert_eq!(first.answered, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(second.answered, StatusCode::OK);
+    assert_eq!(first.body, second.body, "a retry sends the same event");
+    let delivery = header(&second, HEADER_DELIVERY).to_owned();
+    assert_eq!(header(&first, HEADER_DELIVERY), delivery);
+    assert_eq!(header(&second, HEADER_EVENT), "call.ended");
+    for request in [&first, &second] {
+        let timestamp: i64 = header(request, HEADER_TIMESTAMP)
+            .parse()
+            .expect("unix seconds");
+        assert!(verify(
+            SECRET,
+            timestamp,
+            &request.body,
+            header(request, HEADER_SIGNATURE)
+        ));
+    }
+    let body: serde_json::Value = serde_json::from_slice(&second.body).expect("JSON body");
+    assert_eq!(body["type"], "call.ended");
+    assert_eq!(body["data"]["id"], "call_1");
+    assert!(body["id"].as_str().is_some_and(|id| id.starts_with("evt_")));
+
+    // The outbox row ends delivered (the store write follows the 200 closely).
+    let record = loop {
+        let record = store.get_delivery(&delivery).await.expect("delivery row");
+        if record.state != DeliveryState::Pending {
+            break record;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(record.state, DeliveryState::Delivered);
+    assert_eq!(record.entry.attempts, 1, "one failed attempt recorded");
+    webhooks.stop();
+}
+
+#[tokio::test]
+async fn delivery_is_given_up_after_max_attempts() {
+    let (store, _dir) = temp_store().await;
+    let (url, mut requests) = receiver(usize::MAX).await;
+    subscribe(&store, &url, &["call.ringing"]).await;
+    let webhooks = Webhooks::start_with(store.clone(), fast(2));
+    webhooks
+        .emit("org_a", "call.ringing", serde_json::json!({"id": "call_2"}))
+        .await
+        .expect("emit");
+    let first = next(&mut requests).await;
+    next(&mut requests).await;
+    let delivery = header(&first, HEADER_DELIVERY).to_owned();
+    let record = loop {
+        let record = store.get_delivery(&delivery).await.expect("delivery row");
+        if record.state != DeliveryState::Pending {
+            break record;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(record.state, DeliveryState::Dead);
+    assert_eq!(record.last_error.as_deref(), Some("HTTP 500"));
+    webhooks.stop();
+}
+
+#[tokio::test]
+async fn pending_deliveries_of_a_previous_run_are_sent() {
+    let (store, _dir) = temp_store().await;
+    let (url, mut requests) = receiver(0).await;
+    let hook = subscribe(&store, &url, &["call.ended"]).await;
+    // Left in the outbox by a run that stopped before delivering it.
+    let now = Utc::now();
+    store
+        .enqueue_delivery(&OutboxEntry {
+            id: "dlv_left_over".into(),
+            org_id: "org_a".into(),
+            webhook_id: hook.id.clone(),
+            event: "call.ended".into(),
+            payload: envelope(
+                "evt_old",
+                "call.ended",
+                now,
+                serde_json::json!({"id": "call_3"}),
+            ),
+            attempts: 2,
+            next_attempt_at: now,
+            created_at: now,
+        })
+        .await
+        .expect("enqueue");
+    let webhooks = Webhooks::start_with(store.clone(), fast(5));
+    let request = next(&mut requests).await;
+    assert_eq!(header(&request, HEADER_DELIVERY), "dlv_left_over");
+    webhooks.stop();
+}
