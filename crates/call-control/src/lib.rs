@@ -6,3 +6,4 @@ pub mod store;
 pub mod engine;
 pub mod runtime;
 pub mod webhooks;
+pub mod metrics;
