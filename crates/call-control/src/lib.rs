@@ -3,6 +3,7 @@ pub mod config;
 pub mod ids;
 pub mod model;
 pub mod store;
+pub mod service;
 pub mod engine;
 pub mod runtime;
 pub mod webhooks;

@@ -1,6 +1,135 @@
-//! The `dialcore` binary (being built: see crates/call-control/src/service.rs).
+//! `dialcore`: the telephony core for voice-AI agents.
+//!
+//! ```text
+//! dialcore serve [--config dialcore.toml]   HTTP API + SIP listener until SIGINT/SIGTERM
+//! dialcore keys create --org NAME           prints a new API key for NAME (created if needed)
+//! ```
+//!
+//! Settings come from embedded defaults, the TOML file and `DIALCORE_*` environment
+//! variables (see `call_control::config`).
 
-fn main() {
-    eprintln!("dialcore: the service is being assembled in this session");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use call_control::config::{Config, LogConfig, LogFormat};
+use call_control::service::{wait_for_shutdown_signal, Service};
+use call_control::store::Store;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dialcore",
+    version,
+    about = "Telephony core for voice-AI agents"
+)]
+struct Cli {
+    /// TOML configuration file (settings not in it keep their defaults; DIALCORE_* variables
+    /// override both).
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the HTTP API and the SIP listener until SIGINT or SIGTERM.
+    Serve,
+    /// Manages API keys (works on the database of a running `serve`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Creates an organisation if needed and prints a new API key for it.
+    Create {
+        /// Name of the organisation.
+        #[arg(long, value_name = "NAME")]
+        org: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("dialcore: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("dialcore: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::Keys {
+                command: KeysCommand::Create { org },
+            } => create_key(&config, &org).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dialcore: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_tracing(&config.log)?;
+    let service = Service::start(config).await?;
+    wait_for_shutdown_signal().await?;
+    tracing::info!("shutdown requested");
+    service.shutdown().await
+}
+
+async fn create_key(config: &Config, org: &str) -> anyhow::Result<()> {
+    let org = org.trim();
+    anyhow::ensure!(!org.is_empty(), "--org needs a non-empty name");
+    let store = Store::open(&config.database.url)
+        .await
+        .with_context(|| format!("cannot open database {}", config.database.url))?;
+    let key = store
+        .create_key(org, config.credits.starting_balance_cents)
+        .await
+        .context("cannot create the key")?;
+    store.close().await;
+    println!("{key}");
+    Ok(())
+}
+
+/// Installs the global `tracing` subscriber: text or JSON lines on stderr, filtered by
+/// `RUST_LOG` when set, else by `log.level`.
+fn init_tracing(log: &LogConfig) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::try_new(directives).context("RUST_LOG is not a valid filter")?
+        }
+        _ => EnvFilter::try_new(&log.level).context("log.level is not a valid filter")?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
+    installed.map_err(|error| anyhow::anyhow!("cannot install the log subscriber: {error}"))
 }
