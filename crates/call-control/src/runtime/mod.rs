@@ -87,6 +87,8 @@ impl CallMetadata {
 }
 
 /// What the runtime receives.
+// Frames travel inline (no heap per frame); the other variants are rare.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 pub enum RuntimeInput {
     /// 20 ms of what the far end says (silence included: one every 20 ms).

@@ -1,0 +1,291 @@
+//! Incoming calls: who may call which number, and answering them.
+//!
+//! The checks, in order: the dialled number must be one of ours (404); the
+//! INVITE must come from the allowed networks of that number's trunk (403,
+//! before anything about the agent is revealed); the number must be
+//! assigned to an active agent (480); the offer must hold a codec we speak
+//! (488). Only then is a call record created and the call answered.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::Utc;
+use sip_stack::sdp::{answer, Direction, SessionDescription};
+use sip_stack::ua::{IncomingCall, IncomingCalls};
+use tracing::{info, warn, Instrument};
+
+use super::call::CallTask;
+use super::negotiate::{media_config, supported_codecs};
+use super::Shared;
+use crate::ids::new_id;
+use crate::model::{
+    format_duration_secs, AgentStatus, Call, CallDirection, CallSettings, CallStatus,
+};
+use crate::store::StoreError;
+
+/// Takes incoming calls until the user agent stops.
+pub async fn accept_loop(shared: Arc<Shared>, mut incoming: IncomingCalls) {
+    while let Some(call) = incoming.recv().await {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move { handle(shared, call).await });
+    }
+}
+
+/// Whether `ip` is inside one of `networks` (CIDRs such as `10.0.0.0/8`,
+/// `2001:db8::/32`, or plain addresses). Unparsable entries match nothing.
+pub fn allowed(networks: &[String], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    networks.iter().any(|network| contains(network, ip))
+}
+
+fn contains(network: &str, ip: IpAddr) -> bool {
+    let (address, prefix) = match network.trim().split_once('/') {
+        Some((address, prefix)) => (address, prefix.parse::<u32>().ok()),
+        None => (network.trim(), None),
+    };
+    let Ok(base) = address.parse::<IpAddr>() else {
+        return false;
+    };
+    match (base.to_canonical(), ip) {
+        (IpAddr::V4(base), IpAddr::V4(ip)) => {
+            let prefix = prefix.unwrap_or(32);
+            if prefix > 32 {
+                return false;
+            }
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            u32::from(base) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(base), IpAddr::V6(ip)) => {
+            let prefix = prefix.unwrap_or(128);
+            if prefix > 128 {
+                return false;
+            }
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            u128::from(base) & mask == u128::from(ip) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The dialled number as E.164: `+` added when the carrier left it out.
+pub fn normalize_number(user: &str) -> String {
+    let digits = user.trim();
+    if digits.starts_with('+') {
+        digits.to_owned()
+    } else {
+        format!("+{digits}")
+    }
+}
+
+async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
+    let IncomingCall { invite, call: sip } = incoming;
+    let source = invite.source.addr;
+    if shared.is_shutting_down() {
+        sip.reject(503);
+        return;
+    }
+    let Some(number) = invite.called_user.as_deref().map(normalize_number) else {
+        info!(%source, "incoming call without a dialled number: 404");
+        sip.reject(404);
+        return;
+    };
+    let owned = match shared.store.find_number(&number).await {
+        Ok(Some(owned)) => owned,
+        Ok(None) => {
+            info!(%source, number, "incoming call to an unknown number: 404");
+            sip.reject(404);
+            return;
+        }
+        Err(error) => {
+            warn!(%error, "number lookup failed: 500");
+            sip.reject(500);
+            return;
+        }
+    };
+    let trunk = match shared.store.get_trunk_any(&owned.trunk_id).await {
+        Ok(trunk) => trunk,
+        Err(error) => {
+            warn!(%error, number, "trunk of the number not readable: 403");
+            sip.reject(403);
+            return;
+        }
+    };
+    if !allowed(&trunk.allowed_networks, source.ip()) {
+        info!(%source, number, trunk = %trunk.id, "incoming call from outside the trunk's networks: 403");
+        sip.reject(403);
+        return;
+    }
+    let agent = match &owned.agent_id {
+        Some(agent_id) => match shared.store.get_agent(&owned.org_id, agent_id).await {
+            Ok(agent) if agent.status == AgentStatus::Active => Some(agent),
+            Ok(_) | Err(StoreError::NotFound) => None,
+            Err(error) => {
+                warn!(%error, "agent lookup failed: 500");
+                sip.reject(500);
+                return;
+            }
+        },
+        None => None,
+    };
+    let Some(agent) = agent else {
+        info!(
+            number,
+            "incoming call to a number without an active agent: 480"
+        );
+        sip.reject(480);
+        return;
+    };
+    let Some(offer) = invite
+        .sdp
+        .as_deref()
+        .and_then(|sdp| SessionDescription::parse(sdp).ok())
+    else {
+        info!(number, "incoming call without a usable SDP offer: 488");
+        sip.reject(488);
+        return;
+    };
+    let codecs = supported_codecs();
+    let session_id = u64::from(rand::random::<u32>());
+    let Ok(draft) = answer(
+        &offer,
+        shared.sdp_ip,
+        9,
+        &codecs,
+        Direction::SendRecv,
+        session_id,
+        1,
+    ) else {
+        info!(number, "incoming call with no codec in common: 488");
+        sip.reject(488);
+        return;
+    };
+    let Ok(config) = media_config(&draft.negotiated) else {
+        sip.reject(488);
+        return;
+    };
+    let telephone_event = config.telephone_event_pt.is_some();
+    let stream = match shared.media.open(config, Default::default()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            warn!(%error, "no media stream for an incoming call: 503");
+            sip.reject(503);
+            return;
+        }
+    };
+    let port = stream.local_addr().port();
+    let Ok(reply) = answer(
+        &offer,
+        shared.sdp_ip,
+        port,
+        &codecs,
+        Direction::SendRecv,
+        session_id,
+        1,
+    ) else {
+        sip.reject(488);
+        return;
+    };
+
+    let now = Utc::now();
+    let settings = &agent.default_call_settings;
+    let caller = invite
+        .caller_user
+        .as_deref()
+        .map(normalize_number)
+        .unwrap_or_default();
+    let call = Call {
+        id: new_id("call"),
+        org_id: owned.org_id.clone(),
+        agent_id: agent.id.clone(),
+        status: CallStatus::Queued,
+        outcome: None,
+        direction: CallDirection::Inbound,
+        phone_number: caller.clone(),
+        from_number: caller,
+        to_number: number.clone(),
+        variables: Default::default(),
+        call_settings: CallSettings {
+            recording_enabled: settings.recording_enabled,
+            transcription_enabled: settings.transcription_enabled,
+            greeting: None,
+            max_duration: Some(format_duration_secs(settings.max_duration_secs)),
+            join_timeout: Some(format_duration_secs(settings.join_timeout_secs)),
+        },
+        max_duration_secs: settings.max_duration_secs,
+        join_timeout_secs: settings.join_timeout_secs,
+        sip_call_id: Some(invite.call_id.clone()),
+        sip_final_code: None,
+        q850_cause: None,
+        end_reason: None,
+        duration_seconds: None,
+        transcript: Vec::new(),
+        recording_url: None,
+        media_stats: None,
+        rendered_prompt: Some(agent.prompt.clone()),
+        rendered_greeting: agent.greeting.clone(),
+        created_at: now,
+        started_at: None,
+        answered_at: None,
+        ended_at: None,
+        updated_at: now,
+    };
+    if let Err(error) = shared.store.insert_call(&call).await {
+        warn!(%error, "incoming call not recorded: 500");
+        sip.reject(500);
+        return;
+    }
+    let call_id = call.id.clone();
+    let span = tracing::info_span!("call", call_id = %call_id, direction = "inbound");
+    let Some(commands) = shared.register(&call_id) else {
+        sip.reject(503);
+        return;
+    };
+    let mut task = CallTask::new(Arc::clone(&shared), call, agent, sip, commands);
+    async move {
+        info!(%source, number, "incoming call answered");
+        task.answer_inbound(stream, reply.sdp.to_string(), telephone_event);
+        task.run().await;
+    }
+    .instrument(span)
+    .await;
+    shared.unregister(&call_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("literal");
+        let list = nets(&[
+            "10.0.0.0/8",
+            "192.0.2.7",
+            "2001:db8::/32",
+            "bogus",
+            "1.2.3.4/40",
+        ]);
+        assert!(allowed(&list, ip("10.1.2.3")));
+        assert!(allowed(&list, ip("192.0.2.7")));
+        assert!(!allowed(&list, ip("192.0.2.8")));
+        assert!(allowed(&list, ip("2001:db8:1::5")));
+        assert!(!allowed(&list, ip("2001:db9::1")));
+        assert!(
+            !allowed(&list, ip("1.2.3.4")),
+            "invalid prefix matches nothing"
+        );
+        assert!(allowed(&list, ip("::ffff:10.9.9.9")), "v4-mapped v6 source");
+        assert!(allowed(&nets(&["0.0.0.0/0"]), ip("203.0.113.1")));
+        assert!(!allowed(&[], ip("127.0.0.1")), "empty list allows none");
+    }
+
+    #[test]
+    fn dialled_numbers_are_normalized() {
+        assert_eq!(normalize_number("+15551234567"), "+15551234567");
+        assert_eq!(normalize_number("15551234567"), "+15551234567");
+    }
+}

@@ -1,0 +1,203 @@
+//! From SDP to media streams: the codecs we offer, the stream settings of a
+//! negotiated codec, and the outbound trick that keeps the offered port.
+//!
+//! An outbound offer needs an RTP port before the answer says which codec
+//! the stream will use, and [`MediaEngine::open`] binds the port and fixes
+//! the codec at once. So an outbound call opens a provisional stream
+//! ([`provisional_config`]: PCMU, sending nothing) to reserve the port for
+//! the offer. When the answer picks the same codec the stream is kept and
+//! pointed at the peer; otherwise it is closed and the negotiated stream
+//! is reopened on the same port by a one-port engine ([`reopen_on`]).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use media::codec::{CodecSpec, SampleRate};
+use media::rtp_session::PayloadType as RtpPayloadType;
+use media::stream::{EngineConfig, IdleAudio, MediaConfig, MediaEngine, OpenOptions, StreamHandle};
+use sip_stack::sdp::{Codec, Negotiated};
+
+use super::EngineError;
+
+/// Where a provisional stream "sends" before the answer: the discard port
+/// on loopback (it sends no audio; only an early RTCP report may go there).
+const NOWHERE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
+
+/// What we offer, in preference order: Opus, PCMU, PCMA, telephone-event.
+pub fn offered_codecs() -> Vec<Codec> {
+    Codec::default_set()
+}
+
+/// What we accept in an incoming offer (the offerer's order wins).
+pub fn supported_codecs() -> Vec<Codec> {
+    let mut codecs = Codec::default_set();
+    // telephone-event at Opus's clock rate too, for Opus offers that pair them.
+    codecs.push(Codec::telephone_event_at(
+        sip_stack::sdp::PayloadType::TELEPHONE_EVENT_DEFAULT,
+        48_000,
+    ));
+    codecs
+}
+
+/// The stream settings of a negotiated audio stream: 16 kHz application
+/// audio for Opus, 8 kHz for G.711; no idle audio (the bridge sends a frame
+/// every tick), no inactivity event (the lifecycle watches activity).
+pub fn media_config(negotiated: &Negotiated) -> Result<MediaConfig, EngineError> {
+    let codec = &negotiated.codec;
+    let spec = CodecSpec::from_rtpmap(&codec.name, codec.clock_rate).ok_or_else(|| {
+        EngineError::UnsupportedCodec(format!("{}/{}", codec.name, codec.clock_rate))
+    })?;
+    let payload_type = rtp_payload_type(negotiated.payload_type.get())?;
+    let mut config = MediaConfig::new(spec, payload_type, negotiated.remote);
+    config.telephone_event_pt = negotiated
+        .telephone_event_pt
+        .map(|pt| rtp_payload_type(pt.get()))
+        .transpose()?;
+    config.app_rate = match spec {
+        CodecSpec::Opus(_) => SampleRate::Hz16000,
+        _ => SampleRate::Hz8000,
+    };
+    config.remote_ptime_ms = negotiated.ptime.clamp(10, 120);
+    config.idle = IdleAudio::Nothing;
+    config.inactivity_timeout = None;
+    Ok(config)
+}
+
+/// The provisional stream of an outbound call before its answer.
+pub fn provisional_config() -> MediaConfig {
+    let mut config = MediaConfig::new(CodecSpec::Pcmu, RtpPayloadType::PCMU, NOWHERE);
+    config.telephone_event_pt = RtpPayloadType::new(101);
+    config.idle = IdleAudio::Nothing;
+    config.inactivity_timeout = None;
+    config
+}
+
+/// Whether a stream built with `current` can carry `wanted` once pointed
+/// at the peer (same codec, payload types, packetization and rate).
+pub fn same_stream(current: &MediaConfig, wanted: &MediaConfig) -> bool {
+    current.codec == wanted.codec
+        && current.payload_type == wanted.payload_type
+        && current.telephone_event_pt == wanted.telephone_event_pt
+        && current.remote_ptime_ms == wanted.remote_ptime_ms
+        && current.app_rate == wanted.app_rate
+}
+
+/// Opens `config` on exactly the RTP port of `local` (and the RTCP port
+/// above it) with an engine of its own, after the provisional stream on
+/// that port was closed. The engine must live as long as the stream.
+pub fn reopen_on(
+    local: SocketAddr,
+    base: &EngineConfig,
+    config: MediaConfig,
+) -> Result<(MediaEngine, StreamHandle), EngineError> {
+    let port = local.port();
+    let engine = MediaEngine::start(EngineConfig {
+        port_min: port,
+        port_max: port.saturating_add(1),
+        workers: 1,
+        ..base.clone()
+    })?;
+    let stream = engine.open(config, OpenOptions::default())?;
+    Ok((engine, stream))
+}
+
+/// Frames of pause the bridge leaves for each DTMF digit (100 ms tone and
+/// 100 ms gap, the media engine's defaults).
+pub fn frames_per_digit() -> u32 {
+    let per_digit = Duration::from_millis(200);
+    (per_digit.as_millis() / 20) as u32
+}
+
+fn rtp_payload_type(value: u8) -> Result<RtpPayloadType, EngineError> {
+    RtpPayloadType::new(value).ok_or(EngineError::InvalidPayloadType(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use sip_stack::sdp::{answer, build_offer, negotiated, Direction, SessionDescription};
+
+    use super::*;
+
+    fn local() -> IpAddr {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+
+    #[test]
+    fn pcma_answer_to_our_offer_gives_an_8_khz_pcma_stream() {
+        let offer = build_offer(
+            local(),
+            20_000,
+            &offered_codecs(),
+            Direction::SendRecv,
+            1,
+            1,
+        );
+        let reply = answer(
+            &offer,
+            local(),
+            40_000,
+            &[Codec::pcma()],
+            Direction::SendRecv,
+            2,
+            1,
+        )
+        .expect("PCMA is offered");
+        let answer_sdp = SessionDescription::parse(&reply.sdp.to_string()).expect("parses");
+        let negotiated = negotiated(&offer, &answer_sdp).expect("negotiated");
+        let config = media_config(&negotiated).expect("supported");
+        assert_eq!(config.codec, CodecSpec::Pcma);
+        assert_eq!(config.payload_type, RtpPayloadType::PCMA);
+        assert_eq!(config.app_rate, SampleRate::Hz8000);
+        assert_eq!(config.remote, SocketAddr::new(local(), 40_000));
+        assert!(
+            !same_stream(&provisional_config(), &config),
+            "reopen needed"
+        );
+    }
+
+    #[test]
+    fn pcmu_with_events_keeps_the_provisional_stream() {
+        let offer = build_offer(
+            local(),
+            20_000,
+            &offered_codecs(),
+            Direction::SendRecv,
+            1,
+            1,
+        );
+        let theirs = [
+            Codec::pcmu(),
+            Codec::telephone_event(sip_stack::sdp::PayloadType::TELEPHONE_EVENT_DEFAULT),
+        ];
+        let reply = answer(&offer, local(), 40_000, &theirs, Direction::SendRecv, 2, 1)
+            .expect("PCMU is offered");
+        let negotiated = negotiated(&offer, &reply.sdp).expect("negotiated");
+        let config = media_config(&negotiated).expect("supported");
+        assert!(same_stream(&provisional_config(), &config));
+    }
+
+    #[test]
+    fn opus_runs_at_16_khz() {
+        let offer = build_offer(
+            local(),
+            20_000,
+            &offered_codecs(),
+            Direction::SendRecv,
+            1,
+            1,
+        );
+        let reply = answer(
+            &offer,
+            local(),
+            40_000,
+            &supported_codecs(),
+            Direction::SendRecv,
+            2,
+            1,
+        )
+        .expect("answer");
+        let config = media_config(&reply.negotiated).expect("supported");
+        assert!(matches!(config.codec, CodecSpec::Opus(_)));
+        assert_eq!(config.app_rate, SampleRate::Hz16000);
+    }
+}
