@@ -278,6 +278,18 @@ impl CallEngine {
         self.shared.live.len()
     }
 
+    /// Waits until no call is live (without hanging any up): every call
+    /// that was live has ended and its last record is written.
+    pub async fn wait_idle(&self) {
+        loop {
+            let left = self.shared.left.notified();
+            if self.shared.live.is_empty() {
+                return;
+            }
+            left.await;
+        }
+    }
+
     /// The bound SIP address (UDP; TCP listens on the same port).
     pub fn sip_addr(&self) -> SocketAddr {
         self.sip_addr
@@ -446,3 +458,6 @@ async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), EngineError> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,421 @@
+//! The engine against our own SIP user agent on loopback, acting as the
+//! carrier behind a trunk (answering with audio, busy, never answering) and
+//! as a caller. Real sockets and real time: each call lasts about a second.
+
+use std::net::SocketAddr;
+
+use chrono::Utc;
+use media::stream::{EngineConfig as PeerMediaConfig, FrameKind, MediaEngine as PeerMedia};
+use sip_stack::sdp::{answer, Codec, Direction, PayloadType, SessionDescription};
+use sip_stack::ua::{CallEvent, IncomingCalls, OutgoingCall, UaConfig, UserAgent};
+
+use super::negotiate::media_config;
+use super::*;
+use crate::ids::new_id;
+use crate::model::{
+    AgentCallSettings, AgentStatus, CallDirection, CallSettings, PhoneNumber, Runtime,
+};
+use crate::store::test_support::temp_store;
+
+struct Fixture {
+    store: Store,
+    _dir: tempfile::TempDir,
+    recordings: tempfile::TempDir,
+    engine: CallEngine,
+    org: String,
+    agent: Agent,
+}
+
+async fn fixture(rtp_min: u16) -> Fixture {
+    let (store, dir) = temp_store().await;
+    store.create_key("acme", 10_000).await.expect("org");
+    let org = store
+        .org_id_by_name("acme")
+        .await
+        .expect("lookup")
+        .expect("org exists");
+    let recordings = tempfile::tempdir().expect("recordings dir");
+    let mut config = Config::default();
+    config.sip.listen = "127.0.0.1:0".parse().expect("literal");
+    config.rtp.port_min = rtp_min;
+    config.rtp.port_max = rtp_min + 49;
+    config.recordings.dir = recordings.path().to_path_buf();
+    let webhooks = Webhooks::start(store.clone(), &config);
+    let engine = CallEngine::start(&config, store.clone(), webhooks)
+        .await
+        .expect("engine starts");
+    let now = Utc::now();
+    let agent = Agent {
+        id: new_id("agt"),
+        org_id: org.clone(),
+        name: "echo".into(),
+        prompt: "repeat".into(),
+        greeting: None,
+        status: AgentStatus::Active,
+        runtime: Runtime::Echo,
+        default_call_settings: AgentCallSettings {
+            max_duration_secs: 1,
+            ..AgentCallSettings::default()
+        },
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_agent(&agent).await.expect("agent");
+    Fixture {
+        store,
+        _dir: dir,
+        recordings,
+        engine,
+        org,
+        agent,
+    }
+}
+
+fn trunk(org: &str, carrier: SocketAddr, allowed: &[&str]) -> Trunk {
+    let now = Utc::now();
+    Trunk {
+        id: new_id("trk"),
+        org_id: org.into(),
+        name: "carrier".into(),
+        host: carrier.ip().to_string(),
+        port: carrier.port(),
+        transport: TrunkTransport::Udp,
+        username: Some("user".into()),
+        password: Some("secret".into()),
+        allowed_networks: allowed.iter().map(|s| s.to_string()).collect(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn queued_call(f: &Fixture, join_timeout_secs: u32) -> Call {
+    let now = Utc::now();
+    let call = Call {
+        id: new_id("call"),
+        org_id: f.org.clone(),
+        agent_id: f.agent.id.clone(),
+        status: CallStatus::Queued,
+        outcome: None,
+        direction: CallDirection::Outbound,
+        phone_number: "+15551234567".into(),
+        from_number: "+15550001111".into(),
+        to_number: "+15551234567".into(),
+        variables: Default::default(),
+        call_settings: CallSettings::default(),
+        max_duration_secs: 1,
+        join_timeout_secs,
+        sip_call_id: None,
+        sip_final_code: None,
+        q850_cause: None,
+        end_reason: None,
+        duration_seconds: None,
+        transcript: Vec::new(),
+        recording_url: None,
+        media_stats: None,
+        rendered_prompt: Some("repeat".into()),
+        rendered_greeting: None,
+        created_at: now,
+        started_at: None,
+        answered_at: None,
+        ended_at: None,
+        updated_at: now,
+    };
+    f.store.insert_call(&call).await.expect("call stored");
+    call
+}
+
+async fn carrier() -> (UserAgent, IncomingCalls, SocketAddr) {
+    let (ua, incoming) = UserAgent::start(UaConfig {
+        transport: sip_stack::transport::TransportConfig {
+            udp: Some("127.0.0.1:0".parse().expect("literal")),
+            tcp: None,
+            ..Default::default()
+        },
+        ..UaConfig::default()
+    })
+    .await
+    .expect("carrier starts");
+    let addr = ua.local_addr(TransportKind::Udp).expect("udp bound");
+    (ua, incoming, addr)
+}
+
+/// Waits for the engine to write every live call's last record.
+async fn settle(f: &Fixture, call_id: &str) -> Call {
+    f.engine.wait_idle().await;
+    f.store.get_call_any(call_id).await.expect("call record")
+}
+
+#[tokio::test]
+async fn answered_call_with_audio_ends_at_max_duration() {
+    let f = fixture(41_000).await;
+    let (_carrier, mut incoming, addr) = carrier().await;
+    let call = queued_call(&f, 10).await;
+    f.engine
+        .place_call(call.clone(), f.agent.clone(), trunk(&f.org, addr, &[]))
+        .await
+        .expect("placed");
+
+    let mut leg = incoming.recv().await.expect("INVITE reaches the carrier");
+    assert_eq!(leg.invite.called_user.as_deref(), Some("+15551234567"));
+    assert_eq!(leg.invite.caller_user.as_deref(), Some("+15550001111"));
+    let offer =
+        SessionDescription::parse(leg.invite.sdp.as_deref().expect("offer")).expect("offer parses");
+    let names: Vec<String> = offer
+        .audio()
+        .expect("audio")
+        .codecs()
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(names, ["opus", "PCMU", "PCMA", "telephone-event"]);
+    // The carrier answers PCMA (our provisional stream is PCMU: reopened on the same port).
+    let ours = [
+        Codec::pcma(),
+        Codec::telephone_event(PayloadType::TELEPHONE_EVENT_DEFAULT),
+    ];
+    let draft = answer(
+        &offer,
+        "127.0.0.1".parse().expect("ip"),
+        9,
+        &ours,
+        Direction::SendRecv,
+        5,
+        1,
+    )
+    .expect("answer");
+    let media = PeerMedia::start(PeerMediaConfig {
+        port_min: 41_060,
+        port_max: 41_099,
+        workers: 1,
+        ..PeerMediaConfig::default()
+    })
+    .expect("peer media");
+    let mut stream = media
+        .open(
+            media_config(&draft.negotiated).expect("pcma"),
+            Default::default(),
+        )
+        .expect("peer stream");
+    let reply = answer(
+        &offer,
+        "127.0.0.1".parse().expect("ip"),
+        stream.local_addr().port(),
+        &ours,
+        Direction::SendRecv,
+        5,
+        1,
+    )
+    .expect("answer");
+    leg.call.ring(None);
+    leg.call.answer(reply.sdp.to_string());
+
+    // Talk (a loud square wave) and count what comes back from the echo agent.
+    let tone: Vec<i16> = (0..160)
+        .map(|n| if (n / 10) % 2 == 0 { 8000 } else { -8000 })
+        .collect();
+    let mut inbound = stream.take_inbound().expect("inbound frames");
+    let mut heard = 0;
+    let ended = loop {
+        tokio::select! {
+            event = leg.call.next_event() => match event {
+                Some(CallEvent::Ended { .. }) | None => break event,
+                Some(_) => {}
+            },
+            frame = inbound.recv() => {
+                if let Some(frame) = frame {
+                    if frame.kind() == FrameKind::Voice && frame.iter().any(|s| s.unsigned_abs() > 2000) {
+                        heard += 1;
+                    }
+                    let _ = stream.try_send_frame(&tone);
+                }
+            }
+        }
+    };
+    assert!(
+        matches!(ended, Some(CallEvent::Ended { .. })),
+        "BYE from the engine"
+    );
+    assert!(
+        heard > 5,
+        "the echo agent returned the audio ({heard} frames)"
+    );
+
+    let record = settle(&f, &call.id).await;
+    assert_eq!(record.status, CallStatus::Ended);
+    assert_eq!(record.outcome, Some(CallOutcome::MaxDuration));
+    assert_eq!(record.end_reason.as_deref(), Some("max_duration"));
+    assert_eq!(record.sip_final_code, Some(200));
+    assert!(record.sip_call_id.is_some());
+    let duration = record.duration_seconds.expect("duration");
+    assert!(
+        (1.0..1.3).contains(&duration),
+        "max duration enforced on time: {duration}"
+    );
+    assert!(
+        record.started_at.is_some() && record.answered_at.is_some() && record.ended_at.is_some()
+    );
+    let stats = record.media_stats.expect("media stats");
+    assert_eq!(stats.codec, "PCMA");
+    assert!(
+        stats.packets_received > 10 && stats.packets_sent > 10,
+        "{stats:?}"
+    );
+    assert!(record.recording_url.is_some());
+    let wav = f.recordings.path().join(format!("{}.wav", call.id));
+    let reader = hound::WavReader::open(&wav).expect("recording is a WAV file");
+    assert_eq!(reader.spec().channels, 2);
+    assert!(reader.duration() > 4000, "about a second at 8 kHz");
+    assert!(
+        f.store.balance_cents(&f.org).await.expect("balance") < 10_000,
+        "charged"
+    );
+}
+
+#[tokio::test]
+async fn busy_carrier_fails_the_call_as_busy() {
+    let f = fixture(41_100).await;
+    let (_carrier, mut incoming, addr) = carrier().await;
+    let call = queued_call(&f, 10).await;
+    f.engine
+        .place_call(call.clone(), f.agent.clone(), trunk(&f.org, addr, &[]))
+        .await
+        .expect("placed");
+    let leg = incoming.recv().await.expect("INVITE");
+    leg.call.reject(486);
+    let record = settle(&f, &call.id).await;
+    assert_eq!(record.status, CallStatus::Failed);
+    assert_eq!(record.outcome, Some(CallOutcome::Busy));
+    assert_eq!(record.sip_final_code, Some(486));
+}
+
+#[tokio::test]
+async fn unanswered_call_is_cancelled_at_the_join_timeout() {
+    let f = fixture(41_200).await;
+    let (_carrier, mut incoming, addr) = carrier().await;
+    let call = queued_call(&f, 1).await;
+    f.engine
+        .place_call(call.clone(), f.agent.clone(), trunk(&f.org, addr, &[]))
+        .await
+        .expect("placed");
+    let mut leg = incoming.recv().await.expect("INVITE");
+    leg.call.ring(None);
+    let started = std::time::Instant::now();
+    // The carrier rings until the engine gives up.
+    let end = loop {
+        match leg.call.next_event().await {
+            Some(event) if event.is_terminal() => break event,
+            Some(_) => {}
+            None => panic!("carrier leg closed without an end"),
+        }
+    };
+    let waited = started.elapsed();
+    assert!(matches!(end, CallEvent::Failed { .. }), "{end:?}");
+    assert!(
+        waited < std::time::Duration::from_millis(1300),
+        "CANCEL within the join timeout's slack: {waited:?}"
+    );
+    let record = settle(&f, &call.id).await;
+    assert_eq!(record.status, CallStatus::Failed);
+    assert_eq!(record.outcome, Some(CallOutcome::NoAnswer));
+    assert_eq!(record.end_reason.as_deref(), Some("join_timeout"));
+    assert_eq!(record.sip_final_code, Some(487));
+}
+
+#[tokio::test]
+async fn inbound_calls_are_checked_then_answered() {
+    let f = fixture(41_300).await;
+    let (caller, _incoming, caller_addr) = carrier().await;
+    let allowed = trunk(&f.org, caller_addr, &["127.0.0.0/8"]);
+    let refused = trunk(&f.org, caller_addr, &["192.0.2.0/24"]);
+    f.store.insert_trunk(&allowed).await.expect("trunk");
+    f.store.insert_trunk(&refused).await.expect("trunk");
+    let now = Utc::now();
+    for (number, trunk_id) in [("+15557770001", &allowed.id), ("+15557770002", &refused.id)] {
+        f.store
+            .insert_number(&PhoneNumber {
+                id: new_id("num"),
+                org_id: f.org.clone(),
+                number: number.into(),
+                trunk_id: trunk_id.clone(),
+                agent_id: Some(f.agent.id.clone()),
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .expect("number");
+    }
+    let engine_addr = f.engine.sip_addr();
+    let offer = sip_stack::sdp::build_offer(
+        "127.0.0.1".parse().expect("ip"),
+        41_390,
+        &[Codec::pcmu()],
+        Direction::SendRecv,
+        1,
+        1,
+    )
+    .to_string();
+    let dial = |number: &str| {
+        let target = format!("sip:{number}@{engine_addr}");
+        let offer = offer.clone();
+        let caller = caller.clone();
+        async move {
+            let outgoing = OutgoingCall::to(&target, "sip:+15550009999@127.0.0.1")
+                .await
+                .expect("target")
+                .with_sdp(offer);
+            caller.invite(outgoing).await.expect("INVITE sent")
+        }
+    };
+    let final_code = |mut leg: sip_stack::ua::CallHandle| async move {
+        loop {
+            match leg.next_event().await {
+                Some(CallEvent::Failed { code, .. }) => return code,
+                Some(CallEvent::Answered { .. }) => return 200,
+                Some(_) => {}
+                None => return 0,
+            }
+        }
+    };
+    assert_eq!(
+        final_code(dial("+15550000000").await).await,
+        404,
+        "unknown number"
+    );
+    assert_eq!(
+        final_code(dial("+15557770002").await).await,
+        403,
+        "source not allowed"
+    );
+
+    let mut leg = dial("+15557770001").await;
+    loop {
+        match leg.next_event().await {
+            Some(CallEvent::Answered { sdp }) => {
+                assert!(sdp.is_some_and(|s| s.contains("PCMU")));
+                break;
+            }
+            Some(CallEvent::Failed { code, .. }) => panic!("refused with {code}"),
+            Some(_) => {}
+            None => panic!("no answer"),
+        }
+    }
+    leg.hangup();
+    while let Some(event) = leg.next_event().await {
+        if event.is_terminal() {
+            break;
+        }
+    }
+    f.engine.wait_idle().await;
+    let (calls, total) = f
+        .store
+        .list_calls(&f.org, &Default::default(), 10, 0)
+        .await
+        .expect("calls");
+    assert_eq!(total, 1, "refused INVITEs leave no record");
+    let record = &calls[0];
+    assert_eq!(record.direction, CallDirection::Inbound);
+    assert_eq!(record.to_number, "+15557770001");
+    assert_eq!(record.from_number, "+15550009999");
+    assert_eq!(record.status, CallStatus::Ended);
+    assert_eq!(record.outcome, Some(CallOutcome::CallerHangup));
+}
