@@ -133,3 +133,41 @@ fn init_tracing(log: &LogConfig) -> anyhow::Result<()> {
     };
     installed.map_err(|error| anyhow::anyhow!("cannot install the log subscriber: {error}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_serve_and_keys_create() {
+        let cli = Cli::try_parse_from(["dialcore", "serve", "--config", "d.toml"]).expect("serve");
+        assert!(matches!(cli.command, Command::Serve));
+        assert_eq!(cli.config, Some(PathBuf::from("d.toml")));
+        let cli = Cli::try_parse_from(["dialcore", "keys", "create", "--org", "acme"])
+            .expect("keys create");
+        assert!(matches!(
+            cli.command,
+            Command::Keys { command: KeysCommand::Create { ref org } } if org == "acme"
+        ));
+        assert!(Cli::try_parse_from(["dialcore", "keys", "create"]).is_err());
+    }
+
+    #[test]
+    fn log_subscriber_accepts_both_formats() {
+        // Only the first installation in a process wins; both must at least build.
+        let text = LogConfig::default();
+        let json = LogConfig {
+            format: LogFormat::Json,
+            level: "debug".into(),
+        };
+        let first = init_tracing(&text);
+        let second = init_tracing(&json);
+        assert!(first.is_ok() || second.is_ok());
+    }
+}
