@@ -8,3 +8,4 @@ pub mod engine;
 pub mod runtime;
 pub mod webhooks;
 pub mod metrics;
+pub mod api;

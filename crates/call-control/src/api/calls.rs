@@ -277,7 +277,7 @@ pub async fn hangup(
             message: format!("call {id} already {}", call.status),
         });
     }
-    if !state.engine.hangup(&call.id).await {
+    if !state.engine.hangup(&call.id) {
         return Err(ApiError::Conflict {
             code: "call_not_live",
             message: format!("call {id} is not live on this node"),
