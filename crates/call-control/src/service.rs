@@ -1,5 +1,6 @@
 //! The running service: opens the store, bootstraps the first API key, starts the webhook
-//! dispatcher, and stops them in order on shutdown.
+//! dispatcher, the call engine (SIP and media) and the HTTP API, and stops them in order on
+//! shutdown.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -12,12 +13,17 @@
 //! # }
 //! ```
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::api::{router, AppState};
 use crate::config::Config;
+use crate::engine::CallEngine;
 use crate::store::Store;
 use crate::webhooks::Webhooks;
 
@@ -33,6 +39,14 @@ pub struct ServiceHandle {
     pub store: Store,
     /// The webhook dispatcher.
     pub webhooks: Webhooks,
+    /// The call engine (SIP user agent and media).
+    pub engine: CallEngine,
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Where the SIP listener is bound (UDP and TCP).
+    pub sip_addr: SocketAddr,
+    http_stop: oneshot::Sender<()>,
+    http_task: JoinHandle<()>,
     /// The API key generated at bootstrap (only on a database that had none and with no
     /// `api.key` configured); it has been printed once.
     pub generated_api_key: Option<String>,
@@ -68,21 +82,57 @@ impl Service {
             );
         }
         let webhooks = Webhooks::start(store.clone(), &config);
-        info!(database = %config.database.url, "service started");
+        let engine = CallEngine::start(&config, store.clone(), webhooks.clone())
+            .await
+            .context("cannot start the call engine (SIP listener and media)")?;
+        let sip_addr = engine.sip_addr();
+        let state = AppState::new(
+            store.clone(),
+            engine.clone(),
+            Arc::clone(&config),
+            webhooks.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+        let http_addr = listener.local_addr().context("HTTP listener address")?;
+        let (http_stop, stopped) = oneshot::channel::<()>();
+        let app = router(state);
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        });
+        info!(database = %config.database.url, http = %http_addr, sip = %sip_addr, "service started");
         Ok(ServiceHandle {
             config,
             store,
             webhooks,
+            engine,
+            http_addr,
+            sip_addr,
+            http_stop,
+            http_task,
             generated_api_key,
         })
     }
 }
 
 impl ServiceHandle {
-    /// Stops the service: the webhook dispatcher stops after its current round (pending
+    /// Stops the service: the HTTP API stops taking requests, live calls are hung up and
+    /// recorded as such, the webhook dispatcher stops after its current round (pending
     /// deliveries stay in the outbox for the next run) and the store is closed once its
     /// running queries finish.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.http_stop.send(());
+        let _ = self.http_task.await;
+        // Live calls are hung up and their records written before anything else stops.
+        self.engine.shutdown().await;
         self.webhooks.stop();
         self.store.close().await;
         info!("service stopped");
