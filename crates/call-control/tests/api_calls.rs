@@ -217,6 +217,20 @@ async fn a_call_is_stored_queued_and_handed_to_the_engine() {
     let hangup = api.post(&format!("{CALLS}/{id}/hangup"), json!({})).await;
     assert_eq!(hangup.status, StatusCode::ACCEPTED, "{}", hangup.body);
     assert_eq!(hangup.data()["id"], json!(id));
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        api.state.engine.wait_idle(),
+    )
+    .await
+    .expect("the cancelled call ends");
+    let ended = api.get(&format!("{CALLS}/{id}")).await;
+    assert_eq!(ended.data()["status"], json!("cancelled"), "{}", ended.body);
+    assert_eq!(ended.data()["outcome"], json!("cancelled"));
+    assert!(ended.data()["sip_call_id"].is_string());
+    assert!(ended.data()["ended_at"].is_string());
+    let again = api.post(&format!("{CALLS}/{id}/hangup"), json!({})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.code(), "call_already_ended");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 mod api_support;
 
-use api_support::{silent_udp_port, TestApi};
+use api_support::{refused_tcp_port, TestApi};
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -90,7 +90,8 @@ async fn malformed_keys_are_refused() {
 #[tokio::test]
 async fn a_retry_after_a_restart_still_creates_nothing() {
     let api = TestApi::start().await;
-    let trunk = api.trunk(silent_udp_port()).await;
+    // The carrier refuses connections: the call fails at once, the restart need not wait.
+    let trunk = api.trunk_over(refused_tcp_port(), "tcp").await;
     let agent = api.agent("active", "hi {{name}}").await;
     api.number("+14155550100", &trunk, Some(&agent)).await;
     let body = json!({"agent_id": agent, "phone_number": "+14155550123"});

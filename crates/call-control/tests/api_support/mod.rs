@@ -236,12 +236,17 @@ impl TestApi {
             .await
     }
 
-    /// Creates a trunk pointing at `port` on loopback; returns its id.
+    /// Creates a UDP trunk pointing at `port` on loopback; returns its id.
     pub async fn trunk(&self, port: u16) -> String {
+        self.trunk_over(port, "udp").await
+    }
+
+    /// Creates a trunk pointing at `port` on loopback over `transport`; returns its id.
+    pub async fn trunk_over(&self, port: u16, transport: &str) -> String {
         let reply = self
             .post(
                 "/api/public/v1/trunks",
-                json!({"name": "carrier", "host": "127.0.0.1", "port": port, "transport": "udp",
+                json!({"name": "carrier", "host": "127.0.0.1", "port": port, "transport": transport,
                        "username": "user", "password": "s3cret-pass",
                        "allowed_networks": ["127.0.0.0/8"]}),
             )
@@ -282,6 +287,12 @@ pub fn id_of(reply: &Reply) -> String {
         .as_str()
         .expect("data.id is a string")
         .to_owned()
+}
+
+/// A loopback TCP port nobody listens on (bound, then released): connections are refused.
+pub fn refused_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
 }
 
 /// A loopback UDP port nobody listens on (bound, then released).
