@@ -1,0 +1,282 @@
+//! End to end: the real dialcore service (its library on free loopback ports,
+//! a temporary database) placing and answering calls with SIPp as the
+//! carrier, over real SIP and RTP.
+//!
+//! Guards the call lifecycle of DESIGN.md: max_duration (BYE) with media,
+//! stats and a playable recording; join_timeout (CANCEL, no_answer); busy;
+//! a trunk that challenges with 407; inbound calls answered by the echo
+//! agent and hung up by the caller; inbound calls refused 404 and 403.
+
+#[path = "support/service.rs"]
+mod service;
+#[path = "support/sipp.rs"]
+mod sipp;
+
+use std::time::Duration;
+
+use serde_json::json;
+use service::TestService;
+
+const CALL_DONE: Duration = Duration::from_secs(30);
+
+async fn carrier(
+    scenario: &str,
+    tweak: impl FnOnce(sipp::Sipp) -> sipp::Sipp + Send + 'static,
+) -> sipp::SippProcess {
+    sipp::require_sipp();
+    let scenario = scenario.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut process = tweak(
+            sipp::Sipp::server(sipp::Scenario::file(scenario))
+                .transport(sipp::Transport::Udp)
+                .calls(1),
+        )
+        .spawn()
+        .expect("SIPp starts");
+        process
+            .wait_listening(Duration::from_secs(10))
+            .expect("SIPp listens");
+        process
+    })
+    .await
+    .expect("SIPp thread")
+}
+
+async fn finish(process: sipp::SippProcess) -> sipp::SippOutcome {
+    tokio::task::spawn_blocking(move || process.wait())
+        .await
+        .expect("SIPp thread")
+        .expect("SIPp ran")
+}
+
+async fn run_caller(sipp: sipp::Sipp) -> sipp::SippOutcome {
+    sipp::require_sipp();
+    tokio::task::spawn_blocking(move || sipp.run())
+        .await
+        .expect("SIPp thread")
+        .expect("SIPp ran")
+}
+
+async fn place(svc: &TestService, agent: &str, settings: serde_json::Value) -> String {
+    let (status, body) = svc
+        .post(
+            "/calls",
+            json!({
+                "agent_id": agent,
+                "phone_number": "+15551234567",
+                "call_settings": settings,
+                "variables": {"name": "Ada", "topic": "billing"},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["data"]["status"], "queued", "{body}");
+    body["data"]["id"].as_str().expect("call id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_call_with_audio_is_ended_by_max_duration_and_recorded() {
+    let sipp = carrier("service/carrier_answer_media.xml", |s| s).await;
+    let svc = TestService::start().await;
+    let agent = svc
+        .echo_agent_with_number(sipp.address(), "+15550001111")
+        .await;
+    let call_id = place(&svc, &agent.id, json!({"max_duration": "3s"})).await;
+
+    let call = svc.wait_terminal(&call_id, CALL_DONE).await;
+    assert_eq!(call["status"], "ended", "{call}");
+    assert_eq!(call["outcome"], "max_duration", "{call}");
+    assert_eq!(call["direction"], "outbound");
+    assert_eq!(call["from_number"], "+15550001111");
+    assert_eq!(call["sip_final_code"], 200, "{call}");
+    assert!(call["sip_call_id"].is_string(), "{call}");
+    for stamp in ["created_at", "started_at", "answered_at", "ended_at"] {
+        assert!(call[stamp].is_string(), "{stamp} missing: {call}");
+    }
+    let duration = call["duration_seconds"].as_f64().expect("duration");
+    assert!(
+        (2.8..4.0).contains(&duration),
+        "max_duration 3 s, lasted {duration}"
+    );
+    let stats = &call["media_stats"];
+    assert_eq!(stats["codec"], "PCMA", "{stats}");
+    assert!(
+        stats["packets_received"].as_u64().unwrap_or(0) > 50,
+        "{stats}"
+    );
+    assert!(stats["packets_sent"].as_u64().unwrap_or(0) > 50, "{stats}");
+    assert!(stats["mos"].as_f64().unwrap_or(0.0) > 3.5, "{stats}");
+
+    let url = call["recording_url"].as_str().expect("recording_url");
+    let response = svc
+        .client
+        .get(svc.url(url))
+        .bearer_auth(&svc.key)
+        .send()
+        .await
+        .expect("GET recording");
+    assert_eq!(response.status(), 200);
+    let wav = response.bytes().await.expect("WAV bytes");
+    let reader = hound::WavReader::new(std::io::Cursor::new(wav.to_vec())).expect("a WAV file");
+    let spec = reader.spec();
+    assert_eq!(spec.channels, 2, "caller left, agent right");
+    let seconds = reader.duration() as f64 / spec.sample_rate as f64;
+    assert!((2.5..4.0).contains(&seconds), "recording of {seconds} s");
+    let samples: Vec<i16> = reader
+        .into_samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect();
+    let caller_energy: i64 = samples.iter().step_by(2).map(|&s| (s as i64).abs()).sum();
+    assert!(caller_energy > 0, "the caller's speech is in the recording");
+
+    finish(sipp).await.assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_call_ringing_forever_is_cancelled_at_join_timeout() {
+    let sipp = carrier("uas_ring_forever.xml", |s| s).await;
+    let svc = TestService::start().await;
+    let agent = svc
+        .echo_agent_with_number(sipp.address(), "+15550001111")
+        .await;
+    let started = std::time::Instant::now();
+    let call_id = place(&svc, &agent.id, json!({"join_timeout": "2s"})).await;
+    let call = svc.wait_terminal(&call_id, CALL_DONE).await;
+    assert_eq!(call["status"], "failed", "{call}");
+    assert_eq!(call["outcome"], "no_answer", "{call}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(6),
+        "{elapsed:?}"
+    );
+    finish(sipp).await.assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_call_to_a_busy_line_fails_busy() {
+    let sipp = carrier("uas_busy.xml", |s| s).await;
+    let svc = TestService::start().await;
+    let agent = svc
+        .echo_agent_with_number(sipp.address(), "+15550001111")
+        .await;
+    let call_id = place(&svc, &agent.id, json!({})).await;
+    let call = svc.wait_terminal(&call_id, CALL_DONE).await;
+    assert_eq!(call["status"], "failed", "{call}");
+    assert_eq!(call["outcome"], "busy", "{call}");
+    assert_eq!(call["sip_final_code"], 486, "{call}");
+    finish(sipp).await.assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_call_through_a_trunk_that_challenges_is_authenticated() {
+    let sipp = carrier("uas_auth_407.xml", |s| s).await;
+    let svc = TestService::start().await;
+    let agent = svc
+        .echo_agent_with_number(sipp.address(), "+15550001111")
+        .await;
+    let (status, body) = svc
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/trunks/{}", agent.trunk_id),
+            Some(json!({"username": "dialcore", "password": "secret"})),
+            Some(&svc.key),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["has_password"], true, "{body}");
+    assert!(
+        body["data"].get("password").is_none(),
+        "password is write-only: {body}"
+    );
+    let call_id = place(&svc, &agent.id, json!({"max_duration": "1s"})).await;
+    let call = svc.wait_terminal(&call_id, CALL_DONE).await;
+    assert_eq!(call["status"], "ended", "{call}");
+    assert_eq!(call["outcome"], "max_duration", "{call}");
+    let outcome = finish(sipp).await;
+    outcome.assert_success();
+    let header = &outcome.proxy_authorizations()[0];
+    let authorization: sip_stack::auth::Authorization = header.parse().expect("digest");
+    assert_eq!(
+        authorization.response,
+        authorization.expected_response("secret", "INVITE")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_call_is_answered_by_the_echo_agent_until_the_caller_hangs_up() {
+    let svc = TestService::start().await;
+    svc.agent_with_number(
+        "127.0.0.1:5999".parse().expect("addr"),
+        "+15550002222",
+        json!({"type": "echo"}),
+        &["127.0.0.0/8"],
+    )
+    .await;
+    let outcome = run_caller(
+        sipp::Sipp::client(sipp::Scenario::file("service/caller_media.xml"), svc.sip)
+            .service("+15550002222")
+            .calls(1),
+    )
+    .await;
+    outcome.assert_success();
+    let call = svc.wait_for_call("direction=inbound", CALL_DONE).await;
+    let call = svc
+        .wait_terminal(call["id"].as_str().expect("id"), CALL_DONE)
+        .await;
+    assert_eq!(call["status"], "ended", "{call}");
+    assert_eq!(call["outcome"], "caller_hangup", "{call}");
+    assert_eq!(call["to_number"], "+15550002222", "{call}");
+    let stats = &call["media_stats"];
+    assert!(
+        stats["packets_received"].as_u64().unwrap_or(0) > 30,
+        "{stats}"
+    );
+    assert!(
+        stats["packets_sent"].as_u64().unwrap_or(0) > 30,
+        "the echo returned audio: {stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_call_to_an_unknown_number_gets_404() {
+    let svc = TestService::start().await;
+    let outcome = run_caller(
+        sipp::Sipp::client(
+            sipp::Scenario::file("service/caller_rejected_404.xml"),
+            svc.sip,
+        )
+        .service("+15559999999")
+        .calls(1),
+    )
+    .await;
+    outcome.assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_call_from_outside_the_trunks_networks_gets_403() {
+    let svc = TestService::start().await;
+    svc.agent_with_number(
+        "10.1.2.3:5060".parse().expect("addr"),
+        "+15550003333",
+        json!({"type": "echo"}),
+        &["10.0.0.0/8"],
+    )
+    .await;
+    let outcome = run_caller(
+        sipp::Sipp::client(
+            sipp::Scenario::file("service/caller_rejected_403.xml"),
+            svc.sip,
+        )
+        .service("+15550003333")
+        .calls(1),
+    )
+    .await;
+    outcome.assert_success();
+    let (_, calls) = svc.get("/calls").await;
+    assert_eq!(
+        calls["data"].as_array().map(Vec::len),
+        Some(0),
+        "no call record for a refused source: {calls}"
+    );
+}
