@@ -8,6 +8,7 @@
 //! Settings come from embedded defaults, the TOML file and `DIALCORE_*` environment
 //! variables (see `call_control::config`).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -111,8 +112,8 @@ async fn create_key(config: &Config, org: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs the global `tracing` subscriber: text or JSON lines on stderr, filtered by
-/// `RUST_LOG` when set, else by `log.level`.
+/// Installs the global `tracing` subscriber: text or JSON lines on stderr (colours only on a
+/// terminal), filtered by `RUST_LOG` when set, else by `log.level`.
 fn init_tracing(log: &LogConfig) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => {
@@ -122,6 +123,7 @@ fn init_tracing(log: &LogConfig) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let installed = match log.format {
         LogFormat::Text => builder.try_init(),

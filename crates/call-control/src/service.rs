@@ -1,6 +1,7 @@
 //! The running service: opens the store, bootstraps the first API key, starts the webhook
 //! dispatcher, the call engine (SIP and media) and the HTTP API, and stops them in order on
-//! shutdown.
+//! shutdown: HTTP first (no new requests), then the live calls (hung up and recorded), then
+//! the webhook dispatcher (pending deliveries stay in the outbox), then the store.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -19,9 +20,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{error, info};
 
-use crate::api::{router, AppState};
+use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::engine::CallEngine;
 use crate::store::Store;
@@ -33,30 +34,31 @@ pub struct Service;
 
 /// A running service. Dropping it leaves its tasks running; call [`ServiceHandle::shutdown`].
 pub struct ServiceHandle {
+    /// Bound address of the HTTP API (the real port when `http.listen` asked for port 0).
+    pub http_addr: SocketAddr,
+    /// Bound SIP address, UDP and TCP (the real port when `sip.listen` asked for port 0).
+    pub sip_addr: SocketAddr,
     /// The configuration it runs with.
     pub config: Arc<Config>,
     /// The store it writes to.
     pub store: Store,
     /// The webhook dispatcher.
     pub webhooks: Webhooks,
-    /// The call engine (SIP user agent and media).
+    /// The call engine.
     pub engine: CallEngine,
-    /// Where the HTTP API listens.
-    pub http_addr: SocketAddr,
-    /// Where the SIP listener is bound (UDP and TCP).
-    pub sip_addr: SocketAddr,
-    http_stop: oneshot::Sender<()>,
-    http_task: JoinHandle<()>,
     /// The API key generated at bootstrap (only on a database that had none and with no
     /// `api.key` configured); it has been printed once.
     pub generated_api_key: Option<String>,
+    stop_http: oneshot::Sender<()>,
+    http: JoinHandle<std::io::Result<()>>,
 }
 
 impl Service {
     /// Starts everything from `config`: creates the recordings directory, opens the store
     /// (running migrations), bootstraps organisation `default` and its key (printing a
-    /// generated key once on stdout), and starts the webhook dispatcher, which picks up
-    /// deliveries a previous run left pending.
+    /// generated key once on stdout), starts the webhook dispatcher (which picks up
+    /// deliveries a previous run left pending), the call engine on `sip.listen` (which
+    /// records calls a previous run left unfinished) and the HTTP API on `http.listen`.
     pub async fn start(config: Config) -> anyhow::Result<ServiceHandle> {
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.recordings.dir).with_context(|| {
@@ -82,67 +84,92 @@ impl Service {
             );
         }
         let webhooks = Webhooks::start(store.clone(), &config);
-        let engine = CallEngine::start(&config, store.clone(), webhooks.clone())
-            .await
-            .context("cannot start the call engine (SIP listener and media)")?;
+        let engine = match CallEngine::start(&config, store.clone(), webhooks.clone()).await {
+            Ok(engine) => engine,
+            Err(error) => {
+                webhooks.stop();
+                store.close().await;
+                return Err(error).context(format!(
+                    "cannot start the call engine on {}",
+                    config.sip.listen
+                ));
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                engine.shutdown().await;
+                webhooks.stop();
+                store.close().await;
+                return Err(error)
+                    .context(format!("cannot listen for HTTP on {}", config.http.listen));
+            }
+        };
+        let http_addr = listener.local_addr()?;
         let sip_addr = engine.sip_addr();
-        let state = AppState::new(
+        let app = api::router(AppState::new(
             store.clone(),
             engine.clone(),
             Arc::clone(&config),
             webhooks.clone(),
-        );
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
-        let http_addr = listener.local_addr().context("HTTP listener address")?;
-        let (http_stop, stopped) = oneshot::channel::<()>();
-        let app = router(state);
-        let http_task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
+        ));
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
+                    // A dropped sender stops the server as well.
                     let _ = stopped.await;
                 })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP server failed");
-            }
+                .await
         });
-        info!(database = %config.database.url, http = %http_addr, sip = %sip_addr, "service started");
+        info!(
+            http = %http_addr,
+            sip = %sip_addr,
+            database = %config.database.url,
+            "service started"
+        );
         Ok(ServiceHandle {
+            http_addr,
+            sip_addr,
             config,
             store,
             webhooks,
             engine,
-            http_addr,
-            sip_addr,
-            http_stop,
-            http_task,
             generated_api_key,
+            stop_http,
+            http,
         })
     }
 }
 
 impl ServiceHandle {
-    /// Stops the service: the HTTP API stops taking requests, live calls are hung up and
-    /// recorded as such, the webhook dispatcher stops after its current round (pending
-    /// deliveries stay in the outbox for the next run) and the store is closed once its
-    /// running queries finish.
+    /// Stops the service gracefully: the HTTP server stops accepting and finishes the
+    /// requests in flight; every live call is hung up and recorded as such; the webhook
+    /// dispatcher stops after its current round (pending deliveries stay in the outbox for
+    /// the next run); the store is closed once its running queries finish.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.http_stop.send(());
-        let _ = self.http_task.await;
-        // Live calls are hung up and their records written before anything else stops.
+        let _ = self.stop_http.send(());
+        let served = self.http.await;
         self.engine.shutdown().await;
         self.webhooks.stop();
         self.store.close().await;
         info!("service stopped");
-        Ok(())
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                error!(%error, "HTTP server failed");
+                Err(error).context("HTTP server failed")
+            }
+            Err(error) => Err(anyhow::anyhow!("HTTP server task failed: {error}")),
+        }
     }
 }
 
 impl std::fmt::Debug for ServiceHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceHandle")
+            .field("http_addr", &self.http_addr)
+            .field("sip_addr", &self.sip_addr)
             .field("database", &self.config.database.url)
             .finish_non_exhaustive()
     }
@@ -175,6 +202,8 @@ mod tests {
         config.recordings.dir = dir.path().join("recordings");
         config.api.key = api_key.map(str::to_owned);
         config.credits.starting_balance_cents = 250;
+        config.http.listen = "127.0.0.1:0".parse().expect("address");
+        config.sip.listen = "127.0.0.1:0".parse().expect("address");
         config
     }
 
@@ -207,6 +236,43 @@ mod tests {
             .expect("lookup")
             .is_some());
         again.shutdown().await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn serves_http_on_the_bound_port_and_shuts_down() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = Service::start(config_in(&dir, Some("sk_test_http")))
+            .await
+            .expect("starts");
+        assert_ne!(service.http_addr.port(), 0);
+        assert_ne!(service.sip_addr.port(), 0);
+        let client = reqwest::Client::new();
+        let health = client
+            .get(format!("http://{}/healthz", service.http_addr))
+            .send()
+            .await
+            .expect("healthz answers");
+        assert!(health.status().is_success(), "{}", health.status());
+        let unauthorized = client
+            .get(format!("http://{}/api/public/v1/agents", service.http_addr))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(unauthorized.status().as_u16(), 401);
+        let agents = client
+            .get(format!("http://{}/api/public/v1/agents", service.http_addr))
+            .bearer_auth("sk_test_http")
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(agents.status().as_u16(), 200);
+        let http_addr = service.http_addr;
+        service.shutdown().await.expect("stops");
+        assert!(client
+            .get(format!("http://{http_addr}/healthz"))
+            .send()
+            .await
+            .is_err());
     }
 
     #[tokio::test]
