@@ -65,7 +65,13 @@ impl Core {
         self.end(now, id, failed(code, &StatusCode::from(code).to_string()));
     }
 
-    pub(super) fn on_new_invite(&mut self, now: Instant, key: TransactionKey, invite: Request, from: Peer) {
+    pub(super) fn on_new_invite(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        invite: Request,
+        from: Peer,
+    ) {
         let Some(local) = self.locals.for_peer(&from) else {
             return;
         };
@@ -218,7 +224,11 @@ impl Core {
     /// Checks an INVITE's digest answer when inbound authentication is on:
     /// `Ok(Some(user))` when it passes, `Ok(None)` when authentication is off,
     /// `Err(WWW-Authenticate header)` with the challenge to send in a 401.
-    pub(super) fn authenticate(&mut self, now: Instant, invite: &Request) -> Result<Option<String>, Header> {
+    pub(super) fn authenticate(
+        &mut self,
+        now: Instant,
+        invite: &Request,
+    ) -> Result<Option<String>, Header> {
         let (Some(server), Some(auth)) = (self.digest.as_mut(), self.config.inbound_auth.as_ref())
         else {
             return Ok(None);
