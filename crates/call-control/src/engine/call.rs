@@ -13,7 +13,7 @@ use sip_stack::sdp::{negotiated, SessionDescription};
 use sip_stack::ua::{CallEvent, CallHandle, EndReason, Party};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::bridge::{Bridge, BridgeCommand, BridgeEnd, BridgeEvent};
 use super::lifecycle::{
@@ -334,7 +334,7 @@ impl CallTask {
         let runtime = match self.shared.runtimes.create(&self.agent, &metadata) {
             Ok(runtime) => {
                 info!(runtime = runtime.kind(), "agent runtime started");
-                Some(tokio::spawn(runtime.run(metadata, session)))
+                Some(tokio::spawn(runtime.run(metadata, session).in_current_span()))
             }
             Err(error) => {
                 warn!(%error, "agent runtime unavailable");
@@ -354,7 +354,7 @@ impl CallTask {
             frames_per_digit: frames_per_digit(),
         };
         self.active = Some(Active {
-            bridge: tokio::spawn(bridge.run(commands_rx)),
+            bridge: tokio::spawn(bridge.run(commands_rx).in_current_span()),
             commands,
             runtime,
             _engine: engine,

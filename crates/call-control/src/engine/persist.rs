@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, warn};
+use tracing::{error, warn, Instrument};
 
 use crate::model::Call;
 use crate::store::Store;
@@ -34,7 +34,7 @@ impl Persister {
     /// Spawns the writer task.
     pub fn spawn(store: Store, webhooks: Webhooks) -> Self {
         let (jobs, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, webhooks, receiver));
+        tokio::spawn(run(store, webhooks, receiver).in_current_span());
         Self { jobs }
     }
 
