@@ -3,9 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{
-    get_enum, get_json, get_ts, sql_count, total_of, ts, write_error, Result, Store, StoreError,
-};
+use super::{get_enum, get_json, get_ts, ts, write_error, Result, Store, StoreError};
 use crate::model::Agent;
 
 const COLUMNS: &str = "id, org_id, name, prompt, greeting, status, runtime, \
@@ -36,14 +34,8 @@ impl Store {
 
     /// The organisation's agent `id` ([`StoreError::NotFound`] otherwise).
     pub async fn get_agent(&self, org_id: &str, id: &str) -> Result<Agent> {
-        let sql = format!("SELECT {COLUMNS} FROM agents WHERE org_id = ? AND id = ?");
-        let row = sqlx::query(&sql)
-            .bind(org_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        agent_from_row(&row)
+        self.get_scoped("agents", COLUMNS, org_id, id, agent_from_row)
+            .await
     }
 
     /// One page of the organisation's agents, newest first, and how many it has in all.
@@ -53,25 +45,8 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<Agent>, u64)> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM agents WHERE org_id = ? \
-             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(org_id)
-            .bind(sql_count(limit))
-            .bind(sql_count(offset))
-            .fetch_all(&self.pool)
-            .await?;
-        let agents = rows
-            .iter()
-            .map(agent_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let total = sqlx::query("SELECT COUNT(*) FROM agents WHERE org_id = ?")
-            .bind(org_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((agents, total_of(&total)?))
+        self.list_scoped("agents", COLUMNS, org_id, limit, offset, agent_from_row)
+            .await
     }
 
     /// Writes every field of the agent (as given, `updated_at` included).

@@ -293,3 +293,53 @@ mod tests {
         ));
     }
 }
+
+impl Store {
+    /// The row `id` of `table` owned by `org_id`, mapped by `from_row`
+    /// ([`StoreError::NotFound`] when another organisation owns it or it does not exist).
+    pub(crate) async fn get_scoped<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        org_id: &str,
+        id: &str,
+        from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+    ) -> Result<T> {
+        let sql = format!("SELECT {columns} FROM {table} WHERE org_id = ? AND id = ?");
+        let row = sqlx::query(&sql)
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        from_row(&row)
+    }
+
+    /// One page of `table`'s rows owned by `org_id`, newest first, and how many it has in all.
+    pub(crate) async fn list_scoped<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        org_id: &str,
+        limit: u64,
+        offset: u64,
+        from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+    ) -> Result<(Vec<T>, u64)> {
+        let sql = format!(
+            "SELECT {columns} FROM {table} WHERE org_id = ? \
+             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(org_id)
+            .bind(sql_count(limit))
+            .bind(sql_count(offset))
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+        let total = sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE org_id = ?"))
+            .bind(org_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((items, total_of(&total)?))
+    }
+}

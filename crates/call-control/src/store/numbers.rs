@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{get_ts, sql_count, total_of, ts, write_error, Result, Store, StoreError};
+use super::{get_ts, ts, write_error, Result, Store, StoreError};
 use crate::model::PhoneNumber;
 
 const COLUMNS: &str = "id, org_id, number, trunk_id, agent_id, created_at, updated_at";
@@ -31,14 +31,8 @@ impl Store {
 
     /// The organisation's phone number `id` ([`StoreError::NotFound`] otherwise).
     pub async fn get_number(&self, org_id: &str, id: &str) -> Result<PhoneNumber> {
-        let sql = format!("SELECT {COLUMNS} FROM phone_numbers WHERE org_id = ? AND id = ?");
-        let row = sqlx::query(&sql)
-            .bind(org_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        number_from_row(&row)
+        self.get_scoped("phone_numbers", COLUMNS, org_id, id, number_from_row)
+            .await
     }
 
     /// One page of the organisation's phone numbers, newest first, and how many in all.
@@ -48,25 +42,15 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<PhoneNumber>, u64)> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM phone_numbers WHERE org_id = ? \
-             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(org_id)
-            .bind(sql_count(limit))
-            .bind(sql_count(offset))
-            .fetch_all(&self.pool)
-            .await?;
-        let numbers = rows
-            .iter()
-            .map(number_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let total = sqlx::query("SELECT COUNT(*) FROM phone_numbers WHERE org_id = ?")
-            .bind(org_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((numbers, total_of(&total)?))
+        self.list_scoped(
+            "phone_numbers",
+            COLUMNS,
+            org_id,
+            limit,
+            offset,
+            number_from_row,
+        )
+        .await
     }
 
     /// Writes every field of the phone number (as given, `updated_at` included);

@@ -3,10 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{
-    get_enum, get_int, get_json, get_ts, sql_count, total_of, ts, write_error, Result, Store,
-    StoreError,
-};
+use super::{get_enum, get_int, get_json, get_ts, ts, write_error, Result, Store, StoreError};
 use crate::model::Trunk;
 
 const COLUMNS: &str = "id, org_id, name, host, port, transport, username, password, \
@@ -38,14 +35,8 @@ impl Store {
 
     /// The organisation's trunk `id`, password included ([`StoreError::NotFound`] otherwise).
     pub async fn get_trunk(&self, org_id: &str, id: &str) -> Result<Trunk> {
-        let sql = format!("SELECT {COLUMNS} FROM trunks WHERE org_id = ? AND id = ?");
-        let row = sqlx::query(&sql)
-            .bind(org_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        trunk_from_row(&row)
+        self.get_scoped("trunks", COLUMNS, org_id, id, trunk_from_row)
+            .await
     }
 
     /// One page of the organisation's trunks, newest first, and how many it has in all.
@@ -55,25 +46,8 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<Trunk>, u64)> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM trunks WHERE org_id = ? \
-             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(org_id)
-            .bind(sql_count(limit))
-            .bind(sql_count(offset))
-            .fetch_all(&self.pool)
-            .await?;
-        let trunks = rows
-            .iter()
-            .map(trunk_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let total = sqlx::query("SELECT COUNT(*) FROM trunks WHERE org_id = ?")
-            .bind(org_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((trunks, total_of(&total)?))
+        self.list_scoped("trunks", COLUMNS, org_id, limit, offset, trunk_from_row)
+            .await
     }
 
     /// Writes every field of the trunk (as given, password and `updated_at` included).

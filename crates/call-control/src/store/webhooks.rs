@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{get_json, get_ts, sql_count, total_of, ts, write_error, Result, Store, StoreError};
+use super::{get_json, get_ts, ts, write_error, Result, Store, StoreError};
 use crate::model::Webhook;
 
 const COLUMNS: &str = "id, org_id, url, events, secret, created_at";
@@ -29,14 +29,8 @@ impl Store {
 
     /// The organisation's webhook `id`, secret included ([`StoreError::NotFound`] otherwise).
     pub async fn get_webhook(&self, org_id: &str, id: &str) -> Result<Webhook> {
-        let sql = format!("SELECT {COLUMNS} FROM webhooks WHERE org_id = ? AND id = ?");
-        let row = sqlx::query(&sql)
-            .bind(org_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        webhook_from_row(&row)
+        self.get_scoped("webhooks", COLUMNS, org_id, id, webhook_from_row)
+            .await
     }
 
     /// One page of the organisation's webhooks, newest first, and how many in all.
@@ -46,25 +40,8 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<Webhook>, u64)> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM webhooks WHERE org_id = ? \
-             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(org_id)
-            .bind(sql_count(limit))
-            .bind(sql_count(offset))
-            .fetch_all(&self.pool)
-            .await?;
-        let webhooks = rows
-            .iter()
-            .map(webhook_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let total = sqlx::query("SELECT COUNT(*) FROM webhooks WHERE org_id = ?")
-            .bind(org_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((webhooks, total_of(&total)?))
+        self.list_scoped("webhooks", COLUMNS, org_id, limit, offset, webhook_from_row)
+            .await
     }
 
     /// Deletes the organisation's webhook `id` and its pending deliveries.
