@@ -334,7 +334,9 @@ impl CallTask {
         let runtime = match self.shared.runtimes.create(&self.agent, &metadata) {
             Ok(runtime) => {
                 info!(runtime = runtime.kind(), "agent runtime started");
-                Some(tokio::spawn(runtime.run(metadata, session).in_current_span()))
+                Some(tokio::spawn(
+                    runtime.run(metadata, session).in_current_span(),
+                ))
             }
             Err(error) => {
                 warn!(%error, "agent runtime unavailable");
