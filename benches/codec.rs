@@ -7,51 +7,18 @@
 //! little noise), never silence, so neither DTX nor the encoder's silence
 //! shortcuts skip work.
 
+#[path = "support/audio.rs"]
+mod audio;
+
+use audio::{opus_config, raw_libopus_encoder, speech_like};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use media::codec::{
-    AudioDecoder, AudioEncoder, CodecSpec, OpusConfig, SampleRate, MAX_PAYLOAD_BYTES,
-};
+use media::codec::{AudioDecoder, AudioEncoder, CodecSpec, SampleRate, MAX_PAYLOAD_BYTES};
 
 /// One second of input, cycled through frame by frame.
 const FRAMES: usize = 50;
 
-fn speech_like(rate: SampleRate) -> Vec<Vec<i16>> {
-    let hz = f64::from(rate.hz());
-    let tau = 2.0 * std::f64::consts::PI;
-    let mut noise_state: u32 = 0x1234_5678;
-    let samples: Vec<i16> = (0..FRAMES * rate.frame_samples())
-        .map(|n| {
-            let t = n as f64 / hz;
-            let envelope = 0.55 + 0.45 * (tau * 3.0 * t).sin();
-            let voiced: f64 = (1..=12)
-                .map(|k| (tau * 140.0 * f64::from(k) * t).sin() / f64::from(k))
-                .sum();
-            noise_state = noise_state
-                .wrapping_mul(1_664_525)
-                .wrapping_add(1_013_904_223);
-            let noise = f64::from((noise_state >> 16) as i16) / 32768.0;
-            (envelope * 7000.0 * voiced + 300.0 * noise) as i16
-        })
-        .collect();
-    samples
-        .chunks(rate.frame_samples())
-        .map(<[i16]>::to_vec)
-        .collect()
-}
-
-fn opus_config() -> OpusConfig {
-    OpusConfig {
-        sample_rate: SampleRate::Hz48000,
-        bitrate: 32_000,
-        fec: true,
-        dtx: false,
-        complexity: 5,
-        expected_loss_percent: 5,
-    }
-}
-
 fn opus(c: &mut Criterion) {
-    let frames = speech_like(SampleRate::Hz48000);
+    let frames = speech_like(SampleRate::Hz48000, FRAMES);
     let spec = CodecSpec::Opus(opus_config());
     let mut group = c.benchmark_group("opus");
 
@@ -119,31 +86,8 @@ fn opus(c: &mut Criterion) {
     group.finish();
 }
 
-/// libopus through audiopus with the settings of [`opus_config`].
-fn raw_libopus_encoder() -> audiopus::coder::Encoder {
-    let config = opus_config();
-    let mut encoder = audiopus::coder::Encoder::new(
-        audiopus::SampleRate::Hz48000,
-        audiopus::Channels::Mono,
-        audiopus::Application::Voip,
-    )
-    .expect("raw encoder");
-    encoder
-        .set_complexity(config.complexity)
-        .expect("complexity");
-    encoder.set_inband_fec(config.fec).expect("fec");
-    encoder.set_dtx(config.dtx).expect("dtx");
-    encoder
-        .set_bitrate(audiopus::Bitrate::BitsPerSecond(config.bitrate as i32))
-        .expect("bitrate");
-    encoder
-        .set_packet_loss_perc(config.expected_loss_percent)
-        .expect("loss");
-    encoder
-}
-
 fn g711(c: &mut Criterion) {
-    let frames = speech_like(SampleRate::Hz8000);
+    let frames = speech_like(SampleRate::Hz8000, FRAMES);
     let spec = CodecSpec::Pcmu;
     let mut encoder: Box<dyn AudioEncoder + Send> = spec.make_encoder().expect("pcmu encoder");
     let mut decoder: Box<dyn AudioDecoder + Send> = spec.make_decoder().expect("pcmu decoder");

@@ -21,8 +21,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+#[path = "support/audio.rs"]
+mod audio;
+
+use audio::{opus_config, raw_libopus_encoder, speech_like};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use media::codec::{CodecSpec, OpusConfig, SampleRate};
+use media::codec::{CodecSpec, SampleRate};
 use media::rtcp::NtpTime;
 use media::rtp_session::{PayloadType, RtpSender, SeqNo, Ssrc};
 use media::stream::{FrameKind, MediaConfig, MediaStream};
@@ -32,41 +36,6 @@ use rand::SeedableRng;
 /// One second of input, cycled through frame by frame.
 const FRAMES: usize = 50;
 const FRAME: Duration = Duration::from_millis(20);
-
-fn speech_like(rate: SampleRate) -> Vec<Vec<i16>> {
-    let hz = f64::from(rate.hz());
-    let tau = 2.0 * std::f64::consts::PI;
-    let mut noise: u32 = 0x2545_f491;
-    let samples: Vec<i16> = (0..FRAMES * rate.frame_samples())
-        .map(|n| {
-            let t = n as f64 / hz;
-            let envelope = 0.55 + 0.45 * (tau * 3.0 * t).sin();
-            let voiced: f64 = (1..=12)
-                .map(|k| (tau * 150.0 * f64::from(k) * t).sin() / f64::from(k))
-                .sum();
-            noise ^= noise << 13;
-            noise ^= noise >> 17;
-            noise ^= noise << 5;
-            let hiss = f64::from((noise >> 16) as i16) / 32768.0;
-            (envelope * 7000.0 * voiced + 300.0 * hiss) as i16
-        })
-        .collect();
-    samples
-        .chunks(rate.frame_samples())
-        .map(<[i16]>::to_vec)
-        .collect()
-}
-
-fn opus_config() -> OpusConfig {
-    OpusConfig {
-        sample_rate: SampleRate::Hz48000,
-        bitrate: 32_000,
-        fec: true,
-        dtx: false,
-        complexity: 5,
-        expected_loss_percent: 5,
-    }
-}
 
 /// The payloads a peer would send for `frames`.
 fn peer_payloads(codec: CodecSpec, frames: &[Vec<i16>]) -> Vec<Vec<u8>> {
@@ -99,7 +68,7 @@ struct Pipeline {
 
 impl Pipeline {
     fn new(codec: CodecSpec, pt: u8, rate: SampleRate) -> Pipeline {
-        let frames = speech_like(rate);
+        let frames = speech_like(rate, FRAMES);
         let payloads = peer_payloads(codec, &frames);
         let remote: SocketAddr = "127.0.0.1:30000".parse().expect("address");
         let pt = PayloadType::new(pt).expect("payload type");
@@ -173,28 +142,6 @@ impl Pipeline {
     }
 }
 
-fn raw_libopus_encoder() -> audiopus::coder::Encoder {
-    let config = opus_config();
-    let mut encoder = audiopus::coder::Encoder::new(
-        audiopus::SampleRate::Hz48000,
-        audiopus::Channels::Mono,
-        audiopus::Application::Voip,
-    )
-    .expect("raw encoder");
-    encoder
-        .set_complexity(config.complexity)
-        .expect("complexity");
-    encoder.set_inband_fec(config.fec).expect("fec");
-    encoder.set_dtx(config.dtx).expect("dtx");
-    encoder
-        .set_bitrate(audiopus::Bitrate::BitsPerSecond(config.bitrate as i32))
-        .expect("bitrate");
-    encoder
-        .set_packet_loss_perc(config.expected_loss_percent)
-        .expect("loss");
-    encoder
-}
-
 fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
 
@@ -202,7 +149,7 @@ fn pipeline(c: &mut Criterion) {
     opus.warm_up();
     group.bench_function("opus_frame", |b| b.iter(|| opus.frame()));
 
-    let frames = speech_like(SampleRate::Hz48000);
+    let frames = speech_like(SampleRate::Hz48000, FRAMES);
     let payloads = peer_payloads(CodecSpec::Opus(opus_config()), &frames);
     let encoder = raw_libopus_encoder();
     let mut decoder =
