@@ -539,7 +539,10 @@ impl Core {
 }
 
 /// Adds headers ahead of Content-Length, so it stays last as people expect to read it.
-fn push_before_length<M: HasHeaderList>(message: &mut M, extra: impl IntoIterator<Item = Header>) {
+fn push_before_length<M: crate::message::raw::message::HasHeaders>(
+    message: &mut M,
+    extra: impl IntoIterator<Item = Header>,
+) {
     let headers = message.headers_mut();
     let mut all: Vec<Header> = headers.iter().cloned().collect();
     let at = all
@@ -550,23 +553,6 @@ fn push_before_length<M: HasHeaderList>(message: &mut M, extra: impl IntoIterato
     all.extend(extra);
     all.extend(tail);
     *headers = all.into();
-}
-
-/// Requests and responses alike carry a header list.
-trait HasHeaderList {
-    fn headers_mut(&mut self) -> &mut crate::message::Headers;
-}
-
-impl HasHeaderList for Request {
-    fn headers_mut(&mut self) -> &mut crate::message::Headers {
-        &mut self.headers
-    }
-}
-
-impl HasHeaderList for Response {
-    fn headers_mut(&mut self) -> &mut crate::message::Headers {
-        &mut self.headers
-    }
 }
 
 fn failed(code: u16, reason: &str) -> CallEvent {
