@@ -1,1 +1,3 @@
 //! SIP loopback test bot (see DESIGN.md). Built on `sip-stack` and `media`.
+
+pub mod agent;

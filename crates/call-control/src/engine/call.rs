@@ -312,7 +312,7 @@ impl CallTask {
             call_id: self.call.id.clone(),
             org_id: self.call.org_id.clone(),
             agent_id: self.call.agent_id.clone(),
-            direction: self.call.direction,
+            direction: self.call.direction.into(),
             from_number: self.call.from_number.clone(),
             to_number: self.call.to_number.clone(),
             prompt: self

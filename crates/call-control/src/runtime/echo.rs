@@ -48,14 +48,13 @@ mod tests {
     use media::stream::{AudioFrame, FrameKind};
 
     use super::*;
-    use crate::model::CallDirection;
 
     pub(crate) fn metadata(rate: u32) -> CallMetadata {
         CallMetadata {
             call_id: "call_test".into(),
             org_id: "org_test".into(),
             agent_id: "agt_test".into(),
-            direction: CallDirection::Inbound,
+            direction: crate::runtime::Direction::Inbound,
             from_number: "+15550001111".into(),
             to_number: "+15550002222".into(),
             prompt: String::new(),

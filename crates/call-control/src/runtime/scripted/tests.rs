@@ -3,14 +3,13 @@
 use media::stream::{AudioFrame, FrameKind};
 
 use super::*;
-use crate::model::CallDirection;
 
 fn metadata(greeting: Option<&str>) -> CallMetadata {
     CallMetadata {
         call_id: "call_test".into(),
         org_id: "org_test".into(),
         agent_id: "agt_test".into(),
-        direction: CallDirection::Outbound,
+        direction: crate::runtime::Direction::Outbound,
         from_number: "+15550001111".into(),
         to_number: "+15550002222".into(),
         prompt: "be brief".into(),
