@@ -39,6 +39,8 @@ pub const KEYS: &[&str] = &[
     "webhooks.base_delay_ms",
     "webhooks.timeout_ms",
     "test_calls.max_concurrent_runs",
+    "test_calls.bot_number",
+    "test_calls.max_run_seconds",
     "log.format",
     "log.level",
 ];
@@ -186,11 +188,18 @@ pub struct WebhooksConfig {
     pub timeout_ms: u64,
 }
 
-/// `[test_calls]`
+/// `[test_calls]`: the SIP loopback test mode.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TestCallsConfig {
-    /// Concurrent test-call runs per organisation (default 5).
+    /// Test-call runs an organisation may have queued or in progress at once (default 20,
+    /// the largest batch); a request that would pass it gets 429 `rate_limited`.
     pub max_concurrent_runs: u32,
+    /// The test bot's own number, E.164: what an outbound test run calls unless the request
+    /// names another `target_number` (default `+15550100000`).
+    pub bot_number: String,
+    /// Longest test call, in seconds after answer: the bot hangs up by then (default 120).
+    /// Cost estimates price a run at this length.
+    pub max_run_seconds: u32,
 }
 
 /// `[log]`
@@ -303,6 +312,17 @@ impl Config {
             }
             "test_calls.max_concurrent_runs" => {
                 self.test_calls.max_concurrent_runs = parse_positive(value).map_err(invalid)?
+            }
+            "test_calls.bot_number" => {
+                if !crate::model::is_e164(value) {
+                    return Err(invalid(
+                        "expected an E.164 number such as +15550100000".into(),
+                    ));
+                }
+                self.test_calls.bot_number = value.to_owned();
+            }
+            "test_calls.max_run_seconds" => {
+                self.test_calls.max_run_seconds = parse_positive(value).map_err(invalid)?
             }
             "log.format" => {
                 self.log.format = match value.to_ascii_lowercase().as_str() {
@@ -419,6 +439,13 @@ impl WebhooksConfig {
     }
 }
 
+impl TestCallsConfig {
+    /// The longest test call as a duration.
+    pub fn max_run(&self) -> Duration {
+        Duration::from_secs(u64::from(self.max_run_seconds))
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
@@ -502,7 +529,9 @@ impl Default for WebhooksConfig {
 impl Default for TestCallsConfig {
     fn default() -> Self {
         TestCallsConfig {
-            max_concurrent_runs: 5,
+            max_concurrent_runs: 20,
+            bot_number: "+15550100000".into(),
+            max_run_seconds: 120,
         }
     }
 }
@@ -578,7 +607,10 @@ mod tests {
         assert_eq!(config.webhooks.max_attempts, 8);
         assert_eq!(config.webhooks.base_delay(), Duration::from_millis(1000));
         assert_eq!(config.webhooks.timeout(), Duration::from_millis(5000));
-        assert_eq!(config.test_calls.max_concurrent_runs, 5);
+        assert_eq!(config.test_calls.max_concurrent_runs, 20);
+        assert_eq!(config.test_calls.bot_number, "+15550100000");
+        assert_eq!(config.test_calls.max_run_seconds, 120);
+        assert_eq!(config.test_calls.max_run(), Duration::from_secs(120));
         assert_eq!(config.log.format, LogFormat::Text);
         assert_eq!(config.log.level, "info");
     }
@@ -611,6 +643,8 @@ mod tests {
             timeout_ms = 100
             [test_calls]
             max_concurrent_runs = 1
+            bot_number = "+15550109999"
+            max_run_seconds = 30
             [log]
             format = "json"
             level = "call_control=debug,info"
@@ -637,6 +671,8 @@ mod tests {
         assert_eq!(config.webhooks.base_delay_ms, 10);
         assert_eq!(config.webhooks.timeout_ms, 100);
         assert_eq!(config.test_calls.max_concurrent_runs, 1);
+        assert_eq!(config.test_calls.bot_number, "+15550109999");
+        assert_eq!(config.test_calls.max_run_seconds, 30);
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.log.level, "call_control=debug,info");
     }
@@ -652,6 +688,8 @@ mod tests {
                 ("DIALCORE_RECORDINGS_DIR", "/tmp/recs"),
                 ("DIALCORE_DATABASE_URL", "sqlite::memory:"),
                 ("DIALCORE_TEST_CALLS_MAX_CONCURRENT_RUNS", "9"),
+                ("DIALCORE_TEST_CALLS_BOT_NUMBER", "+15550100001"),
+                ("DIALCORE_TEST_CALLS_MAX_RUN_SECONDS", "45"),
                 ("DIALCORE_LOG_FORMAT", "JSON"),
                 ("DIALCORE_SOMETHING_ELSE", "ignored"),
                 ("PATH", "/usr/bin"),
@@ -664,6 +702,8 @@ mod tests {
         assert_eq!(config.recordings.dir, PathBuf::from("/tmp/recs"));
         assert_eq!(config.database.url, "sqlite::memory:");
         assert_eq!(config.test_calls.max_concurrent_runs, 9);
+        assert_eq!(config.test_calls.bot_number, "+15550100001");
+        assert_eq!(config.test_calls.max_run_seconds, 45);
         assert_eq!(config.log.format, LogFormat::Json);
     }
 
@@ -719,6 +759,14 @@ mod tests {
                 "credits.per_minute_cents",
             ),
             ("[webhooks]\nmax_attempts = 0", "webhooks.max_attempts"),
+            (
+                "[test_calls]\nbot_number = \"5550100\"",
+                "test_calls.bot_number",
+            ),
+            (
+                "[test_calls]\nmax_run_seconds = 0",
+                "test_calls.max_run_seconds",
+            ),
             (
                 "[api]\nrate_limit_per_minute = [1]",
                 "api.rate_limit_per_minute",

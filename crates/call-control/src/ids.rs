@@ -23,6 +23,10 @@ pub const REQUEST: &str = "req";
 pub const EVENT: &str = "evt";
 /// Prefix of webhook delivery (outbox entry) ids.
 pub const DELIVERY: &str = "dlv";
+/// Prefix of test-call run ids.
+pub const TEST_CALL_RUN: &str = "tcr";
+/// Prefix of test-call batch ids.
+pub const TEST_CALL_BATCH: &str = "tcb";
 
 /// Number of random characters after the prefix.
 pub const RANDOM_LEN: usize = 24;
@@ -91,6 +95,8 @@ mod tests {
             ORG,
             API_KEY,
             REQUEST,
+            TEST_CALL_RUN,
+            TEST_CALL_BATCH,
         ] {
             let id = new_id(prefix);
             assert!(id.starts_with(&format!("{prefix}_")), "{id}");

@@ -1,5 +1,5 @@
-//! The service's records: agents, trunks, phone numbers, calls and webhooks, as the REST API
-//! shows them and the store keeps them.
+//! The service's records: agents, trunks, phone numbers, calls, webhooks and test-call runs
+//! and batches, as the REST API shows them and the store keeps them.
 //!
 //! Every record serializes to the JSON of DESIGN.md ("Field names and service details"):
 //! `org_id` is never shown, write-only secrets (trunk password, webhook secret) show as
@@ -185,6 +185,14 @@ pub mod events {
         TEST_CALL_BATCH_COMPLETED,
     ];
 }
+
+mod test_calls;
+pub use test_calls::{
+    test_call_cost_cents, TestBatchStatus, TestCallBatch, TestCallRun, TestDirection, TestMode,
+    TestRunStatus, TestTargetType, TestThresholds, DEFAULT_CHARGE_MULTIPLIER,
+    DEFAULT_NETWORK_PROFILE, MAX_BATCH_RUNS, MAX_STAGGER_SECONDS, MIN_BATCH_RUNS,
+    NETWORK_PROFILES,
+};
 
 /// How an agent's brain is reached (DESIGN.md, "Agent runtimes").
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! The store: organisations, API keys, agents, trunks, phone numbers, calls, webhooks, the
-//! webhook outbox, idempotency keys and credits, in SQL through sqlx.
+//! webhook outbox, idempotency keys, credits and test-call runs and batches, in SQL through sqlx.
 //!
 //! SQLite is the embedded default (one file, WAL journal so that `dialcore keys create` can
 //! write while `dialcore serve` runs, busy timeout so that the two wait for each other).
@@ -19,6 +19,7 @@ mod idempotency;
 mod numbers;
 mod orgs;
 mod outbox;
+mod test_calls;
 mod trunks;
 mod webhooks;
 
@@ -32,6 +33,7 @@ use sqlx::{Row, SqlitePool};
 pub use calls::CallFilter;
 pub use orgs::{hash_key, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
+pub use test_calls::{RecoveredTestCalls, TestCallAdmission, TestRunFilter};
 
 /// The database driver the store speaks (SQLite today).
 pub type Db = sqlx::Sqlite;
