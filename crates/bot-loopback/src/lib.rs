@@ -1,3 +1,5 @@
 //! SIP loopback test bot (see DESIGN.md). Built on `sip-stack` and `media`.
 
 pub mod agent;
+pub mod bridge;
+pub mod playout;

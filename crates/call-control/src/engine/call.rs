@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bot_loopback::bridge::{Bridge, BridgeCommand, BridgeEnd, BridgeEvent};
 use chrono::Utc;
 use media::record::RecordingHandle;
 use media::stream::{MediaEngine, StreamHandle};
@@ -15,7 +16,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
-use super::bridge::{Bridge, BridgeCommand, BridgeEnd, BridgeEvent};
 use super::lifecycle::{
     End, FinalStatus, Lifecycle, LifecycleConfig, Outcome, Output, Progress, RemoteEnd, Requester,
 };

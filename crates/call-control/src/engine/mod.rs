@@ -13,15 +13,14 @@
 //! in the live-call registry. The task drives the sans-IO [`lifecycle`]
 //! with SIP events, commands, bridge reports and its one timer; its
 //! records go through a per-call writer (persisted, then reported); its
-//! audio runs in a separate bridge task that never waits on the database.
+//! audio runs in a separate bridge task that never waits on the database
+//! ([`bot_loopback::bridge`], shared with the test bot).
 
-pub mod bridge;
 pub mod call;
 pub mod inbound;
 pub mod lifecycle;
 pub mod negotiate;
 pub mod persist;
-pub mod playout;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
-//! The agent's playback queue, sans-IO: audio chunks of any length in,
+//! A runtime's playback queue, sans-IO: audio chunks of any length in,
 //! one 20 ms frame out per tick, with marks, DTMF and hang-up kept in
-//! order with the audio around them.
+//! order with the audio around them. The [`crate::bridge`] plays from it,
+//! for the service's agents and for the test bot alike.
 //!
 //! A mark is reached when the frame holding the last sample queued before
 //! it is handed out; `clear` drops every queued sample and digit and

@@ -1,5 +1,9 @@
 //! The audio path of one answered call: media stream <-> agent runtime.
 //!
+//! Used by the service for every agent's call (call-control's call task)
+//! and by the test bot for its own leg, so both sides of a test call move
+//! audio, marks, DTMF and hang-ups the same way.
+//!
 //! One task per call, paced by the media stream's inbound frames (one every
 //! 20 ms, silence included). On each frame it hands the frame to the
 //! runtime, plays one frame of the runtime's queue ([`Playout`]; silence
@@ -16,8 +20,8 @@ use media::stream::{AudioFrame, FrameKind, MediaEvent, StreamHandle};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::playout::{Playout, PlayoutEvent};
-use crate::runtime::{RuntimeInput, RuntimeOutput};
+use crate::agent::{RuntimeInput, RuntimeOutput};
+use crate::playout::{Playout, PlayoutEvent};
 
 /// RTP activity is reported at most once per this many frames (0.5 s).
 const ACTIVITY_EVERY_FRAMES: u32 = 25;
