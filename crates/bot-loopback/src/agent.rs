@@ -71,6 +71,9 @@ pub enum RuntimeError {
     /// The runtime failed mid-call.
     #[error("agent runtime failed: {0}")]
     Failed(String),
+    /// The agent's connection dropped mid-call (network runtimes).
+    #[error("agent disconnected: {0}")]
+    Disconnected(String),
 }
 
 /// What a runtime knows about its call.

@@ -41,6 +41,8 @@ pub const KEYS: &[&str] = &[
     "test_calls.max_concurrent_runs",
     "test_calls.bot_number",
     "test_calls.max_run_seconds",
+    "websocket.connect_timeout_ms",
+    "websocket.fallback_audio",
     "log.format",
     "log.level",
 ];
@@ -114,6 +116,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// `[test_calls]`
     pub test_calls: TestCallsConfig,
+    /// `[websocket]`
+    pub websocket: WebsocketConfig,
     /// `[log]`
     pub log: LogConfig,
 }
@@ -200,6 +204,17 @@ pub struct TestCallsConfig {
     /// Longest test call, in seconds after answer: the bot hangs up by then (default 120).
     /// Cost estimates price a run at this length.
     pub max_run_seconds: u32,
+}
+
+/// `[websocket]`: the `websocket` agent runtime.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebsocketConfig {
+    /// How long connecting to an agent's WebSocket may take (default 5000 ms); past it the
+    /// call ends with outcome `error`, reason `agent_unreachable`.
+    pub connect_timeout_ms: u64,
+    /// A WAV file (16-bit PCM, 8/16/48 kHz) played to the caller when the agent cannot be
+    /// reached or drops mid-call, before the call ends (default none: it ends at once).
+    pub fallback_audio: Option<PathBuf>,
 }
 
 /// `[log]`
@@ -324,6 +339,12 @@ impl Config {
             "test_calls.max_run_seconds" => {
                 self.test_calls.max_run_seconds = parse_positive(value).map_err(invalid)?
             }
+            "websocket.connect_timeout_ms" => {
+                self.websocket.connect_timeout_ms = parse_positive(value).map_err(invalid)?
+            }
+            "websocket.fallback_audio" => {
+                self.websocket.fallback_audio = (!value.is_empty()).then(|| PathBuf::from(value));
+            }
             "log.format" => {
                 self.log.format = match value.to_ascii_lowercase().as_str() {
                     "text" => LogFormat::Text,
@@ -443,6 +464,22 @@ impl TestCallsConfig {
     /// The longest test call as a duration.
     pub fn max_run(&self) -> Duration {
         Duration::from_secs(u64::from(self.max_run_seconds))
+    }
+}
+
+impl WebsocketConfig {
+    /// The connect timeout as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+impl Default for WebsocketConfig {
+    fn default() -> Self {
+        WebsocketConfig {
+            connect_timeout_ms: 5000,
+            fallback_audio: None,
+        }
     }
 }
 
@@ -819,6 +856,43 @@ mod tests {
         let message = Config::load(Some(&path)).expect_err("bad").to_string();
         assert!(message.contains("`webhooks.max_attempts`"), "{message}");
         assert!(message.contains("dialcore.toml"), "{message}");
+    }
+
+    #[test]
+    fn websocket_section_from_toml_and_environment() {
+        let defaults = Config::default();
+        assert_eq!(defaults.websocket.connect_timeout(), Duration::from_secs(5));
+        assert_eq!(defaults.websocket.fallback_audio, None);
+        let config = Config::from_env_and_toml(
+            Some("[websocket]\nconnect_timeout_ms = 1500\nfallback_audio = \"/srv/sorry.wav\"\n"),
+            env(&[]),
+        )
+        .expect("loads");
+        assert_eq!(config.websocket.connect_timeout_ms, 1500);
+        assert_eq!(
+            config.websocket.fallback_audio,
+            Some(PathBuf::from("/srv/sorry.wav"))
+        );
+        let config = Config::from_env_and_toml(
+            Some("[websocket]\nfallback_audio = \"/srv/sorry.wav\"\n"),
+            env(&[
+                ("DIALCORE_WEBSOCKET_CONNECT_TIMEOUT_MS", "250"),
+                ("DIALCORE_WEBSOCKET_FALLBACK_AUDIO", ""),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(
+            config.websocket.connect_timeout(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(config.websocket.fallback_audio, None, "empty means none");
+        let error =
+            Config::from_env_and_toml(Some("[websocket]\nconnect_timeout_ms = 0"), env(&[]))
+                .expect_err("zero timeout");
+        assert!(
+            error.to_string().contains("`websocket.connect_timeout_ms`"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -190,8 +190,7 @@ mod test_calls;
 pub use test_calls::{
     test_call_cost_cents, TestBatchStatus, TestCallBatch, TestCallRun, TestDirection, TestMode,
     TestRunStatus, TestTargetType, TestThresholds, DEFAULT_CHARGE_MULTIPLIER,
-    DEFAULT_NETWORK_PROFILE, MAX_BATCH_RUNS, MAX_STAGGER_SECONDS, MIN_BATCH_RUNS,
-    NETWORK_PROFILES,
+    DEFAULT_NETWORK_PROFILE, MAX_BATCH_RUNS, MAX_STAGGER_SECONDS, MIN_BATCH_RUNS, NETWORK_PROFILES,
 };
 
 /// How an agent's brain is reached (DESIGN.md, "Agent runtimes").
@@ -208,7 +207,9 @@ pub enum Runtime {
         /// Extra headers sent when connecting.
         #[serde(default)]
         headers: BTreeMap<String, String>,
-        /// Message format; only the Twilio Media Streams format exists today.
+        /// Audio format of the Twilio Media Streams messages: absent or
+        /// `twilio` for 8 kHz mu-law, `audio/l16;rate=16000` for 16 kHz
+        /// little-endian linear PCM.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         format: Option<String>,
     },

@@ -163,10 +163,8 @@ fn runtime_problem(runtime: &Runtime) -> Option<String> {
         Runtime::Websocket { url, format, .. } => {
             if !is_url(url, &["ws", "wss"]) {
                 Some("url must be a ws:// or wss:// URL".into())
-            } else if format.as_deref().is_some_and(|f| f != "twilio") {
-                Some("format must be \"twilio\" (Twilio Media Streams) when given".into())
             } else {
-                None
+                crate::runtime::websocket::WireFormat::parse(format.as_deref()).err()
             }
         }
         Runtime::Scripted { steps } => {
@@ -222,6 +220,14 @@ mod tests {
             format: None,
         };
         assert!(runtime_problem(&ws).is_some());
+        let wideband = |format: &str| Runtime::Websocket {
+            url: "wss://agent.example/stream".into(),
+            headers: Default::default(),
+            format: Some(format.into()),
+        };
+        assert!(runtime_problem(&wideband("twilio")).is_none());
+        assert!(runtime_problem(&wideband("audio/l16;rate=16000")).is_none());
+        assert!(runtime_problem(&wideband("audio/l16;rate=8000")).is_some());
         let script = Runtime::Scripted {
             steps: vec![
                 ScriptStep::Hangup,

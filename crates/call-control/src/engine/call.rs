@@ -160,7 +160,7 @@ impl CallTask {
                         Ok(Ok(())) => debug!("agent runtime finished"),
                         Ok(Err(error)) => {
                             warn!(%error, "agent runtime failed");
-                            self.lifecycle.handle_error(Instant::now(), "runtime_error");
+                            self.lifecycle.handle_error(Instant::now(), runtime_end_reason(&error));
                         }
                         Err(error) => {
                             warn!(%error, "agent runtime panicked");
@@ -507,6 +507,16 @@ pub fn outcome(outcome: Outcome) -> CallOutcome {
         Outcome::AgentHangup => CallOutcome::AgentHangup,
         Outcome::Cancelled => CallOutcome::Cancelled,
         Outcome::Error => CallOutcome::Error,
+    }
+}
+
+/// The record's `end_reason` when the runtime fails: `agent_unreachable`
+/// (never connected), `agent_disconnected` (dropped mid-call), else `runtime_error`.
+fn runtime_end_reason(error: &RuntimeError) -> &'static str {
+    match error {
+        RuntimeError::Unreachable(_) => "agent_unreachable",
+        RuntimeError::Disconnected(_) => "agent_disconnected",
+        _ => "runtime_error",
     }
 }
 

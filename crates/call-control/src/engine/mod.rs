@@ -160,7 +160,8 @@ impl CallEngine {
         store: Store,
         webhooks: Webhooks,
     ) -> Result<CallEngine, EngineError> {
-        Self::start_with(config, store, webhooks, Arc::new(BuiltinRuntimes)).await
+        let runtimes = Arc::new(BuiltinRuntimes::from_config(config));
+        Self::start_with(config, store, webhooks, runtimes).await
     }
 
     /// [`CallEngine::start`] with other agent runtimes (the WebSocket

@@ -14,19 +14,22 @@
 //!
 //! The interface itself lives in [`bot_loopback::agent`] (re-exported here)
 //! so that the test bot's brain implements the same trait. The runtimes here
-//! are [`echo`] and [`scripted`]; the WebSocket runtime (Twilio Media
-//! Streams) plugs in through the same [`RuntimeFactory`].
+//! are [`echo`], [`scripted`] and [`websocket`] (the customer's AI over a
+//! WebSocket, in the message format of Twilio Media Streams).
 
 pub mod audio;
 pub mod echo;
 pub mod scripted;
+pub mod websocket;
 
 pub use bot_loopback::agent::{
     AgentRuntime, CallMetadata, Direction, RuntimeError, RuntimeInput, RuntimeOutput,
     RuntimeSession,
 };
 
+use crate::config::Config;
 use crate::model::{Agent, CallDirection, Runtime};
+use websocket::{WebsocketSettings, WireFormat};
 
 impl From<CallDirection> for Direction {
     fn from(direction: CallDirection) -> Direction {
@@ -49,9 +52,24 @@ pub trait RuntimeFactory: Send + Sync + 'static {
     ) -> Result<Box<dyn AgentRuntime>, RuntimeError>;
 }
 
-/// The runtimes built into this crate: `echo` and `scripted`.
+/// The runtimes built into this crate: `echo`, `scripted` and `websocket`.
 #[derive(Debug, Clone, Default)]
-pub struct BuiltinRuntimes;
+pub struct BuiltinRuntimes {
+    /// Settings of every `websocket` agent's runtime.
+    pub websocket: WebsocketSettings,
+}
+
+impl BuiltinRuntimes {
+    /// The runtimes with the service's `[websocket]` settings.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            websocket: WebsocketSettings {
+                connect_timeout: config.websocket.connect_timeout(),
+                fallback_audio: config.websocket.fallback_audio.clone(),
+            },
+        }
+    }
+}
 
 impl RuntimeFactory for BuiltinRuntimes {
     fn create(
@@ -62,7 +80,20 @@ impl RuntimeFactory for BuiltinRuntimes {
         match &agent.runtime {
             Runtime::Echo => Ok(Box::new(echo::Echo)),
             Runtime::Scripted { steps } => Ok(Box::new(scripted::Scripted::new(steps.clone()))),
-            Runtime::Websocket { .. } => Err(RuntimeError::Unsupported("websocket")),
+            Runtime::Websocket {
+                url,
+                headers,
+                format,
+            } => {
+                // The API validates the format; a record from elsewhere may not be.
+                let format = WireFormat::parse(format.as_deref()).map_err(RuntimeError::Failed)?;
+                Ok(Box::new(websocket::Websocket::new(
+                    url.clone(),
+                    headers.clone(),
+                    format,
+                    self.websocket.clone(),
+                )))
+            }
         }
     }
 }

@@ -1,0 +1,113 @@
+//! The `websocket` runtime: streams a call to the customer's AI over a
+//! WebSocket, both ways, in the message format of Twilio Media Streams.
+//!
+//! When the call is answered the runtime connects to the agent's URL
+//! (with its extra headers, within [`WebsocketSettings::connect_timeout`]),
+//! sends `connected` and `start` (the call's metadata and rendered prompt
+//! in `customParameters`), then one `media` message per 20 ms of what the
+//! caller says, `dtmf` for the digits they press, `mark` when playback
+//! reaches (or `clear` drops) a mark of the agent, and `stop` when the call
+//! is over. From the agent it takes `media` (audio to play, any length),
+//! `mark`, `clear`, and the extensions `transcript`, `hangup` and `dtmf`
+//! (see [`messages`]). The engine's bridge paces the agent's audio in real
+//! time, so marks are echoed only once their audio was sent.
+//!
+//! Failures: no connection within the timeout ([`RuntimeError::Unreachable`])
+//! or a connection that drops before the agent hung up
+//! ([`RuntimeError::Disconnected`]) end the call with outcome `error`;
+//! with [`WebsocketSettings::fallback_audio`] set, that audio is played to
+//! the caller first. Malformed messages are logged and skipped.
+
+pub mod messages;
+pub mod payload;
+mod session;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+pub use payload::WireFormat;
+
+use super::{AgentRuntime, CallMetadata, RuntimeError, RuntimeSession};
+
+/// Settings of the WebSocket runtime shared by all agents (`[websocket]`
+/// in the service's configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebsocketSettings {
+    /// How long connecting (TCP, TLS and the WebSocket handshake) may take.
+    pub connect_timeout: Duration,
+    /// A WAV file played to the caller when the agent cannot be reached or
+    /// drops mid-call, before the call ends (none: it ends at once).
+    pub fallback_audio: Option<PathBuf>,
+}
+
+impl Default for WebsocketSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            fallback_audio: None,
+        }
+    }
+}
+
+/// The runtime of one call of a `websocket` agent.
+#[derive(Debug, Clone)]
+pub struct Websocket {
+    url: String,
+    headers: BTreeMap<String, String>,
+    format: WireFormat,
+    settings: WebsocketSettings,
+}
+
+impl Websocket {
+    /// A runtime connecting to `url` with the extra `headers`, streaming
+    /// audio as `format`.
+    pub fn new(
+        url: impl Into<String>,
+        headers: BTreeMap<String, String>,
+        format: WireFormat,
+        settings: WebsocketSettings,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            headers,
+            format,
+            settings,
+        }
+    }
+}
+
+impl AgentRuntime for Websocket {
+    fn kind(&self) -> &'static str {
+        "websocket"
+    }
+
+    fn run(
+        self: Box<Self>,
+        metadata: CallMetadata,
+        session: RuntimeSession,
+    ) -> BoxFuture<'static, Result<(), RuntimeError>> {
+        session::run(*self, metadata, session).boxed()
+    }
+}
+
+/// The URL without its query and credentials, for logs (both may carry secrets).
+fn loggable_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or(url);
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            format!("{scheme}://{host}/{path}")
+        }
+        None => without_query.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,469 @@
+//! One call's WebSocket stream: connect, then move messages both ways until
+//! the call or the connection ends.
+//!
+//! The socket is split: a writer task owns the sending half behind a
+//! bounded queue, so a slow agent never stalls the reading of its own
+//! messages or of the call's frames. When the queue is full, caller audio
+//! is dropped (counted, logged at the end); control messages wait for room.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use media::codec::SampleRate;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::messages::{
+    self, AgentMessage, DtmfInfo, MarkInfo, MediaFormat, MediaInfo, StartInfo, StopInfo,
+    StreamMessage, DTMF_TRACK, INBOUND_TRACK,
+};
+use super::payload::{Downlink, Uplink, WireFormat};
+use super::{loggable_url, Websocket};
+use crate::runtime::audio::load_wav;
+use crate::runtime::{CallMetadata, RuntimeError, RuntimeInput, RuntimeOutput, RuntimeSession};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Messages waiting for the writer: 5 s of caller audio.
+const OUTBOUND_QUEUE: usize = 256;
+/// How long the closing handshake may take once the call is over.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// Malformed messages logged as warnings per call; the rest at debug level.
+const WARNINGS_PER_CALL: u64 = 10;
+/// The mark that follows the fallback audio (agent marks count up from 1).
+const FALLBACK_MARK: u64 = u64::MAX;
+/// Time allowed beyond the fallback audio's length for it to play out.
+const FALLBACK_SLACK: Duration = Duration::from_secs(5);
+
+/// Runs the runtime for one call.
+pub(super) async fn run(
+    runtime: Websocket,
+    metadata: CallMetadata,
+    mut session: RuntimeSession,
+) -> Result<(), RuntimeError> {
+    let span = info_span!(
+        "websocket",
+        url = %loggable_url(&runtime.url),
+        format = runtime.format.encoding(),
+    );
+    async move {
+        let result = match connect(&runtime).await {
+            Ok(socket) => match Stream::new(runtime.format, &metadata) {
+                Ok(stream) => stream.run(socket, &metadata, &mut session).await,
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &result {
+            warn!(%error, "agent stream failed");
+            if let Some(path) = &runtime.settings.fallback_audio {
+                play_fallback(path, metadata.sample_rate, &mut session).await;
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Opens the WebSocket (TCP_NODELAY: every message is a frame of live audio).
+async fn connect(runtime: &Websocket) -> Result<Socket, RuntimeError> {
+    let unreachable = RuntimeError::Unreachable;
+    let mut request = runtime
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| unreachable(format!("invalid URL: {e}")))?;
+    for (name, value) in &runtime.headers {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| unreachable(format!("invalid header name {name:?}")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| unreachable(format!("invalid value of header {name:?}")))?;
+        request.headers_mut().insert(header, value);
+    }
+    let timeout = runtime.settings.connect_timeout;
+    match tokio::time::timeout(timeout, connect_async_with_config(request, None, true)).await {
+        Err(_) => Err(unreachable(format!(
+            "no WebSocket connection within {} ms",
+            timeout.as_millis()
+        ))),
+        Ok(Err(error)) => Err(unreachable(error.to_string())),
+        Ok(Ok((socket, response))) => {
+            debug!(status = response.status().as_u16(), "agent connected");
+            Ok(socket)
+        }
+    }
+}
+
+/// The state of one stream.
+struct Stream {
+    stream_sid: String,
+    format: WireFormat,
+    uplink: Uplink,
+    downlink: Downlink,
+    /// Last `sequenceNumber` sent.
+    sequence: u64,
+    /// Caller frames seen (the `chunk` of the last one).
+    chunks: u64,
+    /// Marks of the agent not yet echoed, by the id given to the bridge.
+    marks: HashMap<u64, String>,
+    next_mark: u64,
+    /// The agent asked to hang up: its connection may close now.
+    hangup_requested: bool,
+    dropped_frames: u64,
+    skipped_messages: u64,
+}
+
+impl Stream {
+    fn new(format: WireFormat, metadata: &CallMetadata) -> Result<Self, RuntimeError> {
+        let rate = SampleRate::from_hz(metadata.sample_rate).ok_or_else(|| {
+            RuntimeError::Failed(format!("call rate {} Hz", metadata.sample_rate))
+        })?;
+        let resampler_error =
+            |e: media::resample::ResampleError| RuntimeError::Failed(e.to_string());
+        Ok(Self {
+            stream_sid: format!("MZ{:032x}", rand::random::<u128>()),
+            format,
+            uplink: Uplink::new(format, rate).map_err(resampler_error)?,
+            downlink: Downlink::new(format, rate).map_err(resampler_error)?,
+            sequence: 0,
+            chunks: 0,
+            marks: HashMap::new(),
+            next_mark: 1,
+            hangup_requested: false,
+            dropped_frames: 0,
+            skipped_messages: 0,
+        })
+    }
+
+    async fn run(
+        mut self,
+        socket: Socket,
+        metadata: &CallMetadata,
+        session: &mut RuntimeSession,
+    ) -> Result<(), RuntimeError> {
+        let (sink, mut source) = socket.split();
+        let (outbound, queue) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
+        let mut writer: JoinHandle<Result<(), tungstenite::Error>> =
+            tokio::spawn(write_all(sink, queue).in_current_span());
+        let mut writer_done = false;
+        let mut agent_open = true;
+
+        send(
+            &outbound,
+            &StreamMessage::Connected {
+                protocol: messages::PROTOCOL,
+                version: messages::VERSION,
+            },
+        )
+        .await;
+        let start = self.start_message(metadata);
+        send(&outbound, &start).await;
+        info!(stream_sid = %self.stream_sid, "agent stream started");
+
+        let result = loop {
+            tokio::select! {
+                input = session.input.recv() => match input {
+                    Some(input) => self.on_input(input, &outbound).await,
+                    None => break Ok(()),
+                },
+                message = source.next(), if agent_open => match message {
+                    Some(Ok(message)) => {
+                        if let Message::Close(frame) = &message {
+                            debug!(?frame, "agent closed the stream");
+                        }
+                        self.on_message(message, session).await;
+                    }
+                    Some(Err(error)) => {
+                        agent_open = false;
+                        if !self.hangup_requested {
+                            break Err(RuntimeError::Disconnected(error.to_string()));
+                        }
+                    }
+                    None => {
+                        agent_open = false;
+                        if !self.hangup_requested {
+                            break Err(RuntimeError::Disconnected(
+                                "the agent closed the WebSocket before hanging up".into(),
+                            ));
+                        }
+                    }
+                },
+                written = &mut writer, if !writer_done => {
+                    writer_done = true;
+                    agent_open = false;
+                    if !self.hangup_requested {
+                        let reason = match written {
+                            Ok(Ok(())) => "writer stopped".to_owned(),
+                            Ok(Err(error)) => error.to_string(),
+                            Err(error) => error.to_string(),
+                        };
+                        break Err(RuntimeError::Disconnected(reason));
+                    }
+                }
+            }
+        };
+
+        if result.is_ok() && !writer_done {
+            let stop = StreamMessage::Stop {
+                stream_sid: self.stream_sid.clone(),
+                sequence_number: self.next_sequence(),
+                stop: StopInfo {
+                    account_sid: metadata.org_id.clone(),
+                    call_sid: metadata.call_id.clone(),
+                },
+            };
+            send(&outbound, &stop).await;
+        }
+        drop(outbound);
+        if !writer_done && tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+            debug!("closing handshake unfinished");
+            writer.abort();
+        }
+        info!(
+            frames = self.chunks,
+            dropped_frames = self.dropped_frames,
+            skipped_messages = self.skipped_messages,
+            "agent stream ended"
+        );
+        result
+    }
+
+    fn start_message(&mut self, metadata: &CallMetadata) -> StreamMessage {
+        let mut parameters = BTreeMap::from([
+            ("prompt".to_owned(), metadata.prompt.clone()),
+            ("from".to_owned(), metadata.from_number.clone()),
+            ("to".to_owned(), metadata.to_number.clone()),
+            (
+                "direction".to_owned(),
+                metadata.direction.as_str().to_owned(),
+            ),
+            ("agent_id".to_owned(), metadata.agent_id.clone()),
+            (
+                "variables".to_owned(),
+                serde_json::to_string(&metadata.variables).unwrap_or_default(),
+            ),
+        ]);
+        if let Some(greeting) = &metadata.greeting {
+            parameters.insert("greeting".to_owned(), greeting.clone());
+        }
+        if let Some(sip_call_id) = &metadata.sip_call_id {
+            parameters.insert("sip_call_id".to_owned(), sip_call_id.clone());
+        }
+        StreamMessage::Start {
+            sequence_number: self.next_sequence(),
+            start: StartInfo {
+                stream_sid: self.stream_sid.clone(),
+                account_sid: metadata.org_id.clone(),
+                call_sid: metadata.call_id.clone(),
+                tracks: vec![INBOUND_TRACK],
+                custom_parameters: parameters,
+                media_format: MediaFormat {
+                    encoding: self.format.encoding(),
+                    sample_rate: self.format.rate().hz(),
+                    channels: 1,
+                },
+            },
+            stream_sid: self.stream_sid.clone(),
+        }
+    }
+
+    fn next_sequence(&mut self) -> String {
+        self.sequence += 1;
+        self.sequence.to_string()
+    }
+
+    /// What the call hands the runtime: caller audio, digits, marks reached.
+    async fn on_input(&mut self, input: RuntimeInput, outbound: &mpsc::Sender<Message>) {
+        match input {
+            RuntimeInput::Audio(frame) => {
+                self.chunks += 1;
+                let timestamp = (self.chunks - 1) * 20;
+                let Ok(permit) = outbound.try_reserve() else {
+                    self.dropped_frames += 1;
+                    return;
+                };
+                let payload = match self.uplink.encode(frame.samples()) {
+                    Ok(bytes) => messages::encode_payload(bytes),
+                    Err(error) => {
+                        debug!(%error, "caller frame not encoded");
+                        return;
+                    }
+                };
+                let message = StreamMessage::Media {
+                    sequence_number: self.next_sequence(),
+                    media: MediaInfo {
+                        track: INBOUND_TRACK,
+                        chunk: self.chunks.to_string(),
+                        timestamp: timestamp.to_string(),
+                        payload,
+                    },
+                    stream_sid: self.stream_sid.clone(),
+                };
+                permit.send(Message::text(message.to_json()));
+            }
+            RuntimeInput::Dtmf(digit) => {
+                let message = StreamMessage::Dtmf {
+                    stream_sid: self.stream_sid.clone(),
+                    sequence_number: self.next_sequence(),
+                    dtmf: DtmfInfo {
+                        track: DTMF_TRACK,
+                        digit: digit.to_string(),
+                    },
+                };
+                send(outbound, &message).await;
+            }
+            RuntimeInput::Mark { id, cleared } => {
+                let Some(name) = self.marks.remove(&id) else {
+                    return;
+                };
+                debug!(name, cleared, "mark reached");
+                let message = StreamMessage::Mark {
+                    stream_sid: self.stream_sid.clone(),
+                    sequence_number: self.next_sequence(),
+                    mark: MarkInfo { name },
+                };
+                send(outbound, &message).await;
+            }
+        }
+    }
+
+    /// One frame from the agent.
+    async fn on_message(&mut self, message: Message, session: &RuntimeSession) {
+        let parsed = match message {
+            Message::Text(text) => messages::parse(text.as_str()),
+            Message::Binary(bytes) => Err(messages::ParseError::Binary(bytes.len())),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => return,
+        };
+        match parsed {
+            Ok(message) => self.apply(message, session).await,
+            Err(error) => {
+                self.skipped_messages += 1;
+                if self.skipped_messages <= WARNINGS_PER_CALL {
+                    warn!(%error, "agent message skipped");
+                } else {
+                    debug!(%error, "agent message skipped");
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, message: AgentMessage, session: &RuntimeSession) {
+        let mut pcm = Vec::new();
+        let decoded = match &message {
+            AgentMessage::Media { payload } => self.downlink.decode(payload, &mut pcm),
+            AgentMessage::Mark { .. } | AgentMessage::Hangup | AgentMessage::Dtmf { .. } => {
+                self.downlink.flush(&mut pcm)
+            }
+            AgentMessage::Clear => {
+                self.downlink.clear();
+                Ok(())
+            }
+            AgentMessage::Transcript { .. } => Ok(()),
+        };
+        if let Err(error) = decoded {
+            debug!(%error, "agent audio not decoded");
+        }
+        if !pcm.is_empty() {
+            session.send(RuntimeOutput::Audio(pcm)).await;
+        }
+        let output = match message {
+            AgentMessage::Media { .. } => return,
+            AgentMessage::Mark { name } => {
+                let id = self.next_mark;
+                self.next_mark += 1;
+                self.marks.insert(id, name);
+                RuntimeOutput::Mark(id)
+            }
+            AgentMessage::Clear => RuntimeOutput::Clear,
+            AgentMessage::Transcript {
+                role,
+                text,
+                is_final,
+            } => RuntimeOutput::Transcript {
+                role: role.to_owned(),
+                text,
+                is_final,
+            },
+            AgentMessage::Hangup => {
+                info!("agent hangs up");
+                self.hangup_requested = true;
+                RuntimeOutput::Hangup
+            }
+            AgentMessage::Dtmf { digits } => RuntimeOutput::Dtmf(digits),
+        };
+        // Fails only once the call is over; its input ends next.
+        session.send(output).await;
+    }
+}
+
+/// Queues a control message (waits for room; a gone writer is reported by its task).
+async fn send(outbound: &mpsc::Sender<Message>, message: &StreamMessage) {
+    let _ = outbound.send(Message::text(message.to_json())).await;
+}
+
+/// Sends what is queued, flushing once per burst, then closes the socket.
+async fn write_all(
+    mut sink: SplitSink<Socket, Message>,
+    mut queue: mpsc::Receiver<Message>,
+) -> Result<(), tungstenite::Error> {
+    while let Some(message) = queue.recv().await {
+        sink.feed(message).await?;
+        while let Ok(more) = queue.try_recv() {
+            sink.feed(more).await?;
+        }
+        sink.flush().await?;
+    }
+    sink.close().await
+}
+
+/// Plays the fallback audio and waits until it was sent (or the call ended).
+async fn play_fallback(path: &Path, rate: u32, session: &mut RuntimeSession) {
+    let file = path.to_path_buf();
+    let pcm = match tokio::task::spawn_blocking(move || load_wav(&file, rate)).await {
+        Ok(Ok(pcm)) => pcm,
+        Ok(Err(error)) => {
+            warn!(%error, "fallback audio not played");
+            return;
+        }
+        Err(error) => {
+            warn!(%error, "fallback audio loader failed");
+            return;
+        }
+    };
+    let length = Duration::from_millis(pcm.len() as u64 * 1000 / u64::from(rate.max(1)));
+    let queued = session.send(RuntimeOutput::Clear).await
+        && session.send(RuntimeOutput::Audio(pcm)).await
+        && session.send(RuntimeOutput::Mark(FALLBACK_MARK)).await;
+    if !queued {
+        return;
+    }
+    let played = async {
+        while let Some(input) = session.input.recv().await {
+            if let RuntimeInput::Mark {
+                id: FALLBACK_MARK, ..
+            } = input
+            {
+                return true;
+            }
+        }
+        false
+    };
+    match tokio::time::timeout(length + FALLBACK_SLACK, played).await {
+        Ok(true) => info!(
+            length_ms = length.as_millis() as u64,
+            "fallback audio played"
+        ),
+        Ok(false) => debug!("call ended during the fallback audio"),
+        Err(_) => warn!("fallback audio did not play out in time"),
+    }
+}
