@@ -2,4 +2,6 @@
 
 pub mod agent;
 pub mod bridge;
+pub mod measure;
+pub mod netprofile;
 pub mod playout;
