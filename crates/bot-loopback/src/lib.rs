@@ -5,3 +5,6 @@ pub mod bridge;
 pub mod measure;
 pub mod netprofile;
 pub mod playout;
+pub mod script;
+pub mod speech;
+pub mod vad;
