@@ -11,15 +11,17 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sip_stack::sdp::{answer, Direction, SessionDescription};
-use sip_stack::ua::{IncomingCall, IncomingCalls};
+use sip_stack::ua::{CallHandle, IncomingCall, IncomingCalls};
+use tokio::sync::oneshot;
 use tracing::{info, warn, Instrument};
 
 use super::call::CallTask;
 use super::negotiate::{media_config, supported_codecs};
+use super::test_route::TestRoute;
 use super::Shared;
 use crate::ids::new_id;
 use crate::model::{
-    format_duration_secs, AgentStatus, Call, CallDirection, CallSettings, CallStatus,
+    format_duration_secs, Agent, AgentStatus, Call, CallDirection, CallSettings, CallStatus,
 };
 use crate::store::StoreError;
 
@@ -77,43 +79,98 @@ pub fn normalize_number(user: &str) -> String {
     }
 }
 
+/// Who an accepted INVITE is for.
+struct Accepted {
+    org_id: String,
+    agent: Agent,
+    /// The called number recorded on the call.
+    to_number: String,
+    /// The caller number recorded on the call (from the INVITE when `None`).
+    from_number: Option<String>,
+    /// A test route waiting for the id of the call record.
+    created: Option<oneshot::Sender<String>>,
+}
+
 async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
     let IncomingCall { invite, call: sip } = incoming;
-    let source = invite.source.addr;
     if shared.is_shutting_down() {
         sip.reject(503);
         return;
     }
-    let Some(number) = invite.called_user.as_deref().map(normalize_number) else {
-        info!(%source, "incoming call without a dialled number: 404");
-        sip.reject(404);
-        return;
+    let routed = match invite.called_user.as_deref() {
+        Some(user) => match shared.test_routes.take(user) {
+            Some((route, created)) => test_route(&shared, route, created).await,
+            None => trunk_route(&shared, &invite, user).await,
+        },
+        None => {
+            info!(source = %invite.source.addr, "incoming call without a dialled number: 404");
+            Err(404)
+        }
     };
+    match routed {
+        Ok(accepted) => answer_call(shared, invite, sip, accepted).await,
+        Err(code) => sip.reject(code),
+    }
+}
+
+/// An INVITE for a registered test route: answered for the route's agent
+/// (any status: test calls validate agents before they go live).
+async fn test_route(
+    shared: &Shared,
+    route: TestRoute,
+    created: oneshot::Sender<String>,
+) -> Result<Accepted, u16> {
+    match shared.store.get_agent(&route.org_id, &route.agent_id).await {
+        Ok(agent) => {
+            info!(run_id = %route.run_id, agent_id = %agent.id, "incoming test call");
+            Ok(Accepted {
+                org_id: route.org_id,
+                agent,
+                to_number: route.to_number,
+                from_number: Some(route.from_number),
+                created: Some(created),
+            })
+        }
+        Err(StoreError::NotFound) => {
+            info!(run_id = %route.run_id, "agent of a test route is gone: 404");
+            Err(404)
+        }
+        Err(error) => {
+            warn!(%error, "agent lookup failed: 500");
+            Err(500)
+        }
+    }
+}
+
+/// An INVITE to one of our numbers: the trunk and agent checks.
+async fn trunk_route(
+    shared: &Shared,
+    invite: &sip_stack::ua::IncomingInvite,
+    user: &str,
+) -> Result<Accepted, u16> {
+    let source = invite.source.addr;
+    let number = normalize_number(user);
     let owned = match shared.store.find_number(&number).await {
         Ok(Some(owned)) => owned,
         Ok(None) => {
             info!(%source, number, "incoming call to an unknown number: 404");
-            sip.reject(404);
-            return;
+            return Err(404);
         }
         Err(error) => {
             warn!(%error, "number lookup failed: 500");
-            sip.reject(500);
-            return;
+            return Err(500);
         }
     };
     let trunk = match shared.store.get_trunk_any(&owned.trunk_id).await {
         Ok(trunk) => trunk,
         Err(error) => {
             warn!(%error, number, "trunk of the number not readable: 403");
-            sip.reject(403);
-            return;
+            return Err(403);
         }
     };
     if !allowed(&trunk.allowed_networks, source.ip()) {
         info!(%source, number, trunk = %trunk.id, "incoming call from outside the trunk's networks: 403");
-        sip.reject(403);
-        return;
+        return Err(403);
     }
     let agent = match &owned.agent_id {
         Some(agent_id) => match shared.store.get_agent(&owned.org_id, agent_id).await {
@@ -121,8 +178,7 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
             Ok(_) | Err(StoreError::NotFound) => None,
             Err(error) => {
                 warn!(%error, "agent lookup failed: 500");
-                sip.reject(500);
-                return;
+                return Err(500);
             }
         },
         None => None,
@@ -132,9 +188,32 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
             number,
             "incoming call to a number without an active agent: 480"
         );
-        sip.reject(480);
-        return;
+        return Err(480);
     };
+    Ok(Accepted {
+        org_id: owned.org_id,
+        agent,
+        to_number: number,
+        from_number: None,
+        created: None,
+    })
+}
+
+/// Negotiates media, records and answers an accepted call, then runs it.
+async fn answer_call(
+    shared: Arc<Shared>,
+    invite: sip_stack::ua::IncomingInvite,
+    sip: CallHandle,
+    accepted: Accepted,
+) {
+    let source = invite.source.addr;
+    let Accepted {
+        org_id,
+        agent,
+        to_number: number,
+        from_number,
+        created,
+    } = accepted;
     let Some(offer) = invite
         .sdp
         .as_deref()
@@ -188,14 +267,16 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
 
     let now = Utc::now();
     let settings = &agent.default_call_settings;
-    let caller = invite
-        .caller_user
-        .as_deref()
-        .map(normalize_number)
-        .unwrap_or_default();
+    let caller = from_number.unwrap_or_else(|| {
+        invite
+            .caller_user
+            .as_deref()
+            .map(normalize_number)
+            .unwrap_or_default()
+    });
     let call = Call {
         id: new_id("call"),
-        org_id: owned.org_id.clone(),
+        org_id,
         agent_id: agent.id.clone(),
         status: CallStatus::Queued,
         outcome: None,
@@ -240,6 +321,10 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
         sip.reject(503);
         return;
     };
+    if let Some(created) = created {
+        // The run may have given up waiting; the call goes on regardless.
+        let _ = created.send(call_id.clone());
+    }
     let mut task = CallTask::new(Arc::clone(&shared), call, agent, sip, commands);
     async move {
         info!(%source, number, "incoming call answered");

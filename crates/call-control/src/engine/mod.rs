@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod lifecycle;
 pub mod negotiate;
 pub mod persist;
+pub mod test_route;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -42,6 +43,7 @@ use tracing::{info, warn, Instrument};
 
 use self::call::{CallCommand, CallTask};
 use self::lifecycle::Requester;
+use self::test_route::{TestRoute, TestRoutes};
 use crate::config::Config;
 use crate::model::{events, Agent, Call, CallOutcome, CallStatus, Trunk, TrunkTransport};
 use crate::runtime::{BuiltinRuntimes, RuntimeFactory};
@@ -105,6 +107,7 @@ pub struct Shared {
     sdp_ip: IpAddr,
     inactivity_timeout: Option<Duration>,
     per_minute_cents: i64,
+    test_routes: TestRoutes,
 }
 
 impl Shared {
@@ -223,6 +226,7 @@ impl CallEngine {
             sdp_ip,
             inactivity_timeout: (!inactivity.is_zero()).then_some(inactivity),
             per_minute_cents: config.credits.per_minute_cents,
+            test_routes: TestRoutes::default(),
         });
         tokio::spawn(inbound::accept_loop(Arc::clone(&shared), incoming));
         info!(%sip_addr, "call engine started");
@@ -263,6 +267,29 @@ impl CallEngine {
         Ok(())
     }
 
+    /// Registers a single-use inbound route for a test call: the next
+    /// INVITE whose Request-URI user is `token` (see
+    /// [`test_route::new_token`]) is answered for `route.agent_id` through
+    /// the normal inbound path (answer, media, agent runtime, recording),
+    /// without the trunk checks that other INVITEs pass. The receiver gets
+    /// the agent leg's call id once its record is stored, or an error when
+    /// no INVITE came within `ttl` (the route is then gone: the token is an
+    /// unknown number again).
+    pub fn expect_test_call(
+        &self,
+        token: String,
+        route: TestRoute,
+        ttl: Duration,
+    ) -> tokio::sync::oneshot::Receiver<String> {
+        self.shared.test_routes.expect(token, route, ttl)
+    }
+
+    /// The factory of agent runtimes the engine's calls use (the test
+    /// runner's `bot` mode joins the same runtimes in-process).
+    pub fn runtimes(&self) -> Arc<dyn RuntimeFactory> {
+        Arc::clone(&self.shared.runtimes)
+    }
+
     /// Hangs up a live call: cancels it when not answered yet (`cancelled`),
     /// sends BYE when answered (`ended`/`agent_hangup`). False when the call
     /// is not live.
@@ -284,6 +311,18 @@ impl CallEngine {
         loop {
             let left = self.shared.left.notified();
             if self.shared.live.is_empty() {
+                return;
+            }
+            left.await;
+        }
+    }
+
+    /// Waits until call `call_id` is no longer live: it has ended and its
+    /// last record is written. Returns at once for a call that is not live.
+    pub async fn wait_call_ended(&self, call_id: &str) {
+        loop {
+            let left = self.shared.left.notified();
+            if !self.shared.live.contains_key(call_id) {
                 return;
             }
             left.await;

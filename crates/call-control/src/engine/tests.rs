@@ -419,3 +419,131 @@ async fn inbound_calls_are_checked_then_answered() {
     assert_eq!(record.status, CallStatus::Ended);
     assert_eq!(record.outcome, Some(CallOutcome::CallerHangup));
 }
+
+#[tokio::test]
+async fn a_test_route_answers_its_token_once_without_trunk_checks() {
+    let f = fixture(41_400).await;
+    let mut draft = f.agent.clone();
+    draft.status = AgentStatus::Draft;
+    f.store.update_agent(&draft).await.expect("agent to draft");
+    let (caller, _incoming, _caller_addr) = carrier().await;
+    let token = test_route::new_token("tcr_test");
+    let created = f.engine.expect_test_call(
+        token.clone(),
+        test_route::TestRoute {
+            org_id: f.org.clone(),
+            agent_id: f.agent.id.clone(),
+            from_number: "+15550100000".into(),
+            to_number: "+15550100001".into(),
+            run_id: "tcr_test".into(),
+        },
+        Duration::from_secs(30),
+    );
+    let engine_addr = f.engine.sip_addr();
+    let offer = sip_stack::sdp::build_offer(
+        "127.0.0.1".parse().expect("ip"),
+        41_490,
+        &[Codec::pcmu()],
+        Direction::SendRecv,
+        1,
+        1,
+    )
+    .to_string();
+    let dial = |user: String| {
+        let target = format!("sip:{user}@{engine_addr}");
+        let offer = offer.clone();
+        let caller = caller.clone();
+        async move {
+            let outgoing = OutgoingCall::to(&target, "sip:+15550009999@127.0.0.1")
+                .await
+                .expect("target")
+                .with_sdp(offer);
+            caller.invite(outgoing).await.expect("INVITE sent")
+        }
+    };
+    let outcome = |mut leg: sip_stack::ua::CallHandle| async move {
+        loop {
+            match leg.next_event().await {
+                Some(CallEvent::Failed { code, .. }) => return (code, leg),
+                Some(CallEvent::Answered { .. }) => return (200, leg),
+                Some(_) => {}
+                None => return (0, leg),
+            }
+        }
+    };
+    let (code, _) = outcome(dial(test_route::new_token("tcr_test")).await).await;
+    assert_eq!(code, 404, "an unregistered token is an unknown number");
+
+    let (code, leg) = outcome(dial(token.clone()).await).await;
+    assert_eq!(code, 200, "the registered token is answered");
+    let call_id = tokio::time::timeout(Duration::from_secs(10), created)
+        .await
+        .expect("call id in time")
+        .expect("call id sent");
+    let (code, _) = outcome(dial(token).await).await;
+    assert_eq!(code, 404, "a route is single use");
+
+    leg.hangup();
+    f.engine.wait_call_ended(&call_id).await;
+    assert_eq!(f.engine.live_calls(), 0);
+    let record = f.store.get_call_any(&call_id).await.expect("record");
+    assert_eq!(record.agent_id, f.agent.id);
+    assert_eq!(record.direction, CallDirection::Inbound);
+    assert_eq!(record.from_number, "+15550100000");
+    assert_eq!(record.to_number, "+15550100001");
+    assert_eq!(record.status, CallStatus::Ended);
+}
+
+#[tokio::test]
+async fn an_expired_test_route_refuses_its_token() {
+    let f = fixture(41_500).await;
+    let (caller, _incoming, _caller_addr) = carrier().await;
+    let token = test_route::new_token("tcr_late");
+    let created = f.engine.expect_test_call(
+        token.clone(),
+        test_route::TestRoute {
+            org_id: f.org.clone(),
+            agent_id: f.agent.id.clone(),
+            from_number: "+15550100000".into(),
+            to_number: "+15550100001".into(),
+            run_id: "tcr_late".into(),
+        },
+        Duration::from_millis(100),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), created)
+            .await
+            .expect("expiry reported")
+            .is_err(),
+        "no call id for an expired route"
+    );
+    let outgoing = OutgoingCall::to(
+        &format!("sip:{token}@{}", f.engine.sip_addr()),
+        "sip:+15550009999@127.0.0.1",
+    )
+    .await
+    .expect("target")
+    .with_sdp(
+        sip_stack::sdp::build_offer(
+            "127.0.0.1".parse().expect("ip"),
+            41_590,
+            &[Codec::pcmu()],
+            Direction::SendRecv,
+            1,
+            1,
+        )
+        .to_string(),
+    );
+    let mut leg = caller.invite(outgoing).await.expect("INVITE sent");
+    loop {
+        match leg.next_event().await {
+            Some(CallEvent::Failed { code, .. }) => {
+                assert_eq!(code, 404);
+                break;
+            }
+            Some(CallEvent::Answered { .. }) => panic!("an expired route answered"),
+            Some(_) => {}
+            None => panic!("no final response"),
+        }
+    }
+}
