@@ -41,6 +41,8 @@ fn settings() -> WebsocketSettings {
 }
 
 /// A server accepting one WebSocket and handing it to the test.
+// The handshake callback's error type is tungstenite's HTTP response.
+#[allow(clippy::result_large_err)]
 async fn server() -> (
     String,
     tokio::task::JoinHandle<WebSocketStream<tokio::net::TcpStream>>,
@@ -304,10 +306,7 @@ async fn l16_at_16k_for_an_8k_call_is_resampled_both_ways() {
         .expect("base64");
     assert_eq!(bytes.len(), 640, "20 ms of 16-bit samples at 16 kHz");
     // 30 ms at 16 kHz: one whole 20 ms frame now, the rest at the mark.
-    let pcm16: Vec<u8> = std::iter::repeat(500i16.to_le_bytes())
-        .take(480)
-        .flatten()
-        .collect();
+    let pcm16: Vec<u8> = (0..480).flat_map(|_| 500i16.to_le_bytes()).collect();
     let payload = base64::engine::general_purpose::STANDARD.encode(&pcm16);
     send(
         &mut ws,
