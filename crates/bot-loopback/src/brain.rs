@@ -71,10 +71,16 @@ impl AgentRuntime for Brain {
             let rate = SampleRate::from_hz(metadata.sample_rate).ok_or_else(|| {
                 RuntimeError::Failed(format!("unsupported rate {}", metadata.sample_rate))
             })?;
-            let audio = render_all(&self.script, rate).map_err(|error| match error {
-                SpeechError::File { path, reason } => RuntimeError::AudioFile { path, reason },
-                other => RuntimeError::Failed(other.to_string()),
-            })?;
+            // Decoding clips and files takes a while the first time: off the
+            // runtime's threads, so no call's audio waits on it.
+            let script = self.script.clone();
+            let audio = tokio::task::spawn_blocking(move || render_all(&script, rate))
+                .await
+                .map_err(|error| RuntimeError::Failed(format!("speech rendering: {error}")))?
+                .map_err(|error| match error {
+                    SpeechError::File { path, reason } => RuntimeError::AudioFile { path, reason },
+                    other => RuntimeError::Failed(other.to_string()),
+                })?;
             let mut run = Run::new(self.script.commands, audio, rate);
             let report = run.drive(session).await;
             let _ = self.report.send(report);

@@ -142,7 +142,7 @@ pub(crate) async fn run(
         let mut bot = Side::new(bot_in, bot_out, frame_samples);
         let mut agent = Side::new(agent_in, agent_out, frame_samples);
         let mut ticks = tokio::time::interval(FRAME);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let limit = spec.max_duration.as_millis() / FRAME.as_millis();
         let mut tick = 0u128;
         let hangup_by = loop {

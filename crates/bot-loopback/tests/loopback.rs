@@ -210,6 +210,30 @@ fn echo_metadata() -> CallMetadata {
 }
 
 #[tokio::test]
+async fn in_process_echo_replies_within_a_few_frames() {
+    let report = run_in_process(
+        Box::new(Echo),
+        echo_metadata(),
+        spec(
+            "say Hello, can you hear me?\nexpect_speech\nhangup\n",
+            NetworkProfile::Clean,
+            3,
+        ),
+    )
+    .await
+    .expect("runs");
+    let m = &report.measurements;
+    assert_eq!(report.error, None);
+    assert_eq!(report.hangup_by, Party::Bot);
+    let latency = m.response_latency_ms.expect("the echo replied");
+    assert!(latency.p50 <= 100.0, "echo latency {latency:?}");
+    assert!(!m.one_way_audio);
+    assert_eq!(m.utterances, 1);
+    assert!(m.mos > 4.0);
+    assert!(m.packets_sent > 50);
+}
+
+#[tokio::test]
 async fn in_process_run_stops_at_max_duration() {
     let mut spec = spec("wait 60s\n", NetworkProfile::Clean, 4);
     spec.max_duration = Duration::from_millis(600);
