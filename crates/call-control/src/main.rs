@@ -3,6 +3,9 @@
 //! ```text
 //! dialcore serve [--config dialcore.toml]   HTTP API + SIP listener until SIGINT/SIGTERM
 //! dialcore keys create --org NAME           prints a new API key for NAME (created if needed)
+//! dialcore test-call --agent ID [--mode sip|bot] [--direction outbound|inbound] [--runs N]
+//!                    [--scenario FILE] [--network-profile P] [--url URL] [--api-key KEY]
+//!                                           SIP loopback test of an agent on a running service
 //! ```
 //!
 //! Settings come from embedded defaults, the TOML file and `DIALCORE_*` environment
@@ -11,6 +14,8 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod cli;
 
 use anyhow::Context;
 use call_control::config::{Config, LogConfig, LogFormat};
@@ -44,6 +49,10 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Tests an agent on a running service: the test bot calls it (or is called by it) over
+    /// SIP loopback, with a progress bar and a summary of the measurements. Exits 1 when a
+    /// run failed or missed a threshold.
+    TestCall(cli::test_call::TestCallArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +67,14 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `test-call` is a client of a running service: it needs none of its configuration.
+    let new_key_for = match cli.command {
+        Command::TestCall(args) => return test_call(args),
+        Command::Serve => None,
+        Command::Keys {
+            command: KeysCommand::Create { org },
+        } => Some(org),
+    };
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -73,11 +90,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve => serve(config).await,
-            Command::Keys {
-                command: KeysCommand::Create { org },
-            } => create_key(&config, &org).await,
+        match new_key_for {
+            None => serve(config).await,
+            Some(org) => create_key(&config, &org).await,
         }
     });
     match result {
@@ -85,6 +100,24 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("dialcore: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `dialcore test-call`: a client of a running service; it needs no configuration.
+fn test_call(args: cli::test_call::TestCallArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("dialcore: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::test_call::run(args)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("dialcore test-call: {error:#}");
+            ExitCode::from(2)
         }
     }
 }
@@ -158,6 +191,12 @@ mod tests {
             Command::Keys { command: KeysCommand::Create { ref org } } if org == "acme"
         ));
         assert!(Cli::try_parse_from(["dialcore", "keys", "create"]).is_err());
+        let cli = Cli::try_parse_from(["dialcore", "test-call", "--agent", "agt_1", "--runs", "3"])
+            .expect("test-call");
+        assert!(matches!(
+            cli.command,
+            Command::TestCall(ref args) if args.agent == "agt_1" && args.runs == 3
+        ));
     }
 
     #[test]

@@ -36,12 +36,27 @@ const MAX_GREETING: usize = 5_000;
 
 /// `call_settings` as the request gave them (absent fields fall back to the agent's).
 #[derive(Debug, Default)]
-struct RequestedSettings {
+pub(super) struct RequestedSettings {
     recording_enabled: Option<bool>,
     transcription_enabled: Option<bool>,
     greeting: Option<String>,
     max_duration_secs: Option<u32>,
     join_timeout_secs: Option<u32>,
+}
+
+/// An outbound call as a request asks for it, validated field by field.
+#[derive(Debug)]
+pub(super) struct OutboundRequest {
+    /// The agent placing the call.
+    pub agent_id: String,
+    /// The callee, E.164.
+    pub phone_number: String,
+    /// The caller id asked for (one of the agent's numbers).
+    pub from_number: Option<String>,
+    /// Template variables.
+    pub variables: BTreeMap<String, String>,
+    /// `call_settings` as given.
+    pub settings: RequestedSettings,
 }
 
 /// `POST /calls`: validates, picks the caller id and trunk, checks credits, renders the
@@ -51,7 +66,6 @@ pub async fn create(
     Extension(org): Extension<OrgId>,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
-    let org = org.0;
     let mut body = Body::parse(&bytes)?;
     body.require(&["agent_id", "phone_number"]);
     let agent_id = body.string("agent_id", 64);
@@ -65,9 +79,37 @@ pub async fn create(
             "required fields passed validation".into(),
         ));
     };
+    let request = OutboundRequest {
+        agent_id,
+        phone_number,
+        from_number,
+        variables,
+        settings,
+    };
+    let call = place_outbound(&state, &org.0, request, "phone_number").await?;
+    envelope::created(&call)
+}
+
+/// Places an outbound call as `POST /calls` does (also `POST /agents/{id}/test-call`):
+/// checks the numbers (`number_field` names the callee's field in errors), the agent, the
+/// caller id and the balance, stores the call `queued` and hands it to the engine.
+pub(super) async fn place_outbound(
+    state: &AppState,
+    org: &str,
+    request: OutboundRequest,
+    number_field: &'static str,
+) -> Result<Call, ApiError> {
+    let org = org.to_owned();
+    let OutboundRequest {
+        agent_id,
+        phone_number,
+        from_number,
+        variables,
+        settings,
+    } = request;
     if !is_e164(&phone_number) {
         return Err(ApiError::InvalidPhoneNumber {
-            field: "phone_number",
+            field: number_field,
             value: phone_number,
         });
     }
@@ -204,7 +246,7 @@ pub async fn create(
             reason,
         });
     }
-    envelope::created(&call)
+    Ok(call)
 }
 
 /// `GET /calls`: filters `status`, `agent_id`, `direction`; newest first.

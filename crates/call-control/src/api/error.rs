@@ -92,6 +92,39 @@ pub enum ApiError {
         /// Needed to start a call.
         required_cents: i64,
     },
+    /// A test-call request without `consent_to_charge: true` (400 `consent_required`);
+    /// the details carry the estimate the request would be charged against.
+    #[error(
+        "consent_to_charge must be true: these test calls are estimated to cost {estimated_cost_cents} cents"
+    )]
+    ConsentRequired {
+        /// Estimated cost of every run asked for.
+        estimated_cost_cents: i64,
+    },
+    /// The balance does not cover the estimated cost of the test calls asked for (402
+    /// `insufficient_credits`).
+    #[error(
+        "balance of {balance_cents} cents is below the {estimated_cost_cents} cents the test calls are estimated to cost"
+    )]
+    InsufficientCreditsForTest {
+        /// Current balance.
+        balance_cents: i64,
+        /// Estimated cost of every run asked for.
+        estimated_cost_cents: i64,
+    },
+    /// The organisation's test runs in flight plus those asked for would pass its limit
+    /// (429 `rate_limited`).
+    #[error(
+        "{active} test runs are queued or in progress; {requested} more would pass the limit of {limit}"
+    )]
+    TestRunLimit {
+        /// `test_calls.max_concurrent_runs`.
+        limit: u32,
+        /// Runs of the organisation queued or in progress.
+        active: u64,
+        /// Runs the request would create.
+        requested: u32,
+    },
     /// The key used up its window (429 `rate_limited`, `Retry-After`).
     #[error("rate limit of {limit} requests per minute reached")]
     RateLimited {
@@ -149,15 +182,21 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
+            ApiError::InvalidJson { .. } | ApiError::ConsentRequired { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Validation { .. }
             | ApiError::InvalidPhoneNumber { .. }
             | ApiError::InvalidFromNumber { .. }
             | ApiError::NoPhoneNumberConfigured { .. }
             | ApiError::AgentNotActive { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InsufficientCredits { .. } | ApiError::InsufficientCreditsForTest { .. } => {
+                StatusCode::PAYMENT_REQUIRED
+            }
+            ApiError::RateLimited { .. } | ApiError::TestRunLimit { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::CallNotPlaced { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
@@ -179,8 +218,11 @@ impl ApiError {
             ApiError::InvalidFromNumber { .. } => "invalid_from_number".into(),
             ApiError::NoPhoneNumberConfigured { .. } => "no_phone_number_configured".into(),
             ApiError::AgentNotActive { .. } => "agent_not_active".into(),
-            ApiError::InsufficientCredits { .. } => "insufficient_credits".into(),
-            ApiError::RateLimited { .. } => "rate_limited".into(),
+            ApiError::InsufficientCredits { .. } | ApiError::InsufficientCreditsForTest { .. } => {
+                "insufficient_credits".into()
+            }
+            ApiError::ConsentRequired { .. } => "consent_required".into(),
+            ApiError::RateLimited { .. } | ApiError::TestRunLimit { .. } => "rate_limited".into(),
             ApiError::Conflict { code, .. } => (*code).into(),
             ApiError::CallNotPlaced { .. } => "call_not_placed".into(),
             ApiError::Store(StoreError::Conflict(_)) => "conflict".into(),
@@ -216,6 +258,25 @@ impl ApiError {
                 "reset_at": reset_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             }),
             ApiError::CallNotPlaced { call_id, .. } => json!({ "call_id": call_id }),
+            ApiError::ConsentRequired {
+                estimated_cost_cents,
+            } => json!({
+                "fields": { "consent_to_charge": "must be true" },
+                "estimated_cost_cents": estimated_cost_cents,
+            }),
+            ApiError::InsufficientCreditsForTest {
+                balance_cents,
+                estimated_cost_cents,
+            } => json!({
+                "balance_cents": balance_cents,
+                "required_cents": estimated_cost_cents,
+                "estimated_cost_cents": estimated_cost_cents,
+            }),
+            ApiError::TestRunLimit {
+                limit,
+                active,
+                requested,
+            } => json!({ "limit": limit, "active": active, "requested": requested }),
             _ => json!({}),
         }
     }

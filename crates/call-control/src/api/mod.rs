@@ -24,6 +24,7 @@ mod openapi_schemas;
 pub mod rate_limit;
 mod service;
 pub mod template;
+mod test_calls;
 mod trunks;
 pub mod validation;
 mod webhooks;
@@ -42,6 +43,7 @@ use crate::config::Config;
 use crate::engine::CallEngine;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::test_calls::TestRunner;
 use crate::webhooks::Webhooks;
 
 /// Base path of the public API.
@@ -62,10 +64,14 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Per-API-key request limiter.
     pub rate_limiter: Arc<RateLimiter>,
+    /// Executes test-call runs and batches.
+    pub test_runner: TestRunner,
 }
 
 impl AppState {
-    /// State with fresh metrics and a rate limiter of `config.api.rate_limit_per_minute`.
+    /// State with fresh metrics, a rate limiter of `config.api.rate_limit_per_minute` and a
+    /// test runner over the same store, engine and webhooks (replace it with
+    /// [`AppState::with_test_runner`] to share one the service holds).
     pub fn new(
         store: Store,
         engine: CallEngine,
@@ -73,6 +79,12 @@ impl AppState {
         webhooks: Webhooks,
     ) -> AppState {
         let rate_limiter = Arc::new(RateLimiter::new(config.api.rate_limit_per_minute));
+        let test_runner = TestRunner::new(
+            store.clone(),
+            engine.clone(),
+            webhooks.clone(),
+            Arc::clone(&config),
+        );
         AppState {
             store,
             engine,
@@ -80,7 +92,14 @@ impl AppState {
             webhooks,
             metrics: Arc::new(Metrics::new()),
             rate_limiter,
+            test_runner,
         }
+    }
+
+    /// The same state with `test_runner` executing the test calls the API accepts.
+    pub fn with_test_runner(mut self, test_runner: TestRunner) -> AppState {
+        self.test_runner = test_runner;
+        self
     }
 }
 
@@ -116,6 +135,20 @@ pub fn router(state: AppState) -> Router {
         .route(&path("/calls/{id}"), get(calls::get))
         .route(&path("/calls/{id}/hangup"), post(calls::hangup))
         .route(&path("/calls/{id}/recording"), get(calls::recording))
+        .route(
+            &path("/agents/{id}/test-call"),
+            post(test_calls::agent_test_call),
+        )
+        .route(
+            &path("/test-calls"),
+            get(test_calls::list_runs).post(test_calls::create_run),
+        )
+        .route(&path("/test-calls/{id}"), get(test_calls::get_run))
+        .route(
+            &path("/test-call-batches"),
+            get(test_calls::list_batches).post(test_calls::create_batch),
+        )
+        .route(&path("/test-call-batches/{id}"), get(test_calls::get_batch))
         .route(
             &path("/webhooks"),
             get(webhooks::list).post(webhooks::create),

@@ -5,6 +5,8 @@ use serde_json::{json, Map, Value};
 
 use super::openapi_schemas as schemas;
 
+pub(super) mod test_calls;
+
 /// The whole document (`GET /openapi.json`).
 pub fn document() -> Value {
     json!({
@@ -13,7 +15,7 @@ pub fn document() -> Value {
             "title": "dialcore API",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Telephony core for voice-AI agents: agents, phone numbers, SIP trunks, \
-                calls, recordings and webhooks. Every response is an envelope \
+                calls, recordings, test calls and webhooks. Every response is an envelope \
                 {\"data\", \"meta\": {\"request_id\", \"ts\"}} (lists add meta.pagination); \
                 errors are {\"error\": {\"code\", \"message\", \"details\"}}.",
         },
@@ -213,6 +215,7 @@ fn paths() -> Value {
                 "content": { "text/plain": { "schema": { "type": "string" } } } } },
         }}),
     );
+    test_calls::paths(&mut paths);
     Value::Object(paths)
 }
 
@@ -399,6 +402,9 @@ mod tests {
         assert_eq!(ids.len(), count);
         assert!(ids.contains(&"createPhoneNumber".to_owned()));
         assert!(ids.contains(&"listPhoneNumbers".to_owned()));
+        for id in ["createTestCall", "getTestCallBatch", "createAgentTestCall"] {
+            assert!(ids.contains(&id.to_owned()), "{id}");
+        }
     }
 
     fn collect_refs(value: &Value, out: &mut Vec<String>) {

@@ -302,6 +302,7 @@ fn schemas() -> Value {
                             "description": "HMAC-SHA256 key of X-Dialcore-Signature; generated when omitted" },
             },
         }));
+    super::openapi::test_calls::schemas(&mut schemas);
     Value::Object(schemas)
 }
 

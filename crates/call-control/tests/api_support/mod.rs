@@ -90,8 +90,14 @@ impl TestApi {
 
     /// A fresh API whose keys may make `rate_limit` requests per minute.
     pub async fn with_rate_limit(rate_limit: u32) -> TestApi {
+        TestApi::with_config(|config| config.api.rate_limit_per_minute = rate_limit).await
+    }
+
+    /// A fresh API with the test configuration changed by `edit`.
+    pub async fn with_config(edit: impl FnOnce(&mut Config)) -> TestApi {
         let dir = Arc::new(tempfile::tempdir().expect("temporary directory"));
-        let config = config(&dir, rate_limit);
+        let mut config = config(&dir, 10_000);
+        edit(&mut config);
         let store = Store::open(&config.database.url)
             .await
             .expect("store opens");

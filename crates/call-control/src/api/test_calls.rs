@@ -1,0 +1,772 @@
+//! Test calls (DESIGN.md, "REST API: test calls"): `/test-calls` (one run),
+//! `/test-call-batches` (the same scenario run up to 20 times in parallel) and
+//! `POST /agents/{id}/test-call` (a real outbound call with an agent).
+//!
+//! A create request is checked in a fixed order: the body (422 `validation_error` naming
+//! each bad field, scenario scripts parsed by the runner), `consent_to_charge` (400
+//! `consent_required`, whose details carry `estimated_cost_cents`), the target (404 `agent_not_found` / `phone_number_not_found`; 422
+//! for a number assigned to no agent), the organisation's runs in flight (429
+//! `rate_limited`), the balance against the estimated cost (402 `insufficient_credits`).
+//! The runs are then stored `queued` (the concurrent-run limit is checked again by the
+//! insert itself, so racing requests cannot pass it) and handed to the [`TestRunner`].
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::Extension;
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::calls::{self, OutboundRequest, RequestedSettings};
+use super::envelope::{self, Page};
+use super::error::ApiError;
+use super::extract::{Id, JsonBody, Params};
+use super::middleware::OrgId;
+use super::validation::{Body, FieldErrors};
+use super::AppState;
+use crate::ids;
+use crate::model::{
+    is_e164, test_call_cost_cents, Agent, TestBatchStatus, TestCallBatch, TestCallRun,
+    TestDirection, TestMode, TestRunStatus, TestTargetType, TestThresholds,
+    DEFAULT_CHARGE_MULTIPLIER, DEFAULT_NETWORK_PROFILE, MAX_BATCH_RUNS, MAX_STAGGER_SECONDS,
+    MIN_BATCH_RUNS, NETWORK_PROFILES,
+};
+use crate::store::{TestCallAdmission, TestRunFilter};
+use crate::test_calls::TestRunner;
+
+/// Longest scenario prompt, in characters.
+pub const MAX_SCENARIO_LEN: usize = 20_000;
+/// Most prompts in a batch's `scenario_prompts`.
+pub const MAX_SCENARIO_PROMPTS: usize = 100;
+/// Largest `charge_multiplier` accepted.
+pub const MAX_CHARGE_MULTIPLIER: f64 = 100.0;
+
+/// The fields runs and batches share, validated.
+#[derive(Debug)]
+struct Target {
+    target_type: TestTargetType,
+    target_id: String,
+    direction: TestDirection,
+    target_number: Option<String>,
+    mode: TestMode,
+    network_profile: String,
+    thresholds: Option<Value>,
+    charge_multiplier: f64,
+    consent: Option<bool>,
+}
+
+/// The agent under test and the number the test call goes to.
+struct Resolved {
+    agent: Agent,
+    target_number: String,
+}
+
+/// `POST /test-calls`: one run, answered 201 with the run `queued`.
+pub async fn create_run(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    JsonBody(bytes): JsonBody,
+) -> Result<Response, ApiError> {
+    let org = org.0;
+    let mut body = Body::parse(&bytes)?;
+    body.require(&["target_type", "target_id", "scenario_prompt"]);
+    let target = target_fields(&mut body);
+    let scenario = scenario(&mut body, "scenario_prompt");
+    body.finish()?;
+    let (Some(target), Some(scenario_prompt)) = (target, scenario) else {
+        return Err(ApiError::Internal(
+            "required fields passed validation".into(),
+        ));
+    };
+    let estimated_cost_cents = estimate(&state, &target, 1);
+    require_consent(&target, estimated_cost_cents)?;
+    let resolved = resolve(&state, &org, &target).await?;
+    check_capacity(&state, &org, 1).await?;
+    check_balance(&state, &org, estimated_cost_cents).await?;
+
+    let now = Utc::now();
+    let run = TestCallRun {
+        id: ids::new_id(ids::TEST_CALL_RUN),
+        org_id: org.clone(),
+        target_type: target.target_type,
+        target_id: target.target_id.clone(),
+        agent_id: resolved.agent.id.clone(),
+        direction: target.direction,
+        target_number: resolved.target_number.clone(),
+        scenario_prompt,
+        mode: target.mode,
+        status: TestRunStatus::Queued,
+        network_profile: target.network_profile.clone(),
+        thresholds: target.thresholds.clone(),
+        charge_multiplier: target.charge_multiplier,
+        estimated_cost_cents,
+        call_id: None,
+        sip_call_id: None,
+        measurements: None,
+        error_message: None,
+        batch_id: None,
+        started_at: None,
+        completed_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let span = tracing::info_span!("test_run", run_id = %run.id, agent_id = %run.agent_id);
+    async {
+        admit(&state, None, std::slice::from_ref(&run)).await?;
+        tracing::info!(mode = %run.mode, direction = %run.direction, estimated_cost_cents,
+            "test run queued");
+        state
+            .test_runner
+            .launch(vec![run.clone()], None, vec![Duration::ZERO]);
+        envelope::created(&run)
+    }
+    .instrument(span)
+    .await
+}
+
+/// `GET /test-calls`: filters `target_type`, `status`, `agent_id`, `batch_id`; newest first.
+pub async fn list_runs(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Params(query): Params,
+) -> Result<Response, ApiError> {
+    let mut errors = FieldErrors::new();
+    let page = Page::from_query(&query, &mut errors);
+    let filter = TestRunFilter {
+        target_type: query_enum(&query, "target_type", TestTargetType::ALL, &mut errors),
+        status: query_enum(&query, "status", TestRunStatus::ALL, &mut errors),
+        agent_id: query.get("agent_id").cloned(),
+        batch_id: query.get("batch_id").cloned(),
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation { fields: errors });
+    }
+    let (runs, total) = state
+        .store
+        .list_test_runs(&org.0, &filter, page.limit.into(), page.offset)
+        .await?;
+    envelope::list(runs, page, total)
+}
+
+/// `GET /test-calls/{id}` (404 `test_call_not_found`).
+pub async fn get_run(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Id(id): Id,
+) -> Result<Response, ApiError> {
+    let run = state
+        .store
+        .get_test_run(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "test_call", &id))?;
+    envelope::ok(&run)
+}
+
+/// `POST /test-call-batches`: `run_count` runs `stagger_seconds` apart, answered 201 with
+/// the batch `in_progress` and its `run_ids`.
+pub async fn create_batch(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    JsonBody(bytes): JsonBody,
+) -> Result<Response, ApiError> {
+    let org = org.0;
+    let mut body = Body::parse(&bytes)?;
+    body.require(&["target_type", "target_id", "run_count"]);
+    let target = target_fields(&mut body);
+    let run_count = body.u32_in("run_count", MIN_BATCH_RUNS, MAX_BATCH_RUNS);
+    let stagger_seconds = body
+        .u32_in("stagger_seconds", 0, MAX_STAGGER_SECONDS)
+        .unwrap_or(0);
+    match (body.has("scenario_prompt"), body.has("scenario_prompts")) {
+        (true, true) => body.invalid(
+            "scenario_prompts",
+            "give either scenario_prompt or scenario_prompts, not both",
+        ),
+        (false, false) => body.invalid(
+            "scenario_prompt",
+            "is required (or scenario_prompts, a list rotated over the runs)",
+        ),
+        _ => {}
+    }
+    let single = scenario(&mut body, "scenario_prompt");
+    let rotation = scenarios(&mut body);
+    body.finish()?;
+    let (Some(target), Some(run_count)) = (target, run_count) else {
+        return Err(ApiError::Internal(
+            "required fields passed validation".into(),
+        ));
+    };
+    let estimated_cost_cents = estimate(&state, &target, run_count);
+    require_consent(&target, estimated_cost_cents)?;
+    let resolved = resolve(&state, &org, &target).await?;
+    check_capacity(&state, &org, run_count).await?;
+    check_balance(&state, &org, estimated_cost_cents).await?;
+
+    let now = Utc::now();
+    let batch_id = ids::new_id(ids::TEST_CALL_BATCH);
+    let per_run_cost = estimate(&state, &target, 1);
+    let mut batch = TestCallBatch {
+        id: batch_id.clone(),
+        org_id: org.clone(),
+        target_type: target.target_type,
+        target_id: target.target_id.clone(),
+        agent_id: resolved.agent.id.clone(),
+        direction: target.direction,
+        mode: target.mode,
+        target_number: resolved.target_number.clone(),
+        scenario_prompt: single,
+        scenario_prompts: rotation.unwrap_or_default(),
+        network_profile: target.network_profile.clone(),
+        thresholds: target.thresholds.clone(),
+        charge_multiplier: target.charge_multiplier,
+        estimated_cost_cents,
+        run_count,
+        stagger_seconds,
+        status: TestBatchStatus::InProgress,
+        total_runs: run_count,
+        completed_runs: 0,
+        failed_runs: 0,
+        run_ids: Vec::new(),
+        aggregate: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+    };
+    let runs: Vec<TestCallRun> = (0..run_count as usize)
+        .map(|index| TestCallRun {
+            id: ids::new_id(ids::TEST_CALL_RUN),
+            org_id: org.clone(),
+            target_type: target.target_type,
+            target_id: target.target_id.clone(),
+            agent_id: resolved.agent.id.clone(),
+            direction: target.direction,
+            target_number: resolved.target_number.clone(),
+            scenario_prompt: batch.scenario_for(index).unwrap_or_default().to_owned(),
+            mode: target.mode,
+            status: TestRunStatus::Queued,
+            network_profile: target.network_profile.clone(),
+            thresholds: target.thresholds.clone(),
+            charge_multiplier: target.charge_multiplier,
+            estimated_cost_cents: per_run_cost,
+            call_id: None,
+            sip_call_id: None,
+            measurements: None,
+            error_message: None,
+            batch_id: Some(batch_id.clone()),
+            started_at: None,
+            completed_at: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .collect();
+    batch.run_ids = runs.iter().map(|run| run.id.clone()).collect();
+    let delays = stagger(run_count, stagger_seconds);
+
+    let span = tracing::info_span!("test_batch", batch_id = %batch.id, agent_id = %batch.agent_id);
+    async {
+        admit(&state, Some(&batch), &runs).await?;
+        tracing::info!(run_count, stagger_seconds, mode = %batch.mode,
+            direction = %batch.direction, estimated_cost_cents, "test batch queued");
+        state.test_runner.launch(runs, Some(batch.clone()), delays);
+        envelope::created(&batch)
+    }
+    .instrument(span)
+    .await
+}
+
+/// `GET /test-call-batches`: newest first.
+pub async fn list_batches(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Params(query): Params,
+) -> Result<Response, ApiError> {
+    let page = Page::only(&query)?;
+    let (batches, total) = state
+        .store
+        .list_test_batches(&org.0, page.limit.into(), page.offset)
+        .await?;
+    envelope::list(batches, page, total)
+}
+
+/// `GET /test-call-batches/{id}` (404 `test_call_batch_not_found`): progress and, once
+/// over, the aggregate of the runs' measurements.
+pub async fn get_batch(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Id(id): Id,
+) -> Result<Response, ApiError> {
+    let batch = state
+        .store
+        .get_test_batch(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "test_call_batch", &id))?;
+    envelope::ok(&batch)
+}
+
+/// The answer of `POST /agents/{id}/test-call`.
+#[derive(Debug, Serialize)]
+struct AgentTestCall {
+    call_id: String,
+    status: &'static str,
+    to: String,
+    agent_id: String,
+}
+
+/// `POST /agents/{id}/test-call` {`to`, `from_number`}: a real outbound call with the
+/// agent, placed exactly as `POST /calls` places it; 201 `{call_id, status, to, agent_id}`.
+pub async fn agent_test_call(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Id(agent_id): Id,
+    JsonBody(bytes): JsonBody,
+) -> Result<Response, ApiError> {
+    let mut body = Body::parse(&bytes)?;
+    body.require(&["to"]);
+    let to = body.string("to", 64);
+    let from_number = body.string("from_number", 64);
+    body.finish()?;
+    let Some(to) = to else {
+        return Err(ApiError::Internal(
+            "required fields passed validation".into(),
+        ));
+    };
+    let request = OutboundRequest {
+        agent_id,
+        phone_number: to,
+        from_number,
+        variables: Default::default(),
+        settings: RequestedSettings::default(),
+    };
+    let call = calls::place_outbound(&state, &org.0, request, "to").await?;
+    tracing::info!(call_id = %call.id, agent_id = %call.agent_id, "agent test call placed");
+    envelope::created(AgentTestCall {
+        call_id: call.id,
+        status: "initiated",
+        to: call.to_number,
+        agent_id: call.agent_id,
+    })
+}
+
+/// Reads the target, direction, mode, network and pricing fields, recording each problem.
+fn target_fields(body: &mut Body) -> Option<Target> {
+    let target_type = body_enum(body, "target_type", TestTargetType::ALL);
+    let target_id = body.string("target_id", 64);
+    let direction = body_enum(body, "direction", TestDirection::ALL);
+    let target_number = body.string("target_number", 64);
+    if let Some(number) = target_number.as_deref().filter(|n| !is_e164(n)) {
+        body.invalid(
+            "target_number",
+            format!("{number:?} is not an E.164 number (+ then 2 to 15 digits)"),
+        );
+    }
+    let mode = body_enum(body, "mode", TestMode::ALL);
+    let network_profile = body.string("network_profile", 32);
+    if let Some(profile) = network_profile
+        .as_deref()
+        .filter(|p| !NETWORK_PROFILES.contains(p))
+    {
+        body.invalid(
+            "network_profile",
+            format!(
+                "{profile:?} is not a network profile: must be one of {}",
+                NETWORK_PROFILES.join(", ")
+            ),
+        );
+    }
+    let thresholds = thresholds(body);
+    let charge_multiplier = number_at_least(body, "charge_multiplier", 1.0, MAX_CHARGE_MULTIPLIER);
+    let consent = body.bool("consent_to_charge");
+    Some(Target {
+        target_type: target_type?,
+        target_id: target_id?,
+        direction: direction.unwrap_or(TestDirection::Outbound),
+        target_number,
+        mode: mode.unwrap_or(TestMode::Sip),
+        network_profile: network_profile.unwrap_or_else(|| DEFAULT_NETWORK_PROFILE.to_owned()),
+        thresholds,
+        charge_multiplier: charge_multiplier.unwrap_or(DEFAULT_CHARGE_MULTIPLIER),
+        consent,
+    })
+}
+
+/// A scenario prompt: non-blank text that, when it is a script, parses.
+fn scenario(body: &mut Body, field: &str) -> Option<String> {
+    let prompt = body.string(field, MAX_SCENARIO_LEN)?;
+    check_scenario(body, field, &prompt).then_some(prompt)
+}
+
+/// `scenario_prompts`: a non-empty list of scenario prompts.
+fn scenarios(body: &mut Body) -> Option<Vec<String>> {
+    let prompts = body.string_list("scenario_prompts", MAX_SCENARIO_LEN)?;
+    if prompts.is_empty() || prompts.len() > MAX_SCENARIO_PROMPTS {
+        body.invalid(
+            "scenario_prompts",
+            format!("must hold 1 to {MAX_SCENARIO_PROMPTS} prompts"),
+        );
+        return None;
+    }
+    let mut valid = true;
+    for (index, prompt) in prompts.iter().enumerate() {
+        valid &= check_scenario(body, &format!("scenario_prompts[{index}]"), prompt);
+    }
+    valid.then_some(prompts)
+}
+
+fn check_scenario(body: &mut Body, field: &str, prompt: &str) -> bool {
+    if prompt.trim().is_empty() {
+        body.invalid(field, "must not be blank");
+        return false;
+    }
+    match TestRunner::check_scenario(prompt) {
+        Ok(()) => true,
+        Err(message) => {
+            body.invalid(field, format!("invalid scenario script: {message}"));
+            false
+        }
+    }
+}
+
+/// `thresholds`: an object of optional gates, each a number at least 0.
+fn thresholds(body: &mut Body) -> Option<Value> {
+    let mut nested = body.object("thresholds")?;
+    let mut gates = TestThresholds::default();
+    for field in TestThresholds::FIELDS {
+        let value = number_at_least(&mut nested, field, 0.0, f64::MAX);
+        let slot = match *field {
+            "response_latency_p95_ms" => &mut gates.response_latency_p95_ms,
+            "response_latency_p50_ms" => &mut gates.response_latency_p50_ms,
+            "mos_min" => &mut gates.mos_min,
+            "dead_air_ms_max" => &mut gates.dead_air_ms_max,
+            _ => &mut gates.loss_percent_max,
+        };
+        *slot = value;
+    }
+    body.absorb(nested);
+    if gates.gates().is_empty() {
+        return None;
+    }
+    serde_json::to_value(&gates).ok()
+}
+
+/// A finite number in `min..=max` (absent gives `None`).
+fn number_at_least(body: &mut Body, field: &str, min: f64, max: f64) -> Option<f64> {
+    if !body.has(field) {
+        return None;
+    }
+    match body.typed::<f64>(field) {
+        Some(value) if value.is_finite() && value >= min && value <= max => Some(value),
+        Some(_) => {
+            let limit = if max == f64::MAX {
+                format!("must be a number of at least {min}")
+            } else {
+                format!("must be a number from {min} to {max}")
+            };
+            body.invalid(field, limit);
+            None
+        }
+        None => {
+            body.invalid(field, "must be a number");
+            None
+        }
+    }
+}
+
+/// A string field that must name a value of an enumeration.
+fn body_enum<T>(body: &mut Body, field: &str, all: &[T]) -> Option<T>
+where
+    T: std::str::FromStr + std::fmt::Display,
+{
+    let text = body.string(field, 32)?;
+    match text.parse() {
+        Ok(value) => Some(value),
+        Err(_) => {
+            body.invalid(field, one_of(all));
+            None
+        }
+    }
+}
+
+/// A query parameter that must name a value of an enumeration.
+fn query_enum<T>(
+    query: &std::collections::HashMap<String, String>,
+    field: &str,
+    all: &[T],
+    errors: &mut FieldErrors,
+) -> Option<T>
+where
+    T: std::str::FromStr + std::fmt::Display,
+{
+    let text = query.get(field)?;
+    match text.parse() {
+        Ok(value) => Some(value),
+        Err(_) => {
+            errors.insert(field.to_owned(), one_of(all));
+            None
+        }
+    }
+}
+
+fn one_of<T: std::fmt::Display>(values: &[T]) -> String {
+    let names: Vec<String> = values.iter().map(ToString::to_string).collect();
+    format!("must be one of {}", names.join(", "))
+}
+
+/// 400 unless the request consents to be charged; the error tells the estimate, so that a
+/// client can show it before consenting.
+fn require_consent(target: &Target, estimated_cost_cents: i64) -> Result<(), ApiError> {
+    if target.consent == Some(true) {
+        Ok(())
+    } else {
+        Err(ApiError::ConsentRequired {
+            estimated_cost_cents,
+        })
+    }
+}
+
+/// The agent under test and the number called: the bot's for `outbound` (unless the
+/// request names one); for `inbound`, the target phone number, else one of the agent's
+/// numbers, else the bot's.
+async fn resolve(state: &AppState, org: &str, target: &Target) -> Result<Resolved, ApiError> {
+    let (agent_id, number) = match target.target_type {
+        TestTargetType::Agent => (target.target_id.clone(), None),
+        TestTargetType::PhoneNumber => {
+            let number = state
+                .store
+                .get_number(org, &target.target_id)
+                .await
+                .map_err(|err| ApiError::from_store(err, "phone_number", &target.target_id))?;
+            let Some(agent_id) = number.agent_id.clone() else {
+                let mut fields = FieldErrors::new();
+                fields.insert(
+                    "target_id".into(),
+                    format!(
+                        "phone number {} ({}) is not assigned to an agent",
+                        number.id, number.number
+                    ),
+                );
+                return Err(ApiError::Validation { fields });
+            };
+            (agent_id, Some(number.number))
+        }
+    };
+    let agent = state
+        .store
+        .get_agent(org, &agent_id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "agent", &agent_id))?;
+    let bot_number = &state.config.test_calls.bot_number;
+    let target_number = match (&target.target_number, target.direction) {
+        (Some(number), _) => number.clone(),
+        (None, TestDirection::Outbound) => bot_number.clone(),
+        (None, TestDirection::Inbound) => match number {
+            Some(number) => number,
+            None => state
+                .store
+                .numbers_of_agent(org, &agent.id)
+                .await?
+                .first()
+                .map(|number| number.number.clone())
+                .unwrap_or_else(|| bot_number.clone()),
+        },
+    };
+    Ok(Resolved {
+        agent,
+        target_number,
+    })
+}
+
+/// 429 when the organisation's runs in flight plus `requested` would pass the limit.
+async fn check_capacity(state: &AppState, org: &str, requested: u32) -> Result<(), ApiError> {
+    let limit = state.config.test_calls.max_concurrent_runs;
+    let active = state.store.count_active_test_runs(org).await?;
+    if active + u64::from(requested) > u64::from(limit) {
+        return Err(ApiError::TestRunLimit {
+            limit,
+            active,
+            requested,
+        });
+    }
+    Ok(())
+}
+
+/// Estimated cost of `runs` runs: each priced at `test_calls.max_run_seconds`.
+fn estimate(state: &AppState, target: &Target, runs: u32) -> i64 {
+    test_call_cost_cents(
+        f64::from(state.config.test_calls.max_run_seconds),
+        state.config.credits.per_minute_cents,
+        target.charge_multiplier,
+        target.mode,
+    )
+    .saturating_mul(i64::from(runs))
+}
+
+/// 402 when the balance is below `estimated_cost_cents`.
+async fn check_balance(
+    state: &AppState,
+    org: &str,
+    estimated_cost_cents: i64,
+) -> Result<(), ApiError> {
+    let balance_cents = state.store.balance_cents(org).await?;
+    if balance_cents < estimated_cost_cents {
+        return Err(ApiError::InsufficientCreditsForTest {
+            balance_cents,
+            estimated_cost_cents,
+        });
+    }
+    Ok(())
+}
+
+/// Stores the runs (and batch) if they still fit under the limit (429 otherwise).
+async fn admit(
+    state: &AppState,
+    batch: Option<&TestCallBatch>,
+    runs: &[TestCallRun],
+) -> Result<(), ApiError> {
+    let limit = state.config.test_calls.max_concurrent_runs;
+    match state
+        .store
+        .admit_test_calls(batch, runs, u64::from(limit))
+        .await?
+    {
+        TestCallAdmission::Admitted => Ok(()),
+        TestCallAdmission::OverLimit { active } => Err(ApiError::TestRunLimit {
+            limit,
+            active,
+            requested: u32::try_from(runs.len()).unwrap_or(u32::MAX),
+        }),
+    }
+}
+
+/// When each run of a batch starts: run `i` after `i * stagger_seconds`.
+fn stagger(run_count: u32, stagger_seconds: u32) -> Vec<Duration> {
+    (0..run_count)
+        .map(|index| Duration::from_secs(u64::from(index) * u64::from(stagger_seconds)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: Value) -> (Option<Target>, Result<(), ApiError>) {
+        let mut body = Body::parse(value.to_string().as_bytes()).expect("object");
+        let target = target_fields(&mut body);
+        (target, body.finish())
+    }
+
+    fn fields(result: Result<(), ApiError>) -> FieldErrors {
+        match result {
+            Err(ApiError::Validation { fields }) => fields,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_the_request_leaves_out() {
+        let (target, result) = parse(json!({"target_type": "agent", "target_id": "agt_1"}));
+        result.expect("valid");
+        let target = target.expect("target");
+        assert_eq!(target.direction, TestDirection::Outbound);
+        assert_eq!(target.mode, TestMode::Sip);
+        assert_eq!(target.network_profile, "clean");
+        assert_eq!(target.charge_multiplier, 2.0);
+        assert_eq!(target.thresholds, None);
+        assert_eq!(target.consent, None);
+        assert_eq!(target.target_number, None);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let (_, result) = parse(json!({
+            "target_type": "robot", "target_id": 7, "direction": "sideways",
+            "target_number": "555", "mode": "carrier-pigeon", "network_profile": "moon",
+            "thresholds": {"mos_min": -1, "latency": 3, "dead_air_ms_max": "long"},
+            "charge_multiplier": 0.5, "consent_to_charge": "yes", "extra": 1
+        }));
+        let fields = fields(result);
+        for field in [
+            "target_type",
+            "target_id",
+            "direction",
+            "target_number",
+            "mode",
+            "network_profile",
+            "thresholds.mos_min",
+            "thresholds.latency",
+            "thresholds.dead_air_ms_max",
+            "charge_multiplier",
+            "consent_to_charge",
+            "extra",
+        ] {
+            assert!(fields.contains_key(field), "{field} not named: {fields:?}");
+        }
+        assert_eq!(fields["target_type"], "must be one of agent, phone_number");
+    }
+
+    #[test]
+    fn thresholds_keep_only_the_gates_given() {
+        let (target, result) = parse(json!({
+            "target_type": "phone_number", "target_id": "num_1",
+            "thresholds": {"response_latency_p95_ms": 900, "mos_min": 3.6},
+            "charge_multiplier": 1, "consent_to_charge": true, "mode": "bot",
+        }));
+        result.expect("valid");
+        let target = target.expect("target");
+        assert_eq!(
+            target.thresholds,
+            Some(json!({"response_latency_p95_ms": 900.0, "mos_min": 3.6}))
+        );
+        assert_eq!(target.charge_multiplier, 1.0);
+        assert_eq!(target.consent, Some(true));
+        assert_eq!(target.mode, TestMode::Bot);
+        let (target, result) = parse(json!({
+            "target_type": "agent", "target_id": "agt_1", "thresholds": {}
+        }));
+        result.expect("valid");
+        assert_eq!(target.expect("target").thresholds, None);
+    }
+
+    #[test]
+    fn scenarios_are_checked_by_the_runner_parser() {
+        let mut body = Body::parse(
+            json!({"scenario_prompt": "   ", "scenario_prompts": ["say hi\nhangup", "wait forever"]})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect("object");
+        assert_eq!(scenario(&mut body, "scenario_prompt"), None);
+        assert_eq!(scenarios(&mut body), None);
+        let fields = fields(body.finish());
+        assert_eq!(fields["scenario_prompt"], "must not be blank");
+        assert!(
+            fields["scenario_prompts[1]"].starts_with("invalid scenario script:"),
+            "{fields:?}"
+        );
+        assert!(!fields.contains_key("scenario_prompts[0]"));
+
+        let mut body = Body::parse(br#"{"scenario_prompt": "Hello, I want to book a table."}"#)
+            .expect("object");
+        assert_eq!(
+            scenario(&mut body, "scenario_prompt").as_deref(),
+            Some("Hello, I want to book a table.")
+        );
+        body.finish().expect("free text is a valid scenario");
+    }
+
+    #[test]
+    fn stagger_spaces_the_runs() {
+        assert_eq!(
+            stagger(3, 5),
+            [
+                Duration::ZERO,
+                Duration::from_secs(5),
+                Duration::from_secs(10)
+            ]
+        );
+        assert_eq!(stagger(2, 0), [Duration::ZERO, Duration::ZERO]);
+    }
+}

@@ -1,0 +1,3 @@
+//! Subcommands of the `dialcore` binary that talk to a running service.
+
+pub mod test_call;

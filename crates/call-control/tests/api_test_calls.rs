@@ -1,0 +1,649 @@
+//! Guards the test-call endpoints: `POST/GET /test-calls`, `POST/GET /test-call-batches` and
+//! `POST /agents/{id}/test-call` — every error in its order (422 validation, 400 consent, 404
+//! target, 429 concurrent runs, 402 estimate), defaults, batch shape and prompt rotation,
+//! list filters and pagination, organisation isolation, idempotency, and runs carried to
+//! their end by the real runner (mode `bot`: no SIP needed).
+
+mod api_support;
+
+use std::time::Duration;
+
+use api_support::{silent_udp_port, TestApi};
+use axum::http::{Method, StatusCode};
+use call_control::ids;
+use call_control::model::{TestCallRun, TestDirection, TestMode, TestRunStatus, TestTargetType};
+use chrono::Utc;
+use serde_json::{json, Value};
+
+const RUNS: &str = "/api/public/v1/test-calls";
+const BATCHES: &str = "/api/public/v1/test-call-batches";
+
+/// Free text: the bot runs its default script.
+const SCENARIO: &str = "Hello, what are your opening hours?";
+
+/// A script the bot's parser refuses (a duration that is not one).
+const BAD_SCRIPT: &str = "say hello\nwait forever\nhangup";
+
+/// Longest wait for launched runs to end (bot mode takes seconds; the machine may be loaded).
+const RUNS_END_WITHIN: Duration = Duration::from_secs(180);
+
+/// A run request in mode `bot` for `agent`, consenting.
+fn run_body(agent: &str) -> Value {
+    json!({"target_type": "agent", "target_id": agent, "scenario_prompt": SCENARIO,
+           "mode": "bot", "consent_to_charge": true})
+}
+
+/// A run stored directly with `status` (never launched), for filters and limits.
+async fn stored_run(
+    api: &TestApi,
+    key: &str,
+    agent: &str,
+    target_type: TestTargetType,
+    status: TestRunStatus,
+) -> TestCallRun {
+    let now = Utc::now();
+    let run = TestCallRun {
+        id: ids::new_id(ids::TEST_CALL_RUN),
+        org_id: api.org_of(key).await,
+        target_type,
+        target_id: match target_type {
+            TestTargetType::Agent => agent.to_owned(),
+            TestTargetType::PhoneNumber => "num_stored".to_owned(),
+        },
+        agent_id: agent.to_owned(),
+        direction: TestDirection::Outbound,
+        target_number: "+15550100000".into(),
+        scenario_prompt: SCENARIO.into(),
+        mode: TestMode::Bot,
+        status,
+        network_profile: "clean".into(),
+        thresholds: None,
+        charge_multiplier: 2.0,
+        estimated_cost_cents: 8,
+        call_id: None,
+        sip_call_id: None,
+        measurements: None,
+        error_message: None,
+        batch_id: None,
+        started_at: None,
+        completed_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    api.state
+        .store
+        .insert_test_run(&run)
+        .await
+        .expect("run stored");
+    run
+}
+
+fn fields(reply: &api_support::Reply) -> &serde_json::Map<String, Value> {
+    reply.body["error"]["details"]["fields"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no details.fields in {}", reply.body))
+}
+
+/// Waits until the runner has no run left executing.
+async fn runs_end(api: &TestApi) {
+    tokio::time::timeout(RUNS_END_WITHIN, api.state.test_runner.wait_idle())
+        .await
+        .expect("the launched runs end");
+}
+
+#[tokio::test]
+async fn a_run_is_created_queued_with_defaults_and_carried_to_its_end() {
+    let api = TestApi::start().await;
+    let agent = api.agent("active", "You answer questions.").await;
+
+    // Without consent the service tells the estimate: mode sip by default, two legs of
+    // test_calls.max_run_seconds (120 s) at 2 cents a minute, times 2.
+    let mut ask = run_body(&agent);
+    ask.as_object_mut().expect("object").remove("mode");
+    ask.as_object_mut()
+        .expect("object")
+        .remove("consent_to_charge");
+    let priced = api.post(RUNS, ask).await;
+    assert_eq!(priced.status, StatusCode::BAD_REQUEST, "{}", priced.body);
+    assert_eq!(priced.code(), "consent_required");
+    assert_eq!(
+        priced.body["error"]["details"]["estimated_cost_cents"],
+        json!(16)
+    );
+
+    let created = api.post(RUNS, run_body(&agent)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let run = created.data();
+    let id = run["id"].as_str().expect("id").to_owned();
+    assert!(ids::has_prefix(&id, ids::TEST_CALL_RUN), "{id}");
+    assert_eq!(run["status"], json!("queued"));
+    assert_eq!(run["target_type"], json!("agent"));
+    assert_eq!(run["target_id"], json!(agent));
+    assert_eq!(run["agent_id"], json!(agent));
+    assert_eq!(run["direction"], json!("outbound"));
+    assert_eq!(run["target_number"], json!("+15550100000"));
+    assert_eq!(run["mode"], json!("bot"));
+    assert_eq!(run["network_profile"], json!("clean"));
+    assert_eq!(run["charge_multiplier"], json!(2.0));
+    assert_eq!(run["estimated_cost_cents"], json!(8));
+    assert_eq!(run["thresholds"], json!(null));
+    assert_eq!(run["batch_id"], json!(null));
+    assert!(run.get("org_id").is_none());
+
+    let read = api.get(&format!("{RUNS}/{id}")).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.data()["id"], json!(id));
+    let theirs = api
+        .send(
+            Method::GET,
+            &format!("{RUNS}/{id}"),
+            Some(&api.other_key),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    assert_eq!(theirs.code(), "test_call_not_found");
+    let missing = api.get(&format!("{RUNS}/tcr_missing")).await;
+    assert_eq!(missing.code(), "test_call_not_found");
+
+    runs_end(&api).await;
+    let done = api.get(&format!("{RUNS}/{id}")).await;
+    let status = done.data()["status"].as_str().expect("status").to_owned();
+    assert!(
+        status == "completed" || status == "failed",
+        "a run ends completed or failed: {}",
+        done.body
+    );
+    assert!(done.data()["completed_at"].is_string(), "{}", done.body);
+    if status == "completed" {
+        assert!(done.data()["measurements"].is_object(), "{}", done.body);
+    } else {
+        assert!(done.data()["error_message"].is_string(), "{}", done.body);
+    }
+}
+
+#[tokio::test]
+async fn create_errors_come_in_their_order() {
+    let api = TestApi::with_config(|config| config.test_calls.max_concurrent_runs = 2).await;
+    let agent = api.agent("active", "You answer questions.").await;
+
+    let empty = api.post(RUNS, json!({})).await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(empty.code(), "validation_error");
+    for field in ["target_type", "target_id", "scenario_prompt"] {
+        assert!(
+            fields(&empty).contains_key(field),
+            "{field}: {}",
+            empty.body
+        );
+    }
+
+    // Every bad field at once; validation comes before consent.
+    let bad = api
+        .post(
+            RUNS,
+            json!({"target_type": "robot", "target_id": agent, "scenario_prompt": "",
+                   "direction": "sideways", "target_number": "555", "mode": "pigeon",
+                   "network_profile": "moon", "charge_multiplier": 0.5,
+                   "thresholds": {"mos_min": -1, "latency": 5, "loss_percent_max": "low"},
+                   "consent_to_charge": "yes", "colour": "blue"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    for field in [
+        "target_type",
+        "scenario_prompt",
+        "direction",
+        "target_number",
+        "mode",
+        "network_profile",
+        "charge_multiplier",
+        "thresholds.mos_min",
+        "thresholds.latency",
+        "thresholds.loss_percent_max",
+        "consent_to_charge",
+        "colour",
+    ] {
+        assert!(fields(&bad).contains_key(field), "{field}: {}", bad.body);
+    }
+
+    let mut script = run_body(&agent);
+    script["scenario_prompt"] = json!(BAD_SCRIPT);
+    let script = api.post(RUNS, script).await;
+    assert_eq!(script.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let message = fields(&script)["scenario_prompt"]
+        .as_str()
+        .expect("message");
+    assert!(message.starts_with("invalid scenario script:"), "{message}");
+
+    // Consent: absent or false is 400, before the target is even looked up.
+    for consent in [json!(null), json!(false)] {
+        let mut body = run_body("agt_unknown");
+        body["consent_to_charge"] = consent.clone();
+        if consent.is_null() {
+            body.as_object_mut()
+                .expect("object")
+                .remove("consent_to_charge");
+        }
+        let refused = api.post(RUNS, body).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+        assert_eq!(refused.code(), "consent_required");
+        assert_eq!(
+            refused.body["error"]["details"]["estimated_cost_cents"],
+            json!(8)
+        );
+    }
+
+    // Targets: unknown agent, unknown number, a number assigned to nobody, another
+    // organisation's agent.
+    let unknown = api.post(RUNS, run_body("agt_unknown")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.code(), "agent_not_found");
+    let mut by_number = run_body("num_unknown");
+    by_number["target_type"] = json!("phone_number");
+    let unknown_number = api.post(RUNS, by_number.clone()).await;
+    assert_eq!(unknown_number.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown_number.code(), "phone_number_not_found");
+    let trunk = api.trunk(silent_udp_port()).await;
+    let unassigned = api.number("+14155550177", &trunk, None).await;
+    by_number["target_id"] = json!(unassigned);
+    let unassigned = api.post(RUNS, by_number.clone()).await;
+    assert_eq!(unassigned.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(unassigned.code(), "validation_error");
+    assert!(fields(&unassigned).contains_key("target_id"));
+    let theirs = api
+        .send(
+            Method::POST,
+            RUNS,
+            Some(&api.other_key),
+            Some(&run_body(&agent)),
+            &[],
+        )
+        .await;
+    assert_eq!(theirs.code(), "agent_not_found");
+
+    // 429 comes before 402: two runs in flight fill the limit of two, and the balance is
+    // empty too.
+    stored_run(
+        &api,
+        &api.key,
+        &agent,
+        TestTargetType::Agent,
+        TestRunStatus::InProgress,
+    )
+    .await;
+    stored_run(
+        &api,
+        &api.key,
+        &agent,
+        TestTargetType::Agent,
+        TestRunStatus::Queued,
+    )
+    .await;
+    let org = api.org_of(&api.key).await;
+    let balance = api.state.store.balance_cents(&org).await.expect("balance");
+    api.state
+        .store
+        .add_credits(&org, 3 - balance)
+        .await
+        .expect("drained");
+    let limited = api.post(RUNS, run_body(&agent)).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.body
+    );
+    assert_eq!(limited.code(), "rate_limited");
+    assert_eq!(
+        limited.body["error"]["details"],
+        json!({"limit": 2, "active": 2, "requested": 1})
+    );
+    // Finished runs do not count: the limit frees up, and the empty balance answers.
+    let (in_flight, _) = api
+        .state
+        .store
+        .list_test_runs(&org, &Default::default(), 50, 0)
+        .await
+        .expect("list");
+    for mut run in in_flight {
+        run.status = TestRunStatus::Completed;
+        api.state.store.update_test_run(&run).await.expect("update");
+    }
+    let poor = api.post(RUNS, run_body(&agent)).await;
+    assert_eq!(poor.status, StatusCode::PAYMENT_REQUIRED, "{}", poor.body);
+    assert_eq!(poor.code(), "insufficient_credits");
+    assert_eq!(poor.body["error"]["details"]["balance_cents"], json!(3));
+    assert_eq!(
+        poor.body["error"]["details"]["estimated_cost_cents"],
+        json!(8)
+    );
+    // With 8 cents, a run at multiplier 1 (estimated 4 cents) is accepted.
+    api.state.store.add_credits(&org, 5).await.expect("credit");
+    let mut cheap = run_body(&agent);
+    cheap["charge_multiplier"] = json!(1);
+    let accepted = api.post(RUNS, cheap).await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{}", accepted.body);
+    assert_eq!(accepted.data()["estimated_cost_cents"], json!(4));
+    assert_eq!(accepted.data()["charge_multiplier"], json!(1.0));
+    runs_end(&api).await;
+}
+
+#[tokio::test]
+async fn a_batch_answers_in_progress_and_rotates_its_prompts() {
+    let api = TestApi::start().await;
+    let agent = api.agent("active", "You answer questions.").await;
+    let created = api
+        .post(
+            BATCHES,
+            json!({"target_type": "agent", "target_id": agent, "mode": "bot", "run_count": 3,
+                   "stagger_seconds": 1, "network_profile": "jittery",
+                   "scenario_prompts": ["Hello, first question.", "Hello, second question."],
+                   "thresholds": {"response_latency_p95_ms": 5000},
+                   "consent_to_charge": true}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let batch = created.data().clone();
+    let id = batch["id"].as_str().expect("id").to_owned();
+    assert!(ids::has_prefix(&id, ids::TEST_CALL_BATCH), "{id}");
+    assert_eq!(batch["status"], json!("in_progress"));
+    assert_eq!(batch["total_runs"], json!(3));
+    assert_eq!(batch["run_count"], json!(3));
+    assert_eq!(batch["completed_runs"], json!(0));
+    assert_eq!(batch["failed_runs"], json!(0));
+    assert_eq!(batch["stagger_seconds"], json!(1));
+    assert_eq!(batch["estimated_cost_cents"], json!(24));
+    assert_eq!(batch["network_profile"], json!("jittery"));
+    assert_eq!(batch["scenario_prompt"], json!(null));
+    assert_eq!(
+        batch["thresholds"],
+        json!({"response_latency_p95_ms": 5000.0})
+    );
+    let run_ids: Vec<String> = batch["run_ids"]
+        .as_array()
+        .expect("run_ids")
+        .iter()
+        .map(|id| id.as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(run_ids.len(), 3);
+
+    let listed = api.get(&format!("{RUNS}?batch_id={id}")).await;
+    assert_eq!(listed.body["meta"]["pagination"]["total"], json!(3));
+    let expected = [
+        "Hello, first question.",
+        "Hello, second question.",
+        "Hello, first question.",
+    ];
+    for (run_id, prompt) in run_ids.iter().zip(expected) {
+        let run = api.get(&format!("{RUNS}/{run_id}")).await;
+        assert_eq!(run.status, StatusCode::OK);
+        assert_eq!(run.data()["batch_id"], json!(id));
+        assert_eq!(run.data()["scenario_prompt"], json!(prompt));
+        assert_eq!(run.data()["estimated_cost_cents"], json!(8));
+        assert_eq!(run.data()["network_profile"], json!("jittery"));
+    }
+
+    let read = api.get(&format!("{BATCHES}/{id}")).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.data()["run_ids"], batch["run_ids"]);
+    let page = api.get(BATCHES).await;
+    assert_eq!(page.body["meta"]["pagination"]["total"], json!(1));
+    let theirs = api
+        .send(
+            Method::GET,
+            &format!("{BATCHES}/{id}"),
+            Some(&api.other_key),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    assert_eq!(theirs.code(), "test_call_batch_not_found");
+
+    runs_end(&api).await;
+    let done = api.get(&format!("{BATCHES}/{id}")).await;
+    let done = done.data();
+    assert_ne!(done["status"], json!("in_progress"), "{done}");
+    assert_eq!(
+        done["completed_runs"].as_u64().expect("counter")
+            + done["failed_runs"].as_u64().expect("counter"),
+        3,
+        "{done}"
+    );
+}
+
+#[tokio::test]
+async fn batch_fields_are_validated() {
+    let api = TestApi::with_config(|config| config.test_calls.max_concurrent_runs = 5).await;
+    let agent = api.agent("active", "You answer questions.").await;
+    let batch = |changes: Value| {
+        let mut body = json!({"target_type": "agent", "target_id": agent, "mode": "bot",
+                              "run_count": 2, "scenario_prompt": SCENARIO,
+                              "consent_to_charge": true});
+        for (key, value) in changes.as_object().expect("object") {
+            if value.is_null() {
+                body.as_object_mut().expect("object").remove(key);
+            } else {
+                body[key] = value.clone();
+            }
+        }
+        body
+    };
+    let cases = [
+        (json!({"run_count": 0}), "run_count"),
+        (json!({"run_count": 21}), "run_count"),
+        (json!({"run_count": null}), "run_count"),
+        (json!({"run_count": "three"}), "run_count"),
+        (json!({"stagger_seconds": 61}), "stagger_seconds"),
+        (
+            json!({"scenario_prompts": ["a"], "scenario_prompt": SCENARIO}),
+            "scenario_prompts",
+        ),
+        (json!({"scenario_prompt": null}), "scenario_prompt"),
+        (
+            json!({"scenario_prompt": null, "scenario_prompts": []}),
+            "scenario_prompts",
+        ),
+        (
+            json!({"scenario_prompt": null, "scenario_prompts": [SCENARIO, BAD_SCRIPT]}),
+            "scenario_prompts[1]",
+        ),
+    ];
+    for (change, field) in cases {
+        let reply = api.post(BATCHES, batch(change.clone())).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{change}: {}",
+            reply.body
+        );
+        assert!(
+            fields(&reply).contains_key(field),
+            "{change} must name {field}: {}",
+            reply.body
+        );
+    }
+    let refused = api
+        .post(BATCHES, batch(json!({"consent_to_charge": false})))
+        .await;
+    assert_eq!(refused.code(), "consent_required");
+    assert_eq!(
+        refused.body["error"]["details"]["estimated_cost_cents"],
+        json!(16)
+    );
+    let limited = api.post(BATCHES, batch(json!({"run_count": 6}))).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        limited.body["error"]["details"],
+        json!({"limit": 5, "active": 0, "requested": 6})
+    );
+    let unknown = api
+        .post(BATCHES, batch(json!({"target_id": "agt_unknown"})))
+        .await;
+    assert_eq!(unknown.code(), "agent_not_found");
+    assert_eq!(
+        api.get(BATCHES).await.body["meta"]["pagination"]["total"],
+        json!(0),
+        "no refused request stored anything"
+    );
+}
+
+#[tokio::test]
+async fn list_filters_and_pages() {
+    let api = TestApi::start().await;
+    let first = api.agent("active", "First.").await;
+    let second = api.agent("active", "Second.").await;
+    for status in [
+        TestRunStatus::Completed,
+        TestRunStatus::Failed,
+        TestRunStatus::InProgress,
+    ] {
+        stored_run(&api, &api.key, &first, TestTargetType::Agent, status).await;
+    }
+    stored_run(
+        &api,
+        &api.key,
+        &second,
+        TestTargetType::PhoneNumber,
+        TestRunStatus::Completed,
+    )
+    .await;
+    stored_run(
+        &api,
+        &api.other_key,
+        &first,
+        TestTargetType::Agent,
+        TestRunStatus::Completed,
+    )
+    .await;
+
+    let all = api.get(RUNS).await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_eq!(
+        all.body["meta"]["pagination"],
+        json!({"limit": 50, "offset": 0, "total": 4})
+    );
+    let page = api.get(&format!("{RUNS}?limit=3&offset=2")).await;
+    assert_eq!(page.data().as_array().map(Vec::len), Some(2));
+    assert_eq!(page.body["meta"]["pagination"]["total"], json!(4));
+    let past = api.get(&format!("{RUNS}?offset=4")).await;
+    assert_eq!(past.data(), &json!([]));
+
+    let count = |reply: api_support::Reply| reply.body["meta"]["pagination"]["total"].clone();
+    assert_eq!(count(api.get(&format!("{RUNS}?status=failed")).await), 1);
+    assert_eq!(
+        count(api.get(&format!("{RUNS}?target_type=phone_number")).await),
+        1
+    );
+    assert_eq!(
+        count(api.get(&format!("{RUNS}?agent_id={second}")).await),
+        1
+    );
+    assert_eq!(
+        count(
+            api.get(&format!("{RUNS}?status=completed&agent_id={first}"))
+                .await
+        ),
+        1
+    );
+    assert_eq!(count(api.get(&format!("{RUNS}?status=queued")).await), 0);
+
+    let bad = api
+        .get(&format!("{RUNS}?status=done&target_type=robot&limit=201"))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    for field in ["status", "target_type", "limit"] {
+        assert!(fields(&bad).contains_key(field), "{field}: {}", bad.body);
+    }
+    let bad = api.get(&format!("{BATCHES}?offset=-1")).await;
+    assert!(fields(&bad).contains_key("offset"));
+}
+
+#[tokio::test]
+async fn a_retried_create_with_the_same_idempotency_key_creates_one_run() {
+    let api = TestApi::start().await;
+    let agent = api.agent("active", "You answer questions.").await;
+    let body = run_body(&agent);
+    let headers = [("x-idempotency-key", "test-run-1")];
+    let first = api
+        .send(Method::POST, RUNS, Some(&api.key), Some(&body), &headers)
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let again = api
+        .send(Method::POST, RUNS, Some(&api.key), Some(&body), &headers)
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.data()["id"], first.data()["id"]);
+    assert_eq!(
+        api.get(RUNS).await.body["meta"]["pagination"]["total"],
+        json!(1)
+    );
+    runs_end(&api).await;
+}
+
+#[tokio::test]
+async fn agent_test_call_places_a_real_outbound_call() {
+    let api = TestApi::start().await;
+    let trunk = api.trunk(silent_udp_port()).await;
+    let agent = api.agent("active", "You answer questions.").await;
+    api.number("+14155550100", &trunk, Some(&agent)).await;
+    let path = format!("/api/public/v1/agents/{agent}/test-call");
+
+    let placed = api.post(&path, json!({"to": "+14155550123"})).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.body);
+    let call_id = placed.data()["call_id"]
+        .as_str()
+        .expect("call_id")
+        .to_owned();
+    assert_eq!(
+        placed.data(),
+        &json!({"call_id": call_id, "status": "initiated", "to": "+14155550123",
+                "agent_id": agent})
+    );
+    let call = api.get(&format!("/api/public/v1/calls/{call_id}")).await;
+    assert_eq!(call.status, StatusCode::OK);
+    assert_eq!(call.data()["direction"], json!("outbound"));
+    assert_eq!(call.data()["to_number"], json!("+14155550123"));
+    assert_eq!(call.data()["from_number"], json!("+14155550100"));
+    let hangup = api
+        .post(&format!("/api/public/v1/calls/{call_id}/hangup"), json!({}))
+        .await;
+    assert_eq!(hangup.status, StatusCode::ACCEPTED, "{}", hangup.body);
+
+    let missing = api.post(&path, json!({})).await;
+    assert_eq!(missing.code(), "validation_error");
+    assert!(fields(&missing).contains_key("to"));
+    let extra = api
+        .post(&path, json!({"to": "+14155550123", "variables": {}}))
+        .await;
+    assert!(fields(&extra).contains_key("variables"));
+    let bad = api.post(&path, json!({"to": "555-0123"})).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad.code(), "invalid_phone_number");
+    assert!(fields(&bad).contains_key("to"));
+    let foreign = api
+        .post(
+            &path,
+            json!({"to": "+14155550123", "from_number": "+14155550999"}),
+        )
+        .await;
+    assert_eq!(foreign.code(), "invalid_from_number");
+    let unknown = api
+        .post(
+            "/api/public/v1/agents/agt_unknown/test-call",
+            json!({"to": "+14155550123"}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.code(), "agent_not_found");
+    let numberless = api.agent("active", "No number.").await;
+    let numberless = api
+        .post(
+            &format!("/api/public/v1/agents/{numberless}/test-call"),
+            json!({"to": "+14155550123"}),
+        )
+        .await;
+    assert_eq!(numberless.code(), "no_phone_number_configured");
+}
