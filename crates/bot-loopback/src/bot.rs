@@ -37,6 +37,7 @@ use crate::measure::{LatencySummary, Measurements, Party, DEAD_AIR_THRESHOLD_MS}
 use crate::netprofile::NetworkProfile;
 use crate::relay::{RelayError, RelayPeers, RelaySockets};
 use crate::script::Script;
+use crate::speech::{check_wav, SpeechError};
 
 /// Messages between the bridge and the brain, each way.
 const RUNTIME_CHANNEL: usize = 64;
@@ -64,9 +65,9 @@ pub enum BotError {
     /// The far end's SDP could not be used.
     #[error("SDP: {0}")]
     Sdp(String),
-    /// The brain could not run (e.g. an audio file of the script).
-    #[error("bot brain: {0}")]
-    Brain(String),
+    /// An audio file of the script cannot be played.
+    #[error(transparent)]
+    Speech(#[from] SpeechError),
 }
 
 /// The bot's identity and addresses.
@@ -151,6 +152,7 @@ pub(crate) struct LinkStats {
     pub packets_sent: u64,
     pub packets_received: u64,
     pub packets_lost: u64,
+    pub packets_dropped_outbound: u64,
     pub loss_percent: f64,
     pub jitter_ms: f64,
     pub mos: f64,
@@ -195,6 +197,7 @@ pub(crate) fn assemble(
         packets_sent: link.packets_sent,
         packets_received: link.packets_received,
         packets_lost: link.packets_lost,
+        packets_dropped_outbound: link.packets_dropped_outbound,
         loss_percent: link.loss_percent,
         jitter_ms: link.jitter_ms,
         dtmf_sent: brain.dtmf_sent.clone(),
@@ -278,6 +281,7 @@ impl TestBot {
     /// `outbound` direction: waits (up to `spec.answer_timeout`) for one
     /// INVITE, answers it with 180 then 200, runs the scenario.
     pub async fn answer(mut self, spec: RunSpec) -> Result<RunReport, BotError> {
+        preflight(&spec.scenario)?;
         let incoming = tokio::time::timeout(spec.answer_timeout, self.incoming.recv())
             .await
             .ok()
@@ -357,6 +361,7 @@ impl TestBot {
         from_number: &str,
         spec: RunSpec,
     ) -> Result<RunReport, BotError> {
+        preflight(&spec.scenario)?;
         let relay = RelaySockets::bind(self.config.rtp_ip).await?;
         let port = relay.far_rtp_addr().map_err(RelayError::Bind)?.port();
         let offer = build_offer(
@@ -494,7 +499,8 @@ impl TestBot {
         )?;
         let (brain, report_rx) = Brain::new(spec.scenario.clone());
         let (session, runtime_in, runtime_out) = RuntimeSession::channel(RUNTIME_CHANNEL);
-        let brain_task = tokio::spawn(Box::new(brain).run(metadata, session).in_current_span());
+        let mut brain_task = tokio::spawn(Box::new(brain).run(metadata, session).in_current_span());
+        let mut brain_result = None;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let bridge = Bridge {
@@ -534,6 +540,13 @@ impl TestBot {
                     Some(_) => {}
                     None => { ended_by_sip = true; break Party::Agent; }
                 },
+                result = &mut brain_task, if brain_result.is_none() => {
+                    // Normally the brain runs until the call is over; ending
+                    // first means it failed (e.g. an unreadable audio file).
+                    warn!("bot brain stopped before the call ended");
+                    brain_result = Some(result);
+                    break Party::Bot;
+                }
                 _ = &mut limit => {
                     info!("max duration reached");
                     break Party::Bot;
@@ -552,6 +565,7 @@ impl TestBot {
                         packets_sent: s.packets_sent,
                         packets_received: s.packets_received,
                         packets_lost: s.packets_lost,
+                        packets_dropped_outbound: 0,
                         loss_percent: s.loss_percent,
                         jitter_ms: s.jitter_ms,
                         mos: s.mos,
@@ -569,7 +583,14 @@ impl TestBot {
         };
         let relay_stats = relay.stop().await;
         info!(?relay_stats, "relay stopped");
-        let brain_error = match brain_task.await {
+        let mut link = link;
+        link.packets_dropped_outbound =
+            relay_stats.uplink.lost_random + relay_stats.uplink.lost_burst;
+        let brain_result = match brain_result {
+            Some(result) => result,
+            None => brain_task.await,
+        };
+        let brain_error = match brain_result {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(error.to_string()),
             Err(error) => Some(format!("brain task failed: {error}")),
@@ -607,7 +628,16 @@ pub async fn run_in_process(
     agent_metadata: CallMetadata,
     spec: RunSpec,
 ) -> Result<RunReport, BotError> {
+    preflight(&spec.scenario)?;
     in_process::run(agent, agent_metadata, spec).await
+}
+
+/// Checks the script's audio files before any call is made.
+fn preflight(script: &Script) -> Result<(), BotError> {
+    for path in script.audio_files() {
+        check_wav(path)?;
+    }
+    Ok(())
 }
 
 /// Waits for the call's terminal event.

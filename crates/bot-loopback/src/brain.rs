@@ -386,8 +386,10 @@ impl Run {
 
     fn finish(&mut self) -> BrainReport {
         let now = self.now_ms();
-        if let Some(VadEvent::Offset(end)) = self.vad.finish() {
-            self.close_agent(end * FRAME_MS);
+        // Voice still running (or in its hangover) when the call ends
+        // lasts until the end: whether the agent was about to stop is unknown.
+        if self.vad.finish().is_some() {
+            self.close_agent(now);
         }
         match self.step {
             Step::Speaking { barge_in, .. } => {

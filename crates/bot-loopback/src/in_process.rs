@@ -176,17 +176,21 @@ pub(crate) async fn run(
             Ok(Err(error)) => Some(error.to_string()),
             Err(error) => Some(format!("brain task failed: {error}")),
         };
-        if tokio::time::timeout(Duration::from_secs(2), agent_task)
-            .await
-            .is_err()
-        {
-            debug!("agent runtime did not stop; abandoned");
-        }
+        let agent_error = match tokio::time::timeout(Duration::from_secs(2), agent_task).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(error))) => Some(format!("agent runtime: {error}")),
+            Ok(Err(error)) => Some(format!("agent runtime task failed: {error}")),
+            Err(_) => {
+                debug!("agent runtime did not stop; abandoned");
+                None
+            }
+        };
         let brain = report_rx.await.unwrap_or_default();
         let link = LinkStats {
             packets_sent: frames.0,
             packets_received: frames.1,
             packets_lost: 0,
+            packets_dropped_outbound: 0,
             loss_percent: 0.0,
             jitter_ms: 0.0,
             mos: lossless_mos(),
@@ -208,7 +212,7 @@ pub(crate) async fn run(
             answered_at: Some(started_at),
             ended_at: Some(Utc::now()),
             hangup_by,
-            error: brain_error,
+            error: brain_error.or(agent_error),
         })
     }
     .instrument(span)

@@ -25,7 +25,8 @@
 //!   1500 ms).
 //! - **Barge-in stop**: for a `barge_in` utterance, the time from its onset
 //!   to the end of the agent voice segment that was running at that onset,
-//!   when that segment ends before the utterance does (the agent yielded);
+//!   when that segment ends before the utterance does (the agent yielded;
+//!   voice still running when the call ends counts as running to its end);
 //!   `barge_in_stop_ms` is the slowest such stop, null when none stopped.
 //! - **One-way audio**: the bot spoke but heard no agent voice at all, or
 //!   it sent RTP and received none.
@@ -260,6 +261,10 @@ pub struct Measurements {
     pub packets_received: u64,
     /// RTP packets lost towards the bot.
     pub packets_lost: u64,
+    /// RTP packets the simulated path dropped on the way to the agent
+    /// (0 on `clean`; the agent leg's own statistics show their effect).
+    #[serde(default)]
+    pub packets_dropped_outbound: u64,
     /// Loss towards the bot, percent of packets expected.
     pub loss_percent: f64,
     /// RFC 3550 interarrival jitter of what the bot received.

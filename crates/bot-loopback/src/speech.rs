@@ -211,6 +211,27 @@ pub fn load_wav(path: &Path, rate: SampleRate) -> Result<Vec<i16>, SpeechError> 
     resample(&samples, from, rate)
 }
 
+/// Checks, without decoding it, that a WAV file can be played (a run
+/// checks its script's files before it places or answers the call).
+pub fn check_wav(path: &Path) -> Result<(), SpeechError> {
+    let error = |reason: String| SpeechError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let reader = hound::WavReader::open(path).map_err(|e| error(e.to_string()))?;
+    let spec = reader.spec();
+    if spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
+        return Err(error("only 16-bit PCM WAV files are supported".into()));
+    }
+    if SampleRate::from_hz(spec.sample_rate).is_none() {
+        return Err(error(format!(
+            "sample rate {} Hz is not 8000, 16000 or 48000",
+            spec.sample_rate
+        )));
+    }
+    Ok(())
+}
+
 fn read_wav<R: std::io::Read>(
     reader: R,
     name: &str,
@@ -404,8 +425,23 @@ mod tests {
         let samples = load_wav(&path, SampleRate::Hz8000).expect("loads");
         assert_eq!(samples.len(), 8000, "one second at 8 kHz");
         assert!(rms(&samples[800..7200]) > 4000.0);
+        assert!(check_wav(&path).is_ok());
         let missing = load_wav(&dir.join("missing.wav"), SampleRate::Hz8000);
         assert!(matches!(missing, Err(SpeechError::File { .. })));
+        assert!(check_wav(&dir.join("missing.wav")).is_err());
+        let odd_rate = dir.join("odd.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 22_050,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        hound::WavWriter::create(&odd_rate, spec)
+            .expect("create")
+            .finalize()
+            .expect("finalize");
+        let error = check_wav(&odd_rate).expect_err("22.05 kHz is refused");
+        assert!(error.to_string().contains("22050"), "{error}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -24,6 +24,7 @@ fn measurements() -> Measurements {
         packets_sent: 100,
         packets_received: 98,
         packets_lost: 2,
+        packets_dropped_outbound: 0,
         loss_percent: 2.0,
         jitter_ms: 1.5,
         dtmf_sent: String::new(),
