@@ -238,12 +238,17 @@ pub fn summary_table(runs: &[Value]) -> String {
     out
 }
 
-/// The batch aggregate, one measure a line (`name: median ..., p95 ...` for distributions).
+/// The batch aggregate, one measure a line (`name: median ..., p95 ...` for distributions);
+/// a group of distributions (such as `measures`) shows each of its members.
 pub fn aggregate_lines(aggregate: &Value) -> String {
-    let Some(measures) = aggregate.as_object() else {
-        return String::new();
-    };
     let mut out = String::new();
+    if let Some(measures) = aggregate.as_object() {
+        aggregate_into(&mut out, measures, 0);
+    }
+    out
+}
+
+fn aggregate_into(out: &mut String, measures: &Map<String, Value>, depth: usize) {
     for (name, value) in measures {
         let shown = match value {
             Value::Object(stats) => {
@@ -253,6 +258,9 @@ pub fn aggregate_lines(aggregate: &Value) -> String {
                     .map(|(key, v)| format!("{key} {}", number_or_text(v)))
                     .collect();
                 if parts.is_empty() {
+                    if depth == 0 {
+                        aggregate_into(out, stats, depth + 1);
+                    }
                     continue;
                 }
                 parts.join(", ")
@@ -262,7 +270,6 @@ pub fn aggregate_lines(aggregate: &Value) -> String {
         };
         let _ = writeln!(out, "  {name}: {shown}");
     }
-    out
 }
 
 /// The exit status for runs that are over: success only when every run passed.
@@ -668,8 +675,10 @@ mod tests {
     #[test]
     fn aggregate_shows_distributions_and_values() {
         let aggregate = json!({
-            "response_latency_ms": {"median": 110.5, "p95": 180, "runs": 10},
-            "mos": {"median": 4.3, "p95": 4.1},
+            "measures": {
+                "response_latency_ms": {"median": 110.5, "p95": 180, "runs": 10},
+                "mos": {"median": 4.3, "p95": 4.1},
+            },
             "passed": true,
             "runs": 10,
             "dtmf_heard": ["1"],
