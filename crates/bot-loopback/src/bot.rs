@@ -26,7 +26,7 @@ use sip_stack::transport::TransportConfig;
 use sip_stack::ua::{
     CallEvent, CallHandle, IncomingCalls, OutgoingCall, Party as SipParty, UaConfig, UserAgent,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn, Instrument};
 
 use crate::agent::{AgentRuntime, CallMetadata, Direction as CallDirection, RuntimeSession};
@@ -281,7 +281,7 @@ impl TestBot {
     /// `outbound` direction: waits (up to `spec.answer_timeout`) for one
     /// INVITE, answers it with 180 then 200, runs the scenario.
     pub async fn answer(mut self, spec: RunSpec) -> Result<RunReport, BotError> {
-        preflight(&spec.scenario)?;
+        let brain = prepared_brain(&spec.scenario).await?;
         let incoming = tokio::time::timeout(spec.answer_timeout, self.incoming.recv())
             .await
             .ok()
@@ -292,6 +292,10 @@ impl TestBot {
         let call = incoming.call;
         let span = tracing::info_span!("bot", sip_call_id = %invite.call_id, direction = "answer");
         async move {
+            let called = invite.called_user.as_deref().unwrap_or_default();
+            if called.trim_start_matches('+') != self.config.number.trim_start_matches('+') {
+                warn!(called, number = %self.config.number, "call for another number; answered anyway");
+            }
             let offer = invite
                 .sdp
                 .as_deref()
@@ -347,7 +351,7 @@ impl TestBot {
                 answered_at,
                 final_code: 200,
             };
-            self.run_leg(leg, spec).await
+            self.run_leg(leg, spec, brain).await
         }
         .instrument(span)
         .await
@@ -361,7 +365,7 @@ impl TestBot {
         from_number: &str,
         spec: RunSpec,
     ) -> Result<RunReport, BotError> {
-        preflight(&spec.scenario)?;
+        let brain = prepared_brain(&spec.scenario).await?;
         let relay = RelaySockets::bind(self.config.rtp_ip).await?;
         let port = relay.far_rtp_addr().map_err(RelayError::Bind)?.port();
         let offer = build_offer(
@@ -456,14 +460,20 @@ impl TestBot {
                 answered_at,
                 final_code: 200,
             };
-            self.run_leg(leg, spec).await
+            self.run_leg(leg, spec, brain).await
         }
         .instrument(span)
         .await
     }
 
     /// Media, brain and bridge of an answered call, until it ends.
-    async fn run_leg(self, leg: Leg, spec: RunSpec) -> Result<RunReport, BotError> {
+    async fn run_leg(
+        self,
+        leg: Leg,
+        spec: RunSpec,
+        brain: (Brain, oneshot::Receiver<BrainReport>),
+    ) -> Result<RunReport, BotError> {
+        let (brain, report_rx) = brain;
         let Leg {
             mut call,
             negotiated,
@@ -497,7 +507,6 @@ impl TestBot {
             spec.network_profile,
             spec.seed,
         )?;
-        let (brain, report_rx) = Brain::new(spec.scenario.clone());
         let (session, runtime_in, runtime_out) = RuntimeSession::channel(RUNTIME_CHANNEL);
         let mut brain_task = tokio::spawn(Box::new(brain).run(metadata, session).in_current_span());
         let mut brain_result = None;
@@ -633,11 +642,24 @@ pub async fn run_in_process(
 }
 
 /// Checks the script's audio files before any call is made.
-fn preflight(script: &Script) -> Result<(), BotError> {
+pub(crate) fn preflight(script: &Script) -> Result<(), BotError> {
     for path in script.audio_files() {
         check_wav(path)?;
     }
     Ok(())
+}
+
+/// A brain for `script` with its speech rendered at both call rates
+/// (8 kHz for G.711, 16 kHz for Opus) before the call starts.
+async fn prepared_brain(
+    script: &Script,
+) -> Result<(Brain, oneshot::Receiver<BrainReport>), BotError> {
+    preflight(script)?;
+    let (mut brain, report) = Brain::new(script.clone());
+    brain
+        .prepare(&[SampleRate::Hz8000, SampleRate::Hz16000])
+        .await?;
+    Ok((brain, report))
 }
 
 /// Waits for the call's terminal event.

@@ -43,9 +43,13 @@ pub struct BrainReport {
     pub frames: u64,
 }
 
+/// The audio of each command (`None` for commands without audio).
+type Rendered = Vec<Option<Vec<i16>>>;
+
 /// The bot's brain for one run.
 pub struct Brain {
     script: Script,
+    prepared: Vec<(SampleRate, Rendered)>,
     report: oneshot::Sender<BrainReport>,
 }
 
@@ -53,8 +57,41 @@ impl Brain {
     /// A brain running `script`, and where its report arrives.
     pub fn new(script: Script) -> (Brain, oneshot::Receiver<BrainReport>) {
         let (report, receiver) = oneshot::channel();
-        (Brain { script, report }, receiver)
+        (
+            Brain {
+                script,
+                prepared: Vec::new(),
+                report,
+            },
+            receiver,
+        )
     }
+
+    /// Renders the script's speech at each of `rates` now (off the
+    /// runtime's threads), so the call's audio never waits for decoding.
+    /// Rates left out are rendered when the call starts.
+    pub async fn prepare(&mut self, rates: &[SampleRate]) -> Result<(), SpeechError> {
+        for &rate in rates {
+            if self.prepared.iter().any(|(r, _)| *r == rate) {
+                continue;
+            }
+            let audio = render_blocking(&self.script, rate).await?;
+            self.prepared.push((rate, audio));
+        }
+        Ok(())
+    }
+}
+
+/// [`render_all`] on a blocking thread.
+async fn render_blocking(script: &Script, rate: SampleRate) -> Result<Rendered, SpeechError> {
+    let script = script.clone();
+    tokio::task::spawn_blocking(move || render_all(&script, rate))
+        .await
+        .map_err(|error| SpeechError::Resample {
+            from: rate.hz(),
+            to: rate.hz(),
+            reason: format!("rendering task failed: {error}"),
+        })?
 }
 
 impl AgentRuntime for Brain {
@@ -71,19 +108,24 @@ impl AgentRuntime for Brain {
             let rate = SampleRate::from_hz(metadata.sample_rate).ok_or_else(|| {
                 RuntimeError::Failed(format!("unsupported rate {}", metadata.sample_rate))
             })?;
-            // Decoding clips and files takes a while the first time: off the
-            // runtime's threads, so no call's audio waits on it.
-            let script = self.script.clone();
-            let audio = tokio::task::spawn_blocking(move || render_all(&script, rate))
-                .await
-                .map_err(|error| RuntimeError::Failed(format!("speech rendering: {error}")))?
-                .map_err(|error| match error {
-                    SpeechError::File { path, reason } => RuntimeError::AudioFile { path, reason },
-                    other => RuntimeError::Failed(other.to_string()),
-                })?;
-            let mut run = Run::new(self.script.commands, audio, rate);
-            let report = run.drive(session).await;
-            let _ = self.report.send(report);
+            let Brain {
+                script,
+                mut prepared,
+                report,
+            } = *self;
+            let audio = match prepared.iter().position(|(r, _)| *r == rate) {
+                Some(index) => prepared.swap_remove(index).1,
+                None => render_blocking(&script, rate)
+                    .await
+                    .map_err(|error| match error {
+                        SpeechError::File { path, reason } => {
+                            RuntimeError::AudioFile { path, reason }
+                        }
+                        other => RuntimeError::Failed(other.to_string()),
+                    })?,
+            };
+            let mut run = Run::new(script.commands, audio, rate);
+            let _ = report.send(run.drive(session).await);
             Ok(())
         })
     }
@@ -91,7 +133,7 @@ impl AgentRuntime for Brain {
 
 /// The audio of every `say`/`barge_in`, in command order (rendered before
 /// the call's audio starts, never per frame).
-fn render_all(script: &Script, rate: SampleRate) -> Result<Vec<Option<Vec<i16>>>, SpeechError> {
+fn render_all(script: &Script, rate: SampleRate) -> Result<Rendered, SpeechError> {
     script
         .commands
         .iter()

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use chrono::Utc;
+use media::codec::SampleRate;
 use media::stream::{AudioFrame, FrameKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, Instrument};
@@ -128,8 +129,11 @@ pub(crate) async fn run(
             crate::agent::Direction::Inbound => crate::agent::Direction::Outbound,
             crate::agent::Direction::Outbound => crate::agent::Direction::Inbound,
         };
+        let (mut brain, report_rx) = Brain::new(spec.scenario.clone());
+        if let Some(rate) = SampleRate::from_hz(agent_metadata.sample_rate) {
+            brain.prepare(&[rate]).await?;
+        }
         let started_at = Utc::now();
-        let (brain, report_rx) = Brain::new(spec.scenario.clone());
         let (bot_session, bot_in, bot_out) = RuntimeSession::channel(CHANNEL);
         let (agent_session, agent_in, agent_out) = RuntimeSession::channel(CHANNEL);
         info!(runtime = agent.kind(), "in-process test call");

@@ -164,6 +164,36 @@ async fn answer_gives_up_when_no_call_arrives() {
     assert!(error.to_string().contains("no call arrived"), "{error}");
 }
 
+#[tokio::test]
+async fn an_unanswered_call_is_cancelled_at_the_answer_timeout() {
+    let media = media();
+    // A bot that never answers: its INVITEs get 100 Trying and nothing more.
+    let silent = bot(AGENT_NUMBER, &media).await;
+    let caller = bot(CALLER_NUMBER, &media).await;
+    let target = format!("sip:{AGENT_NUMBER}@{}", silent.sip_addr());
+    let mut spec = spec(&caller_script(""), NetworkProfile::Clean, 5);
+    spec.answer_timeout = Duration::from_millis(500);
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        caller.call(&target, CALLER_NUMBER, spec),
+    )
+    .await
+    .expect("gives up in time")
+    .expect("a report, not an error");
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not answered")),
+        "{report:?}"
+    );
+    assert_eq!(report.hangup_by, Party::Bot);
+    assert_eq!(report.answered_at, None);
+    assert!(report.sip_call_id.is_some());
+    assert_eq!(report.measurements.response_latency_ms, None);
+    drop(silent);
+}
+
 /// Plays back what it hears, frame by frame.
 struct Echo;
 
