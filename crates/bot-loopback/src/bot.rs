@@ -13,14 +13,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use media::codec::{CodecSpec, SampleRate};
-use media::rtp_session::PayloadType as RtpPayloadType;
-use media::stats::{CodecQuality, EModel};
-use media::stream::{IdleAudio, MediaConfig, MediaEngine, OpenOptions, StreamHandle};
+use media::codec::SampleRate;
+use media::stream::{MediaEngine, OpenOptions, StreamHandle};
 use sip_stack::message::TransportKind;
 use sip_stack::sdp::{
     answer as sdp_answer, build_offer, negotiated as sdp_negotiated, Codec, Direction, Negotiated,
-    PayloadType, SessionDescription,
+    SessionDescription,
 };
 use sip_stack::transport::TransportConfig;
 use sip_stack::ua::{
@@ -29,15 +27,21 @@ use sip_stack::ua::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn, Instrument};
 
+mod negotiate;
+mod outcome;
+
 use crate::agent::{AgentRuntime, CallMetadata, Direction as CallDirection, RuntimeSession};
 use crate::brain::{Brain, BrainReport};
 use crate::bridge::{Bridge, BridgeCommand, BridgeEvent};
 use crate::in_process;
-use crate::measure::{LatencySummary, Measurements, Party, DEAD_AIR_THRESHOLD_MS};
+use crate::measure::{Measurements, Party};
 use crate::netprofile::NetworkProfile;
 use crate::relay::{RelayError, RelayPeers, RelaySockets};
 use crate::script::Script;
 use crate::speech::{check_wav, SpeechError};
+
+use self::negotiate::{media_config, metadata, session_id, supported_codecs};
+pub(crate) use self::outcome::{assemble, lossless_mos, LinkStats, SipTimes};
 
 /// Messages between the bridge and the brain, each way.
 const RUNTIME_CHANNEL: usize = 64;
@@ -144,75 +148,6 @@ impl RunReport {
             error: Some(error),
         }
     }
-}
-
-/// RTP figures of the bot's leg.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct LinkStats {
-    pub packets_sent: u64,
-    pub packets_received: u64,
-    pub packets_lost: u64,
-    pub packets_dropped_outbound: u64,
-    pub loss_percent: f64,
-    pub jitter_ms: f64,
-    pub mos: f64,
-}
-
-/// SIP delays of the bot's leg.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct SipTimes {
-    pub post_dial_delay_ms: Option<u64>,
-    pub answer_delay_ms: Option<u64>,
-}
-
-/// Builds the measurements from the brain's report and the leg's figures.
-pub(crate) fn assemble(
-    brain: &BrainReport,
-    link: &LinkStats,
-    sip: SipTimes,
-    hangup_by: Party,
-    profile: NetworkProfile,
-) -> Measurements {
-    let timeline = &brain.timeline;
-    let latencies = timeline.response_latencies();
-    let as_f64: Vec<f64> = latencies.iter().map(|&v| v as f64).collect();
-    let (dead_air_ms_max, dead_air_count) = timeline.dead_air(DEAD_AIR_THRESHOLD_MS);
-    let (barge_in_attempts, barge_in_stopped, barge_in_stop_ms) = timeline.barge_ins();
-    let spoke = !timeline.bot_speech.is_empty();
-    let heard = !timeline.agent_speech.is_empty();
-    let one_way_audio = (spoke && !heard) || (link.packets_sent > 0 && link.packets_received == 0);
-    Measurements {
-        response_latency_ms: LatencySummary::of(&as_f64),
-        response_latencies_ms: latencies,
-        dead_air_ms_max,
-        dead_air_count,
-        one_way_audio,
-        mos: link.mos,
-        post_dial_delay_ms: sip.post_dial_delay_ms,
-        answer_delay_ms: sip.answer_delay_ms,
-        time_to_first_agent_audio_ms: timeline.first_agent_audio_ms(),
-        barge_in_stop_ms,
-        barge_in_attempts,
-        barge_in_stopped,
-        packets_sent: link.packets_sent,
-        packets_received: link.packets_received,
-        packets_lost: link.packets_lost,
-        packets_dropped_outbound: link.packets_dropped_outbound,
-        loss_percent: link.loss_percent,
-        jitter_ms: link.jitter_ms,
-        dtmf_sent: brain.dtmf_sent.clone(),
-        dtmf_heard: brain.dtmf_heard.clone(),
-        hangup_by,
-        duration_ms: timeline.duration_ms,
-        utterances: u32::try_from(timeline.bot_speech.len()).unwrap_or(u32::MAX),
-        expect_timeouts: brain.expect_timeouts,
-        network_profile: profile,
-    }
-}
-
-/// The MOS of a lossless, undelayed PCM path (the in-process `bot` mode).
-pub(crate) fn lossless_mos() -> f64 {
-    EModel::new(CodecQuality::PCMU).mos()
 }
 
 /// A test bot: one SIP user agent, one run.
@@ -673,82 +608,4 @@ async fn drain(call: &mut CallHandle) {
 
 fn elapsed_ms(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
     u64::try_from((to - from).num_milliseconds()).unwrap_or(0)
-}
-
-fn session_id(seed: u64) -> u64 {
-    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 1
-}
-
-/// What the bot accepts in an offer (the offerer's order wins).
-fn supported_codecs() -> Vec<Codec> {
-    let mut codecs = Codec::default_set();
-    codecs.push(Codec::telephone_event_at(
-        PayloadType::TELEPHONE_EVENT_DEFAULT,
-        48_000,
-    ));
-    codecs
-}
-
-fn metadata(
-    sip_call_id: &str,
-    from_number: String,
-    to_number: String,
-    direction: CallDirection,
-    negotiated: &Negotiated,
-) -> Result<CallMetadata, BotError> {
-    let rate = app_rate(negotiated)?;
-    Ok(CallMetadata {
-        call_id: sip_call_id.to_owned(),
-        org_id: String::new(),
-        agent_id: String::new(),
-        direction,
-        from_number,
-        to_number,
-        prompt: String::new(),
-        greeting: None,
-        variables: Default::default(),
-        sip_call_id: Some(sip_call_id.to_owned()),
-        sample_rate: rate.hz(),
-    })
-}
-
-fn codec_spec(negotiated: &Negotiated) -> Result<CodecSpec, BotError> {
-    let codec = &negotiated.codec;
-    CodecSpec::from_rtpmap(&codec.name, codec.clock_rate).ok_or_else(|| {
-        BotError::Sdp(format!(
-            "unsupported codec {}/{}",
-            codec.name, codec.clock_rate
-        ))
-    })
-}
-
-fn app_rate(negotiated: &Negotiated) -> Result<SampleRate, BotError> {
-    Ok(match codec_spec(negotiated)? {
-        CodecSpec::Opus(_) => SampleRate::Hz16000,
-        _ => SampleRate::Hz8000,
-    })
-}
-
-/// The bot's stream: the negotiated codec, talking to the relay's near side.
-fn media_config(
-    negotiated: &Negotiated,
-    near_rtp: SocketAddr,
-    near_rtcp: SocketAddr,
-) -> Result<MediaConfig, BotError> {
-    let spec = codec_spec(negotiated)?;
-    let pt = |value: u8| {
-        RtpPayloadType::new(value).ok_or_else(|| BotError::Sdp(format!("payload type {value}")))
-    };
-    let mut config = MediaConfig::new(spec, pt(negotiated.payload_type.get())?, near_rtp);
-    config.remote_rtcp = Some(near_rtcp);
-    config.telephone_event_pt = negotiated
-        .telephone_event_pt
-        .map(|p| pt(p.get()))
-        .transpose()?;
-    config.app_rate = app_rate(negotiated)?;
-    config.remote_ptime_ms = negotiated.ptime.clamp(10, 120);
-    config.idle = IdleAudio::Nothing;
-    config.inactivity_timeout = None;
-    config.cname = String::from("dialcore-test-bot");
-    Ok(config)
 }
