@@ -377,7 +377,7 @@ fn target_fields(body: &mut Body) -> Option<Target> {
         );
     }
     let thresholds = thresholds(body);
-    let charge_multiplier = number_at_least(body, "charge_multiplier", 1.0, MAX_CHARGE_MULTIPLIER);
+    let charge_multiplier = number_in(body, "charge_multiplier", 1.0, Some(MAX_CHARGE_MULTIPLIER));
     let consent = body.bool("consent_to_charge");
     Some(Target {
         target_type: target_type?,
@@ -429,21 +429,18 @@ fn check_scenario(body: &mut Body, field: &str, prompt: &str) -> bool {
     }
 }
 
-/// `thresholds`: an object of optional gates, each a number at least 0.
+/// `thresholds`: an object of optional gates, each a number at least 0 (`None` when it
+/// sets none).
 fn thresholds(body: &mut Body) -> Option<Value> {
     let mut nested = body.object("thresholds")?;
-    let mut gates = TestThresholds::default();
-    for field in TestThresholds::FIELDS {
-        let value = number_at_least(&mut nested, field, 0.0, f64::MAX);
-        let slot = match *field {
-            "response_latency_p95_ms" => &mut gates.response_latency_p95_ms,
-            "response_latency_p50_ms" => &mut gates.response_latency_p50_ms,
-            "mos_min" => &mut gates.mos_min,
-            "dead_air_ms_max" => &mut gates.dead_air_ms_max,
-            _ => &mut gates.loss_percent_max,
-        };
-        *slot = value;
-    }
+    let mut gate = |field: &str| number_in(&mut nested, field, 0.0, None);
+    let gates = TestThresholds {
+        response_latency_p95_ms: gate("response_latency_p95_ms"),
+        response_latency_p50_ms: gate("response_latency_p50_ms"),
+        mos_min: gate("mos_min"),
+        dead_air_ms_max: gate("dead_air_ms_max"),
+        loss_percent_max: gate("loss_percent_max"),
+    };
     body.absorb(nested);
     if gates.gates().is_empty() {
         return None;
@@ -451,24 +448,24 @@ fn thresholds(body: &mut Body) -> Option<Value> {
     serde_json::to_value(&gates).ok()
 }
 
-/// A finite number in `min..=max` (absent gives `None`).
-fn number_at_least(body: &mut Body, field: &str, min: f64, max: f64) -> Option<f64> {
+/// A finite number of at least `min` (and at most `max`, when given); absent gives `None`.
+fn number_in(body: &mut Body, field: &str, min: f64, max: Option<f64>) -> Option<f64> {
     if !body.has(field) {
         return None;
     }
-    match body.typed::<f64>(field) {
-        Some(value) if value.is_finite() && value >= min && value <= max => Some(value),
-        Some(_) => {
-            let limit = if max == f64::MAX {
-                format!("must be a number of at least {min}")
-            } else {
-                format!("must be a number from {min} to {max}")
-            };
-            body.invalid(field, limit);
-            None
+    let value = body.typed::<f64>(field);
+    match value {
+        Some(value)
+            if value.is_finite() && value >= min && !matches!(max, Some(max) if value > max) =>
+        {
+            Some(value)
         }
-        None => {
-            body.invalid(field, "must be a number");
+        _ => {
+            let range = match max {
+                Some(max) => format!("must be a number from {min} to {max}"),
+                None => format!("must be a number of at least {min}"),
+            };
+            body.invalid(field, range);
             None
         }
     }
