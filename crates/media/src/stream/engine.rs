@@ -758,8 +758,13 @@ impl Worker {
                         "media stream closed with dropped frames"
                     );
                 }
+                let recording = entry.recording.take();
+                // The sockets are freed before the reply: whoever awaits it
+                // may bind the same port at once (a stream reopened with the
+                // negotiated codec).
+                drop(entry);
                 if let Some(reply) = reply {
-                    let _ = reply.send((stats, entry.recording.take()));
+                    let _ = reply.send((stats, recording));
                 }
             }
             Command::Stats { id, reply } => {
@@ -939,6 +944,31 @@ mod tests {
         assert_ne!(a.local_addr(), b.local_addr());
         let closed = a.close().await.unwrap();
         assert!(closed.recording.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_streams_ports_are_free_when_close_returns() {
+        let engine = MediaEngine::start(EngineConfig {
+            port_min: 43201,
+            port_max: 43299,
+            workers: 2,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let remote = SocketAddr::from(([127, 0, 0, 1], 9));
+        let config = MediaConfig::new(
+            crate::codec::CodecSpec::Pcmu,
+            crate::rtp_session::PayloadType::PCMU,
+            remote,
+        );
+        for _ in 0..50 {
+            let stream = engine.open(config.clone(), OpenOptions::default()).unwrap();
+            let (rtp, rtcp) = (stream.local_addr(), stream.local_rtcp_addr().unwrap());
+            stream.close().await.unwrap();
+            // Reopening on the same port right away must not find it taken.
+            let again = (StdUdpSocket::bind(rtp), StdUdpSocket::bind(rtcp));
+            assert!(again.0.is_ok() && again.1.is_ok(), "{again:?}");
+        }
     }
 
     #[test]
