@@ -415,6 +415,37 @@ impl Thresholds {
         *self == Thresholds::default()
     }
 
+    /// Checks the limits make sense (finite, not negative; `mos_min` within
+    /// 1.0 ..= 4.5); the error names the first bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        let limits = [
+            ("response_latency_p50_ms", self.response_latency_p50_ms),
+            ("response_latency_p95_ms", self.response_latency_p95_ms),
+            ("response_latency_max_ms", self.response_latency_max_ms),
+            ("dead_air_ms_max", self.dead_air_ms_max),
+            ("loss_percent_max", self.loss_percent_max),
+            ("jitter_ms_max", self.jitter_ms_max),
+            (
+                "time_to_first_agent_audio_ms_max",
+                self.time_to_first_agent_audio_ms_max,
+            ),
+            ("barge_in_stop_ms_max", self.barge_in_stop_ms_max),
+        ];
+        for (name, limit) in limits {
+            if let Some(limit) = limit {
+                if !limit.is_finite() || limit < 0.0 {
+                    return Err(format!("{name} must be a non-negative number"));
+                }
+            }
+        }
+        if let Some(mos) = self.mos_min {
+            if !(1.0..=4.5).contains(&mos) {
+                return Err("mos_min must be between 1.0 and 4.5".to_owned());
+            }
+        }
+        Ok(())
+    }
+
     /// Checks one run.
     pub fn evaluate(&self, measurements: &Measurements) -> Verdict {
         self.check(&Gated::of_run(measurements))

@@ -168,6 +168,29 @@ fn thresholds_reject_unknown_fields() {
 }
 
 #[test]
+fn thresholds_validate_their_limits() {
+    assert!(Thresholds::default().validate().is_ok());
+    let good = Thresholds {
+        mos_min: Some(3.5),
+        loss_percent_max: Some(0.0),
+        ..Thresholds::default()
+    };
+    assert!(good.validate().is_ok());
+    let negative = Thresholds {
+        dead_air_ms_max: Some(-1.0),
+        ..Thresholds::default()
+    };
+    assert!(negative
+        .validate()
+        .is_err_and(|e| e.contains("dead_air_ms_max")));
+    let mos = Thresholds {
+        mos_min: Some(5.0),
+        ..Thresholds::default()
+    };
+    assert!(mos.validate().is_err_and(|e| e.contains("mos_min")));
+}
+
+#[test]
 fn a_batch_pools_latencies_and_takes_the_worst_run_for_the_rest() {
     let good = measurements();
     let mut bad = measurements();
