@@ -8,4 +8,5 @@ pub mod model;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod test_calls;
 pub mod webhooks;

@@ -1,7 +1,8 @@
 //! The running service: opens the store, bootstraps the first API key, starts the webhook
-//! dispatcher, the call engine (SIP and media) and the HTTP API, and stops them in order on
-//! shutdown: HTTP first (no new requests), then the live calls (hung up and recorded), then
-//! the webhook dispatcher (pending deliveries stay in the outbox), then the store.
+//! dispatcher, the call engine (SIP and media), the test-call runner and the HTTP API, and
+//! stops them in order on shutdown: HTTP first (no new requests), then the test runs in flight
+//! (failed as interrupted), then the live calls (hung up and recorded), then the webhook
+//! dispatcher (pending deliveries stay in the outbox), then the store.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -26,6 +27,7 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::engine::CallEngine;
 use crate::store::Store;
+use crate::test_calls::{self, TestRunner};
 use crate::webhooks::Webhooks;
 
 /// Starts the service (see [`Service::start`]).
@@ -46,6 +48,8 @@ pub struct ServiceHandle {
     pub webhooks: Webhooks,
     /// The call engine.
     pub engine: CallEngine,
+    /// The test-call runner.
+    pub test_runner: TestRunner,
     /// The API key generated at bootstrap (only on a database that had none and with no
     /// `api.key` configured); it has been printed once.
     pub generated_api_key: Option<String>,
@@ -58,7 +62,8 @@ impl Service {
     /// (running migrations), bootstraps organisation `default` and its key (printing a
     /// generated key once on stdout), starts the webhook dispatcher (which picks up
     /// deliveries a previous run left pending), the call engine on `sip.listen` (which
-    /// records calls a previous run left unfinished) and the HTTP API on `http.listen`.
+    /// records calls a previous run left unfinished), fails the test runs a previous run left
+    /// unfinished, and starts the test runner and the HTTP API on `http.listen`.
     pub async fn start(config: Config) -> anyhow::Result<ServiceHandle> {
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.recordings.dir).with_context(|| {
@@ -95,6 +100,18 @@ impl Service {
                 ));
             }
         };
+        if let Err(error) = test_calls::recover(&store, &webhooks).await {
+            engine.shutdown().await;
+            webhooks.stop();
+            store.close().await;
+            return Err(error).context("cannot recover the test runs of the last run");
+        }
+        let test_runner = TestRunner::new(
+            store.clone(),
+            engine.clone(),
+            webhooks.clone(),
+            Arc::clone(&config),
+        );
         let listener = match tokio::net::TcpListener::bind(config.http.listen).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -107,12 +124,15 @@ impl Service {
         };
         let http_addr = listener.local_addr()?;
         let sip_addr = engine.sip_addr();
-        let app = api::router(AppState::new(
-            store.clone(),
-            engine.clone(),
-            Arc::clone(&config),
-            webhooks.clone(),
-        ));
+        let app = api::router(
+            AppState::new(
+                store.clone(),
+                engine.clone(),
+                Arc::clone(&config),
+                webhooks.clone(),
+            )
+            .with_test_runner(test_runner.clone()),
+        );
         let (stop_http, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -135,6 +155,7 @@ impl Service {
             store,
             webhooks,
             engine,
+            test_runner,
             generated_api_key,
             stop_http,
             http,
@@ -144,12 +165,14 @@ impl Service {
 
 impl ServiceHandle {
     /// Stops the service gracefully: the HTTP server stops accepting and finishes the
-    /// requests in flight; every live call is hung up and recorded as such; the webhook
+    /// requests in flight; test runs in flight are failed as interrupted; every live call is
+    /// hung up and recorded as such; the webhook
     /// dispatcher stops after its current round (pending deliveries stay in the outbox for
     /// the next run); the store is closed once its running queries finish.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop_http.send(());
         let served = self.http.await;
+        self.test_runner.shutdown().await;
         self.engine.shutdown().await;
         self.webhooks.stop();
         self.store.close().await;

@@ -1,0 +1,53 @@
+//! Restart recovery: runs a previous process left queued or in progress
+//! (it crashed, or its shutdown grace ran out) are failed with a reason, and
+//! their batches closed, so that nothing stays in flight forever.
+
+use tracing::{info, warn};
+
+use crate::model::events;
+use crate::store::{Store, StoreError};
+use crate::webhooks::Webhooks;
+
+/// The reason recorded on runs a restart found unfinished.
+pub const RESTART_REASON: &str = "service_restart: the service restarted before the run finished";
+
+/// Fails every unfinished run with [`RESTART_REASON`], closes their
+/// batches, and emits `test_call.completed` / `test_call_batch.completed`
+/// for what changed. Call at start, before any run is launched.
+pub async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), StoreError> {
+    let recovered = store.fail_unfinished_test_runs(RESTART_REASON).await?;
+    if recovered.runs.is_empty() && recovered.batches.is_empty() {
+        return Ok(());
+    }
+    info!(
+        runs = recovered.runs.len(),
+        batches = recovered.batches.len(),
+        "test runs left unfinished by the last run failed"
+    );
+    for run in &recovered.runs {
+        emit(webhooks, &run.org_id, events::TEST_CALL_COMPLETED, run).await;
+    }
+    for batch in &recovered.batches {
+        emit(
+            webhooks,
+            &batch.org_id,
+            events::TEST_CALL_BATCH_COMPLETED,
+            batch,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn emit<T: serde::Serialize>(webhooks: &Webhooks, org_id: &str, event: &str, object: &T) {
+    let data = match serde_json::to_value(object) {
+        Ok(data) => data,
+        Err(error) => {
+            warn!(%error, event, "webhook body not serializable");
+            return;
+        }
+    };
+    if let Err(error) = webhooks.emit(org_id, event, data).await {
+        warn!(%error, event, "webhook not queued");
+    }
+}
