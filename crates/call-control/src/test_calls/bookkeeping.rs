@@ -252,3 +252,137 @@ async fn emit<T: serde::Serialize>(inner: &Inner, org_id: &str, event: &str, obj
         Err(error) => warn!(%error, event, "webhook body not serializable"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn measurements(mos: f64, p95: f64) -> Measurements {
+        serde_json::from_value(json!({
+            "response_latency_ms": {"p50": p95 / 2.0, "p95": p95, "max": p95},
+            "response_latencies_ms": [],
+            "dead_air_ms_max": 300, "dead_air_count": 0, "one_way_audio": false,
+            "mos": mos, "post_dial_delay_ms": null, "answer_delay_ms": 0,
+            "time_to_first_agent_audio_ms": 200, "barge_in_stop_ms": null,
+            "barge_in_attempts": 0, "barge_in_stopped": 0, "packets_sent": 250,
+            "packets_received": 250, "packets_lost": 0, "loss_percent": 0.0,
+            "jitter_ms": 0.5, "dtmf_sent": "", "dtmf_heard": "", "hangup_by": "bot",
+            "duration_ms": 5000, "utterances": 1, "expect_timeouts": 0,
+            "network_profile": "clean"
+        }))
+        .expect("measurements literal")
+    }
+
+    fn run(status: TestRunStatus, measurements: Option<Value>) -> TestCallRun {
+        let mut run: TestCallRun = serde_json::from_value(json!({
+            "id": "tcr_1", "target_type": "agent", "target_id": "agt_1", "agent_id": "agt_1",
+            "direction": "outbound", "target_number": "+15550100000",
+            "scenario_prompt": "say hello", "mode": "sip", "status": "queued",
+            "network_profile": "clean", "charge_multiplier": 2.0, "estimated_cost_cents": 16,
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .expect("run literal");
+        run.status = status;
+        run.measurements = measurements;
+        run
+    }
+
+    fn batch(total_runs: u32, thresholds: Option<Value>) -> TestCallBatch {
+        serde_json::from_value(json!({
+            "id": "tcb_1", "target_type": "agent", "target_id": "agt_1", "agent_id": "agt_1",
+            "direction": "outbound", "mode": "sip", "target_number": "+15550100000",
+            "network_profile": "clean", "thresholds": thresholds, "charge_multiplier": 2.0,
+            "estimated_cost_cents": 32, "run_count": total_runs, "stagger_seconds": 0,
+            "status": "in_progress", "total_runs": total_runs, "completed_runs": 0,
+            "failed_runs": 0, "run_ids": [], "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .expect("batch literal")
+    }
+
+    #[test]
+    fn measurements_carry_the_verdict_only_with_thresholds() {
+        let m = measurements(4.2, 300.0);
+        let plain = measurements_json(&m, None);
+        assert_eq!(plain, serde_json::to_value(&m).expect("json"));
+        assert!(plain.get("passed").is_none());
+
+        let gated = measurements_json(
+            &m,
+            Some(&json!({"mos_min": 4.3, "response_latency_p95_ms": 1000})),
+        );
+        assert_eq!(gated["passed"], false);
+        let failed = gated["failed_thresholds"].as_array().expect("list");
+        assert_eq!(failed.len(), 1, "{gated}");
+        assert_eq!(failed[0]["name"], "mos_min");
+
+        let held = measurements_json(&m, Some(&json!({"response_latency_p95_ms": 1000})));
+        assert_eq!(held["passed"], true);
+        assert_eq!(held["failed_thresholds"], json!([]));
+    }
+
+    #[test]
+    fn the_batch_passes_only_when_every_run_ended_completed_and_passed() {
+        let gates = json!({"mos_min": 4.0});
+        let passed = |mos| measurements_json(&measurements(mos, 200.0), Some(&gates));
+        let good = run(TestRunStatus::Completed, Some(passed(4.3)));
+
+        let all_good = aggregate_json(
+            &batch(2, Some(gates.clone())),
+            &[good.clone(), good.clone()],
+        );
+        assert_eq!(all_good["passed"], true, "{all_good}");
+        assert_eq!(all_good["measured_runs"], 2);
+        assert_eq!(all_good["runs"], 2);
+
+        let one_failed = aggregate_json(
+            &batch(2, Some(gates.clone())),
+            &[good.clone(), run(TestRunStatus::Failed, None)],
+        );
+        assert_eq!(one_failed["passed"], false);
+        assert_eq!(one_failed["measured_runs"], 1);
+
+        let one_below = aggregate_json(
+            &batch(2, Some(gates.clone())),
+            &[
+                good.clone(),
+                run(TestRunStatus::Completed, Some(passed(3.5))),
+            ],
+        );
+        assert_eq!(one_below["passed"], false);
+
+        let unfinished = aggregate_json(&batch(3, Some(gates)), &[good.clone(), good.clone()]);
+        assert_eq!(
+            unfinished["passed"], false,
+            "a run still going has not passed"
+        );
+
+        let ungated = aggregate_json(&batch(1, None), &[good]);
+        assert!(ungated.get("passed").is_none());
+    }
+
+    #[test]
+    fn an_unanswered_call_fails_the_run_with_the_sip_code() {
+        let report = RunReport {
+            measurements: measurements(4.4, 0.0),
+            sip_call_id: Some("abc@127.0.0.1".into()),
+            sip_final_code: Some(486),
+            codec: None,
+            invite_at: Some(Utc::now()),
+            ringing_at: None,
+            answered_at: None,
+            ended_at: Some(Utc::now()),
+            hangup_by: bot_loopback::measure::Party::Agent,
+            error: None,
+        };
+        let end = RunEnd::reported(report.clone());
+        assert_eq!(end.error.as_deref(), Some("not_answered: SIP 486"));
+        let answered = RunEnd::reported(RunReport {
+            answered_at: Some(Utc::now()),
+            sip_final_code: Some(200),
+            ..report
+        });
+        assert!(answered.error.is_none());
+    }
+}

@@ -46,6 +46,7 @@ pub(crate) async fn execute(
         return RunEnd::failed(format!("store: {error}"));
     }
     legs.set_agent(&call.id);
+    inner.link_agent_leg(run, &call.id).await;
     let metadata = CallMetadata {
         call_id: call.id.clone(),
         org_id: call.org_id.clone(),

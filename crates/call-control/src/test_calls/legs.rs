@@ -171,6 +171,7 @@ pub(crate) fn bot_leg(
     direction: CallDirection,
     from_number: &str,
     to_number: &str,
+    config: &Config,
 ) -> Call {
     let now = Utc::now();
     let (started_at, answered_at, ended_at) =
@@ -205,7 +206,7 @@ pub(crate) fn bot_leg(
             transcription_enabled: false,
             ..CallSettings::default()
         },
-        max_duration_secs: u32::try_from(m.duration_ms / 1000).unwrap_or(u32::MAX),
+        max_duration_secs: config.test_calls.max_run_seconds,
         join_timeout_secs: 0,
         sip_call_id: report.sip_call_id.clone(),
         sip_final_code: report.sip_final_code,

@@ -219,7 +219,15 @@ async fn after_call(
             run.target_number.clone(),
         ),
     };
-    let record = bot_leg(run, agent_leg.as_ref(), &report, bot_direction, &from, &to);
+    let record = bot_leg(
+        run,
+        agent_leg.as_ref(),
+        &report,
+        bot_direction,
+        &from,
+        &to,
+        &inner.config,
+    );
     match inner.store.insert_call(&record).await {
         Ok(()) => legs.set_bot(&record.id),
         Err(error) => warn!(%error, "bot leg not recorded"),
