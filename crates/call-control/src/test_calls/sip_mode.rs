@@ -21,7 +21,7 @@ use super::bookkeeping::RunEnd;
 use super::legs::{agent_leg, bot_leg, bot_trunk, Legs};
 use super::{Inner, ANSWER_TIMEOUT};
 use crate::engine::test_route::{new_token, TestRoute};
-use crate::model::{Agent, CallDirection, TestCallRun, TestDirection};
+use crate::model::{Agent, CallDirection, CallOutcome, CallStatus, TestCallRun, TestDirection};
 
 /// Runs `run` over SIP and returns how it ended.
 pub(crate) async fn execute(
@@ -87,8 +87,23 @@ async fn outbound(
     let trunk = bot_trunk(&run.org_id, bot.sip_addr());
     let call_id = call.id.clone();
     // The bot's user agent listens already: the INVITE waits for `answer`.
-    if let Err(error) = inner.engine.place_call(call, agent.clone(), trunk).await {
+    if let Err(error) = inner
+        .engine
+        .place_call(call.clone(), agent.clone(), trunk)
+        .await
+    {
         warn!(%error, "agent leg not placed");
+        let mut call = call;
+        let now = chrono::Utc::now();
+        call.status = CallStatus::Failed;
+        call.outcome = Some(CallOutcome::Error);
+        call.end_reason = Some("not_placed".into());
+        call.ended_at = Some(now);
+        call.duration_seconds = Some(0.0);
+        call.updated_at = now;
+        if let Err(error) = inner.store.update_call(&call).await {
+            warn!(%error, "unplaced agent leg not recorded");
+        }
         return RunEnd::failed(format!("call_not_placed: {error}"));
     }
     info!(call_id, bot = %bot_addr(&bot), "agent leg placed to the test bot");
