@@ -187,7 +187,8 @@ async fn create_errors_come_in_their_order() {
             json!({"target_type": "robot", "target_id": agent, "scenario_prompt": "",
                    "direction": "sideways", "target_number": "555", "mode": "pigeon",
                    "network_profile": "moon", "charge_multiplier": 0.5,
-                   "thresholds": {"mos_min": -1, "latency": 5, "loss_percent_max": "low"},
+                   "thresholds": {"mos_min": 4.6, "latency": 5, "loss_percent_max": "low",
+                                  "dead_air_ms_max": -1},
                    "consent_to_charge": "yes", "colour": "blue"}),
         )
         .await;
@@ -203,6 +204,7 @@ async fn create_errors_come_in_their_order() {
         "thresholds.mos_min",
         "thresholds.latency",
         "thresholds.loss_percent_max",
+        "thresholds.dead_air_ms_max",
         "consent_to_charge",
         "colour",
     ] {

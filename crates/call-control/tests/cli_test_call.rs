@@ -102,10 +102,11 @@ async fn test_call_command_runs_waits_and_reports() {
         .unwrap_or_else(|| panic!("no run row: {}", show(&output)));
     assert!(row.contains("completed"), "{row}");
 
-    // A batch of two with a gate no call can hold (MOS tops out at 4.5): exit 1, the
-    // failed gate named, the aggregate printed.
+    // A batch of two with a gate no call can hold (the agent cannot reply within 1 ms of
+    // the bot's speech: audio comes in 20 ms frames): exit 1, the failed gate named, the
+    // aggregate printed.
     let mut batch = common.to_vec();
-    batch.extend_from_slice(&["--runs", "2", "--threshold", "mos_min=4.9"]);
+    batch.extend_from_slice(&["--runs", "2", "--threshold", "response_latency_p95_ms=1"]);
     let output = dialcore(&batch).await;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(1), "{}", show(&output));
@@ -120,7 +121,7 @@ async fn test_call_command_runs_waits_and_reports() {
         show(&output)
     );
     assert!(
-        stdout.contains("thresholds not held: mos_min"),
+        stdout.contains("thresholds not held: response_latency_p95_ms"),
         "{}",
         show(&output)
     );

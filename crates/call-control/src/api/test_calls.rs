@@ -43,6 +43,10 @@ pub const MAX_SCENARIO_LEN: usize = 20_000;
 pub const MAX_SCENARIO_PROMPTS: usize = 100;
 /// Largest `charge_multiplier` accepted.
 pub const MAX_CHARGE_MULTIPLIER: f64 = 100.0;
+/// Lowest MOS an estimate gives (and so the lowest `thresholds.mos_min`).
+pub const MOS_MIN: f64 = 1.0;
+/// Highest MOS an estimate gives (and so the highest `thresholds.mos_min`).
+pub const MOS_MAX: f64 = 4.5;
 
 /// The fields runs and batches share, validated.
 #[derive(Debug)]
@@ -434,13 +438,15 @@ fn check_scenario(body: &mut Body, field: &str, prompt: &str) -> bool {
 fn thresholds(body: &mut Body) -> Option<Value> {
     let mut nested = body.object("thresholds")?;
     let mut gate = |field: &str| number_in(&mut nested, field, 0.0, None);
-    let gates = TestThresholds {
+    let mut gates = TestThresholds {
         response_latency_p95_ms: gate("response_latency_p95_ms"),
         response_latency_p50_ms: gate("response_latency_p50_ms"),
-        mos_min: gate("mos_min"),
+        mos_min: None,
         dead_air_ms_max: gate("dead_air_ms_max"),
         loss_percent_max: gate("loss_percent_max"),
     };
+    // The E-model's MOS lies within 1.0 ..= 4.5: a gate outside could never hold.
+    gates.mos_min = number_in(&mut nested, "mos_min", MOS_MIN, Some(MOS_MAX));
     body.absorb(nested);
     if gates.gates().is_empty() {
         return None;

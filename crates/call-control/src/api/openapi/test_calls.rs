@@ -161,7 +161,7 @@ pub(in crate::api) fn schemas(schemas: &mut Map<String, Value>) {
             "properties": {
                 "response_latency_p95_ms": { "type": "number", "minimum": 0 },
                 "response_latency_p50_ms": { "type": "number", "minimum": 0 },
-                "mos_min": { "type": "number", "minimum": 0 },
+                "mos_min": { "type": "number", "minimum": 1, "maximum": 4.5 },
                 "dead_air_ms_max": { "type": "number", "minimum": 0 },
                 "loss_percent_max": { "type": "number", "minimum": 0 },
             },
