@@ -119,7 +119,7 @@ fn schemas() -> Value {
                   "properties": { "type": { "const": "websocket" },
                                   "url": { "type": "string", "format": "uri", "pattern": "^wss?://" },
                                   "headers": { "type": "object", "additionalProperties": { "type": "string" } },
-                                  "format": { "type": "string", "enum": ["twilio"] } } },
+                                  "format": { "type": "string", "enum": ["twilio", "audio/x-mulaw", "audio/l16;rate=16000"] } } },
                 { "type": "object", "required": ["type", "steps"], "additionalProperties": false,
                   "properties": { "type": { "const": "scripted" },
                                   "steps": { "type": "array", "maxItems": 1000,
