@@ -41,6 +41,7 @@ pub const KEYS: &[&str] = &[
     "test_calls.max_concurrent_runs",
     "test_calls.bot_number",
     "test_calls.max_run_seconds",
+    "test_calls.audio_dir",
     "websocket.connect_timeout_ms",
     "websocket.fallback_audio",
     "log.format",
@@ -204,6 +205,10 @@ pub struct TestCallsConfig {
     /// Longest test call, in seconds after answer: the bot hangs up by then (default 120).
     /// Cost estimates price a run at this length.
     pub max_run_seconds: u32,
+    /// Directory of the WAV files scenario scripts may play (`say greeting.wav`, a plain
+    /// relative path inside it). Unset (the default): scripts speak only the shipped speech,
+    /// so a script sent over the API can never make the service read another file.
+    pub audio_dir: Option<PathBuf>,
 }
 
 /// `[websocket]`: the `websocket` agent runtime.
@@ -338,6 +343,9 @@ impl Config {
             }
             "test_calls.max_run_seconds" => {
                 self.test_calls.max_run_seconds = parse_positive(value).map_err(invalid)?
+            }
+            "test_calls.audio_dir" => {
+                self.test_calls.audio_dir = (!value.is_empty()).then(|| PathBuf::from(value))
             }
             "websocket.connect_timeout_ms" => {
                 self.websocket.connect_timeout_ms = parse_positive(value).map_err(invalid)?
@@ -569,6 +577,7 @@ impl Default for TestCallsConfig {
             max_concurrent_runs: 20,
             bot_number: "+15550100000".into(),
             max_run_seconds: 120,
+            audio_dir: None,
         }
     }
 }

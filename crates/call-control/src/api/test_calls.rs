@@ -10,6 +10,7 @@
 //! The runs are then stored `queued` (the concurrent-run limit is checked again by the
 //! insert itself, so racing requests cannot pass it) and handed to the [`TestRunner`].
 
+use std::path::Path;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -78,7 +79,8 @@ pub async fn create_run(
     let mut body = Body::parse(&bytes)?;
     body.require(&["target_type", "target_id", "scenario_prompt"]);
     let target = target_fields(&mut body);
-    let scenario = scenario(&mut body, "scenario_prompt");
+    let audio_dir = state.config.test_calls.audio_dir.as_deref();
+    let scenario = scenario(&mut body, "scenario_prompt", audio_dir);
     body.finish()?;
     let (Some(target), Some(scenario_prompt)) = (target, scenario) else {
         return Err(ApiError::Internal(
@@ -195,8 +197,9 @@ pub async fn create_batch(
         ),
         _ => {}
     }
-    let single = scenario(&mut body, "scenario_prompt");
-    let rotation = scenarios(&mut body);
+    let audio_dir = state.config.test_calls.audio_dir.as_deref();
+    let single = scenario(&mut body, "scenario_prompt", audio_dir);
+    let rotation = scenarios(&mut body, audio_dir);
     body.finish()?;
     let (Some(target), Some(run_count)) = (target, run_count) else {
         return Err(ApiError::Internal(
@@ -397,13 +400,13 @@ fn target_fields(body: &mut Body) -> Option<Target> {
 }
 
 /// A scenario prompt: non-blank text that, when it is a script, parses.
-fn scenario(body: &mut Body, field: &str) -> Option<String> {
+fn scenario(body: &mut Body, field: &str, audio_dir: Option<&Path>) -> Option<String> {
     let prompt = body.string(field, MAX_SCENARIO_LEN)?;
-    check_scenario(body, field, &prompt).then_some(prompt)
+    check_scenario(body, field, &prompt, audio_dir).then_some(prompt)
 }
 
 /// `scenario_prompts`: a non-empty list of scenario prompts.
-fn scenarios(body: &mut Body) -> Option<Vec<String>> {
+fn scenarios(body: &mut Body, audio_dir: Option<&Path>) -> Option<Vec<String>> {
     let prompts = body.string_list("scenario_prompts", MAX_SCENARIO_LEN)?;
     if prompts.is_empty() || prompts.len() > MAX_SCENARIO_PROMPTS {
         body.invalid(
@@ -414,17 +417,22 @@ fn scenarios(body: &mut Body) -> Option<Vec<String>> {
     }
     let mut valid = true;
     for (index, prompt) in prompts.iter().enumerate() {
-        valid &= check_scenario(body, &format!("scenario_prompts[{index}]"), prompt);
+        valid &= check_scenario(
+            body,
+            &format!("scenario_prompts[{index}]"),
+            prompt,
+            audio_dir,
+        );
     }
     valid.then_some(prompts)
 }
 
-fn check_scenario(body: &mut Body, field: &str, prompt: &str) -> bool {
+fn check_scenario(body: &mut Body, field: &str, prompt: &str, audio_dir: Option<&Path>) -> bool {
     if prompt.trim().is_empty() {
         body.invalid(field, "must not be blank");
         return false;
     }
-    match TestRunner::check_scenario(prompt) {
+    match TestRunner::check_scenario(prompt, audio_dir) {
         Ok(()) => true,
         Err(message) => {
             body.invalid(field, format!("invalid scenario script: {message}"));
@@ -741,8 +749,8 @@ mod tests {
                 .as_bytes(),
         )
         .expect("object");
-        assert_eq!(scenario(&mut body, "scenario_prompt"), None);
-        assert_eq!(scenarios(&mut body), None);
+        assert_eq!(scenario(&mut body, "scenario_prompt", None), None);
+        assert_eq!(scenarios(&mut body, None), None);
         let fields = fields(body.finish());
         assert_eq!(fields["scenario_prompt"], "must not be blank");
         assert!(
@@ -754,7 +762,7 @@ mod tests {
         let mut body = Body::parse(br#"{"scenario_prompt": "Hello, I want to book a table."}"#)
             .expect("object");
         assert_eq!(
-            scenario(&mut body, "scenario_prompt").as_deref(),
+            scenario(&mut body, "scenario_prompt", None).as_deref(),
             Some("Hello, I want to book a table.")
         );
         body.finish().expect("free text is a valid scenario");

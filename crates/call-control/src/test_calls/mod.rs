@@ -32,13 +32,14 @@ mod recovery;
 mod sip_mode;
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Component, Path};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bot_loopback::bot::RunSpec;
 use bot_loopback::netprofile::NetworkProfile;
-use bot_loopback::script::Script;
+use bot_loopback::script::{Command, Script, Speech};
 use chrono::Utc;
 use dashmap::DashMap;
 use media::stream::{EngineConfig, MediaEngine};
@@ -142,10 +143,8 @@ impl TestRunner {
     /// Validates a scenario prompt without running it: a script with an
     /// error is refused with the error (line number included); free text is
     /// always valid (it runs the default script).
-    pub fn check_scenario(prompt: &str) -> Result<(), String> {
-        Script::parse_or_default(prompt)
-            .map(|_| ())
-            .map_err(|error| error.to_string())
+    pub fn check_scenario(prompt: &str, audio_dir: Option<&Path>) -> Result<(), String> {
+        scenario_script(prompt, audio_dir).map(|_| ())
     }
 
     /// Runs still executing (started or waiting for their stagger).
@@ -255,8 +254,11 @@ impl Inner {
 
     /// The bot's script and settings for `run`.
     fn spec(&self, run: &TestCallRun) -> Result<RunSpec, String> {
-        let scenario = Script::parse_or_default(&run.scenario_prompt)
-            .map_err(|error| format!("invalid_scenario: {error}"))?;
+        let scenario = scenario_script(
+            &run.scenario_prompt,
+            self.config.test_calls.audio_dir.as_deref(),
+        )
+        .map_err(|error| format!("invalid_scenario: {error}"))?;
         let network_profile = run
             .network_profile
             .parse::<NetworkProfile>()
@@ -374,9 +376,76 @@ async fn execute(inner: &Arc<Inner>, mut run: TestCallRun, stop: &mut watch::Rec
     finish_run(inner, run, end).await;
 }
 
+/// The script of a scenario prompt with its audio files confined to
+/// `audio_dir`: prompts come from API clients, so `say <file.wav>` may only
+/// name a file inside the configured directory, by a plain relative path
+/// (no `..`, not absolute), and the file must exist. Without an audio
+/// directory, scripts speak only the shipped speech.
+fn scenario_script(prompt: &str, audio_dir: Option<&Path>) -> Result<Script, String> {
+    let mut script = Script::parse_or_default(prompt).map_err(|error| error.to_string())?;
+    for command in &mut script.commands {
+        let (Command::Say(Speech::File(path)) | Command::BargeIn(Speech::File(path))) = command
+        else {
+            continue;
+        };
+        let Some(dir) = audio_dir else {
+            return Err(format!(
+                "{}: audio files need [test_calls] audio_dir on the server; \
+                 say text to use the shipped speech",
+                path.display()
+            ));
+        };
+        if !path
+            .components()
+            .all(|part| matches!(part, Component::Normal(_)))
+        {
+            return Err(format!(
+                "{}: must be a relative path inside the audio directory",
+                path.display()
+            ));
+        }
+        let inside = dir.join(&*path);
+        if !inside.is_file() {
+            return Err(format!(
+                "{}: no such file in the audio directory",
+                path.display()
+            ));
+        }
+        *path = inside;
+    }
+    Ok(script)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scripts_play_audio_files_only_from_inside_the_audio_dir() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("hello.wav"), b"RIFF").expect("write");
+        let script = |text: &str| scenario_script(text, Some(dir.path()));
+
+        let resolved = script("say hello.wav\nhangup").expect("file inside the dir");
+        assert_eq!(
+            resolved.audio_files(),
+            vec![&dir.path().join("hello.wav")],
+            "resolved against the audio dir"
+        );
+        for escape in [
+            "say ../hello.wav",
+            "say /etc/passwd.wav",
+            "barge_in ./hello.wav",
+        ] {
+            let error = script(escape).expect_err(escape);
+            assert!(error.contains("relative path inside"), "{escape}: {error}");
+        }
+        let error = script("say missing.wav").expect_err("missing file");
+        assert!(error.contains("no such file"), "{error}");
+        let error = scenario_script("say hello.wav", None).expect_err("no audio dir");
+        assert!(error.contains("audio_dir"), "{error}");
+        assert!(scenario_script("say hello there\nhangup", None).is_ok());
+    }
 
     #[test]
     fn bot_ports_are_the_top_quarter_of_the_rtp_range() {
@@ -388,10 +457,10 @@ mod tests {
 
     #[test]
     fn scenarios_are_checked_without_running() {
-        assert!(TestRunner::check_scenario("Hi, I would like to book a table.").is_ok());
-        assert!(TestRunner::check_scenario("say hello\nwait 1s\nhangup").is_ok());
-        let error =
-            TestRunner::check_scenario("say hello\nwait forever\nhangup").expect_err("bad wait");
+        assert!(TestRunner::check_scenario("Hi, I would like to book a table.", None).is_ok());
+        assert!(TestRunner::check_scenario("say hello\nwait 1s\nhangup", None).is_ok());
+        let error = TestRunner::check_scenario("say hello\nwait forever\nhangup", None)
+            .expect_err("bad wait");
         assert!(error.contains('2'), "names the line: {error}");
     }
 }
