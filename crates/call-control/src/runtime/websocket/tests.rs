@@ -348,6 +348,27 @@ async fn a_refused_connection_is_unreachable() {
 }
 
 #[tokio::test]
+async fn a_wss_peer_that_is_not_tls_is_unreachable() {
+    // Accepts TCP and answers garbage: the TLS handshake fails (the TLS
+    // stack is built in and picks its crypto provider without panicking).
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("wss://{}/", listener.local_addr().expect("addr"));
+    let peer = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, b"HTTP/1.1 400 no\r\n\r\n").await;
+    });
+    let (session, _input, _output) = RuntimeSession::channel(8);
+    let result = runtime(&url, WireFormat::Mulaw8k)
+        .run(metadata(8000), session)
+        .await;
+    assert!(
+        matches!(result, Err(RuntimeError::Unreachable(_))),
+        "{result:?}"
+    );
+    peer.await.expect("peer");
+}
+
+#[tokio::test]
 async fn a_server_that_never_answers_the_handshake_times_out() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}/", listener.local_addr().expect("addr"));
