@@ -12,6 +12,26 @@
 //! (see [`messages`]). The engine's bridge paces the agent's audio in real
 //! time, so marks are echoed only once their audio was sent.
 //!
+//! `start.customParameters` (all strings): `prompt` (rendered), `greeting`
+//! (when the agent has one), `from`, `to`, `direction` (`inbound` or
+//! `outbound`), `agent_id`, `sip_call_id`, and `variables` (the call's
+//! variables as a JSON object in a string). `start.callSid` is our call id,
+//! `start.accountSid` the organisation.
+//!
+//! Extensions the agent may send besides Twilio's `media`, `mark`, `clear`:
+//!
+//! ```json
+//! {"event": "transcript", "speaker": "caller", "text": "Hi", "final": true}
+//! {"event": "hangup"}
+//! {"event": "dtmf", "dtmf": {"digits": "12#"}}
+//! ```
+//!
+//! `speaker` is `agent` (or `assistant`, `bot`) or `caller` (or `user`,
+//! `customer`, `human`); `role` is accepted for `speaker`, `is_final` for
+//! `final` (default true), and the fields may sit under a `transcript`
+//! object. Only final entries are kept on the call. `hangup` and `dtmf`
+//! take effect once the audio queued before them was played.
+//!
 //! Failures: no connection within the timeout ([`RuntimeError::Unreachable`])
 //! or a connection that drops before the agent hung up
 //! ([`RuntimeError::Disconnected`]) end the call with outcome `error`;
