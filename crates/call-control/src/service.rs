@@ -21,7 +21,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
@@ -174,6 +174,9 @@ impl ServiceHandle {
         let served = self.http.await;
         self.test_runner.shutdown().await;
         self.engine.shutdown().await;
+        if let Err(error) = test_calls::fail_interrupted(&self.store, &self.webhooks).await {
+            warn!(%error, "interrupted test runs not recorded; the next start fails them");
+        }
         self.webhooks.stop();
         self.store.close().await;
         info!("service stopped");

@@ -47,7 +47,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn, Instrument};
 
 use self::bookkeeping::{finish_run, RunEnd};
-pub use self::recovery::recover;
+pub use self::recovery::{fail_interrupted, recover, RESTART_REASON, SHUTDOWN_REASON};
 use crate::config::Config;
 use crate::engine::CallEngine;
 use crate::model::{TestCallBatch, TestCallRun, TestMode, TestRunStatus};
@@ -165,10 +165,10 @@ impl TestRunner {
 
     /// Stops taking runs: every run still executing or waiting for its
     /// stagger stops where it is, without recording an end (its call is hung
-    /// up by the engine's shutdown). Such runs stay `queued`/`in_progress`
-    /// in the store until the next start, where [`recover`] fails them and
-    /// their batches with the restart reason, the same path as after a
-    /// crash. Returns once every run task has stopped (or after a grace).
+    /// up by the engine's shutdown). The service then fails them and their
+    /// batches with [`fail_interrupted`]; if it cannot (a crash, a store
+    /// error), [`recover`] does at the next start. Returns once every run
+    /// task has stopped (or after a grace).
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::Release);
         self.inner.stop.send_replace(true);

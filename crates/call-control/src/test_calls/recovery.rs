@@ -1,6 +1,7 @@
-//! Restart recovery: runs a previous process left queued or in progress
-//! (it crashed, or its shutdown grace ran out) are failed with a reason, and
-//! their batches closed, so that nothing stays in flight forever.
+//! Runs that cannot finish are failed with a reason and their batches
+//! closed, so that nothing stays in flight forever: at shutdown, the runs
+//! this process stops ([`SHUTDOWN_REASON`]); at start, whatever a previous
+//! process left queued or in progress because it crashed ([`RESTART_REASON`]).
 
 use tracing::{info, warn};
 
@@ -11,18 +12,37 @@ use crate::webhooks::Webhooks;
 /// The reason recorded on runs a restart found unfinished.
 pub const RESTART_REASON: &str = "service_restart: the service restarted before the run finished";
 
+/// The reason recorded on runs a graceful shutdown stopped.
+pub const SHUTDOWN_REASON: &str = "service_shutdown: the service stopped before the run finished";
+
 /// Fails every unfinished run with [`RESTART_REASON`], closes their
 /// batches, and emits `test_call.completed` / `test_call_batch.completed`
 /// for what changed. Call at start, before any run is launched.
 pub async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), StoreError> {
-    let recovered = store.fail_unfinished_test_runs(RESTART_REASON).await?;
+    fail_unfinished(store, webhooks, RESTART_REASON).await
+}
+
+/// Like [`recover`] with [`SHUTDOWN_REASON`]: call at shutdown once the
+/// runner has stopped its runs, while the webhook outbox still takes rows
+/// (their deliveries go out after the next start).
+pub async fn fail_interrupted(store: &Store, webhooks: &Webhooks) -> Result<(), StoreError> {
+    fail_unfinished(store, webhooks, SHUTDOWN_REASON).await
+}
+
+async fn fail_unfinished(
+    store: &Store,
+    webhooks: &Webhooks,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let recovered = store.fail_unfinished_test_runs(reason).await?;
     if recovered.runs.is_empty() && recovered.batches.is_empty() {
         return Ok(());
     }
     info!(
         runs = recovered.runs.len(),
         batches = recovered.batches.len(),
-        "test runs left unfinished by the last run failed"
+        reason,
+        "unfinished test runs failed"
     );
     for run in &recovered.runs {
         emit(webhooks, &run.org_id, events::TEST_CALL_COMPLETED, run).await;
