@@ -356,6 +356,64 @@ fn an_unanswered_invite_times_out_with_408_after_64_t1() {
 }
 
 #[test]
+fn a_uas_hanging_up_before_the_ack_sends_its_bye_only_after_the_ack() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    // The first ACK is lost on the way: Bob hangs up while his 2xx is unacknowledged.
+    let mut acks = 0;
+    net.drop = Box::new(move |from, text| {
+        let ack = from == Side::Alice && text.starts_with("ACK");
+        acks += usize::from(ack);
+        ack && acks == 1
+    });
+    net.invite(1);
+    let bob_call = net.bob_answers();
+    net.bob
+        .handle_command(net.now, Command::Hangup { call: bob_call });
+    net.settle();
+    assert_eq!(net.sent(Side::Bob, "BYE"), 0, "no BYE before the ACK");
+    assert!(
+        !net.bob_events.iter().any(|(_, e)| e.is_terminal()),
+        "the call is not over yet: {:?}",
+        net.bob_events
+    );
+    // Bob's 2xx retransmission brings Alice's ACK again; then the BYE goes out.
+    while net.sent(Side::Bob, "BYE") == 0 {
+        assert!(net.advance(), "the BYE never went out");
+    }
+    let ack_at = net
+        .log
+        .iter()
+        .position(|(from, text)| *from == Side::Alice && text.starts_with("ACK"))
+        .expect("ACK");
+    let second_ack = net
+        .log
+        .iter()
+        .enumerate()
+        .filter(|(_, (from, text))| *from == Side::Alice && text.starts_with("ACK"))
+        .nth(1)
+        .map(|(at, _)| at)
+        .expect("the ACK of the retransmitted 2xx");
+    let bye_at = net
+        .log
+        .iter()
+        .position(|(from, text)| *from == Side::Bob && text.starts_with("BYE"))
+        .expect("BYE");
+    assert!(ack_at < bye_at && second_ack < bye_at, "BYE after the ACK");
+    assert_eq!(
+        events(&net.bob_events)[..2],
+        [
+            &CallEvent::Confirmed,
+            &CallEvent::Ended {
+                by: Party::Local,
+                reason: EndReason::Bye,
+                q850: None
+            }
+        ]
+    );
+    net.drain();
+}
+
+#[test]
 fn a_200_ok_never_acknowledged_is_retransmitted_then_ended_with_bye() {
     let mut net = Net::new(UaConfig::default(), UaConfig::default());
     net.drop = Box::new(|from, text| from == Side::Alice && text.starts_with("ACK"));
@@ -598,6 +656,20 @@ fn a_uas_echoes_record_route_and_routes_its_bye_through_the_proxy() {
     }
     let ok = ok.expect("200 OK sent");
     assert!(ok.contains("Record-Route: <sip:127.0.0.9:5060;lr>"), "{ok}");
+    // The ACK through the proxy confirms the call (no BYE before it, RFC 3261 15).
+    let to = ok
+        .lines()
+        .find(|line| line.starts_with("To:"))
+        .expect("To in the 200 OK");
+    let ack = format!(
+        "ACK sip:bob@{BOB} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKproxy2\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKalice2\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\n{to}\r\nCall-ID: rr@test\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    bob.handle_message(
+        now,
+        parse(ack.as_bytes()).expect("parses"),
+        Peer::udp(addr("127.0.0.9:5060")),
+    );
+    while bob.poll_output().is_some() {}
     bob.handle_command(now, Command::Hangup { call });
     let mut bye = None;
     while let Some(output) = bob.poll_output() {

@@ -21,6 +21,11 @@ impl Core {
             Phase::Ending => return,
             Phase::Established => {}
         }
+        if call.role == Role::Uas && call.invite_key.is_some() && reason != EndReason::AckTimeout {
+            // Our 2xx is not acknowledged yet: no BYE before its ACK (RFC 3261 15).
+            call.bye_after_ack.get_or_insert(reason);
+            return;
+        }
         let peer = call.peer;
         call.phase = Phase::Ending;
         call.session = None;

@@ -155,6 +155,7 @@ impl Core {
                 refresh_key: None,
                 transactions: 0,
                 ended: false,
+                bye_after_ack: None,
             },
         );
         self.track(key, id);
@@ -198,7 +199,7 @@ impl Core {
         );
     }
 
-    pub(super) fn on_ack(&mut self, request: Request) {
+    pub(super) fn on_ack(&mut self, now: Instant, request: Request) {
         let Some(tag) = request.to_tag().map(str::to_string) else {
             return;
         };
@@ -216,7 +217,11 @@ impl Core {
         {
             // The first ACK confirms the call; later ones confirm re-INVITEs.
             if call.invite_key.take().is_some() {
+                let hang_up = call.bye_after_ack.take();
                 self.emit(id, CallEvent::Confirmed);
+                if let Some(reason) = hang_up {
+                    self.hangup(now, id, reason);
+                }
             }
         }
     }

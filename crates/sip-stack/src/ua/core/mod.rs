@@ -101,6 +101,10 @@ struct Call {
     transactions: u32,
     /// A refresh/update we sent is outstanding.
     refresh_key: Option<TransactionKey>,
+    /// UAS: a hang-up asked for before the ACK of our 2xx arrived. RFC 3261
+    /// 15 forbids a BYE until then; it goes out with the ACK (or when the 2xx
+    /// retransmissions give up).
+    bye_after_ack: Option<EndReason>,
     ended: bool,
 }
 
@@ -302,7 +306,7 @@ impl Core {
                     self.hangup(now, id, EndReason::AckTimeout);
                 }
             }
-            TransactionEvent::Ack { request, .. } => self.on_ack(request),
+            TransactionEvent::Ack { request, .. } => self.on_ack(now, request),
             TransactionEvent::Terminated { key } => {
                 if let Some(id) = self.untrack(&key) {
                     self.maybe_reap(id);

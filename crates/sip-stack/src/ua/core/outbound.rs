@@ -37,6 +37,7 @@ impl Core {
             refresh_key: None,
             transactions: 0,
             ended: false,
+            bye_after_ack: None,
         };
         self.calls.insert(id, call);
         self.by_dialog
