@@ -5,8 +5,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::{
-    get_enum, get_int, get_json, get_opt_int, get_opt_ts, get_ts, sql_count, total_of, ts,
-    write_error, Result, Store, StoreError,
+    get_enum, get_int, get_json, get_opt_int, get_opt_ts, get_ts, ts, write_error, Result,
+    RowFilter, Store, StoreError,
 };
 use crate::model::{Call, CallDirection, CallStatus};
 
@@ -88,13 +88,7 @@ impl Store {
 
     /// The call `id` of any organisation (engine use).
     pub async fn get_call_any(&self, id: &str) -> Result<Call> {
-        let sql = format!("SELECT {COLUMNS} FROM calls WHERE id = ?");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        call_from_row(&row)
+        self.get_any("calls", COLUMNS, id, call_from_row).await
     }
 
     /// One page of the organisation's calls matching `filter`, newest first, and how many
@@ -106,43 +100,15 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<Call>, u64)> {
-        let mut condition = String::from("org_id = ?");
-        let mut binds: Vec<&str> = vec![org_id];
-        if let Some(status) = filter.status {
-            condition.push_str(" AND status = ?");
-            binds.push(status.as_str());
-        }
-        if let Some(agent_id) = &filter.agent_id {
-            condition.push_str(" AND agent_id = ?");
-            binds.push(agent_id);
-        }
-        if let Some(direction) = filter.direction {
-            condition.push_str(" AND direction = ?");
-            binds.push(direction.as_str());
-        }
-
-        let sql = format!(
-            "SELECT {COLUMNS} FROM calls WHERE {condition} \
-             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        );
-        let mut query = sqlx::query(&sql);
-        for value in &binds {
-            query = query.bind(*value);
-        }
-        let rows = query
-            .bind(sql_count(limit))
-            .bind(sql_count(offset))
-            .fetch_all(&self.pool)
-            .await?;
-        let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>>>()?;
-
-        let count_sql = format!("SELECT COUNT(*) FROM calls WHERE {condition}");
-        let mut count = sqlx::query(&count_sql);
-        for value in &binds {
-            count = count.bind(*value);
-        }
-        let total = count.fetch_one(&self.pool).await?;
-        Ok((calls, total_of(&total)?))
+        let rows = RowFilter::owned_by(org_id)
+            .and_eq("status", filter.status.map(|status| status.as_str()))
+            .and_eq("agent_id", filter.agent_id.as_deref())
+            .and_eq(
+                "direction",
+                filter.direction.map(|direction| direction.as_str()),
+            );
+        self.list_filtered("calls", COLUMNS, &rows, limit, offset, call_from_row)
+            .await
     }
 
     /// Writes the whole call record, setting `updated_at` to now (the value in `call` is

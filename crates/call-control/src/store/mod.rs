@@ -317,6 +317,24 @@ impl Store {
         from_row(&row)
     }
 
+    /// The row `id` of `table` whatever organisation owns it, mapped by `from_row`
+    /// ([`StoreError::NotFound`] when it does not exist; engine and runner use).
+    pub(crate) async fn get_any<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        id: &str,
+        from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+    ) -> Result<T> {
+        let sql = format!("SELECT {columns} FROM {table} WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        from_row(&row)
+    }
+
     /// One page of `table`'s rows owned by `org_id`, newest first, and how many it has in all.
     pub(crate) async fn list_scoped<T>(
         &self,
@@ -327,21 +345,71 @@ impl Store {
         offset: u64,
         from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
     ) -> Result<(Vec<T>, u64)> {
+        let filter = RowFilter::owned_by(org_id);
+        self.list_filtered(table, columns, &filter, limit, offset, from_row)
+            .await
+    }
+
+    /// One page of `table`'s rows matching `filter`, newest first, and how many match in all.
+    pub(crate) async fn list_filtered<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        filter: &RowFilter<'_>,
+        limit: u64,
+        offset: u64,
+        from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+    ) -> Result<(Vec<T>, u64)> {
+        let condition = &filter.condition;
         let sql = format!(
-            "SELECT {columns} FROM {table} WHERE org_id = ? \
+            "SELECT {columns} FROM {table} WHERE {condition} \
              ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
         );
-        let rows = sqlx::query(&sql)
-            .bind(org_id)
+        let mut query = sqlx::query(&sql);
+        for value in &filter.binds {
+            query = query.bind(*value);
+        }
+        let rows = query
             .bind(sql_count(limit))
             .bind(sql_count(offset))
             .fetch_all(&self.pool)
             .await?;
         let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
-        let total = sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE org_id = ?"))
-            .bind(org_id)
-            .fetch_one(&self.pool)
-            .await?;
+
+        let count_sql = format!("SELECT COUNT(*) FROM {table} WHERE {condition}");
+        let mut count = sqlx::query(&count_sql);
+        for value in &filter.binds {
+            count = count.bind(*value);
+        }
+        let total = count.fetch_one(&self.pool).await?;
         Ok((items, total_of(&total)?))
+    }
+}
+
+/// A `WHERE` condition of equality tests on text columns, always scoped to one
+/// organisation, with the values to bind in order.
+pub(crate) struct RowFilter<'a> {
+    condition: String,
+    binds: Vec<&'a str>,
+}
+
+impl<'a> RowFilter<'a> {
+    /// The rows owned by `org_id`.
+    pub(crate) fn owned_by(org_id: &'a str) -> Self {
+        RowFilter {
+            condition: String::from("org_id = ?"),
+            binds: vec![org_id],
+        }
+    }
+
+    /// Narrows to rows whose `column` equals `value`, when there is a value.
+    pub(crate) fn and_eq(mut self, column: &'static str, value: Option<&'a str>) -> Self {
+        if let Some(value) = value {
+            self.condition.push_str(" AND ");
+            self.condition.push_str(column);
+            self.condition.push_str(" = ?");
+            self.binds.push(value);
+        }
+        self
     }
 }

@@ -12,8 +12,8 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Row, Sqlite};
 
 use super::{
-    get_enum, get_int, get_opt_ts, get_ts, sql_count, total_of, ts, write_error, Result, Store,
-    StoreError,
+    get_enum, get_int, get_opt_ts, get_ts, sql_count, total_of, ts, write_error, Result, RowFilter,
+    Store, StoreError,
 };
 use crate::model::{TestBatchStatus, TestCallBatch, TestCallRun, TestRunStatus, TestTargetType};
 
@@ -233,13 +233,8 @@ impl Store {
 
     /// The run `id` of any organisation (runner use).
     pub async fn get_test_run_any(&self, id: &str) -> Result<TestCallRun> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM test_call_runs WHERE id = ?");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        run_from_row(&row)
+        self.get_any("test_call_runs", RUN_COLUMNS, id, run_from_row)
+            .await
     }
 
     /// One page of the organisation's runs matching `filter`, newest first, and how many
@@ -251,47 +246,20 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<TestCallRun>, u64)> {
-        let mut condition = String::from("org_id = ?");
-        let mut binds: Vec<&str> = vec![org_id];
-        if let Some(target_type) = filter.target_type {
-            condition.push_str(" AND target_type = ?");
-            binds.push(target_type.as_str());
-        }
-        if let Some(status) = filter.status {
-            condition.push_str(" AND status = ?");
-            binds.push(status.as_str());
-        }
-        if let Some(agent_id) = &filter.agent_id {
-            condition.push_str(" AND agent_id = ?");
-            binds.push(agent_id);
-        }
-        if let Some(batch_id) = &filter.batch_id {
-            condition.push_str(" AND batch_id = ?");
-            binds.push(batch_id);
-        }
-
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM test_call_runs WHERE {condition} \
-             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        );
-        let mut query = sqlx::query(&sql);
-        for value in &binds {
-            query = query.bind(*value);
-        }
-        let rows = query
-            .bind(sql_count(limit))
-            .bind(sql_count(offset))
-            .fetch_all(self.pool())
-            .await?;
-        let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
-
-        let count_sql = format!("SELECT COUNT(*) FROM test_call_runs WHERE {condition}");
-        let mut count = sqlx::query(&count_sql);
-        for value in &binds {
-            count = count.bind(*value);
-        }
-        let total = count.fetch_one(self.pool()).await?;
-        Ok((runs, total_of(&total)?))
+        let rows = RowFilter::owned_by(org_id)
+            .and_eq("target_type", filter.target_type.map(|kind| kind.as_str()))
+            .and_eq("status", filter.status.map(|status| status.as_str()))
+            .and_eq("agent_id", filter.agent_id.as_deref())
+            .and_eq("batch_id", filter.batch_id.as_deref());
+        self.list_filtered(
+            "test_call_runs",
+            RUN_COLUMNS,
+            &rows,
+            limit,
+            offset,
+            run_from_row,
+        )
+        .await
     }
 
     /// Runs of the organisation queued or in progress.
@@ -333,13 +301,8 @@ impl Store {
 
     /// The batch `id` of any organisation (runner use).
     pub async fn get_test_batch_any(&self, id: &str) -> Result<TestCallBatch> {
-        let sql = format!("SELECT {BATCH_COLUMNS} FROM test_call_batches WHERE id = ?");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        batch_from_row(&row)
+        self.get_any("test_call_batches", BATCH_COLUMNS, id, batch_from_row)
+            .await
     }
 
     /// One page of the organisation's batches, newest first, and how many it has in all.

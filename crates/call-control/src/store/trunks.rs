@@ -100,13 +100,7 @@ impl Store {
 
     /// The trunk `id` of any organisation (engine use: the trunk of an inbound number).
     pub async fn get_trunk_any(&self, id: &str) -> Result<Trunk> {
-        let sql = format!("SELECT {COLUMNS} FROM trunks WHERE id = ?");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        trunk_from_row(&row)
+        self.get_any("trunks", COLUMNS, id, trunk_from_row).await
     }
 }
 

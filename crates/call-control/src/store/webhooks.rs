@@ -74,13 +74,8 @@ impl Store {
 
     /// The webhook `id` of any organisation, secret included (dispatcher use).
     pub async fn get_webhook_any(&self, id: &str) -> Result<Webhook> {
-        let sql = format!("SELECT {COLUMNS} FROM webhooks WHERE id = ?");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        webhook_from_row(&row)
+        self.get_any("webhooks", COLUMNS, id, webhook_from_row)
+            .await
     }
 }
 
