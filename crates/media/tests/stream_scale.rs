@@ -5,6 +5,11 @@
 //! receive its peer's packets with no loss. Prints the CPU time the process
 //! spent per stream and frame (Linux `/proc/self/stat`), the figure that
 //! BENCHMARKS.md turns into streams per core.
+//!
+//! A load test, so not part of the suite: zero loss over 1200 sockets says
+//! nothing when a debug build shares two cores with other work (the kernel
+//! drops datagrams from full socket buffers). Run it alone, in release:
+//! `cargo test --release -p media --test stream_scale -- --ignored --nocapture`.
 
 use std::time::Duration;
 
@@ -22,6 +27,7 @@ fn cpu_ticks() -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test: run alone in release with --ignored (see the module docs)"]
 async fn two_workers_drive_six_hundred_streams() {
     let engine = MediaEngine::start(EngineConfig {
         port_min: 42000,
