@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
 use super::template;
-use super::validation::{Body, FieldErrors};
+use super::validation::{query_enum, Body, FieldErrors};
 use super::AppState;
 use crate::ids;
 use crate::model::{
@@ -257,26 +257,11 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let mut errors = FieldErrors::new();
     let page = Page::from_query(&query, &mut errors);
-    let mut filter = CallFilter::default();
-    if let Some(status) = query.get("status") {
-        match status.parse::<CallStatus>() {
-            Ok(s) => filter.status = Some(s),
-            Err(_) => {
-                errors.insert("status".into(), one_of(CallStatus::ALL));
-            }
-        }
-    }
-    if let Some(direction) = query.get("direction") {
-        match direction.parse::<CallDirection>() {
-            Ok(d) => filter.direction = Some(d),
-            Err(_) => {
-                errors.insert("direction".into(), one_of(CallDirection::ALL));
-            }
-        }
-    }
-    if let Some(agent_id) = query.get("agent_id") {
-        filter.agent_id = Some(agent_id.clone());
-    }
+    let filter = CallFilter {
+        status: query_enum(&query, "status", CallStatus::ALL, &mut errors),
+        agent_id: query.get("agent_id").cloned(),
+        direction: query_enum(&query, "direction", CallDirection::ALL, &mut errors),
+    };
     if !errors.is_empty() {
         return Err(ApiError::Validation { fields: errors });
     }
@@ -438,9 +423,4 @@ fn duration(body: &mut Body, field: &str, max: u32) -> Option<u32> {
             None
         }
     }
-}
-
-fn one_of<T: std::fmt::Display>(values: &[T]) -> String {
-    let names: Vec<String> = values.iter().map(ToString::to_string).collect();
-    format!("must be one of {}", names.join(", "))
 }

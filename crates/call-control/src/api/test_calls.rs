@@ -26,7 +26,7 @@ use super::envelope::{self, Page};
 use super::error::ApiError;
 use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
-use super::validation::{Body, FieldErrors};
+use super::validation::{one_of, query_enum, Body, FieldErrors};
 use super::AppState;
 use crate::ids;
 use crate::model::{
@@ -498,31 +498,6 @@ where
             None
         }
     }
-}
-
-/// A query parameter that must name a value of an enumeration.
-fn query_enum<T>(
-    query: &std::collections::HashMap<String, String>,
-    field: &str,
-    all: &[T],
-    errors: &mut FieldErrors,
-) -> Option<T>
-where
-    T: std::str::FromStr + std::fmt::Display,
-{
-    let text = query.get(field)?;
-    match text.parse() {
-        Ok(value) => Some(value),
-        Err(_) => {
-            errors.insert(field.to_owned(), one_of(all));
-            None
-        }
-    }
-}
-
-fn one_of<T: std::fmt::Display>(values: &[T]) -> String {
-    let names: Vec<String> = values.iter().map(ToString::to_string).collect();
-    format!("must be one of {}", names.join(", "))
 }
 
 /// 400 unless the request consents to be charged; the error tells the estimate, so that a

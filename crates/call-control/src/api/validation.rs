@@ -242,6 +242,33 @@ impl Body {
     }
 }
 
+/// The message for a value that is not one of `values`: "must be one of a, b, c".
+pub fn one_of<T: std::fmt::Display>(values: &[T]) -> String {
+    let names: Vec<String> = values.iter().map(ToString::to_string).collect();
+    format!("must be one of {}", names.join(", "))
+}
+
+/// The query parameter `field` parsed as a value of an enumeration whose values are `all`;
+/// `None` when it is absent, or when it names no value (then recorded in `errors`).
+pub fn query_enum<T>(
+    query: &std::collections::HashMap<String, String>,
+    field: &str,
+    all: &[T],
+    errors: &mut FieldErrors,
+) -> Option<T>
+where
+    T: std::str::FromStr + std::fmt::Display,
+{
+    let text = query.get(field)?;
+    match text.parse() {
+        Ok(value) => Some(value),
+        Err(_) => {
+            errors.insert(field.to_owned(), one_of(all));
+            None
+        }
+    }
+}
+
 /// Whether `cidr` is an IPv4 or IPv6 network (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
 pub fn is_cidr(cidr: &str) -> bool {
     let (addr, prefix) = match cidr.split_once('/') {
