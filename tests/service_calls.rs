@@ -107,19 +107,8 @@ async fn outbound_call_with_audio_is_ended_by_max_duration_and_recorded() {
     assert!(stats["packets_sent"].as_u64().unwrap_or(0) > 50, "{stats}");
     assert!(stats["mos"].as_f64().unwrap_or(0.0) > 3.5, "{stats}");
 
-    let url = call["recording_url"].as_str().expect("recording_url");
-    let response = svc
-        .client
-        .get(svc.url(url))
-        .bearer_auth(&svc.key)
-        .send()
-        .await
-        .expect("GET recording");
-    assert_eq!(response.status(), 200);
-    let wav = response.bytes().await.expect("WAV bytes");
-    let reader = hound::WavReader::new(std::io::Cursor::new(wav.to_vec())).expect("a WAV file");
+    let reader = svc.recording(&call).await;
     let spec = reader.spec();
-    assert_eq!(spec.channels, 2, "caller left, agent right");
     let seconds = reader.duration() as f64 / spec.sample_rate as f64;
     assert!((2.5..4.0).contains(&seconds), "recording of {seconds} s");
     let samples: Vec<i16> = reader

@@ -62,41 +62,29 @@ async fn create_run(svc: &TestService, body: Value) -> Value {
     value["data"].clone()
 }
 
-/// Polls a run until it is over.
-async fn wait_run(svc: &TestService, run_id: &str, within: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let (status, value) = svc.get(&format!("/test-calls/{run_id}")).await;
-        assert_eq!(status, 200, "{value}");
-        let run = value["data"].clone();
-        if matches!(run["status"].as_str(), Some("completed" | "failed")) {
-            return run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {run_id} not over in {within:?}: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Polls the run `created` (as `POST /test-calls` answered) until it is over,
+/// for at most a minute.
+async fn wait_run(svc: &TestService, created: &Value) -> Value {
+    let run_id = created["id"].as_str().expect("run id");
+    let path = format!("/test-calls/{run_id}");
+    svc.wait_status(
+        &path,
+        OVER,
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+    )
+    .await
 }
 
 /// Polls a batch until it is over.
 async fn wait_batch(svc: &TestService, batch_id: &str, within: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let (status, value) = svc.get(&format!("/test-call-batches/{batch_id}")).await;
-        assert_eq!(status, 200, "{value}");
-        let batch = value["data"].clone();
-        if matches!(batch["status"].as_str(), Some("completed" | "failed")) {
-            return batch;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "batch {batch_id} not over in {within:?}: {batch}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let path = format!("/test-call-batches/{batch_id}");
+    svc.wait_status(&path, OVER, Duration::from_millis(200), within)
+        .await
 }
+
+/// The statuses of a run or batch that is over.
+const OVER: &[&str] = &["completed", "failed"];
 
 async fn call(svc: &TestService, call_id: &str) -> Value {
     let (status, value) = svc.get(&format!("/calls/{call_id}")).await;
@@ -190,19 +178,9 @@ async fn sip_outbound_and_inbound_runs_against_the_echo_agent() {
     )
     .await;
 
-    let outbound = wait_run(
-        &svc,
-        outbound["id"].as_str().expect("id"),
-        Duration::from_secs(60),
-    )
-    .await;
+    let outbound = wait_run(&svc, &outbound).await;
     assert_echo_run(&svc, &outbound, "outbound").await;
-    let inbound = wait_run(
-        &svc,
-        inbound["id"].as_str().expect("id"),
-        Duration::from_secs(60),
-    )
-    .await;
+    let inbound = wait_run(&svc, &inbound).await;
     assert_echo_run(&svc, &inbound, "inbound").await;
 
     let agent_leg = call(&svc, inbound["call_id"].as_str().expect("call_id")).await;
@@ -221,7 +199,7 @@ async fn a_lossy_network_profile_shows_in_the_measurements() {
                     expect_speech 5s\n\
                     wait 2s\n\
                     hangup";
-    let mut ids = Vec::new();
+    let mut created = Vec::new();
     for profile in ["clean", "lossy"] {
         let run = create_run(
             &svc,
@@ -236,10 +214,10 @@ async fn a_lossy_network_profile_shows_in_the_measurements() {
         )
         .await;
         assert_eq!(run["network_profile"], profile);
-        ids.push(run["id"].as_str().expect("id").to_owned());
+        created.push(run);
     }
-    let clean = wait_run(&svc, &ids[0], Duration::from_secs(60)).await;
-    let lossy = wait_run(&svc, &ids[1], Duration::from_secs(60)).await;
+    let clean = wait_run(&svc, &created[0]).await;
+    let lossy = wait_run(&svc, &created[1]).await;
     assert_eq!(clean["status"], "completed", "{clean}");
     assert_eq!(lossy["status"], "completed", "{lossy}");
     let loss = |run: &Value| number(&run["measurements"]["loss_percent"], "loss_percent");
@@ -376,12 +354,7 @@ async fn a_scripted_agent_hears_the_bots_dtmf_and_answers() {
         }),
     )
     .await;
-    let run = wait_run(
-        &svc,
-        run["id"].as_str().expect("id"),
-        Duration::from_secs(60),
-    )
-    .await;
+    let run = wait_run(&svc, &run).await;
     assert_eq!(run["status"], "completed", "{run}");
     let m = &run["measurements"];
     assert_eq!(m["dtmf_sent"], "1234", "{m}");
@@ -417,12 +390,7 @@ async fn bot_mode_joins_the_agent_in_process() {
         }),
     )
     .await;
-    let run = wait_run(
-        &svc,
-        run["id"].as_str().expect("id"),
-        Duration::from_secs(60),
-    )
-    .await;
+    let run = wait_run(&svc, &run).await;
     assert_eq!(run["status"], "completed", "{run}");
     assert!(
         run["sip_call_id"].is_null(),

@@ -289,19 +289,15 @@ fn active_seconds(samples: &[i16], channel: usize, rate: u32) -> f64 {
     active as f64 * 0.01
 }
 
-async fn recording(svc: &TestService, call: &Value) -> (u32, Vec<i16>) {
-    let url = call["recording_url"].as_str().expect("recording_url");
-    let response = svc
-        .client
-        .get(svc.url(url))
-        .bearer_auth(&svc.key)
-        .send()
+/// The inbound call the service took, once it has ended.
+async fn ended_inbound_call(svc: &TestService) -> Value {
+    let call = svc.wait_for_call("direction=inbound", CALL_DONE).await;
+    svc.wait_terminal(call["id"].as_str().expect("id"), CALL_DONE)
         .await
-        .expect("GET recording");
-    assert_eq!(response.status(), 200);
-    let wav = response.bytes().await.expect("WAV bytes");
-    let reader = hound::WavReader::new(std::io::Cursor::new(wav.to_vec())).expect("a WAV file");
-    assert_eq!(reader.spec().channels, 2, "caller left, agent right");
+}
+
+async fn recording(svc: &TestService, call: &Value) -> (u32, Vec<i16>) {
+    let reader = svc.recording(call).await;
     let rate = reader.spec().sample_rate;
     let samples = reader
         .into_samples::<i16>()
@@ -595,10 +591,7 @@ async fn the_agents_audio_reaches_the_caller() {
     ws.send(json!({"event": "hangup"})).await;
     ws.wait_stop().await;
     sipp.await.expect("SIPp thread").assert_success();
-    let call = svc.wait_for_call("direction=inbound", CALL_DONE).await;
-    let call = svc
-        .wait_terminal(call["id"].as_str().expect("id"), CALL_DONE)
-        .await;
+    let call = ended_inbound_call(&svc).await;
     assert_eq!(call["outcome"], "agent_hangup", "{call}");
 }
 
@@ -617,10 +610,7 @@ async fn a_websocket_that_refuses_to_connect_ends_the_call_with_an_error() {
     .await;
     let sipp = caller(&svc, "service/ws_caller_until_bye.xml", "+15550003333", &[]);
     sipp.await.expect("SIPp thread").assert_success();
-    let call = svc.wait_for_call("direction=inbound", CALL_DONE).await;
-    let call = svc
-        .wait_terminal(call["id"].as_str().expect("id"), CALL_DONE)
-        .await;
+    let call = ended_inbound_call(&svc).await;
     assert_eq!(call["status"], "ended", "{call}");
     assert_eq!(call["outcome"], "error", "{call}");
     assert_eq!(call["end_reason"], "agent_unreachable", "{call}");
@@ -663,10 +653,7 @@ async fn a_websocket_dropping_mid_call_plays_the_fallback_then_ends_with_an_erro
     drop(ws);
 
     sipp.await.expect("SIPp thread").assert_success();
-    let call = svc.wait_for_call("direction=inbound", CALL_DONE).await;
-    let call = svc
-        .wait_terminal(call["id"].as_str().expect("id"), CALL_DONE)
-        .await;
+    let call = ended_inbound_call(&svc).await;
     assert_eq!(call["status"], "ended", "{call}");
     assert_eq!(call["outcome"], "error", "{call}");
     assert_eq!(call["end_reason"], "agent_disconnected", "{call}");

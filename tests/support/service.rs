@@ -191,22 +191,37 @@ impl TestService {
 
     /// Polls a call until its status is terminal, for at most `within`.
     pub async fn wait_terminal(&self, call_id: &str, within: Duration) -> Value {
+        self.wait_status(
+            &format!("/calls/{call_id}"),
+            &["ended", "failed", "cancelled"],
+            Duration::from_millis(50),
+            within,
+        )
+        .await
+    }
+
+    /// Polls the resource at `path` every `every` until its `status` is one of
+    /// `over`, for at most `within`, and returns its `data`.
+    pub async fn wait_status(
+        &self,
+        path: &str,
+        over: &[&str],
+        every: Duration,
+        within: Duration,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let (status, value) = self.get(&format!("/calls/{call_id}")).await;
-            assert_eq!(status, 200, "{value}");
-            let call = value["data"].clone();
-            if matches!(
-                call["status"].as_str(),
-                Some("ended" | "failed" | "cancelled")
-            ) {
-                return call;
+            let (status, value) = self.get(path).await;
+            assert_eq!(status, 200, "GET {path}: {value}");
+            let data = value["data"].clone();
+            if data["status"].as_str().is_some_and(|s| over.contains(&s)) {
+                return data;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "call {call_id} not finished in {within:?}: {call}"
+                "{path} not over in {within:?}: {data}"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(every).await;
         }
     }
 
@@ -224,6 +239,23 @@ impl TestService {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Downloads the stereo WAV recording of `call` (caller left, agent right).
+    pub async fn recording(&self, call: &Value) -> hound::WavReader<std::io::Cursor<Vec<u8>>> {
+        let url = call["recording_url"].as_str().expect("recording_url");
+        let response = self
+            .client
+            .get(self.url(url))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("GET recording");
+        assert_eq!(response.status(), 200);
+        let wav = response.bytes().await.expect("WAV bytes");
+        let reader = hound::WavReader::new(std::io::Cursor::new(wav.to_vec())).expect("a WAV file");
+        assert_eq!(reader.spec().channels, 2, "caller left, agent right");
+        reader
     }
 
     pub fn recordings_dir(&self) -> PathBuf {
