@@ -378,6 +378,30 @@ struct Summary {
     downlink: Vec<Duration>,
 }
 
+/// A caller's media socket, where its media goes, and the probes it records into.
+type CallerLeg = (Arc<UdpSocket>, SocketAddr, Arc<Mutex<Probes>>);
+
+/// Streams every leg's caller media at once for `seconds` (after the warm-up),
+/// recording into `measurement`, and returns when all have stopped.
+async fn stream_calls(measurement: &Arc<Measurement>, legs: Vec<CallerLeg>, seconds: u64) {
+    let until = measurement.start_counting() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = legs
+        .into_iter()
+        .map(|(socket, remote, probes)| {
+            tokio::spawn(caller_media(
+                socket,
+                remote,
+                probes,
+                Arc::clone(measurement),
+                until,
+            ))
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
 async fn run_baseline(calls: usize, seconds: u64) -> Summary {
     let measurement = Measurement::new();
     let ai = ai_server(Arc::clone(&measurement)).await;
@@ -389,22 +413,7 @@ async fn run_baseline(calls: usize, seconds: u64) -> Summary {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
         legs.push((socket, remote, probes));
     }
-    let until = measurement.start_counting() + Duration::from_secs(seconds);
-    let tasks: Vec<_> = legs
-        .into_iter()
-        .map(|(socket, remote, probes)| {
-            tokio::spawn(caller_media(
-                socket,
-                remote,
-                probes,
-                Arc::clone(&measurement),
-                until,
-            ))
-        })
-        .collect();
-    for task in tasks {
-        let _ = task.await;
-    }
+    stream_calls(&measurement, legs, seconds).await;
     measurement.take()
 }
 
@@ -450,22 +459,7 @@ async fn run_dialcore(calls: usize, seconds: u64) -> Summary {
         handles.push(handle);
     }
     // Every call is up: measure from here.
-    let until = measurement.start_counting() + Duration::from_secs(seconds);
-    let tasks: Vec<_> = legs
-        .into_iter()
-        .map(|(socket, remote, probes)| {
-            tokio::spawn(caller_media(
-                socket,
-                remote,
-                probes,
-                Arc::clone(&measurement),
-                until,
-            ))
-        })
-        .collect();
-    for task in tasks {
-        let _ = task.await;
-    }
+    stream_calls(&measurement, legs, seconds).await;
     for handle in &handles {
         handle.hangup();
     }
