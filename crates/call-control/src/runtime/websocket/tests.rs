@@ -115,6 +115,14 @@ fn frame(value: i16, samples: usize) -> RuntimeInput {
     RuntimeInput::Audio(AudioFrame::new(&pcm, FrameKind::Voice).expect("frame"))
 }
 
+/// What the spawned runtime `task` returned, once it has ended (within [`WAIT`]).
+async fn ended<T>(task: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("runtime ends")
+        .expect("no panic")
+}
+
 fn runtime(url: &str, format: WireFormat) -> Box<Websocket> {
     Box::new(Websocket::new(
         url,
@@ -252,10 +260,7 @@ async fn streams_both_ways_in_the_twilio_format() {
     // After its hang-up the agent may close at once: not an error.
     ws.close(None).await.expect("close");
     drop(input);
-    let result = tokio::time::timeout(WAIT, task)
-        .await
-        .expect("runtime ends")
-        .expect("no panic");
+    let result = ended(task).await;
     assert!(result.is_ok(), "{result:?}");
 }
 
@@ -281,10 +286,7 @@ async fn the_call_ending_sends_stop_and_closes() {
         matches!(closed, Some(Ok(Message::Close(_))) | None),
         "{closed:?}"
     );
-    let result = tokio::time::timeout(WAIT, task)
-        .await
-        .expect("ends")
-        .expect("no panic");
+    let result = ended(task).await;
     assert!(result.is_ok(), "{result:?}");
 }
 
@@ -325,10 +327,7 @@ async fn l16_at_16k_for_an_8k_call_is_resampled_both_ways() {
         RuntimeOutput::Mark(_)
     ));
     drop(input);
-    let result = tokio::time::timeout(WAIT, task)
-        .await
-        .expect("ends")
-        .expect("no panic");
+    let result = ended(task).await;
     assert!(result.is_ok(), "{result:?}");
 }
 
@@ -429,10 +428,7 @@ async fn a_drop_mid_call_is_a_disconnect_after_the_fallback_audio() {
         .send(RuntimeInput::Mark { id, cleared: false })
         .await
         .expect("alive");
-    let result = tokio::time::timeout(WAIT, task)
-        .await
-        .expect("ends")
-        .expect("no panic");
+    let result = ended(task).await;
     assert!(
         matches!(result, Err(RuntimeError::Disconnected(_))),
         "{result:?}"
