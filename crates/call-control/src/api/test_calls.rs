@@ -87,38 +87,18 @@ pub async fn create_run(
             "required fields passed validation".into(),
         ));
     };
-    let estimated_cost_cents = estimate(&state, &target, 1);
-    require_consent(&target, estimated_cost_cents)?;
-    let resolved = resolve(&state, &org, &target).await?;
-    check_capacity(&state, &org, 1).await?;
-    check_balance(&state, &org, estimated_cost_cents).await?;
+    let (estimated_cost_cents, resolved) = accept(&state, &org, &target, 1).await?;
 
     let now = Utc::now();
-    let run = TestCallRun {
-        id: ids::new_id(ids::TEST_CALL_RUN),
-        org_id: org.clone(),
-        target_type: target.target_type,
-        target_id: target.target_id.clone(),
-        agent_id: resolved.agent.id.clone(),
-        direction: target.direction,
-        target_number: resolved.target_number.clone(),
+    let run = queued_run(
+        &org,
+        &target,
+        &resolved,
         scenario_prompt,
-        mode: target.mode,
-        status: TestRunStatus::Queued,
-        network_profile: target.network_profile.clone(),
-        thresholds: target.thresholds.clone(),
-        charge_multiplier: target.charge_multiplier,
         estimated_cost_cents,
-        call_id: None,
-        sip_call_id: None,
-        measurements: None,
-        error_message: None,
-        batch_id: None,
-        started_at: None,
-        completed_at: None,
-        created_at: now,
-        updated_at: now,
-    };
+        None,
+        now,
+    );
     let span = tracing::info_span!("test_run", run_id = %run.id, agent_id = %run.agent_id);
     async {
         admit(&state, None, std::slice::from_ref(&run)).await?;
@@ -206,11 +186,7 @@ pub async fn create_batch(
             "required fields passed validation".into(),
         ));
     };
-    let estimated_cost_cents = estimate(&state, &target, run_count);
-    require_consent(&target, estimated_cost_cents)?;
-    let resolved = resolve(&state, &org, &target).await?;
-    check_capacity(&state, &org, run_count).await?;
-    check_balance(&state, &org, estimated_cost_cents).await?;
+    let (estimated_cost_cents, resolved) = accept(&state, &org, &target, run_count).await?;
 
     let now = Utc::now();
     let batch_id = ids::new_id(ids::TEST_CALL_BATCH);
@@ -243,30 +219,17 @@ pub async fn create_batch(
         completed_at: None,
     };
     let runs: Vec<TestCallRun> = (0..run_count as usize)
-        .map(|index| TestCallRun {
-            id: ids::new_id(ids::TEST_CALL_RUN),
-            org_id: org.clone(),
-            target_type: target.target_type,
-            target_id: target.target_id.clone(),
-            agent_id: resolved.agent.id.clone(),
-            direction: target.direction,
-            target_number: resolved.target_number.clone(),
-            scenario_prompt: batch.scenario_for(index).unwrap_or_default().to_owned(),
-            mode: target.mode,
-            status: TestRunStatus::Queued,
-            network_profile: target.network_profile.clone(),
-            thresholds: target.thresholds.clone(),
-            charge_multiplier: target.charge_multiplier,
-            estimated_cost_cents: per_run_cost,
-            call_id: None,
-            sip_call_id: None,
-            measurements: None,
-            error_message: None,
-            batch_id: Some(batch_id.clone()),
-            started_at: None,
-            completed_at: None,
-            created_at: now,
-            updated_at: now,
+        .map(|index| {
+            let scenario_prompt = batch.scenario_for(index).unwrap_or_default().to_owned();
+            queued_run(
+                &org,
+                &target,
+                &resolved,
+                scenario_prompt,
+                per_run_cost,
+                Some(batch_id.clone()),
+                now,
+            )
         })
         .collect();
     batch.run_ids = runs.iter().map(|run| run.id.clone()).collect();
@@ -497,6 +460,60 @@ where
             body.invalid(field, one_of(all));
             None
         }
+    }
+}
+
+/// The checks every test-call request passes before anything is stored, in order: consent
+/// to the estimated cost of `run_count` runs, the target resolved to an agent and a number,
+/// room under the concurrency cap, and credit. Answers the estimate and the resolved target.
+async fn accept(
+    state: &AppState,
+    org: &str,
+    target: &Target,
+    run_count: u32,
+) -> Result<(i64, Resolved), ApiError> {
+    let estimated_cost_cents = estimate(state, target, run_count);
+    require_consent(target, estimated_cost_cents)?;
+    let resolved = resolve(state, org, target).await?;
+    check_capacity(state, org, run_count).await?;
+    check_balance(state, org, estimated_cost_cents).await?;
+    Ok((estimated_cost_cents, resolved))
+}
+
+/// A new run of `target`, queued and not yet started.
+fn queued_run(
+    org: &str,
+    target: &Target,
+    resolved: &Resolved,
+    scenario_prompt: String,
+    estimated_cost_cents: i64,
+    batch_id: Option<String>,
+    now: chrono::DateTime<Utc>,
+) -> TestCallRun {
+    TestCallRun {
+        id: ids::new_id(ids::TEST_CALL_RUN),
+        org_id: org.to_owned(),
+        target_type: target.target_type,
+        target_id: target.target_id.clone(),
+        agent_id: resolved.agent.id.clone(),
+        direction: target.direction,
+        target_number: resolved.target_number.clone(),
+        scenario_prompt,
+        mode: target.mode,
+        status: TestRunStatus::Queued,
+        network_profile: target.network_profile.clone(),
+        thresholds: target.thresholds.clone(),
+        charge_multiplier: target.charge_multiplier,
+        estimated_cost_cents,
+        call_id: None,
+        sip_call_id: None,
+        measurements: None,
+        error_message: None,
+        batch_id,
+        started_at: None,
+        completed_at: None,
+        created_at: now,
+        updated_at: now,
     }
 }
 
