@@ -196,26 +196,7 @@ impl Store {
              error_message = ?, batch_id = ?, started_at = ?, completed_at = ?, updated_at = ? \
              WHERE org_id = ? AND id = ? RETURNING {RUN_COLUMNS}"
         );
-        let row = sqlx::query(&sql)
-            .bind(run.target_type.as_str())
-            .bind(&run.target_id)
-            .bind(&run.agent_id)
-            .bind(run.direction.as_str())
-            .bind(&run.target_number)
-            .bind(&run.scenario_prompt)
-            .bind(run.mode.as_str())
-            .bind(run.status.as_str())
-            .bind(&run.network_profile)
-            .bind(opt_json(&run.thresholds)?)
-            .bind(run.charge_multiplier)
-            .bind(run.estimated_cost_cents)
-            .bind(&run.call_id)
-            .bind(&run.sip_call_id)
-            .bind(opt_json(&run.measurements)?)
-            .bind(&run.error_message)
-            .bind(&run.batch_id)
-            .bind(run.started_at.as_ref().map(ts))
-            .bind(run.completed_at.as_ref().map(ts))
+        let row = bind_run_fields(sqlx::query(&sql), run)?
             .bind(ts(&Utc::now()))
             .bind(&run.org_id)
             .bind(&run.id)
@@ -464,10 +445,18 @@ fn get_opt_json(row: &SqliteRow, column: &'static str) -> Result<Option<serde_js
     Ok(text.map(|text| serde_json::from_str(&text)).transpose()?)
 }
 
+/// Binds every column of `run`, in [`RUN_COLUMNS`] order.
 fn bind_run<'q>(query: Query<'q>, run: &'q TestCallRun) -> Result<Query<'q>> {
+    let query = query.bind(&run.id).bind(&run.org_id);
+    Ok(bind_run_fields(query, run)?
+        .bind(ts(&run.created_at))
+        .bind(ts(&run.updated_at)))
+}
+
+/// Binds the columns of `run` an update may change, `target_type` to `completed_at`
+/// in [`RUN_COLUMNS`] order.
+fn bind_run_fields<'q>(query: Query<'q>, run: &'q TestCallRun) -> Result<Query<'q>> {
     Ok(query
-        .bind(&run.id)
-        .bind(&run.org_id)
         .bind(run.target_type.as_str())
         .bind(&run.target_id)
         .bind(&run.agent_id)
@@ -486,9 +475,7 @@ fn bind_run<'q>(query: Query<'q>, run: &'q TestCallRun) -> Result<Query<'q>> {
         .bind(&run.error_message)
         .bind(&run.batch_id)
         .bind(run.started_at.as_ref().map(ts))
-        .bind(run.completed_at.as_ref().map(ts))
-        .bind(ts(&run.created_at))
-        .bind(ts(&run.updated_at)))
+        .bind(run.completed_at.as_ref().map(ts)))
 }
 
 fn bind_batch<'q>(query: Query<'q>, batch: &'q TestCallBatch) -> Result<Query<'q>> {
