@@ -89,10 +89,7 @@ pub(crate) fn agent_leg(
     let max_secs = agent_leg_max_secs(config);
     let join_secs = 30;
     let (prompt, greeting) = rendered(agent);
-    let remote = match direction {
-        CallDirection::Outbound => to_number,
-        CallDirection::Inbound => from_number,
-    };
+    let remote = remote_number(direction, from_number, to_number);
     Call {
         id: new_id("call"),
         org_id: run.org_id.clone(),
@@ -128,6 +125,18 @@ pub(crate) fn agent_leg(
         answered_at: None,
         ended_at: None,
         updated_at: now,
+    }
+}
+
+/// The far party's number of a leg in `direction`: whom it calls, or who calls it.
+fn remote_number<'a>(
+    direction: CallDirection,
+    from_number: &'a str,
+    to_number: &'a str,
+) -> &'a str {
+    match direction {
+        CallDirection::Outbound => to_number,
+        CallDirection::Inbound => from_number,
     }
 }
 
@@ -178,10 +187,7 @@ pub(crate) fn bot_leg(
         (report.invite_at, report.answered_at, report.ended_at);
     let answered = answered_at.is_some();
     let m = &report.measurements;
-    let remote = match direction {
-        CallDirection::Outbound => to_number,
-        CallDirection::Inbound => from_number,
-    };
+    let remote = remote_number(direction, from_number, to_number);
     Call {
         id: new_id("call"),
         org_id: run.org_id.clone(),
