@@ -123,6 +123,18 @@ async fn ended<T>(task: tokio::task::JoinHandle<T>) -> T {
         .expect("no panic")
 }
 
+/// Runs a call against `url` and checks that it ends as agent unreachable.
+async fn assert_unreachable(url: &str) {
+    let (session, _input, _output) = RuntimeSession::channel(8);
+    let result = runtime(url, WireFormat::Mulaw8k)
+        .run(metadata(8000), session)
+        .await;
+    assert!(
+        matches!(result, Err(RuntimeError::Unreachable(_))),
+        "{result:?}"
+    );
+}
+
 fn runtime(url: &str, format: WireFormat) -> Box<Websocket> {
     Box::new(Websocket::new(
         url,
@@ -336,14 +348,7 @@ async fn a_refused_connection_is_unreachable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("ws://{}/", listener.local_addr().expect("addr"));
     drop(listener);
-    let (session, _input, _output) = RuntimeSession::channel(8);
-    let result = runtime(&url, WireFormat::Mulaw8k)
-        .run(metadata(8000), session)
-        .await;
-    assert!(
-        matches!(result, Err(RuntimeError::Unreachable(_))),
-        "{result:?}"
-    );
+    assert_unreachable(&url).await;
 }
 
 #[tokio::test]
@@ -356,14 +361,7 @@ async fn a_wss_peer_that_is_not_tls_is_unreachable() {
         let (mut tcp, _) = listener.accept().await.expect("accept");
         let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, b"HTTP/1.1 400 no\r\n\r\n").await;
     });
-    let (session, _input, _output) = RuntimeSession::channel(8);
-    let result = runtime(&url, WireFormat::Mulaw8k)
-        .run(metadata(8000), session)
-        .await;
-    assert!(
-        matches!(result, Err(RuntimeError::Unreachable(_))),
-        "{result:?}"
-    );
+    assert_unreachable(&url).await;
     peer.await.expect("peer");
 }
 
