@@ -124,6 +124,46 @@ async fn queued_call(f: &Fixture, join_timeout_secs: u32) -> Call {
     call
 }
 
+/// Calls `user` at the engine's SIP address from `caller` (as +15550009999),
+/// offering PCMU on media port `port`.
+async fn dial_engine(
+    caller: &UserAgent,
+    engine: SocketAddr,
+    user: &str,
+    port: u16,
+) -> sip_stack::ua::CallHandle {
+    let offer = sip_stack::sdp::build_offer(
+        "127.0.0.1".parse().expect("ip"),
+        port,
+        &[Codec::pcmu()],
+        Direction::SendRecv,
+        1,
+        1,
+    )
+    .to_string();
+    let outgoing = OutgoingCall::to(
+        &format!("sip:{user}@{engine}"),
+        "sip:+15550009999@127.0.0.1",
+    )
+    .await
+    .expect("target")
+    .with_sdp(offer);
+    caller.invite(outgoing).await.expect("INVITE sent")
+}
+
+/// The final answer to an INVITE (200 when answered, 0 when the leg ended
+/// without one), and the leg.
+async fn final_answer(mut leg: sip_stack::ua::CallHandle) -> (u16, sip_stack::ua::CallHandle) {
+    loop {
+        match leg.next_event().await {
+            Some(CallEvent::Failed { code, .. }) => return (code, leg),
+            Some(CallEvent::Answered { .. }) => return (200, leg),
+            Some(_) => {}
+            None => return (0, leg),
+        }
+    }
+}
+
 async fn carrier() -> (UserAgent, IncomingCalls, SocketAddr) {
     let (ua, incoming) = UserAgent::start(UaConfig {
         transport: sip_stack::transport::TransportConfig {
@@ -345,49 +385,22 @@ async fn inbound_calls_are_checked_then_answered() {
             .expect("number");
     }
     let engine_addr = f.engine.sip_addr();
-    let offer = sip_stack::sdp::build_offer(
-        "127.0.0.1".parse().expect("ip"),
-        41_390,
-        &[Codec::pcmu()],
-        Direction::SendRecv,
-        1,
-        1,
-    )
-    .to_string();
-    let dial = |number: &str| {
-        let target = format!("sip:{number}@{engine_addr}");
-        let offer = offer.clone();
-        let caller = caller.clone();
-        async move {
-            let outgoing = OutgoingCall::to(&target, "sip:+15550009999@127.0.0.1")
-                .await
-                .expect("target")
-                .with_sdp(offer);
-            caller.invite(outgoing).await.expect("INVITE sent")
-        }
-    };
-    let final_code = |mut leg: sip_stack::ua::CallHandle| async move {
-        loop {
-            match leg.next_event().await {
-                Some(CallEvent::Failed { code, .. }) => return code,
-                Some(CallEvent::Answered { .. }) => return 200,
-                Some(_) => {}
-                None => return 0,
-            }
-        }
-    };
     assert_eq!(
-        final_code(dial("+15550000000").await).await,
+        final_answer(dial_engine(&caller, engine_addr, "+15550000000", 41_390).await)
+            .await
+            .0,
         404,
         "unknown number"
     );
     assert_eq!(
-        final_code(dial("+15557770002").await).await,
+        final_answer(dial_engine(&caller, engine_addr, "+15557770002", 41_390).await)
+            .await
+            .0,
         403,
         "source not allowed"
     );
 
-    let mut leg = dial("+15557770001").await;
+    let mut leg = dial_engine(&caller, engine_addr, "+15557770001", 41_390).await;
     loop {
         match leg.next_event().await {
             Some(CallEvent::Answered { sdp }) => {
@@ -440,47 +453,17 @@ async fn a_test_route_answers_its_token_once_without_trunk_checks() {
         Duration::from_secs(30),
     );
     let engine_addr = f.engine.sip_addr();
-    let offer = sip_stack::sdp::build_offer(
-        "127.0.0.1".parse().expect("ip"),
-        41_490,
-        &[Codec::pcmu()],
-        Direction::SendRecv,
-        1,
-        1,
-    )
-    .to_string();
-    let dial = |user: String| {
-        let target = format!("sip:{user}@{engine_addr}");
-        let offer = offer.clone();
-        let caller = caller.clone();
-        async move {
-            let outgoing = OutgoingCall::to(&target, "sip:+15550009999@127.0.0.1")
-                .await
-                .expect("target")
-                .with_sdp(offer);
-            caller.invite(outgoing).await.expect("INVITE sent")
-        }
-    };
-    let outcome = |mut leg: sip_stack::ua::CallHandle| async move {
-        loop {
-            match leg.next_event().await {
-                Some(CallEvent::Failed { code, .. }) => return (code, leg),
-                Some(CallEvent::Answered { .. }) => return (200, leg),
-                Some(_) => {}
-                None => return (0, leg),
-            }
-        }
-    };
-    let (code, _) = outcome(dial(test_route::new_token("tcr_test")).await).await;
+    let unknown = test_route::new_token("tcr_test");
+    let (code, _) = final_answer(dial_engine(&caller, engine_addr, &unknown, 41_490).await).await;
     assert_eq!(code, 404, "an unregistered token is an unknown number");
 
-    let (code, leg) = outcome(dial(token.clone()).await).await;
+    let (code, leg) = final_answer(dial_engine(&caller, engine_addr, &token, 41_490).await).await;
     assert_eq!(code, 200, "the registered token is answered");
     let call_id = tokio::time::timeout(Duration::from_secs(10), created)
         .await
         .expect("call id in time")
         .expect("call id sent");
-    let (code, _) = outcome(dial(token).await).await;
+    let (code, _) = final_answer(dial_engine(&caller, engine_addr, &token, 41_490).await).await;
     assert_eq!(code, 404, "a route is single use");
 
     leg.hangup();
@@ -517,24 +500,7 @@ async fn an_expired_test_route_refuses_its_token() {
             .is_err(),
         "no call id for an expired route"
     );
-    let outgoing = OutgoingCall::to(
-        &format!("sip:{token}@{}", f.engine.sip_addr()),
-        "sip:+15550009999@127.0.0.1",
-    )
-    .await
-    .expect("target")
-    .with_sdp(
-        sip_stack::sdp::build_offer(
-            "127.0.0.1".parse().expect("ip"),
-            41_590,
-            &[Codec::pcmu()],
-            Direction::SendRecv,
-            1,
-            1,
-        )
-        .to_string(),
-    );
-    let mut leg = caller.invite(outgoing).await.expect("INVITE sent");
+    let mut leg = dial_engine(&caller, f.engine.sip_addr(), &token, 41_590).await;
     loop {
         match leg.next_event().await {
             Some(CallEvent::Failed { code, .. }) => {
