@@ -23,23 +23,7 @@ async fn carrier(
     scenario: &str,
     tweak: impl FnOnce(sipp::Sipp) -> sipp::Sipp + Send + 'static,
 ) -> sipp::SippProcess {
-    sipp::require_sipp();
-    let scenario = scenario.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut process = tweak(
-            sipp::Sipp::server(sipp::Scenario::file(scenario))
-                .transport(sipp::Transport::Udp)
-                .calls(1),
-        )
-        .spawn()
-        .expect("SIPp starts");
-        process
-            .wait_listening(Duration::from_secs(10))
-            .expect("SIPp listens");
-        process
-    })
-    .await
-    .expect("SIPp thread")
+    sipp::one_call_server(scenario, sipp::Transport::Udp, tweak).await
 }
 
 async fn finish(process: sipp::SippProcess) -> sipp::SippOutcome {

@@ -155,31 +155,6 @@ async fn sipp_uac_places_100_calls_to_our_uas_over_tcp() {
     sipp_calls_our_uas(sipp::Transport::Tcp, 100).await;
 }
 
-/// Starts a one-call SIPp UAS and returns it with the address to call.
-async fn sipp_uas(
-    scenario: &str,
-    transport: sipp::Transport,
-    tweak: impl FnOnce(sipp::Sipp) -> sipp::Sipp + Send + 'static,
-) -> sipp::SippProcess {
-    sipp::require_sipp();
-    let scenario = scenario.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut process = tweak(
-            sipp::Sipp::server(sipp::Scenario::file(scenario))
-                .transport(transport)
-                .calls(1),
-        )
-        .spawn()
-        .expect("SIPp starts");
-        process
-            .wait_listening(Duration::from_secs(10))
-            .expect("SIPp listens");
-        process
-    })
-    .await
-    .expect("SIPp starter thread")
-}
-
 async fn finish(process: sipp::SippProcess) -> sipp::SippOutcome {
     tokio::task::spawn_blocking(move || process.wait())
         .await
@@ -226,7 +201,7 @@ async fn until_answered(call: &mut sip_stack::ua::CallHandle) -> Vec<CallEvent> 
 }
 
 async fn our_uac_call_answered(transport: sipp::Transport) {
-    let uas = sipp_uas("uas_answer.xml", transport, |s| s).await;
+    let uas = sipp::one_call_server("uas_answer.xml", transport, |s| s).await;
     let (ua, _incoming) = UserAgent::start(config(transport))
         .await
         .expect("UA starts");
@@ -270,7 +245,7 @@ async fn our_uac_call_answered_by_sipp_over_tcp() {
 #[tokio::test]
 async fn our_uac_call_to_a_busy_sipp_fails_with_486() {
     let transport = sipp::Transport::Udp;
-    let uas = sipp_uas("uas_busy.xml", transport, |s| s).await;
+    let uas = sipp::one_call_server("uas_busy.xml", transport, |s| s).await;
     let (ua, _incoming) = UserAgent::start(config(transport))
         .await
         .expect("UA starts");
@@ -286,7 +261,7 @@ async fn our_uac_call_to_a_busy_sipp_fails_with_486() {
 #[tokio::test]
 async fn our_cancel_of_a_call_ringing_forever_gets_487() {
     let transport = sipp::Transport::Udp;
-    let uas = sipp_uas("uas_ring_forever.xml", transport, |s| s).await;
+    let uas = sipp::one_call_server("uas_ring_forever.xml", transport, |s| s).await;
     let (ua, _incoming) = UserAgent::start(config(transport))
         .await
         .expect("UA starts");
@@ -310,7 +285,7 @@ async fn our_cancel_of_a_call_ringing_forever_gets_487() {
 #[tokio::test]
 async fn our_uac_answers_a_407_challenge_with_digest_credentials() {
     let transport = sipp::Transport::Udp;
-    let uas = sipp_uas("uas_auth_407.xml", transport, |s| s).await;
+    let uas = sipp::one_call_server("uas_auth_407.xml", transport, |s| s).await;
     let (ua, _incoming) = UserAgent::start(config(transport))
         .await
         .expect("UA starts");
@@ -390,7 +365,7 @@ async fn our_uas_retransmits_a_200_ok_that_sipp_ignores_over_tcp() {
 #[tokio::test]
 async fn our_uac_refreshes_a_short_session_timer_that_sipp_requires() {
     let transport = sipp::Transport::Udp;
-    let uas = sipp_uas("uas_session_timer.xml", transport, |s| {
+    let uas = sipp::one_call_server("uas_session_timer.xml", transport, |s| {
         s.set("session_expires", "4").set("min_se", "2")
     })
     .await;

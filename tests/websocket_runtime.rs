@@ -309,25 +309,14 @@ async fn recording(svc: &TestService, call: &Value) -> (u32, Vec<i16>) {
 // ---------------------------------------------------------------- SIPp and webhooks
 
 async fn carrier(scenario: &str) -> sipp::SippProcess {
-    sipp::require_sipp();
-    let scenario = scenario.to_string();
-    tokio::task::spawn_blocking(move || {
+    sipp::one_call_server(scenario, sipp::Transport::Udp, |server| {
         let media_port = sipp::free_port(sipp::Transport::Udp).expect("media port");
-        let mut process = sipp::Sipp::server(sipp::Scenario::file(scenario))
-            .transport(sipp::Transport::Udp)
-            .calls(1)
+        server
             .timeout(Duration::from_secs(90))
             .arg("-mp")
             .arg(media_port.to_string())
-            .spawn()
-            .expect("SIPp starts");
-        process
-            .wait_listening(Duration::from_secs(10))
-            .expect("SIPp listens");
-        process
     })
     .await
-    .expect("SIPp thread")
 }
 
 /// Starts SIPp calling `number` at the service; returns its outcome when it ends.

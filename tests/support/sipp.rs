@@ -199,6 +199,33 @@ impl std::error::Error for SippError {
     }
 }
 
+/// Starts a one-call SIPp UAS running `scenario` (a file of `tests/sipp/`) over
+/// `transport`, adjusted by `tweak`, and waits on a blocking thread until it
+/// listens. Panics (a test harness) when SIPp is missing or does not start.
+pub async fn one_call_server(
+    scenario: &str,
+    transport: Transport,
+    tweak: impl FnOnce(Sipp) -> Sipp + Send + 'static,
+) -> SippProcess {
+    require_sipp();
+    let scenario = scenario.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut process = tweak(
+            Sipp::server(Scenario::file(scenario))
+                .transport(transport)
+                .calls(1),
+        )
+        .spawn()
+        .expect("SIPp starts");
+        process
+            .wait_listening(std::time::Duration::from_secs(10))
+            .expect("SIPp listens");
+        process
+    })
+    .await
+    .expect("SIPp thread")
+}
+
 /// The SIPp program the harness runs: `$DIALCORE_SIPP` or `sipp`.
 pub fn sipp_program() -> String {
     std::env::var("DIALCORE_SIPP").unwrap_or_else(|_| "sipp".to_owned())
