@@ -17,6 +17,8 @@
 //! them. It lives here, below the service, because the service depends on
 //! this crate and not the other way round.
 
+pub mod echo;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;

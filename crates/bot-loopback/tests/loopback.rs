@@ -4,14 +4,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use bot_loopback::agent::{
-    AgentRuntime, CallMetadata, Direction, RuntimeError, RuntimeInput, RuntimeOutput,
-    RuntimeSession,
-};
+use bot_loopback::agent::echo::Echo;
+use bot_loopback::agent::{CallMetadata, Direction};
 use bot_loopback::{
     run_in_process, BotConfig, NetworkProfile, Party, RunReport, RunSpec, Script, TestBot,
 };
-use futures_util::future::BoxFuture;
 use media::stream::{EngineConfig, MediaEngine};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -192,35 +189,6 @@ async fn an_unanswered_call_is_cancelled_at_the_answer_timeout() {
     assert!(report.sip_call_id.is_some());
     assert_eq!(report.measurements.response_latency_ms, None);
     drop(silent);
-}
-
-/// Plays back what it hears, frame by frame.
-struct Echo;
-
-impl AgentRuntime for Echo {
-    fn kind(&self) -> &'static str {
-        "echo"
-    }
-
-    fn run(
-        self: Box<Self>,
-        _metadata: CallMetadata,
-        mut session: RuntimeSession,
-    ) -> BoxFuture<'static, Result<(), RuntimeError>> {
-        Box::pin(async move {
-            while let Some(input) = session.input.recv().await {
-                if let RuntimeInput::Audio(frame) = input {
-                    if !session
-                        .send(RuntimeOutput::Audio(frame.samples().to_vec()))
-                        .await
-                    {
-                        break;
-                    }
-                }
-            }
-            Ok(())
-        })
-    }
 }
 
 fn echo_metadata() -> CallMetadata {

@@ -18,7 +18,7 @@
 //! WebSocket, in the message format of Twilio Media Streams).
 
 pub mod audio;
-pub mod echo;
+pub use bot_loopback::agent::echo;
 pub mod scripted;
 pub mod websocket;
 

@@ -49,12 +49,12 @@ mod tests {
 
     use super::*;
 
-    pub(crate) fn metadata(rate: u32) -> CallMetadata {
+    fn metadata(rate: u32) -> CallMetadata {
         CallMetadata {
             call_id: "call_test".into(),
             org_id: "org_test".into(),
             agent_id: "agt_test".into(),
-            direction: crate::runtime::Direction::Inbound,
+            direction: crate::agent::Direction::Inbound,
             from_number: "+15550001111".into(),
             to_number: "+15550002222".into(),
             prompt: String::new(),
