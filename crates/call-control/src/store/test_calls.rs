@@ -134,11 +134,8 @@ impl Store {
                     "INSERT INTO test_call_batches ({BATCH_COLUMNS}) SELECT {} {guard}",
                     placeholders(BATCH_COLUMN_COUNT)
                 );
-                let done = bind_batch(sqlx::query(&sql), batch)?
-                    .bind(limit)
-                    .bind(org_id)
-                    .bind(new_runs)
-                    .bind(limit)
+                let done = bind_batch(sqlx::query(&sql), batch)
+                    .map(|query| bind_guard(query, limit, org_id, new_runs))?
                     .execute(&mut *tx)
                     .await
                     .map_err(|error| {
@@ -152,11 +149,8 @@ impl Store {
                     "INSERT INTO test_call_runs ({RUN_COLUMNS}) SELECT {} {guard}",
                     placeholders(RUN_COLUMN_COUNT)
                 );
-                let done = bind_run(sqlx::query(&sql), first)?
-                    .bind(limit)
-                    .bind(org_id)
-                    .bind(new_runs)
-                    .bind(limit)
+                let done = bind_run(sqlx::query(&sql), first)
+                    .map(|query| bind_guard(query, limit, org_id, new_runs))?
                     .execute(&mut *tx)
                     .await
                     .map_err(|error| {
@@ -443,6 +437,17 @@ fn opt_json(value: &Option<serde_json::Value>) -> Result<Option<String>> {
 fn get_opt_json(row: &SqliteRow, column: &'static str) -> Result<Option<serde_json::Value>> {
     let text: Option<String> = row.try_get(column)?;
     Ok(text.map(|text| serde_json::from_str(&text)).transpose()?)
+}
+
+/// Binds the admission guard's values after a row's: the limit (`NULL` for none), the
+/// organisation whose active runs it counts, and how many runs the request adds.
+fn bind_guard<'q>(
+    query: Query<'q>,
+    limit: Option<i64>,
+    org_id: &'q str,
+    new_runs: i64,
+) -> Query<'q> {
+    query.bind(limit).bind(org_id).bind(new_runs).bind(limit)
 }
 
 /// Binds every column of `run`, in [`RUN_COLUMNS`] order.
