@@ -124,6 +124,17 @@ async fn queued_call(f: &Fixture, join_timeout_secs: u32) -> Call {
     call
 }
 
+/// A test route of run `run_id` to the fixture's agent, from +15550100000 to +15550100001.
+fn route_to_agent(f: &Fixture, run_id: &str) -> test_route::TestRoute {
+    test_route::TestRoute {
+        org_id: f.org.clone(),
+        agent_id: f.agent.id.clone(),
+        from_number: "+15550100000".into(),
+        to_number: "+15550100001".into(),
+        run_id: run_id.into(),
+    }
+}
+
 /// Calls `user` at the engine's SIP address from `caller` (as +15550009999),
 /// offering PCMU on media port `port`.
 async fn dial_engine(
@@ -443,13 +454,7 @@ async fn a_test_route_answers_its_token_once_without_trunk_checks() {
     let token = test_route::new_token("tcr_test");
     let created = f.engine.expect_test_call(
         token.clone(),
-        test_route::TestRoute {
-            org_id: f.org.clone(),
-            agent_id: f.agent.id.clone(),
-            from_number: "+15550100000".into(),
-            to_number: "+15550100001".into(),
-            run_id: "tcr_test".into(),
-        },
+        route_to_agent(&f, "tcr_test"),
         Duration::from_secs(30),
     );
     let engine_addr = f.engine.sip_addr();
@@ -484,13 +489,7 @@ async fn an_expired_test_route_refuses_its_token() {
     let token = test_route::new_token("tcr_late");
     let created = f.engine.expect_test_call(
         token.clone(),
-        test_route::TestRoute {
-            org_id: f.org.clone(),
-            agent_id: f.agent.id.clone(),
-            from_number: "+15550100000".into(),
-            to_number: "+15550100001".into(),
-            run_id: "tcr_late".into(),
-        },
+        route_to_agent(&f, "tcr_late"),
         Duration::from_millis(100),
     );
     assert!(
