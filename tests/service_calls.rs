@@ -26,13 +26,6 @@ async fn carrier(
     sipp::one_call_server(scenario, sipp::Transport::Udp, tweak).await
 }
 
-async fn finish(process: sipp::SippProcess) -> sipp::SippOutcome {
-    tokio::task::spawn_blocking(move || process.wait())
-        .await
-        .expect("SIPp thread")
-        .expect("SIPp ran")
-}
-
 async fn run_caller(sipp: sipp::Sipp) -> sipp::SippOutcome {
     sipp::require_sipp();
     tokio::task::spawn_blocking(move || sipp.run())
@@ -102,7 +95,7 @@ async fn outbound_call_with_audio_is_ended_by_max_duration_and_recorded() {
     let caller_energy: i64 = samples.iter().step_by(2).map(|&s| (s as i64).abs()).sum();
     assert!(caller_energy > 0, "the caller's speech is in the recording");
 
-    finish(sipp).await.assert_success();
+    sipp::finish(sipp).await.assert_success();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +115,7 @@ async fn outbound_call_ringing_forever_is_cancelled_at_join_timeout() {
         elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(6),
         "{elapsed:?}"
     );
-    finish(sipp).await.assert_success();
+    sipp::finish(sipp).await.assert_success();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +130,7 @@ async fn outbound_call_to_a_busy_line_fails_busy() {
     assert_eq!(call["status"], "failed", "{call}");
     assert_eq!(call["outcome"], "busy", "{call}");
     assert_eq!(call["sip_final_code"], 486, "{call}");
-    finish(sipp).await.assert_success();
+    sipp::finish(sipp).await.assert_success();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +159,7 @@ async fn outbound_call_through_a_trunk_that_challenges_is_authenticated() {
     let call = svc.wait_terminal(&call_id, CALL_DONE).await;
     assert_eq!(call["status"], "ended", "{call}");
     assert_eq!(call["outcome"], "max_duration", "{call}");
-    let outcome = finish(sipp).await;
+    let outcome = sipp::finish(sipp).await;
     outcome.assert_success();
     let header = &outcome.proxy_authorizations()[0];
     let authorization: sip_stack::auth::Authorization = header.parse().expect("digest");

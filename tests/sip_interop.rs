@@ -155,13 +155,6 @@ async fn sipp_uac_places_100_calls_to_our_uas_over_tcp() {
     sipp_calls_our_uas(sipp::Transport::Tcp, 100).await;
 }
 
-async fn finish(process: sipp::SippProcess) -> sipp::SippOutcome {
-    tokio::task::spawn_blocking(move || process.wait())
-        .await
-        .expect("SIPp waiter thread")
-        .expect("SIPp ran")
-}
-
 async fn call(
     ua: &UserAgent,
     target: SocketAddr,
@@ -229,7 +222,7 @@ async fn our_uac_call_answered(transport: sipp::Transport) {
         ),
         "{end:?}"
     );
-    finish(uas).await.assert_success();
+    sipp::finish(uas).await.assert_success();
 }
 
 #[tokio::test]
@@ -255,7 +248,7 @@ async fn our_uac_call_to_a_busy_sipp_fails_with_486() {
         matches!(events.last(), Some(CallEvent::Failed { code: 486, .. })),
         "{events:?}"
     );
-    finish(uas).await.assert_success();
+    sipp::finish(uas).await.assert_success();
 }
 
 #[tokio::test]
@@ -279,7 +272,7 @@ async fn our_cancel_of_a_call_ringing_forever_gets_487() {
         matches!(end, CallEvent::Failed { code: 487, .. }),
         "{end:?}"
     );
-    finish(uas).await.assert_success();
+    sipp::finish(uas).await.assert_success();
 }
 
 #[tokio::test]
@@ -311,7 +304,7 @@ async fn our_uac_answers_a_407_challenge_with_digest_credentials() {
     );
     handle.hangup();
     next(&mut handle).await;
-    let outcome = finish(uas).await;
+    let outcome = sipp::finish(uas).await;
     outcome.assert_success();
     // SIPp cannot verify Proxy-Authorization itself: recompute the digest here.
     let headers = outcome.proxy_authorizations();
@@ -395,5 +388,5 @@ async fn our_uac_refreshes_a_short_session_timer_that_sipp_requires() {
         ),
         "{end:?}"
     );
-    finish(uas).await.assert_success();
+    sipp::finish(uas).await.assert_success();
 }

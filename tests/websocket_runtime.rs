@@ -340,13 +340,6 @@ fn caller(
     tokio::task::spawn_blocking(move || sipp.run().expect("SIPp ran"))
 }
 
-async fn finish(process: sipp::SippProcess) -> sipp::SippOutcome {
-    tokio::task::spawn_blocking(move || process.wait())
-        .await
-        .expect("SIPp thread")
-        .expect("SIPp ran")
-}
-
 /// Collects webhook bodies posted to it.
 async fn webhook_receiver() -> (SocketAddr, mpsc::UnboundedReceiver<Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -538,7 +531,7 @@ async fn the_agent_hears_the_caller_plays_marks_clears_keeps_a_transcript_and_ha
     assert_eq!(ended["type"], "call.ended");
     assert_eq!(ended["data"]["id"], call_id.as_str());
     assert_eq!(ended["data"]["transcript"], call["transcript"]);
-    finish(sipp).await.assert_success();
+    sipp::finish(sipp).await.assert_success();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

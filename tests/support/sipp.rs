@@ -199,6 +199,15 @@ impl std::error::Error for SippError {
     }
 }
 
+/// Waits on a blocking thread until SIPp `process` exits, and returns its
+/// outcome. Panics (a test harness) when it cannot be collected.
+pub async fn finish(process: SippProcess) -> SippOutcome {
+    tokio::task::spawn_blocking(move || process.wait())
+        .await
+        .expect("SIPp thread")
+        .expect("SIPp ran")
+}
+
 /// Starts a one-call SIPp UAS running `scenario` (a file of `tests/sipp/`) over
 /// `transport`, adjusted by `tweak`, and waits on a blocking thread until it
 /// listens. Panics (a test harness) when SIPp is missing or does not start.
