@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use chrono::Utc;
 use media::stream::{EngineConfig as PeerMediaConfig, FrameKind, MediaEngine as PeerMedia};
 use sip_stack::sdp::{answer, Codec, Direction, PayloadType, SessionDescription};
-use sip_stack::ua::{CallEvent, IncomingCalls, OutgoingCall, UaConfig, UserAgent};
+use sip_stack::ua::{CallEvent, IncomingCall, IncomingCalls, OutgoingCall, UaConfig, UserAgent};
 
 use super::negotiate::media_config;
 use super::*;
@@ -175,6 +175,19 @@ async fn final_answer(mut leg: sip_stack::ua::CallHandle) -> (u16, sip_stack::ua
     }
 }
 
+/// A carrier, and a call of `f`'s agent placed through it: the carrier's
+/// user agent (keep it alive), the call as queued, and the INVITE's leg.
+async fn dial_carrier(f: &Fixture, join_timeout_secs: u32) -> (UserAgent, Call, IncomingCall) {
+    let (carrier, mut incoming, addr) = carrier().await;
+    let call = queued_call(f, join_timeout_secs).await;
+    f.engine
+        .place_call(call.clone(), f.agent.clone(), trunk(&f.org, addr, &[]))
+        .await
+        .expect("placed");
+    let leg = incoming.recv().await.expect("INVITE reaches the carrier");
+    (carrier, call, leg)
+}
+
 async fn carrier() -> (UserAgent, IncomingCalls, SocketAddr) {
     let (ua, incoming) = UserAgent::start(UaConfig {
         transport: sip_stack::transport::TransportConfig {
@@ -199,14 +212,7 @@ async fn settle(f: &Fixture, call_id: &str) -> Call {
 #[tokio::test]
 async fn answered_call_with_audio_ends_at_max_duration() {
     let f = fixture(41_000).await;
-    let (_carrier, mut incoming, addr) = carrier().await;
-    let call = queued_call(&f, 10).await;
-    f.engine
-        .place_call(call.clone(), f.agent.clone(), trunk(&f.org, addr, &[]))
-        .await
-        .expect("placed");
-
-    let mut leg = incoming.recv().await.expect("INVITE reaches the carrier");
+    let (_carrier, call, mut leg) = dial_carrier(&f, 10).await;
     assert_eq!(leg.invite.called_user.as_deref(), Some("+15551234567"));
     assert_eq!(leg.invite.caller_user.as_deref(), Some("+15550001111"));
     let offer =
@@ -325,13 +331,7 @@ async fn answered_call_with_audio_ends_at_max_duration() {
 #[tokio::test]
 async fn busy_carrier_fails_the_call_as_busy() {
     let f = fixture(41_100).await;
-    let (_carrier, mut incoming, addr) = carrier().await;
-    let call = queued_call(&f, 10).await;
-    f.engine
-        .place_call(call.clone(), f.agent.clone(), trunk(&f.org, addr, &[]))
-        .await
-        .expect("placed");
-    let leg = incoming.recv().await.expect("INVITE");
+    let (_carrier, call, leg) = dial_carrier(&f, 10).await;
     leg.call.reject(486);
     let record = settle(&f, &call.id).await;
     assert_eq!(record.status, CallStatus::Failed);
@@ -342,13 +342,7 @@ async fn busy_carrier_fails_the_call_as_busy() {
 #[tokio::test]
 async fn unanswered_call_is_cancelled_at_the_join_timeout() {
     let f = fixture(41_200).await;
-    let (_carrier, mut incoming, addr) = carrier().await;
-    let call = queued_call(&f, 1).await;
-    f.engine
-        .place_call(call.clone(), f.agent.clone(), trunk(&f.org, addr, &[]))
-        .await
-        .expect("placed");
-    let mut leg = incoming.recv().await.expect("INVITE");
+    let (_carrier, call, mut leg) = dial_carrier(&f, 1).await;
     leg.call.ring(None);
     let started = std::time::Instant::now();
     // The carrier rings until the engine gives up.
