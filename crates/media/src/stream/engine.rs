@@ -919,12 +919,13 @@ mod tests {
         assert!(AudioFrame::new(&[0; 961], FrameKind::Voice).is_err());
     }
 
-    #[tokio::test]
-    async fn ports_are_even_pairs_from_the_range() {
+    /// An engine on ports `port_min..=port_max` and a PCMU stream
+    /// configuration sending to a discard address.
+    fn pcmu_engine(port_min: u16, port_max: u16, workers: usize) -> (MediaEngine, MediaConfig) {
         let engine = MediaEngine::start(EngineConfig {
-            port_min: 43101,
-            port_max: 43199,
-            workers: 1,
+            port_min,
+            port_max,
+            workers,
             ..EngineConfig::default()
         })
         .unwrap();
@@ -934,6 +935,12 @@ mod tests {
             crate::rtp_session::PayloadType::PCMU,
             remote,
         );
+        (engine, config)
+    }
+
+    #[tokio::test]
+    async fn ports_are_even_pairs_from_the_range() {
+        let (engine, config) = pcmu_engine(43101, 43199, 1);
         let a = engine.open(config.clone(), OpenOptions::default()).unwrap();
         let b = engine.open(config, OpenOptions::default()).unwrap();
         for handle in [&a, &b] {
@@ -948,19 +955,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_closed_streams_ports_are_free_when_close_returns() {
-        let engine = MediaEngine::start(EngineConfig {
-            port_min: 43201,
-            port_max: 43299,
-            workers: 2,
-            ..EngineConfig::default()
-        })
-        .unwrap();
-        let remote = SocketAddr::from(([127, 0, 0, 1], 9));
-        let config = MediaConfig::new(
-            crate::codec::CodecSpec::Pcmu,
-            crate::rtp_session::PayloadType::PCMU,
-            remote,
-        );
+        let (engine, config) = pcmu_engine(43201, 43299, 2);
         for _ in 0..50 {
             let stream = engine.open(config.clone(), OpenOptions::default()).unwrap();
             let (rtp, rtcp) = (stream.local_addr(), stream.local_rtcp_addr().unwrap());
