@@ -300,6 +300,58 @@ async fn recordings_are_served_or_404() {
 }
 
 /// An ended inbound call record, with a recording URL when `recorded` is given.
+#[tokio::test]
+async fn recordings_answer_range_requests_so_players_can_seek() {
+    let api = TestApi::start().await;
+    let org = api.org_of(&api.key).await;
+    let call = finished_call(&org, Some(()));
+    api.state.store.insert_call(&call).await.expect("insert");
+    let dir = &api.state.config.recordings.dir;
+    std::fs::create_dir_all(dir).expect("recordings dir");
+    let wav: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join(format!("{}.wav", call.id)), &wav).expect("write");
+    let path = format!("{CALLS}/{}/recording", call.id);
+    let ranged = |range: &'static str| {
+        let api = &api;
+        let path = path.clone();
+        async move {
+            api.send(
+                axum::http::Method::GET,
+                &path,
+                Some(&api.key),
+                None,
+                &[("range", range)],
+            )
+            .await
+        }
+    };
+
+    let whole = api.get(&path).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.headers["accept-ranges"], "bytes");
+    assert_eq!(whole.bytes, wav);
+
+    let head = ranged("bytes=0-99").await;
+    assert_eq!(head.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(head.headers["content-range"], "bytes 0-99/10000");
+    assert_eq!(head.headers["content-type"], "audio/wav");
+    assert_eq!(head.bytes, &wav[..100]);
+
+    let tail = ranged("bytes=9000-").await;
+    assert_eq!(tail.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail.headers["content-range"], "bytes 9000-9999/10000");
+    assert_eq!(tail.bytes, &wav[9000..]);
+
+    let suffix = ranged("bytes=-16").await;
+    assert_eq!(suffix.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(suffix.bytes, &wav[10_000 - 16..]);
+
+    let outside = ranged("bytes=20000-").await;
+    assert_eq!(outside.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(outside.code(), "range_not_satisfiable");
+    assert_eq!(outside.headers["content-range"], "bytes */10000");
+}
+
 fn finished_call(org: &str, recorded: Option<()>) -> Call {
     let id = call_control::ids::new_id(call_control::ids::CALL);
     let now = Utc::now();

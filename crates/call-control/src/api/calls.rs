@@ -1,11 +1,11 @@
-//! `/calls`: place outbound calls, list and read call records, hang up, fetch recordings.
+//! `/calls`: place outbound calls, list and read call records, hang up (the recording is
+//! served by `super::recordings`).
 
 use std::collections::BTreeMap;
 
-use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Extension;
 use chrono::Utc;
 
@@ -316,61 +316,6 @@ pub async fn hangup(
         Err(other) => return Err(other.into()),
     };
     envelope::respond(StatusCode::ACCEPTED, &call)
-}
-
-/// `GET /calls/{id}/recording`: the WAV file (404 `recording_not_found` when there is none).
-pub async fn recording(
-    State(state): State<AppState>,
-    Extension(org): Extension<OrgId>,
-    Id(id): Id,
-) -> Result<Response, ApiError> {
-    let call = state
-        .store
-        .get_call(&org.0, &id)
-        .await
-        .map_err(|err| ApiError::from_store(err, "call", &id))?;
-    if call.recording_url.is_none() {
-        return Err(ApiError::not_found("recording", &id));
-    }
-    // The file name comes from the stored id, never from the request path.
-    let path = state.config.recordings.dir.join(format!("{}.wav", call.id));
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found("recording", &id));
-        }
-        Err(err) => {
-            return Err(ApiError::Internal(format!(
-                "opening {}: {err}",
-                path.display()
-            )))
-        }
-    };
-    let length = file
-        .metadata()
-        .await
-        .map_err(|err| ApiError::Internal(format!("reading {}: {err}", path.display())))?
-        .len();
-    let stream = futures_util::stream::unfold(file, |mut file| async move {
-        use tokio::io::AsyncReadExt;
-        let mut chunk = vec![0u8; 64 * 1024];
-        match file.read(&mut chunk).await {
-            Ok(0) => None,
-            Ok(n) => {
-                chunk.truncate(n);
-                Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), file))
-            }
-            Err(err) => Some((Err(err), file)),
-        }
-    });
-    let mut response = HttpBody::from_stream(stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{}.wav\"", call.id)) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
 }
 
 fn variables(body: &mut Body) -> BTreeMap<String, String> {

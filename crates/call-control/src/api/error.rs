@@ -151,6 +151,13 @@ pub enum ApiError {
         /// Why.
         reason: String,
     },
+    /// A `Range` request outside the file (416 `range_not_satisfiable`, with
+    /// `Content-Range: bytes */<length>`).
+    #[error("the requested range is outside the {length} bytes of the file")]
+    RangeNotSatisfiable {
+        /// Length of the file in bytes.
+        length: u64,
+    },
     /// A store failure (500 `internal_error`; details are logged, not returned).
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -199,6 +206,7 @@ impl ApiError {
             }
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::CallNotPlaced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -225,6 +233,7 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::TestRunLimit { .. } => "rate_limited".into(),
             ApiError::Conflict { code, .. } => (*code).into(),
             ApiError::CallNotPlaced { .. } => "call_not_placed".into(),
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable".into(),
             ApiError::Store(StoreError::Conflict(_)) => "conflict".into(),
             ApiError::Store(_) | ApiError::Internal(_) => "internal_error".into(),
         }
@@ -258,6 +267,7 @@ impl ApiError {
                 "reset_at": reset_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             }),
             ApiError::CallNotPlaced { call_id, .. } => json!({ "call_id": call_id }),
+            ApiError::RangeNotSatisfiable { length } => json!({ "length": length }),
             ApiError::ConsentRequired {
                 estimated_cost_cents,
             } => json!({
@@ -312,6 +322,11 @@ impl IntoResponse for ApiError {
                 .max(1);
             if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        if let ApiError::RangeNotSatisfiable { length } = &self {
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
             }
         }
         if matches!(self, ApiError::Unauthorized) {

@@ -22,6 +22,7 @@ mod numbers;
 pub mod openapi;
 mod openapi_schemas;
 pub mod rate_limit;
+mod recordings;
 mod service;
 pub mod template;
 mod test_calls;
@@ -134,7 +135,7 @@ pub fn router(state: AppState) -> Router {
         .route(&path("/calls"), get(calls::list).post(calls::create))
         .route(&path("/calls/{id}"), get(calls::get))
         .route(&path("/calls/{id}/hangup"), post(calls::hangup))
-        .route(&path("/calls/{id}/recording"), get(calls::recording))
+        .route(&path("/calls/{id}/recording"), get(recordings::get))
         .route(
             &path("/agents/{id}/test-call"),
             post(test_calls::agent_test_call),

@@ -1,0 +1,83 @@
+//! `GET /calls/{id}/recording`: a call's stereo WAV, with HTTP range requests (RFC 9110
+//! section 14) so that players and browsers can seek: `Range: bytes=a-b` answers 206 with
+//! `Content-Range`, an unsatisfiable range 416, `If-Range` and conditional headers as
+//! `tower_http::services::ServeFile` implements them.
+
+use axum::body::Body as HttpBody;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use super::error::ApiError;
+use super::extract::Id;
+use super::middleware::OrgId;
+use super::AppState;
+
+/// Request headers that decide which bytes of the file are sent, passed on to `ServeFile`.
+const FORWARDED: [header::HeaderName; 5] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_NONE_MATCH,
+];
+
+/// `GET /calls/{id}/recording`: the WAV file (404 `recording_not_found` when there is none).
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(org): Extension<OrgId>,
+    Id(id): Id,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let call = state
+        .store
+        .get_call(&org.0, &id)
+        .await
+        .map_err(|err| ApiError::from_store(err, "call", &id))?;
+    if call.recording_url.is_none() {
+        return Err(ApiError::not_found("recording", &id));
+    }
+    // The file name comes from the stored id, never from the request path.
+    let path = state.config.recordings.dir.join(format!("{}.wav", call.id));
+    let length = match tokio::fs::metadata(&path).await {
+        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(_) => return Err(ApiError::not_found("recording", &id)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found("recording", &id));
+        }
+        Err(err) => {
+            return Err(ApiError::Internal(format!(
+                "reading {}: {err}",
+                path.display()
+            )))
+        }
+    };
+
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri("/")
+        .body(HttpBody::empty())
+        .map_err(|err| ApiError::Internal(format!("building the file request: {err}")))?;
+    for name in FORWARDED {
+        if let Some(value) = headers.get(&name) {
+            request.headers_mut().insert(name, value.clone());
+        }
+    }
+    let served = ServeFile::new(&path)
+        .oneshot(request)
+        .await
+        .map_err(|err| ApiError::Internal(format!("reading {}: {err}", path.display())))?;
+    if served.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+        return Err(ApiError::RangeNotSatisfiable { length });
+    }
+    let mut response = served.map(HttpBody::new).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{}.wav\"", call.id)) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
