@@ -3,6 +3,7 @@
 //! ```text
 //! dialcore serve [--config dialcore.toml]   HTTP API + SIP listener until SIGINT/SIGTERM
 //! dialcore keys create --org NAME           prints a new API key for NAME (created if needed)
+//! dialcore credits add --org NAME --cents N adds N cents to NAME's balance, prints the new one
 //! dialcore test-call --agent ID [--mode sip|bot] [--direction outbound|inbound] [--runs N]
 //!                    [--scenario FILE] [--network-profile P] [--url URL] [--api-key KEY]
 //!                                           SIP loopback test of an agent on a running service
@@ -49,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manages organisations' credit (works on the database of a running `serve`).
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
     /// Tests an agent on a running service: the test bot calls it (or is called by it) over
     /// SIP loopback, with a progress bar and a summary of the measurements. Exits 1 when a
     /// run failed or missed a threshold.
@@ -65,15 +71,39 @@ enum KeysCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum CreditsCommand {
+    /// Adds credit to an organisation's balance (negative to take it back) and prints the
+    /// new balance.
+    Add {
+        /// Name of the organisation (it must exist).
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        /// Cents to add.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        cents: i64,
+    },
+}
+
+/// What a run of the binary does once its configuration is loaded.
+enum Task {
+    Serve,
+    CreateKey { org: String },
+    AddCredits { org: String, cents: i64 },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `test-call` is a client of a running service: it needs none of its configuration.
-    let new_key_for = match cli.command {
+    let task = match cli.command {
         Command::TestCall(args) => return test_call(args),
-        Command::Serve => None,
+        Command::Serve => Task::Serve,
         Command::Keys {
             command: KeysCommand::Create { org },
-        } => Some(org),
+        } => Task::CreateKey { org },
+        Command::Credits {
+            command: CreditsCommand::Add { org, cents },
+        } => Task::AddCredits { org, cents },
     };
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -90,9 +120,10 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match new_key_for {
-            None => serve(config).await,
-            Some(org) => create_key(&config, &org).await,
+        match task {
+            Task::Serve => serve(config).await,
+            Task::CreateKey { org } => create_key(&config, &org).await,
+            Task::AddCredits { org, cents } => add_credits(&config, &org, cents).await,
         }
     });
     match result {
@@ -133,9 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn create_key(config: &Config, org: &str) -> anyhow::Result<()> {
     let org = org.trim();
     anyhow::ensure!(!org.is_empty(), "--org needs a non-empty name");
-    let store = Store::open(&config.database.url)
-        .await
-        .with_context(|| format!("cannot open database {}", config.database.url))?;
+    let store = open_service_database(config).await?;
     let key = store
         .create_key(org, config.credits.starting_balance_cents)
         .await
@@ -143,6 +172,37 @@ async fn create_key(config: &Config, org: &str) -> anyhow::Result<()> {
     store.close().await;
     println!("{key}");
     Ok(())
+}
+
+async fn add_credits(config: &Config, org: &str, cents: i64) -> anyhow::Result<()> {
+    anyhow::ensure!(cents != 0, "--cents must not be 0");
+    let store = open_service_database(config).await?;
+    let Some(org_id) = store.org_id_by_name(org.trim()).await? else {
+        store.close().await;
+        anyhow::bail!(
+            "no organisation named {org:?} in {} (create it with `dialcore keys create --org NAME`)",
+            config.database.url
+        );
+    };
+    let balance = store
+        .add_credits(&org_id, cents)
+        .await
+        .context("cannot update the balance")?;
+    store.close().await;
+    println!("{org}: balance {balance} cents ({cents:+} cents)");
+    Ok(())
+}
+
+/// The database of the service these settings describe; a missing one is an error, never a
+/// new empty database the running service does not know.
+async fn open_service_database(config: &Config) -> anyhow::Result<Store> {
+    let url = &config.database.url;
+    Store::open_existing(url).await.with_context(|| {
+        format!(
+            "cannot open database {url} (is `dialcore serve` running with the same \
+             --config / DIALCORE_DATABASE_URL? it creates the database on first start)"
+        )
+    })
 }
 
 /// Installs the global `tracing` subscriber: text or JSON lines on stderr (colours only on a
@@ -191,6 +251,14 @@ mod tests {
             Command::Keys { command: KeysCommand::Create { ref org } } if org == "acme"
         ));
         assert!(Cli::try_parse_from(["dialcore", "keys", "create"]).is_err());
+        let cli = Cli::try_parse_from([
+            "dialcore", "credits", "add", "--org", "acme", "--cents", "-250",
+        ])
+        .expect("credits add");
+        assert!(matches!(
+            cli.command,
+            Command::Credits { command: CreditsCommand::Add { ref org, cents: -250 } } if org == "acme"
+        ));
         let cli = Cli::try_parse_from(["dialcore", "test-call", "--agent", "agt_1", "--runs", "3"])
             .expect("test-call");
         assert!(matches!(

@@ -186,6 +186,9 @@ pub mod events {
     ];
 }
 
+mod organization;
+pub use organization::Organization;
+
 mod test_calls;
 pub use test_calls::{
     test_call_cost_cents, TestBatchStatus, TestCallBatch, TestCallRun, TestDirection, TestMode,

@@ -21,6 +21,7 @@ mod middleware;
 mod numbers;
 pub mod openapi;
 mod openapi_schemas;
+mod organization;
 pub mod rate_limit;
 mod recordings;
 mod service;
@@ -125,6 +126,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(numbers::update)
                 .delete(numbers::delete),
         )
+        .route(&path("/organization"), get(organization::get))
         .route(&path("/trunks"), get(trunks::list).post(trunks::create))
         .route(
             &path("/trunks/{id}"),

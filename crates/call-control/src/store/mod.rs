@@ -72,6 +72,12 @@ pub enum StoreError {
         /// Why.
         error: std::io::Error,
     },
+    /// [`Store::open_existing`] found no database file at `path`.
+    #[error("database file {} does not exist", path.display())]
+    Missing {
+        /// Where the file was looked for.
+        path: std::path::PathBuf,
+    },
     /// A column holds a value this version cannot read (written by a newer version, or
     /// edited by hand).
     #[error("column {column} holds an unreadable value {value:?}")]
@@ -93,9 +99,20 @@ impl Store {
     /// Opens the database at `url` (`sqlite://path`, `sqlite::memory:`), creating the file
     /// if missing, and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Store> {
+        Store::connect(url, true).await
+    }
+
+    /// Opens the database at `url` like [`Store::open`], but only if it exists
+    /// ([`StoreError::Missing`] otherwise): for the admin commands that must work on the
+    /// database of a running service, never on a new empty one.
+    pub async fn open_existing(url: &str) -> Result<Store> {
+        Store::connect(url, false).await
+    }
+
+    async fn connect(url: &str, create_if_missing: bool) -> Result<Store> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let mut options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+            .create_if_missing(create_if_missing)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let pool_options = if in_memory {
@@ -107,7 +124,13 @@ impl Store {
                 .idle_timeout(None)
                 .max_lifetime(None)
         } else {
-            create_parent_dir(options.get_filename())?;
+            let path = options.get_filename();
+            if !create_if_missing && !path.is_file() {
+                return Err(StoreError::Missing {
+                    path: path.to_owned(),
+                });
+            }
+            create_parent_dir(path)?;
             options = options.journal_mode(SqliteJournalMode::Wal);
             SqlitePoolOptions::new().max_connections(8)
         };
@@ -280,6 +303,22 @@ mod tests {
             .await
             .expect("opens in a new directory");
         assert!(dir.path().join("a/b/nested.db").exists());
+    }
+
+    #[tokio::test]
+    async fn open_existing_refuses_a_missing_file_and_creates_nothing() {
+        let (store, dir) = temp_store().await;
+        store.close().await;
+        Store::open_existing(&url_in(&dir))
+            .await
+            .expect("opens the existing database");
+        let missing = dir.path().join("elsewhere/none.db");
+        let err = Store::open_existing(&format!("sqlite://{}", missing.display()))
+            .await
+            .expect_err("a missing file is an error");
+        assert!(matches!(&err, StoreError::Missing { path } if *path == missing));
+        assert!(err.to_string().contains("does not exist"));
+        assert!(!missing.exists() && !dir.path().join("elsewhere").exists());
     }
 
     #[test]

@@ -4,8 +4,9 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::{ts, Result, Store, StoreError};
+use super::{get_ts, ts, Result, Store, StoreError};
 use crate::ids;
+use crate::model::Organization;
 
 /// Name of the organisation created at bootstrap.
 pub const DEFAULT_ORG: &str = "default";
@@ -66,6 +67,21 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|row| row.try_get("id")).transpose()?)
+    }
+
+    /// The organisation `org_id` ([`StoreError::NotFound`] for an unknown one).
+    pub async fn get_org(&self, org_id: &str) -> Result<Organization> {
+        let row = sqlx::query("SELECT id, name, balance_cents, created_at FROM orgs WHERE id = ?")
+            .bind(org_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(Organization {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            balance_cents: row.try_get("balance_cents")?,
+            created_at: get_ts(&row, "created_at")?,
+        })
     }
 
     /// The organisation's balance in cents ([`StoreError::NotFound`] for an unknown one).
