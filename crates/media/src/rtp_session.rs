@@ -16,10 +16,11 @@
 //! `now` in and sends the bytes to [`RtpReceiver::remote_addr`].
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+pub use ipnet::IpNet;
 use rand::Rng;
 use rtp::header::{Header, EXTENSION_PROFILE_ONE_BYTE, EXTENSION_PROFILE_TWO_BYTE};
 use webrtc_util::marshal::{Marshal, Unmarshal};
@@ -131,6 +132,13 @@ pub enum RtpError {
     PayloadTypeOutOfRange {
         /// The value given.
         value: u8,
+    },
+    /// The packet came from an address that is neither the peer's SDP address
+    /// nor in its allowed networks (dropped, never latched onto).
+    #[error("RTP from {from}, which is neither the signalled peer nor in its allowed networks")]
+    ForeignSource {
+        /// Source address of the packet.
+        from: SocketAddr,
     },
     /// The packet came from another address than the latched peer.
     #[error("RTP from {from}, but the stream is latched to {latched}")]
@@ -344,6 +352,11 @@ pub struct ReceiverConfig {
     /// Re-latch onto a new source only after the latched one has been silent
     /// this long; `None` never re-latches (until [`RtpReceiver::set_sdp_addr`]).
     pub relatch_after: Option<Duration>,
+    /// Networks, besides the IP address of the peer's SDP, that the peer's RTP
+    /// may come from (e.g. a carrier's media servers behind NAT). Datagrams from
+    /// any other address are dropped and counted, and never latched onto:
+    /// symmetric RTP may move the port, not the network.
+    pub allowed_networks: Vec<IpNet>,
 }
 
 impl ReceiverConfig {
@@ -353,6 +366,7 @@ impl ReceiverConfig {
             formats,
             latch_after_packets: 1,
             relatch_after: None,
+            allowed_networks: Vec::new(),
         }
     }
 }
@@ -388,6 +402,7 @@ pub struct RtpReceiver {
     latch: Latch,
     last_activity: Option<Instant>,
     stats: ReceiveStats,
+    foreign_datagrams: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,6 +426,7 @@ impl RtpReceiver {
             latch: Latch::Unlatched { candidate: None },
             last_activity: None,
             stats: ReceiveStats::new(),
+            foreign_datagrams: 0,
         }
     }
 
@@ -422,6 +438,9 @@ impl RtpReceiver {
         from: SocketAddr,
         bytes: Bytes,
     ) -> Result<Received, RtpError> {
+        if !self.is_allowed_source(from.ip()) {
+            return Err(self.reject_foreign(from));
+        }
         let packet = parse_packet(&bytes)?;
         let format = self
             .config
@@ -484,6 +503,36 @@ impl RtpReceiver {
     pub fn set_sdp_addr(&mut self, sdp_addr: SocketAddr) {
         self.sdp_addr = sdp_addr;
         self.latch = Latch::Unlatched { candidate: None };
+    }
+
+    /// Whether `ip` may send this stream media: the address of the peer's SDP
+    /// or one of [`ReceiverConfig::allowed_networks`].
+    pub fn is_allowed_source(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip == self.sdp_addr.ip().to_canonical()
+            || self
+                .config
+                .allowed_networks
+                .iter()
+                .any(|network| network.contains(&ip))
+    }
+
+    /// Datagrams dropped because they came from an address that is not
+    /// [allowed](Self::is_allowed_source).
+    pub fn foreign_datagrams(&self) -> u64 {
+        self.foreign_datagrams
+    }
+
+    /// Counts (and logs, at a bounded rate) a datagram from `from` dropped
+    /// because its address is not allowed; returns the error to report.
+    pub fn reject_foreign(&mut self, from: SocketAddr) -> RtpError {
+        self.foreign_datagrams += 1;
+        let count = self.foreign_datagrams;
+        if count == 1 || count.is_power_of_two() || count % 10_000 == 0 {
+            tracing::warn!(%from, sdp = %self.sdp_addr, dropped = count,
+                "media from an address that is neither the signalled peer nor an allowed network dropped");
+        }
+        RtpError::ForeignSource { from }
     }
 
     /// When the last accepted packet arrived (for RTP inactivity timeouts).

@@ -53,7 +53,8 @@ fn round_trip_through_bytes() {
     let mut rng = StdRng::seed_from_u64(7);
     let mut sender = RtpSender::new(8000, &mut rng);
     let mut rx = receiver();
-    let peer = addr("198.51.100.7:31000");
+    // The peer's SDP address, with the port NAT moved.
+    let peer = addr("192.0.2.10:31000");
     let mut buf = [0u8; 1500];
     let first_seq = sender.next_seq();
     let mut first_ts = None;
@@ -349,41 +350,110 @@ fn hostile_extension_is_an_error() {
     assert_eq!(&packet[parsed.payload], &[42]);
 }
 
+/// A receiver that also takes media from the carrier network 203.0.113.0/24.
+fn receiver_with_carrier_network() -> RtpReceiver {
+    let mut config = ReceiverConfig::new(formats());
+    config.allowed_networks = vec!["203.0.113.0/24".parse().expect("network")];
+    RtpReceiver::new(config, addr("192.0.2.10:4000"))
+}
+
+fn pcmu_packets() -> impl FnMut(Instant) -> Vec<u8> {
+    let mut sender = RtpSender::with_initial(Ssrc(1), SeqNo(1), 0, 8000);
+    move |at| {
+        let mut buf = [0u8; 256];
+        let len = sender
+            .build(at, &[0; 160], 160, false, PayloadType::PCMU, &mut buf)
+            .expect("fits");
+        buf[..len].to_vec()
+    }
+}
+
 #[test]
 fn latches_to_source_and_stays() {
     let t0 = Instant::now();
     let sdp = addr("192.0.2.10:4000");
     let nat = addr("203.0.113.5:61000");
-    let intruder = addr("198.51.100.66:5000");
-    let mut rx = receiver();
+    let other_media_server = addr("203.0.113.9:5000");
+    let mut rx = receiver_with_carrier_network();
     assert_eq!(rx.remote_addr(), sdp);
-    let mut sender = RtpSender::with_initial(Ssrc(1), SeqNo(1), 0, 8000);
-    let mut buf = [0u8; 256];
-    let mut packet = |at| {
-        let len = sender
-            .build(at, &[0; 160], 160, false, PayloadType::PCMU, &mut buf)
-            .expect("fits");
-        buf[..len].to_vec()
-    };
+    let mut packet = pcmu_packets();
     rx.handle_slice(t0, nat, &packet(t0)).expect("valid");
     assert!(rx.is_latched());
     assert_eq!(rx.remote_addr(), nat);
     let err = rx
-        .handle_slice(t0 + 20 * MS, intruder, &packet(t0 + 20 * MS))
+        .handle_slice(t0 + 20 * MS, other_media_server, &packet(t0 + 20 * MS))
         .expect_err("other source refused");
     assert!(
-        matches!(err, RtpError::UnexpectedSource { from, latched } if from == intruder && latched == nat)
+        matches!(err, RtpError::UnexpectedSource { from, latched } if from == other_media_server && latched == nat)
     );
     // Even after a long silence: no re-latching unless configured.
     let late = t0 + Duration::from_secs(60);
-    assert!(rx.handle_slice(late, intruder, &packet(late)).is_err());
+    assert!(rx
+        .handle_slice(late, other_media_server, &packet(late))
+        .is_err());
     assert_eq!(rx.remote_addr(), nat);
-    // A new SDP address (re-INVITE) latches afresh.
+    // A new SDP address (re-INVITE) latches afresh, within the allowed addresses.
     rx.set_sdp_addr(addr("192.0.2.11:4002"));
     assert_eq!(rx.remote_addr(), addr("192.0.2.11:4002"));
-    rx.handle_slice(late, intruder, &packet(late))
-        .expect("unlatched accepts");
-    assert_eq!(rx.remote_addr(), intruder);
+    rx.handle_slice(late, other_media_server, &packet(late))
+        .expect("unlatched accepts an allowed network");
+    assert_eq!(rx.remote_addr(), other_media_server);
+}
+
+#[test]
+fn media_from_outside_the_signalled_peer_is_dropped_and_never_latched() {
+    let t0 = Instant::now();
+    let sdp = addr("192.0.2.10:4000");
+    let attacker = addr("198.51.100.66:5000");
+    let mut config = ReceiverConfig::new(formats());
+    config.relatch_after = Some(Duration::from_secs(2));
+    config.allowed_networks = vec!["203.0.113.0/24".parse().expect("network")];
+    let mut rx = RtpReceiver::new(config, sdp);
+    let mut packet = pcmu_packets();
+
+    // First packet of the call from an attacker who guessed the port: dropped.
+    let err = rx
+        .handle_slice(t0, attacker, &packet(t0))
+        .expect_err("foreign source");
+    assert!(matches!(err, RtpError::ForeignSource { from } if from == attacker));
+    assert!(!rx.is_latched());
+    assert_eq!(rx.remote_addr(), sdp);
+    assert_eq!(rx.stats().packets(), 0, "nothing of it reaches the stream");
+
+    // The peer's own address, from the port its NAT chose: latched.
+    let peer = addr("192.0.2.10:61000");
+    rx.handle_slice(t0 + 20 * MS, peer, &packet(t0 + 20 * MS))
+        .expect("the signalled peer");
+    assert_eq!(rx.remote_addr(), peer);
+
+    // The peer goes silent past relatch_after (hold, a lost uplink): the attacker still
+    // cannot take the call over, whatever it sends, also malformed or with another type.
+    let late = t0 + Duration::from_secs(10);
+    for i in 0..50u32 {
+        let at = late + 20 * MS * i;
+        assert!(rx.handle_slice(at, attacker, &packet(at)).is_err());
+    }
+    assert!(matches!(
+        rx.handle_slice(late, attacker, b"\x80\x7f junk"),
+        Err(RtpError::ForeignSource { .. })
+    ));
+    assert_eq!(rx.remote_addr(), peer);
+    assert_eq!(rx.foreign_datagrams(), 52);
+
+    // An allowed carrier network (media from another box of the carrier) may re-latch.
+    let carrier = addr("203.0.113.40:7000");
+    rx.handle_slice(late + Duration::from_secs(2), carrier, &packet(late))
+        .expect("allowed network after silence");
+    assert_eq!(rx.remote_addr(), carrier);
+    // IPv4-mapped IPv6 sources (a dual-stack socket) are the same address.
+    let mapped: SocketAddr = "[::ffff:192.0.2.10]:61000".parse().expect("mapped");
+    assert!(rx.is_allowed_source(mapped.ip()));
+    assert!(!rx.is_allowed_source(
+        "[::ffff:198.51.100.66]:1"
+            .parse::<SocketAddr>()
+            .expect("a")
+            .ip()
+    ));
 }
 
 #[test]
@@ -394,15 +464,9 @@ fn relatches_after_silence_when_configured() {
     let mut config = ReceiverConfig::new(formats());
     config.latch_after_packets = 2;
     config.relatch_after = Some(Duration::from_secs(2));
-    let mut rx = RtpReceiver::new(config, addr("192.0.2.10:4000"));
-    let mut sender = RtpSender::with_initial(Ssrc(1), SeqNo(1), 0, 8000);
-    let mut buf = [0u8; 256];
-    let mut packet = |at| {
-        let len = sender
-            .build(at, &[0; 160], 160, false, PayloadType::PCMU, &mut buf)
-            .expect("fits");
-        buf[..len].to_vec()
-    };
+    // The SDP names the peer's public address; its NAT moves the port.
+    let mut rx = RtpReceiver::new(config, addr("203.0.113.5:4000"));
+    let mut packet = pcmu_packets();
     rx.handle_slice(t0, first, &packet(t0)).expect("valid");
     assert!(!rx.is_latched(), "two packets needed");
     rx.handle_slice(t0 + 20 * MS, first, &packet(t0 + 20 * MS))

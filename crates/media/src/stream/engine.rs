@@ -232,7 +232,6 @@ struct EngineInner {
     workers: Vec<mpsc::UnboundedSender<Command>>,
     next_worker: AtomicUsize,
     next_id: AtomicU64,
-    next_port: Mutex<u16>,
 }
 
 impl MediaEngine {
@@ -264,7 +263,6 @@ impl MediaEngine {
             .collect();
         Ok(MediaEngine {
             inner: Arc::new(EngineInner {
-                next_port: Mutex::new(first_even),
                 config,
                 workers,
                 next_worker: AtomicUsize::new(0),
@@ -339,24 +337,16 @@ impl MediaEngine {
     }
 
     /// Binds an even port (and the one above it when `rtcp` is set) from the
-    /// configured range, starting after the last port handed out.
+    /// configured range: the search starts at a random pair, so that nobody can
+    /// guess the port of the next call and send to it first.
     fn bind_pair(&self, rtcp: bool) -> Result<(StdUdpSocket, Option<StdUdpSocket>), EngineError> {
         let config = &self.inner.config;
         let first = config.port_min.saturating_add(config.port_min % 2);
         let pairs = usize::from((config.port_max - first) / 2) + 1;
-        let mut cursor = self
-            .inner
-            .next_port
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for _ in 0..pairs {
-            let port = *cursor;
-            let next = port.saturating_add(2);
-            *cursor = if next > config.port_max || next < port {
-                first
-            } else {
-                next
-            };
+        let start = rand::Rng::gen_range(&mut rand::thread_rng(), 0..pairs);
+        for index in (start..pairs).chain(0..start) {
+            // `index < pairs` keeps the port within `first..=port_max`.
+            let port = first + 2 * index as u16;
             if rtcp && port == u16::MAX {
                 continue;
             }
@@ -951,6 +941,42 @@ mod tests {
         assert_ne!(a.local_addr(), b.local_addr());
         let closed = a.close().await.unwrap();
         assert!(closed.recording.is_none());
+    }
+
+    #[tokio::test]
+    async fn ports_are_drawn_at_random_yet_every_free_pair_is_found() {
+        // Sequential ports let anyone who saw one call's port send to the next call's
+        // first: the next port must not be predictable.
+        let (engine, config) = pcmu_engine(44000, 47998, 1);
+        let streams: Vec<StreamHandle> = (0..8)
+            .map(|_| engine.open(config.clone(), OpenOptions::default()).unwrap())
+            .collect();
+        let ports: Vec<u16> = streams.iter().map(|s| s.local_addr().port()).collect();
+        let steps: Vec<i32> = ports
+            .windows(2)
+            .map(|w| i32::from(w[1]) - i32::from(w[0]))
+            .collect();
+        // 2000 pairs: eight ports in order two apart would be a 1 in 2000^7 draw.
+        assert!(
+            steps.iter().any(|&step| step != 2),
+            "ports in sequence: {ports:?}"
+        );
+        drop(streams);
+
+        // A range of three pairs: wherever the search starts, all three are found,
+        // then the range is exhausted.
+        let (engine, config) = pcmu_engine(44100, 44105, 1);
+        let mut taken: Vec<StreamHandle> = Vec::new();
+        for _ in 0..3 {
+            taken.push(engine.open(config.clone(), OpenOptions::default()).unwrap());
+        }
+        let mut ports: Vec<u16> = taken.iter().map(|s| s.local_addr().port()).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [44100, 44102, 44104]);
+        assert!(matches!(
+            engine.open(config, OpenOptions::default()),
+            Err(EngineError::NoFreePort { .. })
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,7 +92,7 @@ use crate::jitter::{JitterBuffer, JitterConfig, JitterError, JitterPacket, Jitte
 use crate::resample::{ResampleError, Resampler};
 use crate::rtcp::{is_rtcp, NtpTime, RtcpConfig, RtcpError, RtcpSession};
 use crate::rtp_session::{
-    PayloadFormat, PayloadType, ReceiverConfig, RtpError, RtpReceiver, RtpSender, Ssrc,
+    IpNet, PayloadFormat, PayloadType, ReceiverConfig, RtpError, RtpReceiver, RtpSender, Ssrc,
 };
 use crate::stats::{CodecQuality, StreamStats};
 
@@ -192,6 +192,10 @@ pub struct MediaConfig {
     pub latch_after_packets: u32,
     /// Re-latch onto a new source after the latched one was silent this long.
     pub relatch_after: Option<Duration>,
+    /// Networks besides the IP address of [`MediaConfig::remote`] that the
+    /// peer's RTP and RTCP may come from (a trunk's allowed networks); anything
+    /// else is dropped and counted in [`MediaStats::foreign_datagrams`].
+    pub allowed_networks: Vec<IpNet>,
 }
 
 impl MediaConfig {
@@ -217,6 +221,7 @@ impl MediaConfig {
             inactivity_timeout: None,
             latch_after_packets: 1,
             relatch_after: Some(Duration::from_secs(2)),
+            allowed_networks: Vec::new(),
         }
     }
 }
@@ -272,6 +277,9 @@ pub struct MediaStats {
     pub decode_errors: u64,
     /// Datagrams rejected as malformed, unexpected or from a wrong source.
     pub rejected_datagrams: u64,
+    /// Of [`MediaStats::rejected_datagrams`], those from an address that is
+    /// neither the signalled peer nor in [`MediaConfig::allowed_networks`].
+    pub foreign_datagrams: u64,
     /// DTMF digits queued for sending.
     pub dtmf_sent: u64,
     /// DTMF digits received.
@@ -403,6 +411,7 @@ impl MediaStream {
                 formats,
                 latch_after_packets: config.latch_after_packets,
                 relatch_after: config.relatch_after,
+                allowed_networks: config.allowed_networks.clone(),
             },
             config.remote,
         );
@@ -532,6 +541,7 @@ impl MediaStream {
             jitter,
             decode_errors: self.counters.decode_errors,
             rejected_datagrams: self.counters.rejected,
+            foreign_datagrams: self.receiver.foreign_datagrams(),
             dtmf_sent: self.counters.dtmf_sent,
             dtmf_received: self.counters.dtmf_received,
             transmit_dropped: self.tx.dropped(),
@@ -733,6 +743,10 @@ impl MediaStream {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), StreamError> {
+        if !self.receiver.is_allowed_source(from.ip()) {
+            // A forged RTCP BYE must not end the call.
+            return Err(self.receiver.reject_foreign(from).into());
+        }
         let ntp = self.ntp_at(now);
         self.rtcp
             .handle_packet(now, ntp, self.sender.ssrc(), datagram)?;
@@ -1156,6 +1170,40 @@ mod tests {
             Err(StreamError::Closed)
         ));
         assert_eq!(a.poll_timeout(), None);
+    }
+
+    #[test]
+    fn forged_rtp_and_rtcp_bye_from_another_address_change_nothing() {
+        let (mut a, mut b, t0) = pair(CodecSpec::Pcmu, PayloadType::PCMU);
+        let attacker = SocketAddr::from(([10, 9, 9, 9], 1000));
+        a.tick(t0, None).unwrap();
+        a.close(t0 + FRAME).unwrap();
+        let mut datagrams = Vec::new();
+        while let Some(transmit) = a.poll_transmit() {
+            datagrams.push(Bytes::copy_from_slice(transmit.payload));
+        }
+        assert_eq!(datagrams.len(), 2, "one RTP packet and the RTCP BYE");
+        for datagram in &datagrams {
+            let err = b
+                .handle_datagram(t0 + FRAME, attacker, datagram.clone())
+                .expect_err("foreign source");
+            assert!(matches!(
+                err,
+                StreamError::Rtp(RtpError::ForeignSource { from }) if from == attacker
+            ));
+        }
+        assert_eq!(b.poll_event(), None, "no latch, no BYE");
+        assert_eq!(b.remote_addr(), addr(1000));
+        let stats = b.stats();
+        assert_eq!(stats.foreign_datagrams, 2);
+        assert_eq!(stats.rejected_datagrams, 2);
+        assert_eq!(stats.stream.packets_received, 0);
+        // The same datagrams from the signalled peer do what they say.
+        for datagram in datagrams {
+            b.handle_datagram(t0 + FRAME, addr(1000), datagram).unwrap();
+        }
+        assert_eq!(b.poll_event(), Some(MediaEvent::RemoteLatched(addr(1000))));
+        assert_eq!(b.poll_event(), Some(MediaEvent::RemoteBye));
     }
 
     #[test]
