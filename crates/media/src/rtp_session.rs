@@ -528,7 +528,7 @@ impl RtpReceiver {
     pub fn reject_foreign(&mut self, from: SocketAddr) -> RtpError {
         self.foreign_datagrams += 1;
         let count = self.foreign_datagrams;
-        if count == 1 || count.is_power_of_two() || count % 10_000 == 0 {
+        if count == 1 || count.is_power_of_two() || count.is_multiple_of(10_000) {
             tracing::warn!(%from, sdp = %self.sdp_addr, dropped = count,
                 "media from an address that is neither the signalled peer nor an allowed network dropped");
         }
