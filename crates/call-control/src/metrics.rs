@@ -49,10 +49,14 @@ impl Metrics {
 
     /// Counts one HTTP request: `route` is the matched route template (bounded cardinality),
     /// never the raw path.
+    ///
+    /// `method` is whatever the client sent: anything but the standard methods is counted as
+    /// `other`, so that no client can grow the label set (and `/metrics`) without bound.
+    /// `route` must be a matched route template or `unmatched`, never a raw path.
     pub fn record_http(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         increment(
             &self.http_requests,
-            (method.to_owned(), route.to_owned(), status),
+            (method_label(method).to_owned(), route.to_owned(), status),
         );
         let histogram = self.http_durations.entry(route.to_owned()).or_default();
         let seconds = elapsed.as_secs_f64();
@@ -243,6 +247,17 @@ fn escape(value: &str) -> String {
         }
     }
     escaped
+}
+
+/// The `method` label of an HTTP request: one of the RFC 9110 methods and PATCH, else `other`.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
 }
 
 #[cfg(test)]
