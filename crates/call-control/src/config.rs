@@ -24,6 +24,10 @@ use std::time::Duration;
 /// Every configuration key, as `section.key`.
 pub const KEYS: &[&str] = &[
     "http.listen",
+    "http.max_connections",
+    "http.header_read_timeout_ms",
+    "http.request_timeout_ms",
+    "http.shutdown_grace_ms",
     "sip.listen",
     "sip.public_ip",
     "rtp.port_min",
@@ -128,6 +132,36 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address to listen on (default `127.0.0.1:8080`; port 0 picks a free port).
     pub listen: SocketAddr,
+    /// Most open client connections (default 512). At the limit a new connection closes
+    /// the longest-idle one (no request in flight), so idle or slow clients can never lock
+    /// others out; when every connection is busy the new one is refused.
+    pub max_connections: usize,
+    /// Time a connection has to send a request's headers, also between requests of a
+    /// keep-alive connection (default 10 000 ms): idle and slowloris clients are closed.
+    pub header_read_timeout_ms: u64,
+    /// Time a request has to be answered (default 30 000 ms; 408 otherwise). Streaming a
+    /// response body (a recording) is not counted.
+    pub request_timeout_ms: u64,
+    /// On shutdown, how long requests in flight may finish before their connections are
+    /// closed (default 10 000 ms).
+    pub shutdown_grace_ms: u64,
+}
+
+impl HttpConfig {
+    /// [`HttpConfig::header_read_timeout_ms`] as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// [`HttpConfig::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// [`HttpConfig::shutdown_grace_ms`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
 }
 
 /// `[sip]`: the SIP listener (UDP and TCP on the same address).
@@ -284,6 +318,18 @@ impl Config {
         let value = value.trim();
         match key {
             "http.listen" => self.http.listen = parse(value).map_err(invalid)?,
+            "http.max_connections" => {
+                self.http.max_connections = parse_positive(value).map_err(invalid)?
+            }
+            "http.header_read_timeout_ms" => {
+                self.http.header_read_timeout_ms = parse_positive(value).map_err(invalid)?
+            }
+            "http.request_timeout_ms" => {
+                self.http.request_timeout_ms = parse_positive(value).map_err(invalid)?
+            }
+            "http.shutdown_grace_ms" => {
+                self.http.shutdown_grace_ms = parse(value).map_err(invalid)?
+            }
             "sip.listen" => self.sip.listen = parse(value).map_err(invalid)?,
             "sip.public_ip" => self.sip.public_ip = parse_optional(value).map_err(invalid)?,
             "rtp.port_min" => self.rtp.port_min = parse(value).map_err(invalid)?,
@@ -495,6 +541,10 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 512,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
         }
     }
 }

@@ -2,6 +2,7 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod http_server;
 pub mod ids;
 pub mod metrics;
 pub mod model;

@@ -21,11 +21,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::engine::CallEngine;
+use crate::http_server;
 use crate::store::Store;
 use crate::test_calls::{self, TestRunner};
 use crate::webhooks::Webhooks;
@@ -54,7 +55,7 @@ pub struct ServiceHandle {
     /// `api.key` configured); it has been printed once.
     pub generated_api_key: Option<String>,
     stop_http: oneshot::Sender<()>,
-    http: JoinHandle<std::io::Result<()>>,
+    http: JoinHandle<()>,
 }
 
 impl Service {
@@ -134,14 +135,11 @@ impl Service {
             .with_test_runner(test_runner.clone()),
         );
         let (stop_http, stopped) = oneshot::channel::<()>();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    // A dropped sender stops the server as well.
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let http_config = config.http.clone();
+        let http = tokio::spawn(http_server::serve(listener, app, http_config, async move {
+            // A dropped sender stops the server as well.
+            let _ = stopped.await;
+        }));
         info!(
             http = %http_addr,
             sip = %sip_addr,
@@ -165,7 +163,7 @@ impl Service {
 
 impl ServiceHandle {
     /// Stops the service gracefully: the HTTP server stops accepting and finishes the
-    /// requests in flight; test runs in flight are failed as interrupted; every live call is
+    /// requests in flight (for at most `[http] shutdown_grace_ms`); test runs in flight are failed as interrupted; every live call is
     /// hung up and recorded as such; the webhook
     /// dispatcher stops after its current round (pending deliveries stay in the outbox for
     /// the next run); the store is closed once its running queries finish.
@@ -180,14 +178,7 @@ impl ServiceHandle {
         self.webhooks.stop();
         self.store.close().await;
         info!("service stopped");
-        match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => {
-                error!(%error, "HTTP server failed");
-                Err(error).context("HTTP server failed")
-            }
-            Err(error) => Err(anyhow::anyhow!("HTTP server task failed: {error}")),
-        }
+        served.map_err(|error| anyhow::anyhow!("HTTP server task failed: {error}"))
     }
 }
 

@@ -37,6 +37,7 @@ use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use envelope::meta as response_meta;
 pub use error::ApiError;
 pub use middleware::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID};
 pub use rate_limit::RateLimiter;
