@@ -16,7 +16,7 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Telephony core for voice-AI agents: agents, phone numbers, SIP trunks, \
                 calls, recordings, test calls and webhooks. Every response is an envelope \
-                {\"data\", \"meta\": {\"request_id\", \"ts\"}} (lists add meta.pagination); \
+                {\"data\", \"meta\": {\"request_id\", \"ts\"}} (lists add \"pagination\": {\"limit\", \"offset\", \"total\"} beside them); \
                 errors are {\"error\": {\"code\", \"message\", \"details\"}}.",
         },
         "servers": [{ "url": "/" }],
@@ -305,14 +305,15 @@ fn one(schema: &str) -> Value {
     })
 }
 
-/// Envelope schema with a page of `schema` as `data` and `meta.pagination`.
+/// Envelope schema with a page of `schema` as `data` and `pagination` beside `meta`.
 fn list_of(schema: &str) -> Value {
     json!({
         "type": "object",
-        "required": ["data", "meta"],
+        "required": ["data", "meta", "pagination"],
         "properties": {
             "data": { "type": "array", "items": { "$ref": format!("#/components/schemas/{schema}") } },
-            "meta": { "$ref": "#/components/schemas/ListMeta" },
+            "meta": { "$ref": "#/components/schemas/Meta" },
+            "pagination": { "$ref": "#/components/schemas/Pagination" },
         },
     })
 }

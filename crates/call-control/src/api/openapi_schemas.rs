@@ -24,7 +24,8 @@ pub(super) fn components() -> Value {
                 "schema": { "type": "string", "minLength": 1, "maxLength": 255 } },
         },
         "responses": {
-            "Unauthorized": { "description": "unauthorized: missing or invalid API key",
+            "Unauthorized": { "description": "unauthorized: missing or invalid API key; details.reason \
+                    says what to send (`Include Authorization: Bearer <your_api_key>`)",
                               "content": error_content() },
             "NotFound": { "description": "<resource>_not_found (objects of other organisations are not found either)",
                           "content": error_content() },
@@ -59,16 +60,6 @@ fn schemas() -> Value {
         }),
     );
     schemas.insert(
-        "ListMeta".into(),
-        json!({
-            "type": "object", "required": ["request_id", "ts", "pagination"],
-            "properties": {
-                "request_id": { "type": "string" }, "ts": timestamp,
-                "pagination": { "$ref": "#/components/schemas/Pagination" },
-            },
-        }),
-    );
-    schemas.insert(
         "Pagination".into(),
         json!({
             "type": "object", "required": ["limit", "offset", "total"],
@@ -86,6 +77,7 @@ fn schemas() -> Value {
                         "message": { "type": "string" },
                         "details": { "type": "object",
                             "properties": { "fields": { "type": "object", "additionalProperties": { "type": "string" } },
+                                            "reason": { "type": "string" },
                                             "reset_at": timestamp } },
                     },
                 },

@@ -227,8 +227,9 @@ pub struct TestCallRun {
     /// For `sip` mode: the call record of the bot's leg.
     #[serde(default)]
     pub sip_call_id: Option<String>,
-    /// The bot's measurements, plus `passed` and `failed_thresholds` when thresholds were given.
-    #[serde(default)]
+    /// The bot's measurements, plus `passed` and `failed_thresholds` when thresholds were given
+    /// (floats shown rounded, [`super::round_floats`]).
+    #[serde(default, serialize_with = "super::serialize_rounded_document")]
     pub measurements: Option<serde_json::Value>,
     /// Why the run failed.
     #[serde(default)]
@@ -297,8 +298,9 @@ pub struct TestCallBatch {
     pub failed_runs: u32,
     /// The runs, in start order.
     pub run_ids: Vec<String>,
-    /// Median and p95 of the runs' measurements, and `passed` when thresholds were given.
-    #[serde(default)]
+    /// Median and p95 of the runs' measurements, and `passed` when thresholds were given
+    /// (floats shown rounded, [`super::round_floats`]).
+    #[serde(default, serialize_with = "super::serialize_rounded_document")]
     pub aggregate: Option<serde_json::Value>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
