@@ -911,6 +911,52 @@ mod tests {
     }
 
     #[test]
+    fn agent_settings_spell_durations_as_text_and_read_the_old_integers() {
+        let settings = AgentCallSettings {
+            max_duration_secs: 600,
+            join_timeout_secs: 20,
+            ..AgentCallSettings::default()
+        };
+        let value = serde_json::to_value(&settings).expect("serializes");
+        assert_eq!(value["max_duration"], json!("600s"));
+        assert_eq!(value["join_timeout"], json!("20s"));
+        assert!(value.get("max_duration_secs").is_none());
+        let back: AgentCallSettings = serde_json::from_value(value).expect("parses");
+        assert_eq!(back, settings);
+        // What the store kept before the change.
+        let old: AgentCallSettings =
+            serde_json::from_value(json!({"max_duration_secs": 600, "join_timeout_secs": 20,
+                   "recording_enabled": true, "transcription_enabled": true}))
+            .expect("old spelling");
+        assert_eq!(old, settings);
+        let minutes: AgentCallSettings =
+            serde_json::from_value(json!({"max_duration": "10m"})).expect("minutes");
+        assert_eq!(minutes.max_duration_secs, 600);
+        assert!(serde_json::from_value::<AgentCallSettings>(json!({"max_duration": "x"})).is_err());
+    }
+
+    #[test]
+    fn floats_are_rounded_to_milliseconds() {
+        assert_eq!(round_float(0.899_999_999_999_999_9), 0.9);
+        assert_eq!(round_float(0.1 + 0.2), 0.3);
+        assert_eq!(round_float(12.345_678_9), 12.346);
+        assert_eq!(round_float(-1.000_4), -1.0);
+        assert!(round_float(f64::NAN).is_nan());
+        let mut document = json!({"mos": 4.300_000_000_000_001, "count": 3,
+            "latency": {"p50": 120.000_000_000_01, "all": [0.1 + 0.2, 7]}});
+        round_floats(&mut document);
+        assert_eq!(
+            document,
+            json!({"mos": 4.3, "count": 3, "latency": {"p50": 120.0, "all": [0.3, 7]}})
+        );
+        assert_eq!(
+            document["count"].as_u64(),
+            Some(3),
+            "integers stay integers"
+        );
+    }
+
+    #[test]
     fn e164() {
         assert!(is_e164("+14155550100"));
         assert!(is_e164("+12"));

@@ -32,12 +32,12 @@ async fn agents_round_trip() {
         .expect("id")
         .starts_with("req_"));
     assert_eq!(
-        created.data()["default_call_settings"]["max_duration_secs"],
-        json!(600)
+        created.data()["default_call_settings"]["max_duration"],
+        json!("600s")
     );
     assert_eq!(
-        created.data()["default_call_settings"]["join_timeout_secs"],
-        json!(30)
+        created.data()["default_call_settings"]["join_timeout"],
+        json!("30s")
     );
     assert!(created.data().get("org_id").is_none());
 
@@ -59,7 +59,10 @@ async fn agents_round_trip() {
 
     let deleted = api.delete(&path).await;
     assert_eq!(deleted.status, StatusCode::OK);
-    assert_eq!(deleted.data(), &json!({"id": id, "deleted": true}));
+    assert_eq!(
+        deleted.data(),
+        &json!({"id": id, "deleted": true, "archived": false})
+    );
     let gone = api.get(&path).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert_eq!(gone.code(), "agent_not_found");
@@ -92,7 +95,7 @@ async fn validation_names_every_bad_field() {
             "default_call_settings.max_duration_secs",
             "name",
             "prompt",
-            "runtime",
+            "runtime.type",
             "status",
             "surprise"
         ]

@@ -85,8 +85,8 @@ impl Body {
     pub fn string(&mut self, field: &str, max_len: usize) -> Option<String> {
         match self.take(field)? {
             Value::String(s) => self.check_len(field, s, max_len),
-            _ => {
-                self.invalid(field, "must be a string");
+            other => {
+                self.invalid(field, format!("must be a string, not {}", shown(&other)));
                 None
             }
         }
@@ -126,8 +126,11 @@ impl Body {
     pub fn bool(&mut self, field: &str) -> Option<bool> {
         match self.take(field)? {
             Value::Bool(b) => Some(b),
-            _ => {
-                self.invalid(field, "must be true or false");
+            other => {
+                self.invalid(
+                    field,
+                    format!("must be true or false, not {}", shown(&other)),
+                );
                 None
             }
         }
@@ -139,7 +142,13 @@ impl Body {
         match value.as_u64().and_then(|v| u32::try_from(v).ok()) {
             Some(v) if (min..=max).contains(&v) => Some(v),
             _ => {
-                self.invalid(field, format!("must be an integer from {min} to {max}"));
+                self.invalid(
+                    field,
+                    format!(
+                        "must be an integer from {min} to {max}, not {}",
+                        shown(&value)
+                    ),
+                );
                 None
             }
         }

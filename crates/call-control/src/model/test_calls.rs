@@ -412,6 +412,18 @@ mod tests {
     }
 
     #[test]
+    fn measurements_show_without_float_noise() {
+        let mut noisy = run();
+        noisy.measurements = Some(json!({"mos": 4.300_000_000_000_001,
+            "loss_percent": 0.899_999_999_999_999_9, "packets_lost": 6}));
+        let value = serde_json::to_value(&noisy).expect("serializes");
+        assert_eq!(
+            value["measurements"],
+            json!({"mos": 4.3, "loss_percent": 0.9, "packets_lost": 6})
+        );
+    }
+
+    #[test]
     fn run_serializes_public_fields() {
         let value = serde_json::to_value(run()).expect("serializes");
         assert!(value.get("org_id").is_none());
