@@ -37,6 +37,7 @@ fn paths() -> Value {
         "AgentUpdate",
         &[],
     );
+    agent_archiving(&mut paths);
     crud(
         &mut paths,
         "phone-numbers",
@@ -220,6 +221,36 @@ fn paths() -> Value {
 }
 
 /// The five routes of a resource: list, create, read, update, delete.
+/// What `crud` cannot say about agents: archived agents are listed only when asked for, and
+/// DELETE archives an agent that calls or test runs name.
+fn agent_archiving(paths: &mut Map<String, Value>) {
+    if let Some(Value::Array(parameters)) = paths
+        .get_mut("/api/public/v1/agents")
+        .and_then(|list| list.pointer_mut("/get/parameters"))
+    {
+        parameters.push(json!({
+            "name": "include_archived", "in": "query", "required": false,
+            "description": "Also list archived agents",
+            "schema": { "type": "boolean", "default": false },
+        }));
+    }
+    if let Some(item) = paths.get_mut("/api/public/v1/agents/{id}") {
+        item["delete"] = json!({
+            "operationId": "deleteAgent",
+            "summary": "Delete an agent, or archive it when calls or test runs name it",
+            "description": "An agent that calls, test runs or test batches name is archived: \
+                status `archived`, still readable by id, hidden from lists unless \
+                `include_archived=true`, read-only (PATCH is 422 `agent_archived`), placing and \
+                answering no calls. An agent that nothing names is deleted and its phone \
+                numbers become unassigned. The answer says which.",
+            "tags": ["agents"],
+            "responses": responses(200, &one("AgentDeleted"), &[401, 404, 429]),
+        });
+        item["patch"]["description"] =
+            json!("422 `agent_archived` for an archived agent: archived agents are read-only.");
+    }
+}
+
 fn crud(
     paths: &mut Map<String, Value>,
     plural: &str,
