@@ -104,5 +104,5 @@ pids+=($(pgrep -f "sipp -sn uas -t u1 -i 127.0.0.1 -p 15070" | head -1))
 echo "SIPp caller -> SIPp UAS:  highest rate $(highest_rate 127.0.0.1:15070) calls/s, held $(held 127.0.0.1:15070) concurrent"
 echo "SIPp caller -> dialcore:  highest rate $(highest_rate 127.0.0.1:$sip_port) calls/s, held $(held 127.0.0.1:$sip_port) concurrent"
 ended=$(curl -sf "http://$http/api/public/v1/calls?status=ended&limit=1" -H "Authorization: Bearer $key" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["meta"]["pagination"]["total"])')
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["pagination"]["total"])')
 echo "dialcore call records ended normally: $ended"

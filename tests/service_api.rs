@@ -152,9 +152,9 @@ async fn organisations_see_only_their_own_objects_and_lists_paginate() {
     let (status, page) = svc.get("/agents?limit=2&offset=2").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["data"].as_array().map(Vec::len), Some(2));
-    assert_eq!(page["meta"]["pagination"]["total"], 5);
-    assert_eq!(page["meta"]["pagination"]["limit"], 2);
-    assert_eq!(page["meta"]["pagination"]["offset"], 2);
+    assert_eq!(page["pagination"]["total"], 5);
+    assert_eq!(page["pagination"]["limit"], 2);
+    assert_eq!(page["pagination"]["offset"], 2);
     assert!(page["meta"]["request_id"]
         .as_str()
         .is_some_and(|id| id.starts_with("req_")));
@@ -186,7 +186,7 @@ async fn organisations_see_only_their_own_objects_and_lists_paginate() {
     let (_, list) = svc
         .request(reqwest::Method::GET, "/agents", None, Some(&other_key), &[])
         .await;
-    assert_eq!(list["meta"]["pagination"]["total"], 0, "{list}");
+    assert_eq!(list["pagination"]["total"], 0, "{list}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +218,7 @@ async fn an_idempotent_retry_returns_the_original_and_creates_nothing() {
     assert_eq!(second.0, 201);
     assert_eq!(first.1["data"]["id"], second.1["data"]["id"]);
     let (_, calls) = svc.get("/calls").await;
-    assert_eq!(calls["meta"]["pagination"]["total"], 1, "{calls}");
+    assert_eq!(calls["pagination"]["total"], 1, "{calls}");
 }
 
 /// A webhook receiver: records every delivery; fails the first `fail_first`.

@@ -87,6 +87,9 @@ string_enum! {
         Active => "active",
         /// Temporarily takes no calls.
         Paused => "paused",
+        /// Deleted while calls or test runs still name it: kept so that their records point at
+        /// an agent that exists, hidden from lists, places and answers no calls, read-only.
+        Archived => "archived",
     }
 }
 
@@ -262,13 +265,25 @@ pub enum ScriptStep {
     Hangup,
 }
 
-/// An agent's default settings for its calls.
+/// An agent's default settings for its calls. In JSON the durations are spelled as in a call's
+/// `call_settings` (`"max_duration": "1800s"`, `"join_timeout": "30s"`); the older integer
+/// spelling (`max_duration_secs`, `join_timeout_secs`) is read too.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AgentCallSettings {
-    /// Longest call, in seconds (default 1800).
+    /// Longest call, in seconds (default 1800); JSON `max_duration`.
+    #[serde(
+        rename = "max_duration",
+        alias = "max_duration_secs",
+        with = "duration_text"
+    )]
     pub max_duration_secs: u32,
-    /// How long an outbound call may ring, in seconds (default 30).
+    /// How long an outbound call may ring, in seconds (default 30); JSON `join_timeout`.
+    #[serde(
+        rename = "join_timeout",
+        alias = "join_timeout_secs",
+        with = "duration_text"
+    )]
     pub join_timeout_secs: u32,
     /// Whether calls are recorded (default true).
     pub recording_enabled: bool,
@@ -385,11 +400,14 @@ pub struct CallSettings {
     pub recording_enabled: bool,
     /// Whether transcript events are kept (default true).
     pub transcription_enabled: bool,
-    /// Overrides the agent's greeting.
+    /// Overrides the agent's greeting (left out when there is no override).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub greeting: Option<String>,
-    /// Longest call, e.g. `"1800s"` (default: the agent's).
+    /// Longest call, e.g. `"1800s"` (default: the agent's; left out when unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<String>,
-    /// How long the call may ring, e.g. `"30s"` (default: the agent's).
+    /// How long the call may ring, e.g. `"30s"` (default: the agent's; left out when unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub join_timeout: Option<String>,
 }
 
@@ -417,12 +435,15 @@ pub struct MediaStats {
     /// RTP packets lost (RFC 3550 cumulative loss).
     pub packets_lost: u64,
     /// Loss in percent of the packets expected.
+    #[serde(serialize_with = "serialize_rounded")]
     pub loss_percent: f64,
     /// Interarrival jitter in milliseconds (RFC 3550).
+    #[serde(serialize_with = "serialize_rounded")]
     pub jitter_ms: f64,
     /// Audio concealed by the jitter buffer, in milliseconds.
     pub concealed_ms: u64,
     /// MOS estimate (ITU-T G.107 E-model), 1.0 to 4.5.
+    #[serde(serialize_with = "serialize_rounded")]
     pub mos: f64,
 }
 
@@ -482,11 +503,15 @@ pub struct Call {
     /// Why it ended, e.g. `bye`, `cancel`, `media_timeout`, `session_expired`, `shutdown`.
     #[serde(default)]
     pub end_reason: Option<String>,
-    /// Seconds from answer to end.
-    #[serde(default)]
+    /// Seconds from answer to end (shown rounded to milliseconds).
+    #[serde(default, serialize_with = "serialize_rounded_option")]
     pub duration_seconds: Option<f64>,
-    /// Transcript events.
-    #[serde(default)]
+    /// Transcript events; `null` in JSON until the first one arrives.
+    #[serde(
+        default,
+        serialize_with = "serialize_transcript",
+        deserialize_with = "deserialize_transcript"
+    )]
     pub transcript: Vec<TranscriptEntry>,
     /// Where the recording is served (`/api/public/v1/calls/{id}/recording`).
     #[serde(default)]
@@ -570,6 +595,126 @@ pub fn parse_duration_secs(text: &str) -> Result<u32, ModelError> {
 /// Formats seconds the way call settings show them: `"1800s"`.
 pub fn format_duration_secs(secs: u32) -> String {
     format!("{secs}s")
+}
+
+/// Decimal places that floats keep in the API's JSON (milliseconds of a duration in seconds).
+pub const FLOAT_DECIMALS: i32 = 3;
+
+/// `value` rounded to [`FLOAT_DECIMALS`] places: what the API shows of a measured float, so
+/// that sums and ratios computed in binary show as `0.9`, not `0.8999999999999999`.
+/// Non-finite values are returned unchanged.
+pub fn round_float(value: f64) -> f64 {
+    if !value.is_finite() {
+        return value;
+    }
+    let scale = 10f64.powi(FLOAT_DECIMALS);
+    let rounded = (value * scale).round() / scale;
+    if rounded.is_finite() {
+        rounded
+    } else {
+        value
+    }
+}
+
+/// Rounds every non-integer number in a JSON document with [`round_float`] (measurements and
+/// aggregates are kept as documents).
+pub fn round_floats(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            if let Some(rounded) = number
+                .as_f64()
+                .map(round_float)
+                .and_then(serde_json::Number::from_f64)
+            {
+                *number = rounded;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(round_floats),
+        Value::Object(map) => map.values_mut().for_each(round_floats),
+        _ => {}
+    }
+}
+
+/// Serializes a JSON document with its floats rounded ([`round_floats`]).
+pub fn serialize_rounded_document<S: Serializer>(
+    value: &Option<serde_json::Value>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(document) => {
+            let mut document = document.clone();
+            round_floats(&mut document);
+            serializer.serialize_some(&document)
+        }
+        None => serializer.serialize_none(),
+    }
+}
+
+fn serialize_rounded<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(round_float(*value))
+}
+
+fn serialize_rounded_option<S: Serializer>(
+    value: &Option<f64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.serialize_some(&round_float(*value)),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn serialize_transcript<S: Serializer>(
+    transcript: &[TranscriptEntry],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    if transcript.is_empty() {
+        serializer.serialize_none()
+    } else {
+        serializer.collect_seq(transcript)
+    }
+}
+
+fn deserialize_transcript<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<TranscriptEntry>, D::Error> {
+    Ok(Option::<Vec<TranscriptEntry>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Durations of agent settings in JSON: written `"30s"`, read from `"30s"`/`"5m"`/`"1h"` or
+/// an integer of seconds.
+mod duration_text {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(secs: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_duration_secs(*secs))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        struct Seconds;
+        impl Visitor<'_> for Seconds {
+            type Value = u32;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as \"30s\" or an integer of seconds")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+                u32::try_from(v).map_err(|_| E::custom(format!("{v} seconds is too long")))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+                u32::try_from(v).map_err(|_| E::custom(format!("{v} is not a duration")))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
+                super::parse_duration_secs(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Seconds)
+    }
 }
 
 fn serialize_is_some<S: Serializer>(
@@ -766,6 +911,52 @@ mod tests {
         assert_eq!(agent_settings, AgentCallSettings::default());
         assert_eq!(agent_settings.max_duration_secs, 1800);
         assert_eq!(agent_settings.join_timeout_secs, 30);
+    }
+
+    #[test]
+    fn agent_settings_spell_durations_as_text_and_read_the_old_integers() {
+        let settings = AgentCallSettings {
+            max_duration_secs: 600,
+            join_timeout_secs: 20,
+            ..AgentCallSettings::default()
+        };
+        let value = serde_json::to_value(&settings).expect("serializes");
+        assert_eq!(value["max_duration"], json!("600s"));
+        assert_eq!(value["join_timeout"], json!("20s"));
+        assert!(value.get("max_duration_secs").is_none());
+        let back: AgentCallSettings = serde_json::from_value(value).expect("parses");
+        assert_eq!(back, settings);
+        // What the store kept before the change.
+        let old: AgentCallSettings =
+            serde_json::from_value(json!({"max_duration_secs": 600, "join_timeout_secs": 20,
+                   "recording_enabled": true, "transcription_enabled": true}))
+            .expect("old spelling");
+        assert_eq!(old, settings);
+        let minutes: AgentCallSettings =
+            serde_json::from_value(json!({"max_duration": "10m"})).expect("minutes");
+        assert_eq!(minutes.max_duration_secs, 600);
+        assert!(serde_json::from_value::<AgentCallSettings>(json!({"max_duration": "x"})).is_err());
+    }
+
+    #[test]
+    fn floats_are_rounded_to_milliseconds() {
+        assert_eq!(round_float(0.899_999_999_999_999_9), 0.9);
+        assert_eq!(round_float(0.1 + 0.2), 0.3);
+        assert_eq!(round_float(12.345_678_9), 12.346);
+        assert_eq!(round_float(-1.000_4), -1.0);
+        assert!(round_float(f64::NAN).is_nan());
+        let mut document = json!({"mos": 4.300_000_000_000_001, "count": 3,
+            "latency": {"p50": 120.000_000_000_01, "all": [0.1 + 0.2, 7]}});
+        round_floats(&mut document);
+        assert_eq!(
+            document,
+            json!({"mos": 4.3, "count": 3, "latency": {"p50": 120.0, "all": [0.3, 7]}})
+        );
+        assert_eq!(
+            document["count"].as_u64(),
+            Some(3),
+            "integers stay integers"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! Guards who may reach what: bearer authentication (401), organisation isolation (another
-//! organisation's ids are 404 and its objects never listed), per-key rate limiting (429 with
-//! `details.reset_at` and `Retry-After`), and the unauthenticated service endpoints
-//! (`/healthz`, `/metrics`, `/openapi.json`).
+//! Guards who may reach what: bearer authentication (401 whose `details.reason` says what to
+//! send), organisation isolation (another organisation's ids are 404 and its objects never
+//! listed), per-key rate limiting (429 with `details.reset_at` and `Retry-After`), and the
+//! unauthenticated service endpoints (`/healthz`, `/metrics`, `/openapi.json`).
 
 mod api_support;
 
@@ -27,7 +27,11 @@ async fn requests_without_a_valid_key_are_unauthorized() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         assert_eq!(reply.code(), "unauthorized");
         assert!(reply.body["error"]["message"].is_string());
-        assert!(reply.body["error"]["details"].is_object());
+        assert_eq!(
+            reply.body["error"]["details"]["reason"],
+            json!("Include Authorization: Bearer <your_api_key>"),
+            "a 401 says what to send"
+        );
     }
     // Writes are refused too, and create nothing.
     let reply = api
@@ -41,7 +45,7 @@ async fn requests_without_a_valid_key_are_unauthorized() {
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     let list = api.get("/api/public/v1/agents").await;
-    assert_eq!(list.body["meta"]["pagination"]["total"], json!(0));
+    assert_eq!(list.body["pagination"]["total"], json!(0));
 }
 
 #[tokio::test]
@@ -84,7 +88,7 @@ async fn organisations_see_only_their_own_objects() {
             .await;
         assert_eq!(list.status, StatusCode::OK);
         assert_eq!(list.data(), &json!([]));
-        assert_eq!(list.body["meta"]["pagination"]["total"], json!(0));
+        assert_eq!(list.body["pagination"]["total"], json!(0));
         // Still there for its owner.
         assert_eq!(api.get(&path).await.status, StatusCode::OK);
     }

@@ -1,7 +1,7 @@
 //! Guards the resource endpoints: agents, trunks, phone numbers and webhooks round-trip through
 //! create/read/update/delete in the envelope; 422 `validation_error` names every bad field;
-//! lists page with limit (default 50, max 200), offset and total; the trunk password and the
-//! webhook secret are never returned.
+//! lists page with limit (default 50, max 200), offset and total in a `pagination` object beside
+//! `data` and `meta`; the trunk password and the webhook secret are never returned.
 
 mod api_support;
 
@@ -32,12 +32,12 @@ async fn agents_round_trip() {
         .expect("id")
         .starts_with("req_"));
     assert_eq!(
-        created.data()["default_call_settings"]["max_duration_secs"],
-        json!(600)
+        created.data()["default_call_settings"]["max_duration"],
+        json!("600s")
     );
     assert_eq!(
-        created.data()["default_call_settings"]["join_timeout_secs"],
-        json!(30)
+        created.data()["default_call_settings"]["join_timeout"],
+        json!("30s")
     );
     assert!(created.data().get("org_id").is_none());
 
@@ -59,7 +59,10 @@ async fn agents_round_trip() {
 
     let deleted = api.delete(&path).await;
     assert_eq!(deleted.status, StatusCode::OK);
-    assert_eq!(deleted.data(), &json!({"id": id, "deleted": true}));
+    assert_eq!(
+        deleted.data(),
+        &json!({"id": id, "deleted": true, "archived": false})
+    );
     let gone = api.get(&path).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert_eq!(gone.code(), "agent_not_found");
@@ -92,7 +95,7 @@ async fn validation_names_every_bad_field() {
             "default_call_settings.max_duration_secs",
             "name",
             "prompt",
-            "runtime",
+            "runtime.type",
             "status",
             "surprise"
         ]
@@ -173,14 +176,25 @@ async fn lists_page_with_limit_offset_and_total() {
     }
     let all = api.get("/api/public/v1/agents").await;
     assert_eq!(
-        all.body["meta"]["pagination"],
+        all.body["pagination"],
         json!({"limit": 50, "offset": 0, "total": 7})
     );
     assert_eq!(all.data().as_array().expect("list").len(), 7);
+    // `pagination` sits beside `data` and `meta` (DESIGN.md), not inside `meta`.
+    let mut top: Vec<&str> = all
+        .body
+        .as_object()
+        .expect("envelope")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    top.sort_unstable();
+    assert_eq!(top, ["data", "meta", "pagination"]);
+    assert!(all.body["meta"].get("pagination").is_none(), "{}", all.body);
 
     let page = api.get("/api/public/v1/agents?limit=3&offset=5").await;
     assert_eq!(
-        page.body["meta"]["pagination"],
+        page.body["pagination"],
         json!({"limit": 3, "offset": 5, "total": 7})
     );
     assert_eq!(page.data().as_array().expect("list").len(), 2);
@@ -199,7 +213,7 @@ async fn lists_page_with_limit_offset_and_total() {
     assert_eq!(seen.len(), 7, "pages overlap or miss items");
 
     assert_eq!(
-        api.get("/api/public/v1/agents?limit=200").await.body["meta"]["pagination"]["limit"],
+        api.get("/api/public/v1/agents?limit=200").await.body["pagination"]["limit"],
         json!(200)
     );
     for query in ["limit=0", "limit=201", "limit=x", "offset=-1"] {
@@ -261,7 +275,7 @@ async fn trunk_password_and_webhook_secret_are_never_returned() {
         .expect("generated secret shown once");
     assert!(secret.starts_with("whsec_"));
     let list = api.get("/api/public/v1/webhooks").await;
-    assert_eq!(list.body["meta"]["pagination"]["total"], json!(2));
+    assert_eq!(list.body["pagination"]["total"], json!(2));
     let text = String::from_utf8_lossy(&list.bytes);
     assert!(!text.contains("whsec_"), "secret listed: {text}");
     assert!(list
@@ -283,7 +297,7 @@ async fn trunk_password_and_webhook_secret_are_never_returned() {
         .await;
     assert_eq!(deleted.status, StatusCode::OK);
     assert_eq!(
-        api.get("/api/public/v1/webhooks").await.body["meta"]["pagination"]["total"],
+        api.get("/api/public/v1/webhooks").await.body["pagination"]["total"],
         json!(1)
     );
 }

@@ -373,7 +373,7 @@ async fn a_batch_answers_in_progress_and_rotates_its_prompts() {
     assert_eq!(run_ids.len(), 3);
 
     let listed = api.get(&format!("{RUNS}?batch_id={id}")).await;
-    assert_eq!(listed.body["meta"]["pagination"]["total"], json!(3));
+    assert_eq!(listed.body["pagination"]["total"], json!(3));
     let expected = [
         "Hello, first question.",
         "Hello, second question.",
@@ -392,7 +392,7 @@ async fn a_batch_answers_in_progress_and_rotates_its_prompts() {
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.data()["run_ids"], batch["run_ids"]);
     let page = api.get(BATCHES).await;
-    assert_eq!(page.body["meta"]["pagination"]["total"], json!(1));
+    assert_eq!(page.body["pagination"]["total"], json!(1));
     let theirs = api
         .send(
             Method::GET,
@@ -485,7 +485,7 @@ async fn batch_fields_are_validated() {
         .await;
     assert_eq!(unknown.code(), "agent_not_found");
     assert_eq!(
-        api.get(BATCHES).await.body["meta"]["pagination"]["total"],
+        api.get(BATCHES).await.body["pagination"]["total"],
         json!(0),
         "no refused request stored anything"
     );
@@ -523,16 +523,16 @@ async fn list_filters_and_pages() {
     let all = api.get(RUNS).await;
     assert_eq!(all.status, StatusCode::OK);
     assert_eq!(
-        all.body["meta"]["pagination"],
+        all.body["pagination"],
         json!({"limit": 50, "offset": 0, "total": 4})
     );
     let page = api.get(&format!("{RUNS}?limit=3&offset=2")).await;
     assert_eq!(page.data().as_array().map(Vec::len), Some(2));
-    assert_eq!(page.body["meta"]["pagination"]["total"], json!(4));
+    assert_eq!(page.body["pagination"]["total"], json!(4));
     let past = api.get(&format!("{RUNS}?offset=4")).await;
     assert_eq!(past.data(), &json!([]));
 
-    let count = |reply: api_support::Reply| reply.body["meta"]["pagination"]["total"].clone();
+    let count = |reply: api_support::Reply| reply.body["pagination"]["total"].clone();
     assert_eq!(count(api.get(&format!("{RUNS}?status=failed")).await), 1);
     assert_eq!(
         count(api.get(&format!("{RUNS}?target_type=phone_number")).await),
@@ -577,10 +577,7 @@ async fn a_retried_create_with_the_same_idempotency_key_creates_one_run() {
         .await;
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(again.data()["id"], first.data()["id"]);
-    assert_eq!(
-        api.get(RUNS).await.body["meta"]["pagination"]["total"],
-        json!(1)
-    );
+    assert_eq!(api.get(RUNS).await.body["pagination"]["total"], json!(1));
     runs_end(&api).await;
 }
 
@@ -677,6 +674,6 @@ async fn a_phone_number_target_tests_the_agent_it_is_assigned_to() {
     assert_eq!(outbound.data()["target_number"], json!("+15550100077"));
 
     let by_type = api.get(&format!("{RUNS}?target_type=phone_number")).await;
-    assert_eq!(by_type.body["meta"]["pagination"]["total"], json!(2));
+    assert_eq!(by_type.body["pagination"]["total"], json!(2));
     runs_end(&api).await;
 }

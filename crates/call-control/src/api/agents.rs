@@ -6,14 +6,16 @@ use axum::Extension;
 use chrono::Utc;
 use serde_json::json;
 
+use super::calls::{MAX_DURATION_SECS, MAX_JOIN_TIMEOUT_SECS};
 use super::envelope::{self, Page};
 use super::error::ApiError;
 use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
-use super::validation::{is_url, Body};
+use super::validation::{is_url, Body, FieldErrors};
 use super::AppState;
 use crate::ids;
 use crate::model::{Agent, AgentCallSettings, AgentStatus, Runtime, ScriptStep};
+use crate::store::AgentRemoval;
 
 /// Longest agent name.
 const MAX_NAME: usize = 200;
@@ -51,16 +53,31 @@ pub async fn create(
     envelope::created(&agent)
 }
 
-/// `GET /agents`
+/// `GET /agents`: archived agents only with `?include_archived=true`.
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
     Params(query): Params,
 ) -> Result<Response, ApiError> {
-    let page = Page::only(&query)?;
+    let mut errors = FieldErrors::new();
+    let page = Page::from_query(&query, &mut errors);
+    let include_archived = match query.get("include_archived").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            errors.insert(
+                "include_archived".into(),
+                format!("{other:?} is not one of true, false"),
+            );
+            false
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation { fields: errors });
+    }
     let (agents, total) = state
         .store
-        .list_agents(&org.0, page.limit.into(), page.offset)
+        .list_agents(&org.0, include_archived, page.limit.into(), page.offset)
         .await?;
     envelope::list(agents, page, total)
 }
@@ -91,6 +108,9 @@ pub async fn update(
         .get_agent(&org.0, &id)
         .await
         .map_err(|err| ApiError::from_store(err, "agent", &id))?;
+    if agent.status == AgentStatus::Archived {
+        return Err(ApiError::AgentArchived { agent_id: id });
+    }
     let mut body = Body::parse(&bytes)?;
     apply(&mut body, &mut agent);
     body.finish()?;
@@ -103,18 +123,21 @@ pub async fn update(
     envelope::ok(&agent)
 }
 
-/// `DELETE /agents/{id}`
+/// `DELETE /agents/{id}`: an agent that calls or test runs name is archived (kept with status
+/// `archived`, so that their records never point at an id that no longer exists), one that
+/// nothing names is deleted. The answer says which: `{"id", "deleted", "archived"}`.
 pub async fn delete(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
     Id(id): Id,
 ) -> Result<Response, ApiError> {
-    state
+    let removal = state
         .store
-        .delete_agent(&org.0, &id)
+        .remove_agent(&org.0, &id, Utc::now())
         .await
         .map_err(|err| ApiError::from_store(err, "agent", &id))?;
-    envelope::ok(json!({ "id": id, "deleted": true }))
+    let archived = removal == AgentRemoval::Archived;
+    envelope::ok(json!({ "id": id, "deleted": !archived, "archived": archived }))
 }
 
 /// Takes the agent fields present in `body` into `agent`, recording every bad one.
@@ -128,22 +151,20 @@ fn apply(body: &mut Body, agent: &mut Agent) {
     if let Some(greeting) = body.text("greeting", MAX_GREETING) {
         agent.greeting = greeting;
     }
-    if let Some(status) = body.typed::<AgentStatus>("status") {
+    if let Some(status) = body.enumeration("status", SETTABLE_STATUSES) {
         agent.status = status;
     }
-    if let Some(runtime) = body.typed::<Runtime>("runtime") {
-        if let Some(problem) = runtime_problem(&runtime) {
-            body.invalid("runtime", problem);
-        } else {
-            agent.runtime = runtime;
-        }
+    if let Some(runtime) = runtime(body) {
+        agent.runtime = runtime;
     }
     if let Some(mut settings) = body.object("default_call_settings") {
         let current = &mut agent.default_call_settings;
-        if let Some(v) = settings.u32_in("max_duration_secs", 1, 86_400) {
+        if let Some(v) = settings.duration("max_duration", "max_duration_secs", MAX_DURATION_SECS) {
             current.max_duration_secs = v;
         }
-        if let Some(v) = settings.u32_in("join_timeout_secs", 1, 600) {
+        if let Some(v) =
+            settings.duration("join_timeout", "join_timeout_secs", MAX_JOIN_TIMEOUT_SECS)
+        {
             current.join_timeout_secs = v;
         }
         if let Some(v) = settings.bool("recording_enabled") {
@@ -156,88 +177,197 @@ fn apply(body: &mut Body, agent: &mut Agent) {
     }
 }
 
-/// What is wrong with a runtime that parsed, if anything.
-fn runtime_problem(runtime: &Runtime) -> Option<String> {
-    match runtime {
-        Runtime::Echo => None,
-        Runtime::Websocket { url, format, .. } => {
-            if !is_url(url, &["ws", "wss"]) {
-                Some("url must be a ws:// or wss:// URL".into())
-            } else {
-                crate::runtime::websocket::WireFormat::parse(format.as_deref()).err()
-            }
+/// The statuses a client may set (`archived` comes from `DELETE` only).
+const SETTABLE_STATUSES: &[AgentStatus] =
+    &[AgentStatus::Draft, AgentStatus::Active, AgentStatus::Paused];
+
+/// The `type`s of a runtime.
+const RUNTIME_TYPES: &[&str] = &["echo", "websocket", "scripted"];
+
+/// The `action`s of a scripted step.
+const STEP_ACTIONS: &[&str] = &["say", "tone", "dtmf", "wait", "wait_for_dtmf", "hangup"];
+
+/// Longest `say` text of a scripted step.
+const MAX_SAY_TEXT: usize = 10_000;
+/// Longest path of a `say` audio file.
+const MAX_AUDIO_PATH: usize = 4_096;
+/// Longest wait of a scripted step, in milliseconds.
+const MAX_WAIT_MS: u32 = 600_000;
+
+/// Takes `runtime`, field by field: every problem is named with its path
+/// (`runtime.steps[2].action: "jump" is not one of say, tone, ...`).
+fn runtime(body: &mut Body) -> Option<Runtime> {
+    let mut nested = body.object("runtime")?;
+    nested.require(&["type"]);
+    let runtime = match nested.choice("type", RUNTIME_TYPES) {
+        Some("echo") => Some(Runtime::Echo),
+        Some("websocket") => websocket(&mut nested),
+        Some("scripted") => scripted(&mut nested),
+        _ => {
+            nested.ignore_rest();
+            None
         }
-        Runtime::Scripted { steps } => {
-            if steps.len() > MAX_STEPS {
-                return Some(format!("a script has at most {MAX_STEPS} steps"));
-            }
-            steps
-                .iter()
-                .enumerate()
-                .find_map(|(i, step)| step_problem(step).map(|p| format!("steps[{i}]: {p}")))
-        }
-    }
+    };
+    let valid = !nested.has_errors();
+    body.absorb(nested);
+    runtime.filter(|_| valid)
 }
 
-fn step_problem(step: &ScriptStep) -> Option<&'static str> {
-    match step {
-        ScriptStep::Tone {
-            frequency_hz,
-            duration_ms,
-        } if !(20..=8_000).contains(frequency_hz) || !(1..=60_000).contains(duration_ms) => {
-            Some("tone needs frequency_hz 20-8000 and duration_ms 1-60000")
-        }
-        ScriptStep::Dtmf { digits }
-            if digits.is_empty()
-                || digits.len() > 64
-                || !digits
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || matches!(b, b'*' | b'#' | b'A'..=b'D')) =>
-        {
-            Some("dtmf digits must be 1-64 of 0-9, *, #, A-D")
-        }
-        ScriptStep::Wait { ms } if *ms > 600_000 => Some("wait ms must be at most 600000"),
-        ScriptStep::WaitForDtmf { timeout_ms } if *timeout_ms > 600_000 => {
-            Some("wait_for_dtmf timeout_ms must be at most 600000")
-        }
-        ScriptStep::Say { text, audio } if text.is_none() && audio.is_none() => {
-            Some("say needs text or audio")
-        }
-        _ => None,
+fn websocket(body: &mut Body) -> Option<Runtime> {
+    body.require(&["url"]);
+    let url = body.string("url", 2_048);
+    if url.as_deref().is_some_and(|u| !is_url(u, &["ws", "wss"])) {
+        body.invalid("url", "must be a ws:// or wss:// URL");
     }
+    let headers = body.string_map("headers").unwrap_or_default();
+    let format = body.nullable_string("format", 64).flatten();
+    if let Err(problem) = crate::runtime::websocket::WireFormat::parse(format.as_deref()) {
+        body.invalid("format", problem);
+    }
+    Some(Runtime::Websocket {
+        url: url?,
+        headers,
+        format,
+    })
+}
+
+fn scripted(body: &mut Body) -> Option<Runtime> {
+    body.require(&["steps"]);
+    let items = body.object_list("steps")?;
+    if items.len() > MAX_STEPS {
+        body.invalid("steps", format!("a script has at most {MAX_STEPS} steps"));
+    }
+    let mut steps = Vec::with_capacity(items.len());
+    for mut item in items {
+        if let Some(step) = step(&mut item) {
+            steps.push(step);
+        }
+        body.absorb(item);
+    }
+    Some(Runtime::Scripted { steps })
+}
+
+/// One scripted step, its fields checked for its `action`.
+fn step(body: &mut Body) -> Option<ScriptStep> {
+    body.require(&["action"]);
+    let step = match body.choice("action", STEP_ACTIONS)? {
+        "say" => {
+            let text = body.string("text", MAX_SAY_TEXT);
+            let audio = body.string("audio", MAX_AUDIO_PATH);
+            if text.is_none() && audio.is_none() && !body.has_errors() {
+                body.invalid("text", "a say step needs text or audio");
+            }
+            ScriptStep::Say { text, audio }
+        }
+        "tone" => {
+            body.require(&["frequency_hz", "duration_ms"]);
+            ScriptStep::Tone {
+                frequency_hz: body.u32_in("frequency_hz", 20, 8_000)?,
+                duration_ms: body.u32_in("duration_ms", 1, 60_000)?,
+            }
+        }
+        "dtmf" => {
+            body.require(&["digits"]);
+            let digits = body.string("digits", 64)?;
+            if !digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'*' | b'#' | b'A'..=b'D'))
+            {
+                body.invalid(
+                    "digits",
+                    format!("{digits:?} is not 1-64 of 0-9, *, #, A-D"),
+                );
+            }
+            ScriptStep::Dtmf { digits }
+        }
+        "wait" => {
+            body.require(&["ms"]);
+            ScriptStep::Wait {
+                ms: body.u32_in("ms", 0, MAX_WAIT_MS)?.into(),
+            }
+        }
+        "wait_for_dtmf" => {
+            body.require(&["timeout_ms"]);
+            ScriptStep::WaitForDtmf {
+                timeout_ms: body.u32_in("timeout_ms", 0, MAX_WAIT_MS)?.into(),
+            }
+        }
+        _ => ScriptStep::Hangup,
+    };
+    Some(step)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn fields(json: &str) -> std::collections::BTreeMap<String, String> {
+        let mut body = Body::parse(json.as_bytes()).expect("object");
+        let _ = runtime(&mut body);
+        match body.finish() {
+            Ok(()) => Default::default(),
+            Err(ApiError::Validation { fields }) => fields,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
     #[test]
-    fn runtime_checks() {
-        assert!(runtime_problem(&Runtime::Echo).is_none());
-        let ws = Runtime::Websocket {
-            url: "http://x".into(),
-            headers: Default::default(),
-            format: None,
+    fn runtime_problems_name_the_field() {
+        assert!(fields(r#"{"runtime": {"type": "echo"}}"#).is_empty());
+        let bad_url = fields(r#"{"runtime": {"type": "websocket", "url": "http://x"}}"#);
+        assert_eq!(bad_url["runtime.url"], "must be a ws:// or wss:// URL");
+        let wideband = |format: &str| {
+            fields(&format!(
+                r#"{{"runtime": {{"type": "websocket", "url": "wss://agent.example/s", "format": "{format}"}}}}"#
+            ))
         };
-        assert!(runtime_problem(&ws).is_some());
-        let wideband = |format: &str| Runtime::Websocket {
-            url: "wss://agent.example/stream".into(),
-            headers: Default::default(),
-            format: Some(format.into()),
+        assert!(wideband("twilio").is_empty());
+        assert!(wideband("audio/l16;rate=16000").is_empty());
+        assert!(wideband("audio/l16;rate=8000").contains_key("runtime.format"));
+        let unknown = fields(r#"{"runtime": {"type": "grpc", "url": "x"}}"#);
+        assert_eq!(
+            unknown,
+            [(
+                "runtime.type".to_owned(),
+                "\"grpc\" is not one of echo, websocket, scripted".to_owned()
+            )]
+            .into()
+        );
+        let script = fields(
+            r#"{"runtime": {"type": "scripted", "steps": [
+                {"action": "hangup"}, {"action": "dtmf", "digits": "12x"},
+                {"action": "jump"}, {"action": "wait"}, 7]}}"#,
+        );
+        assert_eq!(
+            script["runtime.steps[1].digits"],
+            "\"12x\" is not 1-64 of 0-9, *, #, A-D"
+        );
+        assert_eq!(
+            script["runtime.steps[2].action"],
+            "\"jump\" is not one of say, tone, dtmf, wait, wait_for_dtmf, hangup"
+        );
+        assert_eq!(script["runtime.steps[3].ms"], "is required");
+        assert_eq!(script["runtime.steps[4]"], "must be an object, not 7");
+        assert!(script.values().all(|m| !m.contains('`')), "{script:?}");
+    }
+
+    #[test]
+    fn a_valid_script_is_built_step_by_step() {
+        let mut body = Body::parse(
+            br#"{"runtime": {"type": "scripted", "steps": [
+                {"action": "say", "text": "hello"},
+                {"action": "tone", "frequency_hz": 440, "duration_ms": 200},
+                {"action": "wait", "ms": 500}, {"action": "wait_for_dtmf", "timeout_ms": 10},
+                {"action": "dtmf", "digits": "1#"}, {"action": "hangup"}]}}"#,
+        )
+        .expect("object");
+        let runtime = runtime(&mut body).expect("valid");
+        body.finish().expect("no errors");
+        let Runtime::Scripted { steps } = runtime else {
+            panic!("scripted");
         };
-        assert!(runtime_problem(&wideband("twilio")).is_none());
-        assert!(runtime_problem(&wideband("audio/l16;rate=16000")).is_none());
-        assert!(runtime_problem(&wideband("audio/l16;rate=8000")).is_some());
-        let script = Runtime::Scripted {
-            steps: vec![
-                ScriptStep::Hangup,
-                ScriptStep::Dtmf {
-                    digits: "12x".into(),
-                },
-            ],
-        };
-        assert!(runtime_problem(&script)
-            .expect("bad digits")
-            .starts_with("steps[1]"));
+        assert_eq!(steps.len(), 6);
+        assert_eq!(steps[2], ScriptStep::Wait { ms: 500 });
+        assert_eq!(steps[5], ScriptStep::Hangup);
     }
 }

@@ -18,8 +18,8 @@ use super::validation::{query_enum, Body, FieldErrors};
 use super::AppState;
 use crate::ids;
 use crate::model::{
-    format_duration_secs, is_e164, parse_duration_secs, AgentStatus, Call, CallDirection,
-    CallOutcome, CallSettings, CallStatus,
+    format_duration_secs, is_e164, AgentStatus, Call, CallDirection, CallOutcome, CallSettings,
+    CallStatus,
 };
 use crate::store::{CallFilter, StoreError};
 
@@ -349,23 +349,10 @@ fn requested_settings(body: &mut Body) -> RequestedSettings {
     requested.recording_enabled = settings.bool("recording_enabled");
     requested.transcription_enabled = settings.bool("transcription_enabled");
     requested.greeting = settings.text("greeting", MAX_GREETING).flatten();
-    requested.max_duration_secs = duration(&mut settings, "max_duration", MAX_DURATION_SECS);
-    requested.join_timeout_secs = duration(&mut settings, "join_timeout", MAX_JOIN_TIMEOUT_SECS);
+    requested.max_duration_secs =
+        settings.duration("max_duration", "max_duration_secs", MAX_DURATION_SECS);
+    requested.join_timeout_secs =
+        settings.duration("join_timeout", "join_timeout_secs", MAX_JOIN_TIMEOUT_SECS);
     body.absorb(settings);
     requested
-}
-
-/// A duration field such as `"1800s"` within `1..=max` seconds.
-fn duration(body: &mut Body, field: &str, max: u32) -> Option<u32> {
-    let text = body.string(field, 32)?;
-    match parse_duration_secs(&text) {
-        Ok(secs) if (1..=max).contains(&secs) => Some(secs),
-        _ => {
-            body.invalid(
-                field,
-                format!("must be a duration from \"1s\" to \"{max}s\" (e.g. \"30s\", \"5m\")"),
-            );
-            None
-        }
-    }
 }

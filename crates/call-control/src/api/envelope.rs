@@ -1,4 +1,5 @@
-//! The success envelope `{"data", "meta": {"request_id", "ts"}}` (+ `pagination` on lists),
+//! The success envelope `{"data", "meta": {"request_id", "ts"}}` (+ `"pagination": {"limit",
+//! "offset", "total"}` beside them on lists),
 //! the request id of the request being served, and list paging parameters.
 
 use std::collections::HashMap;
@@ -65,13 +66,17 @@ pub fn created<T: Serialize>(data: T) -> Result<Response, ApiError> {
     respond(StatusCode::CREATED, data)
 }
 
-/// 200 with a page of items and `meta.pagination`.
+/// 200 with a page of items: `{"data": [...], "meta": {...}, "pagination": {"limit", "offset",
+/// "total"}}` (DESIGN.md, "REST API").
 pub fn list<T: Serialize>(items: Vec<T>, page: Page, total: u64) -> Result<Response, ApiError> {
     let data = serde_json::to_value(items)
         .map_err(|err| ApiError::Internal(format!("serializing a response: {err}")))?;
-    let mut meta = meta();
-    meta["pagination"] = json!({ "limit": page.limit, "offset": page.offset, "total": total });
-    Ok((StatusCode::OK, Json(json!({ "data": data, "meta": meta }))).into_response())
+    let body = json!({
+        "data": data,
+        "meta": meta(),
+        "pagination": { "limit": page.limit, "offset": page.offset, "total": total },
+    });
+    Ok((StatusCode::OK, Json(body)).into_response())
 }
 
 /// `limit` and `offset` of a list request.

@@ -9,6 +9,9 @@ use super::envelope;
 use super::validation::FieldErrors;
 use crate::store::StoreError;
 
+/// `details.reason` of a 401: what the client has to send.
+pub const UNAUTHORIZED_REASON: &str = "Include Authorization: Bearer <your_api_key>";
+
 /// Everything a request can fail with; each variant maps to one status and error code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -82,6 +85,12 @@ pub enum ApiError {
         /// Its status.
         status: String,
     },
+    /// The agent is archived: it can be read, not changed (422 `agent_archived`).
+    #[error("agent {agent_id} is archived: it can be read but not changed")]
+    AgentArchived {
+        /// The archived agent.
+        agent_id: String,
+    },
     /// The balance does not cover one minute (402 `insufficient_credits`).
     #[error(
         "balance of {balance_cents} cents is below the {required_cents} cents one minute costs"
@@ -134,6 +143,15 @@ pub enum ApiError {
         reset_at: DateTime<Utc>,
         /// Current time, to compute `Retry-After`.
         now: DateTime<Utc>,
+    },
+    /// The idempotency key already answered a different request (422
+    /// `idempotency_key_reused`).
+    #[error(
+        "X-Idempotency-Key {key:?} was already used for a different request; send a new key for a new request"
+    )]
+    IdempotencyKeyReused {
+        /// The key sent.
+        key: String,
     },
     /// A state conflict (409 with a specific code).
     #[error("{message}")]
@@ -197,7 +215,9 @@ impl ApiError {
             | ApiError::InvalidPhoneNumber { .. }
             | ApiError::InvalidFromNumber { .. }
             | ApiError::NoPhoneNumberConfigured { .. }
-            | ApiError::AgentNotActive { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::AgentNotActive { .. }
+            | ApiError::AgentArchived { .. }
+            | ApiError::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InsufficientCredits { .. } | ApiError::InsufficientCreditsForTest { .. } => {
                 StatusCode::PAYMENT_REQUIRED
             }
@@ -226,6 +246,8 @@ impl ApiError {
             ApiError::InvalidFromNumber { .. } => "invalid_from_number".into(),
             ApiError::NoPhoneNumberConfigured { .. } => "no_phone_number_configured".into(),
             ApiError::AgentNotActive { .. } => "agent_not_active".into(),
+            ApiError::AgentArchived { .. } => "agent_archived".into(),
+            ApiError::IdempotencyKeyReused { .. } => "idempotency_key_reused".into(),
             ApiError::InsufficientCredits { .. } | ApiError::InsufficientCreditsForTest { .. } => {
                 "insufficient_credits".into()
             }
@@ -241,6 +263,11 @@ impl ApiError {
 
     fn details(&self) -> Value {
         match self {
+            ApiError::Unauthorized => json!({ "reason": UNAUTHORIZED_REASON }),
+            ApiError::IdempotencyKeyReused { key } => json!({
+                "fields": { "X-Idempotency-Key": "already used for a request with another method, path or body" },
+                "idempotency_key": key,
+            }),
             ApiError::NotFound { id, .. } => json!({ "id": id }),
             ApiError::Validation { fields } => json!({ "fields": fields }),
             ApiError::InvalidPhoneNumber { field, value } => json!({
@@ -252,7 +279,10 @@ impl ApiError {
                 "from_number": number,
                 "agent_id": agent_id,
             }),
-            ApiError::NoPhoneNumberConfigured { agent_id } => json!({ "agent_id": agent_id }),
+            ApiError::NoPhoneNumberConfigured { agent_id }
+            | ApiError::AgentArchived { agent_id } => {
+                json!({ "agent_id": agent_id })
+            }
             ApiError::AgentNotActive { agent_id, status } => {
                 json!({ "agent_id": agent_id, "status": status })
             }

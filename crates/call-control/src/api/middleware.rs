@@ -17,7 +17,9 @@ use super::envelope;
 use super::error::ApiError;
 use super::validation::FieldErrors;
 use super::AppState;
-use crate::store::Store;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoredResponse};
 
 /// Header carrying a client's idempotency key on POST requests.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
@@ -30,6 +32,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// Largest response body kept for idempotent replay.
 const MAX_STORED_BODY: usize = 1 << 20;
+/// Largest request body read to fingerprint a request with an idempotency key (axum's
+/// default body limit, which the handlers apply too).
+const MAX_REQUEST_BODY: usize = 2 << 20;
 
 /// The organisation of the authenticated API key (a request extension set by [`authenticate`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,10 +122,16 @@ pub async fn authenticate(
     Ok(response)
 }
 
-/// Replays the stored response of a POST whose `X-Idempotency-Key` was seen before for the
-/// same organisation and path, or serves it and stores its response (except 429 and 5xx, which
-/// a client should be able to retry). A key still being served answers 409
-/// `idempotency_key_in_use`.
+/// `X-Idempotency-Key` on POST, as payment APIs do it. The key is scoped to the organisation
+/// and remembers the request it answered (method, path and body, by [`fingerprint`]):
+///
+/// - the same key with the same request replays the kept status and body
+///   (`Idempotent-Replayed: true`) and creates nothing;
+/// - the same key with a different request is refused (422 `idempotency_key_reused`);
+/// - only a success (2xx) is kept: a request refused (validation, authorisation, credits, a
+///   missing object, ...) or failed (5xx) keeps nothing, so a corrected retry with the same
+///   key is served;
+/// - a key still being served answers 409 `idempotency_key_in_use`.
 pub async fn idempotency(
     State(idem): State<Idempotency>,
     request: Request,
@@ -138,11 +149,18 @@ pub async fn idempotency(
         .get::<OrgId>()
         .cloned()
         .ok_or_else(|| ApiError::Internal("idempotency before authentication".into()))?;
-    let stored_key = format!("POST {} {key}", request.uri().path());
-    if let Some((status, body)) = idem.store.idempotency_get(&org.0, &stored_key).await? {
-        return Ok(replay(status, body));
+    let (parts, body) = request.into_parts();
+    let bytes = to_bytes(body, MAX_REQUEST_BODY)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let path = parts.uri.path().to_owned();
+    let fingerprint = fingerprint(parts.method.as_str(), &path, &bytes);
+    let request = Request::from_parts(parts, Body::from(bytes));
+
+    if let Some(kept) = kept_response(&idem.store, &org.0, &key, &path).await? {
+        return answer_kept(kept, &key, &fingerprint);
     }
-    let slot = (org.0.clone(), stored_key.clone());
+    let slot = (org.0.clone(), key.clone());
     if !idem.in_flight.insert(slot.clone()) {
         return Err(ApiError::Conflict {
             code: "idempotency_key_in_use",
@@ -154,12 +172,12 @@ pub async fn idempotency(
         slot,
     };
     // A request that finished between the lookup and the insert above.
-    if let Some((status, body)) = idem.store.idempotency_get(&org.0, &stored_key).await? {
-        return Ok(replay(status, body));
+    if let Some(kept) = kept_response(&idem.store, &org.0, &key, &path).await? {
+        return answer_kept(kept, &key, &fingerprint);
     }
     let response = next.run(request).await;
     let status = response.status();
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+    if !status.is_success() {
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
@@ -175,7 +193,8 @@ pub async fn idempotency(
         .store
         .idempotency_put(
             &org.0,
-            &stored_key,
+            &key,
+            &fingerprint,
             status.as_u16(),
             &String::from_utf8_lossy(&bytes),
         )
@@ -184,6 +203,84 @@ pub async fn idempotency(
         tracing::warn!(error = %err, "could not store an idempotent response");
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// The response kept for `key`; rows kept before fingerprints existed were stored under
+/// `POST <path> <key>` and are found there.
+async fn kept_response(
+    store: &Store,
+    org_id: &str,
+    key: &str,
+    path: &str,
+) -> Result<Option<StoredResponse>, ApiError> {
+    if let Some(kept) = store.idempotency_get(org_id, key).await? {
+        return Ok(Some(kept));
+    }
+    Ok(store
+        .idempotency_get(org_id, &format!("POST {path} {key}"))
+        .await?)
+}
+
+/// Replays `kept` if it answered the request with `fingerprint`, or refuses the reuse.
+fn answer_kept(kept: StoredResponse, key: &str, fingerprint: &str) -> Result<Response, ApiError> {
+    match &kept.fingerprint {
+        Some(theirs) if theirs != fingerprint => Err(ApiError::IdempotencyKeyReused {
+            key: key.to_owned(),
+        }),
+        _ => Ok(replay(kept.status, kept.body)),
+    }
+}
+
+/// What makes two requests "the same" for an idempotency key: SHA-256 over the method, the
+/// path and the body (a JSON body with its object keys sorted, so that key order and
+/// whitespace do not count; any other body byte for byte), hex-encoded.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_bytes());
+    hasher.update(b" ");
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    if body.iter().all(u8::is_ascii_whitespace) {
+        // An empty body and `{}` ask for the same thing.
+        hasher.update(b"{}");
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(value) => hasher.update(canonical_json(&value).as_bytes()),
+            Err(_) => hasher.update(body),
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// `value` as compact JSON with every object's keys in sorted order.
+fn canonical_json(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|key| {
+                    format!(
+                        "{}:{}",
+                        Value::String(key.clone()),
+                        canonical_json(&map[key.as_str()])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
 }
 
 struct InFlightGuard<'a> {
@@ -261,6 +358,30 @@ mod tests {
         assert_eq!(bearer_key(&auth("Bearer")), None);
         assert_eq!(bearer_key(&auth("Bearer a b")), None);
         assert_eq!(bearer_key(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn fingerprints_ignore_key_order_and_whitespace_only() {
+        let a = fingerprint("POST", "/x", br#"{"a": 1, "b": {"c": [1, 2], "d": null}}"#);
+        let b = fingerprint("POST", "/x", br#"{"b":{"d":null,"c":[1,2]},"a":1}"#);
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            fingerprint("POST", "/x", br#"{"a": 2, "b": {"c": [1, 2], "d": null}}"#)
+        );
+        assert_ne!(
+            a,
+            fingerprint("POST", "/y", br#"{"a": 1, "b": {"c": [1, 2], "d": null}}"#)
+        );
+        assert_ne!(
+            fingerprint("POST", "/x", br#"{"c": [1, 2]}"#),
+            fingerprint("POST", "/x", br#"{"c": [2, 1]}"#)
+        );
+        assert_eq!(
+            fingerprint("POST", "/x", b""),
+            fingerprint("POST", "/x", b"{}")
+        );
+        assert_eq!(a.len(), 64);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::middleware::OrgId;
 use super::validation::Body;
 use super::AppState;
 use crate::ids;
-use crate::model::{is_e164, PhoneNumber};
+use crate::model::{is_e164, AgentStatus, PhoneNumber};
 use crate::store::StoreError;
 
 /// `POST /phone-numbers`
@@ -139,6 +139,9 @@ async fn apply(
         match agent_id {
             None => number.agent_id = None,
             Some(agent_id) => match state.store.get_agent(&number.org_id, &agent_id).await {
+                Ok(agent) if agent.status == AgentStatus::Archived => {
+                    body.invalid("agent_id", format!("agent {agent_id} is archived"));
+                }
                 Ok(_) => number.agent_id = Some(agent_id),
                 Err(StoreError::NotFound) => body.invalid("agent_id", "no agent with this id"),
                 Err(other) => return Err(ApiError::Store(other)),

@@ -16,7 +16,7 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Telephony core for voice-AI agents: agents, phone numbers, SIP trunks, \
                 calls, recordings, test calls and webhooks. Every response is an envelope \
-                {\"data\", \"meta\": {\"request_id\", \"ts\"}} (lists add meta.pagination); \
+                {\"data\", \"meta\": {\"request_id\", \"ts\"}} (lists add \"pagination\": {\"limit\", \"offset\", \"total\"} beside them); \
                 errors are {\"error\": {\"code\", \"message\", \"details\"}}.",
         },
         "servers": [{ "url": "/" }],
@@ -37,6 +37,7 @@ fn paths() -> Value {
         "AgentUpdate",
         &[],
     );
+    agent_archiving(&mut paths);
     crud(
         &mut paths,
         "phone-numbers",
@@ -220,6 +221,36 @@ fn paths() -> Value {
 }
 
 /// The five routes of a resource: list, create, read, update, delete.
+/// What `crud` cannot say about agents: archived agents are listed only when asked for, and
+/// DELETE archives an agent that calls or test runs name.
+fn agent_archiving(paths: &mut Map<String, Value>) {
+    if let Some(Value::Array(parameters)) = paths
+        .get_mut("/api/public/v1/agents")
+        .and_then(|list| list.pointer_mut("/get/parameters"))
+    {
+        parameters.push(json!({
+            "name": "include_archived", "in": "query", "required": false,
+            "description": "Also list archived agents",
+            "schema": { "type": "boolean", "default": false },
+        }));
+    }
+    if let Some(item) = paths.get_mut("/api/public/v1/agents/{id}") {
+        item["delete"] = json!({
+            "operationId": "deleteAgent",
+            "summary": "Delete an agent, or archive it when calls or test runs name it",
+            "description": "An agent that calls, test runs or test batches name is archived: \
+                status `archived`, still readable by id, hidden from lists unless \
+                `include_archived=true`, read-only (PATCH is 422 `agent_archived`), placing and \
+                answering no calls. An agent that nothing names is deleted and its phone \
+                numbers become unassigned. The answer says which.",
+            "tags": ["agents"],
+            "responses": responses(200, &one("AgentDeleted"), &[401, 404, 429]),
+        });
+        item["patch"]["description"] =
+            json!("422 `agent_archived` for an archived agent: archived agents are read-only.");
+    }
+}
+
 fn crud(
     paths: &mut Map<String, Value>,
     plural: &str,
@@ -305,14 +336,15 @@ fn one(schema: &str) -> Value {
     })
 }
 
-/// Envelope schema with a page of `schema` as `data` and `meta.pagination`.
+/// Envelope schema with a page of `schema` as `data` and `pagination` beside `meta`.
 fn list_of(schema: &str) -> Value {
     json!({
         "type": "object",
-        "required": ["data", "meta"],
+        "required": ["data", "meta", "pagination"],
         "properties": {
             "data": { "type": "array", "items": { "$ref": format!("#/components/schemas/{schema}") } },
-            "meta": { "$ref": "#/components/schemas/ListMeta" },
+            "meta": { "$ref": "#/components/schemas/Meta" },
+            "pagination": { "$ref": "#/components/schemas/Pagination" },
         },
     })
 }

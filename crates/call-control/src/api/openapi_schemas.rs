@@ -18,18 +18,24 @@ pub(super) fn components() -> Value {
             "Offset": { "name": "offset", "in": "query", "required": false,
                         "description": "Items to skip", "schema": { "type": "integer", "minimum": 0, "default": 0 } },
             "IdempotencyKey": { "name": "X-Idempotency-Key", "in": "header", "required": false,
-                "description": "A retry with the same key (same organisation and path) returns the \
-                    original status and body, with `Idempotent-Replayed: true`, and creates nothing. \
-                    Kept in the database: survives restarts.",
+                "description": "A retry of the same request (method, path and JSON body; key order \
+                    and spacing do not count) with the same key returns the original status and \
+                    body, with `Idempotent-Replayed: true`, and creates nothing. The same key with \
+                    a different request is 422 `idempotency_key_reused`. Only successes are kept: \
+                    a refused or failed request keeps nothing, so a corrected retry with the same \
+                    key is served. Keys are scoped to the organisation and kept in the database: \
+                    they survive restarts.",
                 "schema": { "type": "string", "minLength": 1, "maxLength": 255 } },
         },
         "responses": {
-            "Unauthorized": { "description": "unauthorized: missing or invalid API key",
+            "Unauthorized": { "description": "unauthorized: missing or invalid API key; details.reason \
+                    says what to send (`Include Authorization: Bearer <your_api_key>`)",
                               "content": error_content() },
             "NotFound": { "description": "<resource>_not_found (objects of other organisations are not found either)",
                           "content": error_content() },
             "ValidationError": { "description": "validation_error (details.fields names each bad field), \
-                    invalid_phone_number, invalid_from_number, no_phone_number_configured, agent_not_active",
+                    invalid_phone_number, invalid_from_number, no_phone_number_configured, agent_not_active, \
+                    agent_archived, idempotency_key_reused",
                 "content": error_content() },
             "RateLimited": {
                 "description": "rate_limited: details.reset_at says when the key's window reopens",
@@ -59,16 +65,6 @@ fn schemas() -> Value {
         }),
     );
     schemas.insert(
-        "ListMeta".into(),
-        json!({
-            "type": "object", "required": ["request_id", "ts", "pagination"],
-            "properties": {
-                "request_id": { "type": "string" }, "ts": timestamp,
-                "pagination": { "$ref": "#/components/schemas/Pagination" },
-            },
-        }),
-    );
-    schemas.insert(
         "Pagination".into(),
         json!({
             "type": "object", "required": ["limit", "offset", "total"],
@@ -86,6 +82,7 @@ fn schemas() -> Value {
                         "message": { "type": "string" },
                         "details": { "type": "object",
                             "properties": { "fields": { "type": "object", "additionalProperties": { "type": "string" } },
+                                            "reason": { "type": "string" },
                                             "reset_at": timestamp } },
                     },
                 },
@@ -109,7 +106,18 @@ fn schemas() -> Value {
     );
     schemas.insert(
         "AgentStatus".into(),
-        json!({ "type": "string", "enum": ["draft", "active", "paused"] }),
+        json!({ "type": "string", "enum": ["draft", "active", "paused", "archived"],
+                "description": "`archived` is set by DELETE only" }),
+    );
+    schemas.insert(
+        "AgentDeleted".into(),
+        json!({
+            "type": "object", "required": ["id", "deleted", "archived"],
+            "properties": { "id": { "type": "string" },
+                            "deleted": { "type": "boolean", "description": "The agent is gone" },
+                            "archived": { "type": "boolean",
+                                          "description": "Calls or test runs name the agent: it was archived instead" } },
+        }),
     );
     schemas.insert("Runtime".into(), json!({
             "oneOf": [
@@ -153,8 +161,14 @@ fn schemas() -> Value {
     schemas.insert("AgentCallSettings".into(), json!({
             "type": "object",
             "properties": {
-                "max_duration_secs": { "type": "integer", "minimum": 1, "maximum": 86400, "default": 1800 },
-                "join_timeout_secs": { "type": "integer", "minimum": 1, "maximum": 600, "default": 30 },
+                "max_duration": { "type": "string", "pattern": DURATION, "default": "1800s",
+                                  "description": "Longest call, at most 86400s" },
+                "join_timeout": { "type": "string", "pattern": DURATION, "default": "30s",
+                                  "description": "How long an outbound call may ring, at most 600s" },
+                "max_duration_secs": { "type": "integer", "minimum": 1, "maximum": 86400, "writeOnly": true,
+                                       "deprecated": true, "description": "Integer alias of max_duration" },
+                "join_timeout_secs": { "type": "integer", "minimum": 1, "maximum": 600, "writeOnly": true,
+                                       "deprecated": true, "description": "Integer alias of join_timeout" },
                 "recording_enabled": { "type": "boolean", "default": true },
                 "transcription_enabled": { "type": "boolean", "default": true },
             },
@@ -206,11 +220,12 @@ fn schemas() -> Value {
             "properties": {
                 "recording_enabled": { "type": "boolean", "default": true },
                 "transcription_enabled": { "type": "boolean", "default": true },
-                "greeting": { "type": ["string", "null"], "description": "Overrides the agent's greeting" },
+                "greeting": { "type": ["string", "null"],
+                              "description": "Overrides the agent's greeting; left out of a call without an override" },
                 "max_duration": { "type": "string", "pattern": DURATION, "examples": ["1800s"],
-                                  "description": "Default: the agent's; at most 86400s" },
+                                  "description": "Default: the agent's; at most 86400s (also max_duration_secs, an integer)" },
                 "join_timeout": { "type": "string", "pattern": DURATION, "examples": ["30s"],
-                                  "description": "Default: the agent's; at most 600s" },
+                                  "description": "Default: the agent's; at most 600s (also join_timeout_secs, an integer)" },
             },
         }));
     schemas.insert("CallCreate".into(), json!({
@@ -262,8 +277,9 @@ fn schemas() -> Value {
                 "q850_cause": { "type": ["integer", "null"] },
                 "end_reason": { "type": ["string", "null"],
                                 "examples": ["bye", "cancel", "media_timeout", "session_expired", "shutdown"] },
-                "duration_seconds": { "type": ["number", "null"] },
-                "transcript": { "type": "array", "items": { "$ref": "#/components/schemas/TranscriptEntry" } },
+                "duration_seconds": { "type": ["number", "null"], "description": "Rounded to milliseconds" },
+                "transcript": { "type": ["array", "null"], "items": { "$ref": "#/components/schemas/TranscriptEntry" },
+                                "description": "null until the first transcript event" },
                 "recording_url": { "type": ["string", "null"] },
                 "media_stats": { "oneOf": [{ "$ref": "#/components/schemas/MediaStats" }, { "type": "null" }] },
                 "created_at": timestamp, "started_at": nullable_timestamp,
@@ -313,7 +329,7 @@ fn agent_input(required: &[&str]) -> Value {
             "name": { "type": "string", "minLength": 1, "maxLength": 200 },
             "prompt": { "type": ["string", "null"], "maxLength": 100000 },
             "greeting": { "type": ["string", "null"], "maxLength": 5000 },
-            "status": { "$ref": "#/components/schemas/AgentStatus" },
+            "status": { "type": "string", "enum": ["draft", "active", "paused"] },
             "runtime": { "$ref": "#/components/schemas/Runtime" },
             "default_call_settings": { "$ref": "#/components/schemas/AgentCallSettings" },
         },

@@ -430,7 +430,7 @@ fn number_in(body: &mut Body, field: &str, min: f64, max: Option<f64>) -> Option
     if !body.has(field) {
         return None;
     }
-    let value = body.typed::<f64>(field);
+    let value = body.number(field);
     match value {
         Some(value)
             if value.is_finite() && value >= min && !matches!(max, Some(max) if value > max) =>

@@ -131,7 +131,7 @@ fn apply(body: &mut Body, trunk: &mut Trunk) {
     if let Some(port) = body.u32_in("port", 1, 65_535) {
         trunk.port = u16::try_from(port).expect("checked to be at most 65535");
     }
-    if let Some(transport) = body.typed::<TrunkTransport>("transport") {
+    if let Some(transport) = body.enumeration("transport", TrunkTransport::ALL) {
         trunk.transport = transport;
     }
     if let Some(username) = body.nullable_string("username", MAX_CREDENTIAL) {

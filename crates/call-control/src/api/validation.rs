@@ -3,11 +3,14 @@
 //! A [`Body`] wraps a JSON object; typed getters take fields out of it, record a message for
 //! each one that is missing or malformed, and [`Body::finish`] turns the collected messages
 //! (plus any field nobody asked for) into one 422 `validation_error`.
+//!
+//! An optional field sent as `null` is "not given", the same as leaving it out, for every getter
+//! except the nullable ones ([`Body::nullable_string`], [`Body::text`]), where `null` clears the
+//! value (PATCH).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -59,9 +62,14 @@ impl Body {
         self.errors.entry(name).or_insert_with(|| message.into());
     }
 
-    /// Whether `field` is present (null counts as present).
+    /// Whether `field` is given (`null` counts as not given).
     pub fn has(&self, field: &str) -> bool {
-        self.map.contains_key(field)
+        self.map.get(field).is_some_and(|value| !value.is_null())
+    }
+
+    /// Removes `field`; `None` when it is absent or `null` (an optional field not given).
+    fn take(&mut self, field: &str) -> Option<Value> {
+        self.map.remove(field).filter(|value| !value.is_null())
     }
 
     /// Records `is required` for every listed field that is absent or null.
@@ -73,12 +81,12 @@ impl Body {
         }
     }
 
-    /// Takes a string field of `1..=max_len` characters; absent gives `None`.
+    /// Takes a string field of `1..=max_len` characters; absent or null gives `None`.
     pub fn string(&mut self, field: &str, max_len: usize) -> Option<String> {
-        match self.map.remove(field)? {
+        match self.take(field)? {
             Value::String(s) => self.check_len(field, s, max_len),
-            _ => {
-                self.invalid(field, "must be a string");
+            other => {
+                self.invalid(field, format!("must be a string, not {}", shown(&other)));
                 None
             }
         }
@@ -114,32 +122,41 @@ impl Body {
         }
     }
 
-    /// Takes a boolean field.
+    /// Takes a boolean field; absent or null gives `None`.
     pub fn bool(&mut self, field: &str) -> Option<bool> {
-        match self.map.remove(field)? {
+        match self.take(field)? {
             Value::Bool(b) => Some(b),
-            _ => {
-                self.invalid(field, "must be true or false");
+            other => {
+                self.invalid(
+                    field,
+                    format!("must be true or false, not {}", shown(&other)),
+                );
                 None
             }
         }
     }
 
-    /// Takes an integer field in `min..=max`.
+    /// Takes an integer field in `min..=max`; absent or null gives `None`.
     pub fn u32_in(&mut self, field: &str, min: u32, max: u32) -> Option<u32> {
-        let value = self.map.remove(field)?;
+        let value = self.take(field)?;
         match value.as_u64().and_then(|v| u32::try_from(v).ok()) {
             Some(v) if (min..=max).contains(&v) => Some(v),
             _ => {
-                self.invalid(field, format!("must be an integer from {min} to {max}"));
+                self.invalid(
+                    field,
+                    format!(
+                        "must be an integer from {min} to {max}, not {}",
+                        shown(&value)
+                    ),
+                );
                 None
             }
         }
     }
 
-    /// Takes a list of strings (each `1..=max_len` characters).
+    /// Takes a list of strings (each `1..=max_len` characters); absent or null gives `None`.
     pub fn string_list(&mut self, field: &str, max_len: usize) -> Option<Vec<String>> {
-        let Value::Array(items) = self.map.remove(field)? else {
+        let Value::Array(items) = self.take(field)? else {
             self.invalid(field, "must be a list of strings");
             return None;
         };
@@ -156,9 +173,9 @@ impl Body {
         Some(out)
     }
 
-    /// Takes an object whose values are all strings.
+    /// Takes an object whose values are all strings; absent or null gives `None`.
     pub fn string_map(&mut self, field: &str) -> Option<BTreeMap<String, String>> {
-        let Value::Object(map) = self.map.remove(field)? else {
+        let Value::Object(map) = self.take(field)? else {
             self.invalid(field, "must be an object of string values");
             return None;
         };
@@ -174,21 +191,124 @@ impl Body {
         Some(out)
     }
 
-    /// Takes a field and deserializes it with serde (the serde message names the problem).
-    pub fn typed<T: DeserializeOwned>(&mut self, field: &str) -> Option<T> {
-        let value = self.map.remove(field)?;
-        match serde_json::from_value(value) {
-            Ok(v) => Some(v),
-            Err(err) => {
-                self.invalid(field, err.to_string());
+    /// Takes a number field (integer or not); absent or null gives `None`.
+    pub fn number(&mut self, field: &str) -> Option<f64> {
+        let value = self.take(field)?;
+        match value.as_f64() {
+            Some(number) => Some(number),
+            None => {
+                self.invalid(field, format!("must be a number, not {}", shown(&value)));
                 None
             }
         }
     }
 
-    /// Takes a nested object; validate it, then hand it back with [`Body::absorb`].
+    /// Takes a string field naming one of `all` (its `Display` names); absent or null gives
+    /// `None`. A bad value is reported with what was given and what is allowed:
+    /// `"published" is not one of draft, active, paused`.
+    pub fn enumeration<T>(&mut self, field: &str, all: &[T]) -> Option<T>
+    where
+        T: std::str::FromStr + std::fmt::Display,
+    {
+        let value = self.take(field)?;
+        if let Value::String(text) = &value {
+            if let Ok(parsed) = text.parse() {
+                return Some(parsed);
+            }
+        }
+        self.invalid(field, not_one_of(&value, all));
+        None
+    }
+
+    /// Takes a string field that must be one of `names`; absent or null gives `None`.
+    pub fn choice(&mut self, field: &str, names: &[&'static str]) -> Option<&'static str> {
+        let value = self.take(field)?;
+        if let Some(name) = value
+            .as_str()
+            .and_then(|text| names.iter().find(|name| **name == text))
+        {
+            return Some(name);
+        }
+        self.invalid(field, not_one_of(&value, names));
+        None
+    }
+
+    /// Takes a duration field within `1..=max_secs` seconds, given as a string such as `"30s"`,
+    /// `"5m"`, `"1h"` under `field`, or as an integer of seconds under `alias_secs` (the older
+    /// spelling, e.g. `join_timeout_secs`); absent or null gives `None`.
+    pub fn duration(&mut self, field: &str, alias_secs: &str, max_secs: u32) -> Option<u32> {
+        let range =
+            || format!("must be a duration from \"1s\" to \"{max_secs}s\" (e.g. \"30s\", \"5m\")");
+        match (self.take(field), self.take(alias_secs)) {
+            (Some(_), Some(_)) => {
+                self.invalid(
+                    alias_secs,
+                    format!("give {field} or {alias_secs}, not both"),
+                );
+                None
+            }
+            (Some(Value::String(text)), None) => match crate::model::parse_duration_secs(&text) {
+                Ok(secs) if (1..=max_secs).contains(&secs) => Some(secs),
+                _ => {
+                    self.invalid(
+                        field,
+                        format!("{} {}", shown(&Value::String(text)), range()),
+                    );
+                    None
+                }
+            },
+            (Some(other), None) => {
+                self.invalid(field, format!("{} {}", shown(&other), range()));
+                None
+            }
+            (None, Some(value)) => match value.as_u64().and_then(|v| u32::try_from(v).ok()) {
+                Some(secs) if (1..=max_secs).contains(&secs) => Some(secs),
+                _ => {
+                    self.invalid(
+                        alias_secs,
+                        format!(
+                            "must be an integer from 1 to {max_secs}, not {}",
+                            shown(&value)
+                        ),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+
+    /// Takes a list of objects (absent or null gives `None`); each is a [`Body`] named
+    /// `field[i].`, to validate and hand back with [`Body::absorb`]. Items that are not
+    /// objects are recorded as invalid and left out.
+    pub fn object_list(&mut self, field: &str) -> Option<Vec<Body>> {
+        let Value::Array(items) = self.take(field)? else {
+            self.invalid(field, "must be a list of objects");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let name = format!("{field}[{i}]");
+            match item {
+                Value::Object(map) => {
+                    out.push(Body::from_map(format!("{}.", self.name(&name)), map));
+                }
+                other => self.invalid(&name, format!("must be an object, not {}", shown(&other))),
+            }
+        }
+        Some(out)
+    }
+
+    /// Drops the fields nobody took, so that [`Body::finish`] does not report them (when an
+    /// earlier error, such as an unknown `type`, makes them meaningless).
+    pub fn ignore_rest(&mut self) {
+        self.map.clear();
+    }
+
+    /// Takes a nested object (absent or null gives `None`); validate it, then hand it back with
+    /// [`Body::absorb`].
     pub fn object(&mut self, field: &str) -> Option<Body> {
-        match self.map.remove(field)? {
+        match self.take(field)? {
             Value::Object(map) => Some(Body::from_map(format!("{}.", self.name(field)), map)),
             _ => {
                 self.invalid(field, "must be an object");
@@ -242,6 +362,24 @@ impl Body {
     }
 }
 
+/// How a value a client sent is quoted in a message: strings in quotes, short values as JSON,
+/// objects and lists by kind.
+pub fn shown(value: &Value) -> String {
+    match value {
+        Value::String(text) if text.chars().count() <= 64 => format!("{text:?}"),
+        Value::String(_) => "a long string".to_owned(),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// `"jump" is not one of say, tone, ...`: the value given and the names allowed.
+fn not_one_of<T: std::fmt::Display>(value: &Value, all: &[T]) -> String {
+    let names: Vec<String> = all.iter().map(ToString::to_string).collect();
+    format!("{} is not one of {}", shown(value), names.join(", "))
+}
+
 /// The message for a value that is not one of `values`: "must be one of a, b, c".
 pub fn one_of<T: std::fmt::Display>(values: &[T]) -> String {
     let names: Vec<String> = values.iter().map(ToString::to_string).collect();
@@ -263,7 +401,10 @@ where
     match text.parse() {
         Ok(value) => Some(value),
         Err(_) => {
-            errors.insert(field.to_owned(), one_of(all));
+            errors.insert(
+                field.to_owned(),
+                not_one_of(&Value::String(text.clone()), all),
+            );
             None
         }
     }

@@ -46,7 +46,7 @@ pub async fn create(
             if !events::ALL.contains(&event.as_str()) {
                 body.invalid(
                     &format!("events[{i}]"),
-                    format!("must be one of {}", events::ALL.join(", ")),
+                    format!("{event:?} is not one of {}", events::ALL.join(", ")),
                 );
             }
         }

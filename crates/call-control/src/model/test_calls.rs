@@ -227,8 +227,9 @@ pub struct TestCallRun {
     /// For `sip` mode: the call record of the bot's leg.
     #[serde(default)]
     pub sip_call_id: Option<String>,
-    /// The bot's measurements, plus `passed` and `failed_thresholds` when thresholds were given.
-    #[serde(default)]
+    /// The bot's measurements, plus `passed` and `failed_thresholds` when thresholds were given
+    /// (floats shown rounded, [`super::round_floats`]).
+    #[serde(default, serialize_with = "super::serialize_rounded_document")]
     pub measurements: Option<serde_json::Value>,
     /// Why the run failed.
     #[serde(default)]
@@ -297,8 +298,9 @@ pub struct TestCallBatch {
     pub failed_runs: u32,
     /// The runs, in start order.
     pub run_ids: Vec<String>,
-    /// Median and p95 of the runs' measurements, and `passed` when thresholds were given.
-    #[serde(default)]
+    /// Median and p95 of the runs' measurements, and `passed` when thresholds were given
+    /// (floats shown rounded, [`super::round_floats`]).
+    #[serde(default, serialize_with = "super::serialize_rounded_document")]
     pub aggregate: Option<serde_json::Value>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
@@ -407,6 +409,18 @@ mod tests {
             created_at: t0(),
             updated_at: t0(),
         }
+    }
+
+    #[test]
+    fn measurements_show_without_float_noise() {
+        let mut noisy = run();
+        noisy.measurements = Some(json!({"mos": 4.300_000_000_000_001,
+            "loss_percent": 0.899_999_999_999_999_9, "packets_lost": 6}));
+        let value = serde_json::to_value(&noisy).expect("serializes");
+        assert_eq!(
+            value["measurements"],
+            json!({"mos": 4.3, "loss_percent": 0.9, "packets_lost": 6})
+        );
     }
 
     #[test]

@@ -3,8 +3,24 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{get_enum, get_json, get_ts, ts, write_error, Result, Store, StoreError};
-use crate::model::Agent;
+use chrono::{DateTime, Utc};
+
+use super::{get_enum, get_json, get_ts, ts, write_error, Result, RowFilter, Store, StoreError};
+use crate::model::{Agent, AgentStatus};
+
+/// What [`Store::remove_agent`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentRemoval {
+    /// The agent had no calls, test runs or batches: its row is gone.
+    Deleted,
+    /// Calls, test runs or batches name the agent: it is kept with status `archived`.
+    Archived,
+}
+
+/// Whether a call, test run or test batch names agent `agents.id` (SQL, for `agents` rows).
+const IN_USE: &str = "(EXISTS (SELECT 1 FROM calls c WHERE c.agent_id = agents.id) \
+     OR EXISTS (SELECT 1 FROM test_call_runs r WHERE r.agent_id = agents.id) \
+     OR EXISTS (SELECT 1 FROM test_call_batches b WHERE b.agent_id = agents.id))";
 
 const COLUMNS: &str = "id, org_id, name, prompt, greeting, status, runtime, \
                        default_call_settings, created_at, updated_at";
@@ -38,15 +54,59 @@ impl Store {
             .await
     }
 
-    /// One page of the organisation's agents, newest first, and how many it has in all.
+    /// One page of the organisation's agents, newest first, and how many it has in all;
+    /// archived agents only with `include_archived`.
     pub async fn list_agents(
         &self,
         org_id: &str,
+        include_archived: bool,
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<Agent>, u64)> {
-        self.list_scoped("agents", COLUMNS, org_id, limit, offset, agent_from_row)
+        let archived = (!include_archived).then_some(AgentStatus::Archived.as_str());
+        let filter = RowFilter::owned_by(org_id).and_ne("status", archived);
+        self.list_filtered("agents", COLUMNS, &filter, limit, offset, agent_from_row)
             .await
+    }
+
+    /// Removes the organisation's agent `id` without leaving a record that points nowhere:
+    /// an agent that calls, test runs or test batches name is archived (status `archived`,
+    /// `updated_at` = `now`); one that nothing names is deleted, its phone numbers becoming
+    /// unassigned. [`StoreError::NotFound`] when there is no such agent.
+    pub async fn remove_agent(
+        &self,
+        org_id: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AgentRemoval> {
+        let mut tx = self.pool.begin().await?;
+        let archived = sqlx::query(&format!(
+            "UPDATE agents SET status = ?, updated_at = ? \
+             WHERE org_id = ? AND id = ? AND {IN_USE}"
+        ))
+        .bind(AgentStatus::Archived.as_str())
+        .bind(ts(&now))
+        .bind(org_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let removal = if archived.rows_affected() > 0 {
+            AgentRemoval::Archived
+        } else {
+            let deleted = sqlx::query(&format!(
+                "DELETE FROM agents WHERE org_id = ? AND id = ? AND NOT {IN_USE}"
+            ))
+            .bind(org_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if deleted.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            AgentRemoval::Deleted
+        };
+        tx.commit().await?;
+        Ok(removal)
     }
 
     /// Writes every field of the agent (as given, `updated_at` included).
@@ -190,7 +250,14 @@ pub(crate) mod tests {
             store.update_agent(&theirs).await,
             Err(StoreError::NotFound)
         ));
-        assert_eq!(store.list_agents("org_a", 50, 0).await.expect("list").1, 0);
+        assert_eq!(
+            store
+                .list_agents("org_a", false, 50, 0)
+                .await
+                .expect("list")
+                .1,
+            0
+        );
         let kept = store
             .get_agent("org_b", &theirs.id)
             .await
@@ -211,17 +278,79 @@ pub(crate) mod tests {
             .insert_agent(&agent("org_b", 99))
             .await
             .expect("insert");
-        let (page, total) = store.list_agents("org_a", 2, 0).await.expect("page 1");
+        let (page, total) = store
+            .list_agents("org_a", false, 2, 0)
+            .await
+            .expect("page 1");
         assert_eq!(total, 5);
         let names: Vec<_> = page.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["agent 4", "agent 3"]);
-        let (page, total) = store.list_agents("org_a", 2, 4).await.expect("last page");
+        let (page, total) = store
+            .list_agents("org_a", false, 2, 4)
+            .await
+            .expect("last page");
         assert_eq!((page.len(), total), (1, 5));
         assert_eq!(page[0].name, "agent 0");
         let (page, total) = store
-            .list_agents("org_a", 2, 10)
+            .list_agents("org_a", false, 2, 10)
             .await
             .expect("past the end");
         assert_eq!((page.len(), total), (0, 5));
+    }
+
+    #[tokio::test]
+    async fn an_agent_with_calls_is_archived_one_without_is_deleted() {
+        let (store, _dir) = temp_store().await;
+        let used = agent("org_a", 0);
+        let unused = agent("org_a", 1);
+        store.insert_agent(&used).await.expect("insert");
+        store.insert_agent(&unused).await.expect("insert");
+        let call = crate::store::calls::tests::call(
+            "org_a",
+            &used.id,
+            crate::model::CallDirection::Outbound,
+            2,
+        );
+        store.insert_call(&call).await.expect("call");
+
+        assert!(matches!(
+            store.remove_agent("org_b", &used.id, at(3)).await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(
+            store
+                .remove_agent("org_a", &used.id, at(3))
+                .await
+                .expect("remove"),
+            AgentRemoval::Archived
+        );
+        let kept = store.get_agent("org_a", &used.id).await.expect("kept");
+        assert_eq!(
+            (kept.status, kept.updated_at),
+            (AgentStatus::Archived, at(3))
+        );
+        assert_eq!(
+            store
+                .remove_agent("org_a", &unused.id, at(3))
+                .await
+                .expect("remove"),
+            AgentRemoval::Deleted
+        );
+        assert!(matches!(
+            store.get_agent("org_a", &unused.id).await,
+            Err(StoreError::NotFound)
+        ));
+
+        let (listed, total) = store
+            .list_agents("org_a", false, 50, 0)
+            .await
+            .expect("list");
+        assert_eq!(
+            (listed.len(), total),
+            (0, 0),
+            "archived agents are not listed"
+        );
+        let (listed, total) = store.list_agents("org_a", true, 50, 0).await.expect("list");
+        assert_eq!((total, listed[0].id.as_str()), (1, used.id.as_str()));
     }
 }

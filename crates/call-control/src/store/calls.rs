@@ -224,7 +224,7 @@ fn call_from_row(row: &SqliteRow) -> Result<Call> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -232,7 +232,8 @@ mod tests {
     use crate::model::{CallOutcome, CallSettings, MediaStats, TranscriptEntry};
     use crate::store::test_support::{at, temp_store};
 
-    fn call(org_id: &str, agent_id: &str, direction: CallDirection, secs: i64) -> Call {
+    /// A queued call of `org_id` and `agent_id` created at made-up second `secs`.
+    pub(crate) fn call(org_id: &str, agent_id: &str, direction: CallDirection, secs: i64) -> Call {
         Call {
             id: ids::new_id(ids::CALL),
             org_id: org_id.into(),

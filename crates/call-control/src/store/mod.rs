@@ -30,7 +30,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, SqlitePool};
 
+pub use agents::AgentRemoval;
 pub use calls::CallFilter;
+pub use idempotency::StoredResponse;
 pub use orgs::{hash_key, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
 pub use test_calls::{RecoveredTestCalls, TestCallAdmission, TestRunFilter};
@@ -439,6 +441,17 @@ impl<'a> RowFilter<'a> {
             condition: String::from("org_id = ?"),
             binds: vec![org_id],
         }
+    }
+
+    /// Narrows to rows whose `column` differs from `value`, when there is a value.
+    pub(crate) fn and_ne(mut self, column: &'static str, value: Option<&'a str>) -> Self {
+        if let Some(value) = value {
+            self.condition.push_str(" AND ");
+            self.condition.push_str(column);
+            self.condition.push_str(" <> ?");
+            self.binds.push(value);
+        }
+        self
     }
 
     /// Narrows to rows whose `column` equals `value`, when there is a value.

@@ -196,6 +196,24 @@ impl TestApi {
         self.dispatch(request).await
     }
 
+    /// POST of raw bytes with the `acme` key and `X-Idempotency-Key: idempotency_key`.
+    pub async fn post_raw_with_key(
+        &self,
+        path: &str,
+        idempotency_key: &str,
+        bytes: &[u8],
+    ) -> Reply {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", self.key))
+            .header("content-type", "application/json")
+            .header("x-idempotency-key", idempotency_key)
+            .body(Body::from(bytes.to_vec()))
+            .expect("valid request");
+        self.dispatch(request).await
+    }
+
     async fn dispatch(&self, request: Request<Body>) -> Reply {
         let response = self
             .router
