@@ -1029,3 +1029,116 @@ async fn a_phone_number_target_tests_the_agent_it_is_assigned_to() {
     assert_eq!(by_type.body["meta"]["pagination"]["total"], json!(2));
     runs_end(&api).await;
 }
+
+/// Follows `$ref`s (and a single-entry `allOf`, as generators wrap a described reference)
+/// to the schema they name.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let pointer = reference.strip_prefix('#').expect("a local reference");
+        return resolve(doc, doc.pointer(pointer).expect("the reference resolves"));
+    }
+    match schema["allOf"].as_array().map(Vec::as_slice) {
+        Some([only]) => resolve(doc, only),
+        _ => schema,
+    }
+}
+
+/// The JSON request body schema of `method` on `path`.
+fn request_schema<'a>(doc: &'a Value, path: &str, method: &str) -> &'a Value {
+    let schema =
+        &doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"];
+    resolve(doc, schema)
+}
+
+/// The schema of `data` in the 200 or 201 answer of `method` on `path`.
+fn data_schema<'a>(doc: &'a Value, path: &str, method: &str) -> &'a Value {
+    let responses = &doc["paths"][path][method]["responses"];
+    let answer = if responses.get("201").is_some() {
+        &responses["201"]
+    } else {
+        &responses["200"]
+    };
+    let envelope = resolve(doc, &answer["content"]["application/json"]["schema"]);
+    let data = resolve(doc, &envelope["properties"]["data"]);
+    match data.get("items") {
+        Some(items) => resolve(doc, items),
+        None => data,
+    }
+}
+
+fn required(schema: &Value) -> Vec<&str> {
+    schema["required"]
+        .as_array()
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Whether `key` holds `value` anywhere inside `schema`.
+fn holds(schema: &Value, key: &str, value: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| (k == key && v == value) || holds(v, key, value)),
+        Value::Array(items) => items.iter().any(|v| holds(v, key, value)),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_shows_the_test_call_shapes() {
+    let api = TestApi::start().await;
+    let doc = api
+        .send(Method::GET, "/openapi.json", None, None, &[])
+        .await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let doc = &doc.body;
+    let runs = "/api/public/v1/test-calls";
+    let batches = "/api/public/v1/test-call-batches";
+
+    for path in [runs, batches] {
+        let create = request_schema(doc, path, "post");
+        assert!(
+            !required(create).contains(&"scenario_prompt"),
+            "{path}: scenario_prompt is optional: {create}"
+        );
+        let mode = resolve(doc, &create["properties"]["mode"]);
+        assert!(
+            holds(&create["properties"]["mode"], "default", &json!("bot"))
+                || holds(mode, "default", &json!("bot")),
+            "{path}: mode defaults to bot: {create}"
+        );
+        let object = data_schema(doc, path, "post");
+        let multiplier = &object["properties"]["charge_multiplier"];
+        assert!(
+            holds(multiplier, "type", &json!("integer")),
+            "{path}: an integer: {multiplier}"
+        );
+        assert!(
+            holds(multiplier, "readOnly", &json!(true)),
+            "{path}: read-only: {multiplier}"
+        );
+    }
+    let batch = data_schema(doc, batches, "get");
+    for field in ["name", "error_message", "requested_by_id", "started_at"] {
+        assert!(
+            batch["properties"].get(field).is_some(),
+            "the batch shows {field}: {batch}"
+        );
+    }
+    let filters = doc["paths"][batches]["get"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let status = filters
+        .iter()
+        .map(|param| resolve(doc, param))
+        .find(|param| param["name"] == "status")
+        .unwrap_or_else(|| panic!("a status filter: {filters:?}"));
+    assert!(
+        holds(
+            status,
+            "enum",
+            &json!(["in_progress", "completed", "failed"])
+        ),
+        "{status}"
+    );
+}
