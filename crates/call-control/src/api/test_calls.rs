@@ -392,14 +392,13 @@ fn target_fields(body: &mut Body, configured: u32) -> Option<Target> {
 }
 
 /// `charge_multiplier` is read-only: a request may repeat the operator's `configured` value
-/// (clients that send the documented default keep working) and gets 422 for any other, so
-/// that no caller believes it pays another price than it does.
+/// (clients that send the documented default keep working) or send `null` (not given), and
+/// gets 422 for any other, so that no caller believes it pays another price than it does.
 fn read_only_multiplier(body: &mut Body, configured: u32) {
-    if !body.has("charge_multiplier") {
+    let Some(given) = body.typed::<Value>("charge_multiplier") else {
         return;
-    }
-    let given = body.typed::<Value>("charge_multiplier");
-    if given.as_ref().and_then(Value::as_f64) != Some(f64::from(configured)) {
+    };
+    if !given.is_null() && given.as_f64() != Some(f64::from(configured)) {
         body.invalid(
             "charge_multiplier",
             format!(
@@ -786,14 +785,14 @@ mod tests {
 
     #[test]
     fn the_charge_multiplier_is_the_operators() {
-        for same in [json!(2), json!(2.0)] {
+        for same in [json!(2), json!(2.0), json!(null)] {
             let (target, result) = parse(json!({
                 "target_type": "agent", "target_id": "agt_1", "charge_multiplier": same,
             }));
             result.expect("repeating the configured value is harmless");
             assert_eq!(target.expect("target").charge_multiplier, 2);
         }
-        for other in [json!(1), json!(1.5), json!(3), json!("2"), json!(null)] {
+        for other in [json!(1), json!(1.5), json!(3), json!("2"), json!(0)] {
             let (_, result) = parse(json!({
                 "target_type": "agent", "target_id": "agt_1", "charge_multiplier": other,
             }));
