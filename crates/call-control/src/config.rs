@@ -596,7 +596,7 @@ impl Default for TestCallsConfig {
             bot_number: "+15550100000".into(),
             max_run_seconds: 120,
             audio_dir: None,
-            charge_multiplier: 2,
+            charge_multiplier: crate::model::DEFAULT_CHARGE_MULTIPLIER,
         }
     }
 }
