@@ -404,6 +404,39 @@ async fn bot_mode_joins_the_agent_in_process() {
     svc.stop().await;
 }
 
+/// Issue 11: a run asks for neither scenario nor mode, as the copied API allows: a `bot`
+/// run of the bot's default scenario, which completes; a `sip` run without a scenario
+/// completes over real SIP too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_without_a_scenario_play_the_default_one() {
+    let svc = service(7).await;
+    let agent = echo_agent(&svc, "+15557070001").await;
+    let plain = create_run(&svc, json!({"target_type": "agent", "target_id": agent})).await;
+    assert_eq!(plain["mode"], "bot", "{plain}");
+    assert!(plain["scenario_prompt"].is_null(), "{plain}");
+    let sip = create_run(
+        &svc,
+        json!({"target_type": "agent", "target_id": agent, "mode": "sip"}),
+    )
+    .await;
+
+    for created in [&plain, &sip] {
+        let run = wait_run(&svc, created).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert!(run["error_message"].is_null(), "{run}");
+        assert!(run["scenario_prompt"].is_null(), "{run}");
+        let m = &run["measurements"];
+        assert_eq!(m["utterances"], 1, "the default scenario's one line: {m}");
+        assert_eq!(m["hangup_by"], "bot", "the default scenario hangs up: {m}");
+        number(&m["response_latency_ms"]["p50"], "the echo answered");
+        let agent_leg = call(&svc, run["call_id"].as_str().expect("call_id")).await;
+        assert_eq!(agent_leg["status"], "ended", "{agent_leg}");
+    }
+    let sip = wait_run(&svc, &sip).await;
+    assert!(sip["sip_call_id"].is_string(), "both legs over SIP: {sip}");
+    svc.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_during_a_batch_fails_the_runs_in_flight() {
     let svc = service(6).await;
@@ -451,6 +484,14 @@ async fn a_restart_during_a_batch_fails_the_runs_in_flight() {
     assert_eq!(status, 200);
     let batch = &value["data"];
     assert_eq!(batch["status"], "failed", "{batch}");
+    let why = batch["error_message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a failed batch says why: {batch}"));
+    assert!(why.starts_with("service_"), "{why}");
+    assert!(
+        batch["started_at"].is_string(),
+        "its first run had started: {batch}"
+    );
     assert_eq!(batch["total_runs"], 4);
     assert_eq!(batch["failed_runs"], 4, "{batch}");
     assert_eq!(batch["completed_runs"], 0, "{batch}");

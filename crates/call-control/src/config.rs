@@ -46,6 +46,7 @@ pub const KEYS: &[&str] = &[
     "test_calls.bot_number",
     "test_calls.max_run_seconds",
     "test_calls.audio_dir",
+    "test_calls.charge_multiplier",
     "websocket.connect_timeout_ms",
     "websocket.fallback_audio",
     "log.format",
@@ -243,7 +244,14 @@ pub struct TestCallsConfig {
     /// relative path inside it). Unset (the default): scripts speak only the shipped speech,
     /// so a script sent over the API can never make the service read another file.
     pub audio_dir: Option<PathBuf>,
+    /// Price of a test call's leg over a normal call's, a whole number from 0 (test calls
+    /// are free) to [`MAX_CHARGE_MULTIPLIER`] (default 2). The operator's alone: runs and
+    /// batches show it, read-only.
+    pub charge_multiplier: u32,
 }
+
+/// Largest `test_calls.charge_multiplier`.
+pub const MAX_CHARGE_MULTIPLIER: u32 = 100;
 
 /// `[websocket]`: the `websocket` agent runtime.
 #[derive(Clone, Debug, PartialEq)]
@@ -392,6 +400,16 @@ impl Config {
             }
             "test_calls.audio_dir" => {
                 self.test_calls.audio_dir = (!value.is_empty()).then(|| PathBuf::from(value))
+            }
+            "test_calls.charge_multiplier" => {
+                self.test_calls.charge_multiplier = match value.parse::<u32>() {
+                    Ok(multiplier) if multiplier <= MAX_CHARGE_MULTIPLIER => multiplier,
+                    _ => {
+                        return Err(invalid(format!(
+                            "expected a whole number from 0 to {MAX_CHARGE_MULTIPLIER}"
+                        )))
+                    }
+                }
             }
             "websocket.connect_timeout_ms" => {
                 self.websocket.connect_timeout_ms = parse_positive(value).map_err(invalid)?
@@ -628,6 +646,7 @@ impl Default for TestCallsConfig {
             bot_number: "+15550100000".into(),
             max_run_seconds: 120,
             audio_dir: None,
+            charge_multiplier: crate::model::DEFAULT_CHARGE_MULTIPLIER,
         }
     }
 }
@@ -707,6 +726,7 @@ mod tests {
         assert_eq!(config.test_calls.bot_number, "+15550100000");
         assert_eq!(config.test_calls.max_run_seconds, 120);
         assert_eq!(config.test_calls.max_run(), Duration::from_secs(120));
+        assert_eq!(config.test_calls.charge_multiplier, 2);
         assert_eq!(config.log.format, LogFormat::Text);
         assert_eq!(config.log.level, "info");
     }
@@ -741,6 +761,7 @@ mod tests {
             max_concurrent_runs = 1
             bot_number = "+15550109999"
             max_run_seconds = 30
+            charge_multiplier = 3
             [log]
             format = "json"
             level = "call_control=debug,info"
@@ -769,6 +790,7 @@ mod tests {
         assert_eq!(config.test_calls.max_concurrent_runs, 1);
         assert_eq!(config.test_calls.bot_number, "+15550109999");
         assert_eq!(config.test_calls.max_run_seconds, 30);
+        assert_eq!(config.test_calls.charge_multiplier, 3);
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.log.level, "call_control=debug,info");
     }
@@ -786,6 +808,7 @@ mod tests {
                 ("DIALCORE_TEST_CALLS_MAX_CONCURRENT_RUNS", "9"),
                 ("DIALCORE_TEST_CALLS_BOT_NUMBER", "+15550100001"),
                 ("DIALCORE_TEST_CALLS_MAX_RUN_SECONDS", "45"),
+                ("DIALCORE_TEST_CALLS_CHARGE_MULTIPLIER", "0"),
                 ("DIALCORE_LOG_FORMAT", "JSON"),
                 ("DIALCORE_SOMETHING_ELSE", "ignored"),
                 ("PATH", "/usr/bin"),
@@ -800,6 +823,7 @@ mod tests {
         assert_eq!(config.test_calls.max_concurrent_runs, 9);
         assert_eq!(config.test_calls.bot_number, "+15550100001");
         assert_eq!(config.test_calls.max_run_seconds, 45);
+        assert_eq!(config.test_calls.charge_multiplier, 0, "free test calls");
         assert_eq!(config.log.format, LogFormat::Json);
     }
 
@@ -862,6 +886,18 @@ mod tests {
             (
                 "[test_calls]\nmax_run_seconds = 0",
                 "test_calls.max_run_seconds",
+            ),
+            (
+                "[test_calls]\ncharge_multiplier = 1.5",
+                "test_calls.charge_multiplier",
+            ),
+            (
+                "[test_calls]\ncharge_multiplier = -1",
+                "test_calls.charge_multiplier",
+            ),
+            (
+                "[test_calls]\ncharge_multiplier = 101",
+                "test_calls.charge_multiplier",
             ),
             (
                 "[api]\nrate_limit_per_minute = [1]",

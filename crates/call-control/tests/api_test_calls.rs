@@ -2,7 +2,10 @@
 //! `POST /agents/{id}/test-call` — every error in its order (422 validation, 400 consent, 404
 //! target, 429 concurrent runs, 402 estimate), defaults, batch shape and prompt rotation,
 //! list filters and pagination, organisation isolation, idempotency, and runs carried to
-//! their end by the real runner (mode `bot`: no SIP needed).
+//! their end by the real runner (mode `bot`: no SIP needed). What a request leaves out
+//! (mode `bot`, the default scenario, no batch name) and what it cannot set (the operator's
+//! `charge_multiplier`), the batch's `requested_by_id`/`started_at`/`error_message`, and
+//! test calls with agents that are not live yet.
 
 mod api_support;
 
@@ -11,7 +14,10 @@ use std::time::Duration;
 use api_support::{silent_udp_port, TestApi};
 use axum::http::{Method, StatusCode};
 use call_control::ids;
-use call_control::model::{TestCallRun, TestDirection, TestMode, TestRunStatus, TestTargetType};
+use call_control::model::{
+    TestBatchStatus, TestCallBatch, TestCallRun, TestDirection, TestMode, TestRunStatus,
+    TestTargetType,
+};
 use chrono::Utc;
 use serde_json::{json, Value};
 
@@ -53,12 +59,12 @@ async fn stored_run(
         agent_id: agent.to_owned(),
         direction: TestDirection::Outbound,
         target_number: "+15550100000".into(),
-        scenario_prompt: SCENARIO.into(),
+        scenario_prompt: Some(SCENARIO.into()),
         mode: TestMode::Bot,
         status,
         network_profile: "clean".into(),
         thresholds: None,
-        charge_multiplier: 2.0,
+        charge_multiplier: 2,
         estimated_cost_cents: 8,
         call_id: None,
         sip_call_id: None,
@@ -76,6 +82,91 @@ async fn stored_run(
         .await
         .expect("run stored");
     run
+}
+
+/// A batch of one run stored directly with `status` (never launched), for the list filter.
+async fn stored_batch(api: &TestApi, agent: &str, status: TestBatchStatus) -> TestCallBatch {
+    let now = Utc::now();
+    let id = ids::new_id(ids::TEST_CALL_BATCH);
+    let mut run = stored_run_record(api, agent).await;
+    run.batch_id = Some(id.clone());
+    let batch = TestCallBatch {
+        id,
+        org_id: run.org_id.clone(),
+        target_type: TestTargetType::Agent,
+        target_id: agent.to_owned(),
+        agent_id: agent.to_owned(),
+        name: None,
+        direction: TestDirection::Outbound,
+        mode: TestMode::Bot,
+        target_number: "+15550100000".into(),
+        scenario_prompt: None,
+        scenario_prompts: Vec::new(),
+        network_profile: "clean".into(),
+        thresholds: None,
+        charge_multiplier: 2,
+        estimated_cost_cents: 8,
+        run_count: 1,
+        stagger_seconds: 0,
+        status,
+        total_runs: 1,
+        completed_runs: 0,
+        failed_runs: 0,
+        run_ids: vec![run.id.clone()],
+        aggregate: None,
+        error_message: None,
+        requested_by_id: None,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        completed_at: None,
+    };
+    api.state
+        .store
+        .insert_test_batch(&batch, &[run])
+        .await
+        .expect("batch stored");
+    batch
+}
+
+/// A finished run of the `acme` organisation, not stored.
+async fn stored_run_record(api: &TestApi, agent: &str) -> TestCallRun {
+    let now = Utc::now();
+    TestCallRun {
+        id: ids::new_id(ids::TEST_CALL_RUN),
+        org_id: api.org_of(&api.key).await,
+        target_type: TestTargetType::Agent,
+        target_id: agent.to_owned(),
+        agent_id: agent.to_owned(),
+        direction: TestDirection::Outbound,
+        target_number: "+15550100000".into(),
+        scenario_prompt: None,
+        mode: TestMode::Bot,
+        status: TestRunStatus::Completed,
+        network_profile: "clean".into(),
+        thresholds: None,
+        charge_multiplier: 2,
+        estimated_cost_cents: 8,
+        call_id: None,
+        sip_call_id: None,
+        measurements: None,
+        error_message: None,
+        batch_id: None,
+        started_at: None,
+        completed_at: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// `pagination.total` of a list answer (beside `data` and `meta` as DESIGN.md shows it, or
+/// inside `meta` where an older envelope put it).
+fn total(reply: &api_support::Reply) -> Value {
+    let pagination = match reply.body.get("pagination") {
+        Some(pagination) => pagination,
+        None => &reply.body["meta"]["pagination"],
+    };
+    pagination["total"].clone()
 }
 
 fn fields(reply: &api_support::Reply) -> &serde_json::Map<String, Value> {
@@ -96,22 +187,34 @@ async fn a_run_is_created_queued_with_defaults_and_carried_to_its_end() {
     let api = TestApi::start().await;
     let agent = api.agent("active", "You answer questions.").await;
 
-    // Without consent the service tells the estimate: mode sip by default, two legs of
-    // test_calls.max_run_seconds (120 s) at 2 cents a minute, times 2.
+    // Without consent the service tells the estimate: mode bot by default, one leg of
+    // test_calls.max_run_seconds (120 s) at 2 cents a minute, times 2; sip is two legs.
     let mut ask = run_body(&agent);
     ask.as_object_mut().expect("object").remove("mode");
     ask.as_object_mut()
         .expect("object")
         .remove("consent_to_charge");
-    let priced = api.post(RUNS, ask).await;
+    let priced = api.post(RUNS, ask.clone()).await;
     assert_eq!(priced.status, StatusCode::BAD_REQUEST, "{}", priced.body);
     assert_eq!(priced.code(), "consent_required");
+    assert_eq!(
+        priced.body["error"]["details"]["estimated_cost_cents"],
+        json!(8)
+    );
+    ask["mode"] = json!("sip");
+    let priced = api.post(RUNS, ask).await;
     assert_eq!(
         priced.body["error"]["details"]["estimated_cost_cents"],
         json!(16)
     );
 
-    let created = api.post(RUNS, run_body(&agent)).await;
+    // Neither mode nor scenario: a bot run of the bot's default scenario.
+    let created = api
+        .post(
+            RUNS,
+            json!({"target_type": "agent", "target_id": agent, "consent_to_charge": true}),
+        )
+        .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     let run = created.data();
     let id = run["id"].as_str().expect("id").to_owned();
@@ -123,8 +226,10 @@ async fn a_run_is_created_queued_with_defaults_and_carried_to_its_end() {
     assert_eq!(run["direction"], json!("outbound"));
     assert_eq!(run["target_number"], json!("+15550100000"));
     assert_eq!(run["mode"], json!("bot"));
+    assert_eq!(run["scenario_prompt"], json!(null));
     assert_eq!(run["network_profile"], json!("clean"));
-    assert_eq!(run["charge_multiplier"], json!(2.0));
+    assert!(run["charge_multiplier"].is_u64(), "an integer: {run}");
+    assert_eq!(run["charge_multiplier"], json!(2));
     assert_eq!(run["estimated_cost_cents"], json!(8));
     assert_eq!(run["thresholds"], json!(null));
     assert_eq!(run["batch_id"], json!(null));
@@ -162,6 +267,16 @@ async fn a_run_is_created_queued_with_defaults_and_carried_to_its_end() {
         done["measurements"]["response_latency_ms"]["p50"].is_number(),
         "{done}"
     );
+    assert!(
+        done["measurements"]["utterances"].as_u64() >= Some(1),
+        "the default scenario spoke: {done}"
+    );
+    assert!(
+        done["charge_multiplier"].is_u64(),
+        "the same JSON type after the run: {done}"
+    );
+    assert_eq!(done["charge_multiplier"], json!(2));
+    assert_eq!(done["scenario_prompt"], json!(null));
 }
 
 #[tokio::test]
@@ -172,13 +287,18 @@ async fn create_errors_come_in_their_order() {
     let empty = api.post(RUNS, json!({})).await;
     assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(empty.code(), "validation_error");
-    for field in ["target_type", "target_id", "scenario_prompt"] {
+    for field in ["target_type", "target_id"] {
         assert!(
             fields(&empty).contains_key(field),
             "{field}: {}",
             empty.body
         );
     }
+    assert!(
+        !fields(&empty).contains_key("scenario_prompt"),
+        "optional: {}",
+        empty.body
+    );
 
     // Every bad field at once; validation comes before consent.
     let bad = api
@@ -322,14 +442,30 @@ async fn create_errors_come_in_their_order() {
         poor.body["error"]["details"]["estimated_cost_cents"],
         json!(8)
     );
-    // With 8 cents, a run at multiplier 1 (estimated 4 cents) is accepted.
-    api.state.store.add_credits(&org, 5).await.expect("credit");
+    // Asking for multiplier 1 (half the estimate, 4 cents) does not make it affordable: the
+    // multiplier is the operator's, and the request is refused naming the field.
     let mut cheap = run_body(&agent);
     cheap["charge_multiplier"] = json!(1);
-    let accepted = api.post(RUNS, cheap).await;
+    let refused = api.post(RUNS, cheap).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    let message = fields(&refused)["charge_multiplier"]
+        .as_str()
+        .expect("message");
+    assert!(message.starts_with("is read-only"), "{message}");
+    // With 8 cents, a run at the configured multiplier (estimated 8 cents) is accepted; a
+    // request may repeat the configured value.
+    api.state.store.add_credits(&org, 5).await.expect("credit");
+    let mut same = run_body(&agent);
+    same["charge_multiplier"] = json!(2);
+    let accepted = api.post(RUNS, same).await;
     assert_eq!(accepted.status, StatusCode::CREATED, "{}", accepted.body);
-    assert_eq!(accepted.data()["estimated_cost_cents"], json!(4));
-    assert_eq!(accepted.data()["charge_multiplier"], json!(1.0));
+    assert_eq!(accepted.data()["estimated_cost_cents"], json!(8));
+    assert_eq!(accepted.data()["charge_multiplier"], json!(2));
     runs_end(&api).await;
 }
 
@@ -341,6 +477,7 @@ async fn a_batch_answers_in_progress_and_rotates_its_prompts() {
         .post(
             BATCHES,
             json!({"target_type": "agent", "target_id": agent, "mode": "bot", "run_count": 3,
+                   "name": "Nightly regression",
                    "stagger_seconds": 1, "network_profile": "jittery",
                    "scenario_prompts": ["Hello, first question.", "Hello, second question."],
                    "thresholds": {"response_latency_p95_ms": 5000},
@@ -364,6 +501,23 @@ async fn a_batch_answers_in_progress_and_rotates_its_prompts() {
         batch["thresholds"],
         json!({"response_latency_p95_ms": 5000.0})
     );
+    assert_eq!(batch["name"], json!("Nightly regression"));
+    let (key_id, _) = api
+        .state
+        .store
+        .key_and_org(&api.key)
+        .await
+        .expect("store answers")
+        .expect("known key");
+    assert!(key_id.starts_with("key_"), "{key_id}");
+    assert_eq!(
+        batch["requested_by_id"],
+        json!(key_id),
+        "the id of the API key that asked, never the secret"
+    );
+    assert_eq!(batch["started_at"], json!(null), "no run has started yet");
+    assert_eq!(batch["error_message"], json!(null));
+    assert!(batch["charge_multiplier"].is_u64(), "{batch}");
     let run_ids: Vec<String> = batch["run_ids"]
         .as_array()
         .expect("run_ids")
@@ -413,6 +567,16 @@ async fn a_batch_answers_in_progress_and_rotates_its_prompts() {
     assert_eq!(done["failed_runs"], json!(0), "{done}");
     assert!(done["completed_at"].is_string(), "{done}");
     assert!(done["aggregate"].is_object(), "{done}");
+    assert_eq!(done["error_message"], json!(null), "{done}");
+    assert_eq!(done["requested_by_id"], json!(key_id));
+    assert_eq!(done["name"], json!("Nightly regression"));
+    let first = api.get(&format!("{RUNS}/{}", run_ids[0])).await;
+    assert!(first.data()["started_at"].is_string(), "{}", first.body);
+    assert_eq!(
+        done["started_at"],
+        first.data()["started_at"],
+        "the batch started with its first run: {done}"
+    );
 }
 
 #[tokio::test]
@@ -442,7 +606,10 @@ async fn batch_fields_are_validated() {
             json!({"scenario_prompts": ["a"], "scenario_prompt": SCENARIO}),
             "scenario_prompts",
         ),
-        (json!({"scenario_prompt": null}), "scenario_prompt"),
+        (json!({"name": ""}), "name"),
+        (json!({"name": 7}), "name"),
+        (json!({"name": "x".repeat(201)}), "name"),
+        (json!({"charge_multiplier": 1}), "charge_multiplier"),
         (
             json!({"scenario_prompt": null, "scenario_prompts": []}),
             "scenario_prompts",
@@ -489,6 +656,141 @@ async fn batch_fields_are_validated() {
         json!(0),
         "no refused request stored anything"
     );
+}
+
+#[tokio::test]
+async fn a_batch_may_leave_out_scenario_mode_and_name() {
+    let api = TestApi::start().await;
+    let agent = api.agent("active", "You answer questions.").await;
+    let created = api
+        .post(
+            BATCHES,
+            json!({"target_type": "agent", "target_id": agent, "run_count": 2,
+                   "consent_to_charge": true}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let batch = created.data().clone();
+    assert_eq!(batch["mode"], json!("bot"));
+    assert_eq!(batch["estimated_cost_cents"], json!(16), "two bot runs");
+    assert_eq!(batch["name"], json!(null));
+    assert_eq!(batch["scenario_prompt"], json!(null));
+    assert_eq!(batch["scenario_prompts"], json!([]));
+    runs_end(&api).await;
+    let id = batch["id"].as_str().expect("id");
+    let done = api.get(&format!("{BATCHES}/{id}")).await;
+    let done = done.data();
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    assert_eq!(done["completed_runs"], json!(2), "{done}");
+    for run_id in done["run_ids"].as_array().expect("run_ids") {
+        let run = api
+            .get(&format!("{RUNS}/{}", run_id.as_str().expect("id")))
+            .await;
+        assert_eq!(run.data()["scenario_prompt"], json!(null), "{}", run.body);
+        assert_eq!(run.data()["status"], json!("completed"), "{}", run.body);
+        assert!(
+            run.data()["measurements"]["utterances"].as_u64() >= Some(1),
+            "the default scenario ran: {}",
+            run.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn batches_are_listed_by_status() {
+    let api = TestApi::start().await;
+    let agent = api.agent("active", "You answer questions.").await;
+    let completed = stored_batch(&api, &agent, TestBatchStatus::Completed).await;
+    let failed = stored_batch(&api, &agent, TestBatchStatus::Failed).await;
+    stored_batch(&api, &agent, TestBatchStatus::InProgress).await;
+    assert_eq!(total(&api.get(BATCHES).await), json!(3));
+    for (status, id) in [("completed", &completed.id), ("failed", &failed.id)] {
+        let page = api.get(&format!("{BATCHES}?status={status}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert_eq!(total(&page), json!(1), "{status}: {}", page.body);
+        assert_eq!(page.data()[0]["id"], json!(id));
+    }
+    let page = api
+        .get(&format!("{BATCHES}?status=in_progress&limit=1"))
+        .await;
+    assert_eq!(total(&page), json!(1), "{}", page.body);
+    let bad = api.get(&format!("{BATCHES}?status=done")).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert_eq!(bad.code(), "validation_error");
+    assert_eq!(
+        fields(&bad)["status"],
+        json!("must be one of in_progress, completed, failed")
+    );
+    let theirs = api
+        .send(
+            Method::GET,
+            &format!("{BATCHES}?status=completed"),
+            Some(&api.other_key),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(total(&theirs), json!(0));
+}
+
+#[tokio::test]
+async fn the_operator_sets_the_charge_multiplier() {
+    let api = TestApi::with_config(|config| config.test_calls.charge_multiplier = 3).await;
+    let agent = api.agent("active", "You answer questions.").await;
+    // 120 s at 2 cents a minute, times 3, one leg.
+    let mut ask = run_body(&agent);
+    ask.as_object_mut()
+        .expect("object")
+        .remove("consent_to_charge");
+    let priced = api.post(RUNS, ask).await;
+    assert_eq!(
+        priced.body["error"]["details"]["estimated_cost_cents"],
+        json!(12),
+        "{}",
+        priced.body
+    );
+    // The documented default is not the configured value here: no caller picks its price.
+    for asked in [json!(2), json!(1), json!(2.5)] {
+        let mut body = run_body(&agent);
+        body["charge_multiplier"] = asked.clone();
+        let refused = api.post(RUNS, body).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{asked}: {}",
+            refused.body
+        );
+        let message = fields(&refused)["charge_multiplier"]
+            .as_str()
+            .expect("message");
+        assert!(
+            message.contains("read-only") && message.contains('3'),
+            "{message}"
+        );
+    }
+    let created = api.post(RUNS, run_body(&agent)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.data()["charge_multiplier"], json!(3));
+    assert_eq!(created.data()["estimated_cost_cents"], json!(12));
+    let batch = api
+        .post(
+            BATCHES,
+            json!({"target_type": "agent", "target_id": agent, "run_count": 2,
+                   "charge_multiplier": 3, "consent_to_charge": true}),
+        )
+        .await;
+    assert_eq!(batch.status, StatusCode::CREATED, "{}", batch.body);
+    assert_eq!(batch.data()["charge_multiplier"], json!(3));
+    assert_eq!(
+        batch.data()["estimated_cost_cents"],
+        json!(24),
+        "two runs at 12 cents"
+    );
+    let listed = api.get(RUNS).await;
+    for run in listed.data().as_array().expect("runs") {
+        assert_eq!(run["charge_multiplier"], json!(3), "{run}");
+    }
+    runs_end(&api).await;
 }
 
 #[tokio::test]
@@ -647,6 +949,53 @@ async fn agent_test_call_places_a_real_outbound_call() {
 }
 
 #[tokio::test]
+async fn an_agent_is_tested_before_it_goes_live() {
+    let api = TestApi::start().await;
+    let trunk = api.trunk(silent_udp_port()).await;
+    let draft = api.agent("draft", "Not live yet.").await;
+    api.number("+14155550130", &trunk, Some(&draft)).await;
+    let paused = api.agent("paused", "Paused for a fix.").await;
+    api.number("+14155550131", &trunk, Some(&paused)).await;
+
+    // POST /calls keeps refusing agents that are not live ...
+    let refused = api
+        .post(
+            "/api/public/v1/calls",
+            json!({"agent_id": draft, "phone_number": "+14155550123"}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.code(), "agent_not_active");
+    // ... and the test call places theirs: verifying an agent is what it is for.
+    for agent in [&draft, &paused] {
+        let placed = api
+            .post(
+                &format!("/api/public/v1/agents/{agent}/test-call"),
+                json!({"to": "+14155550123"}),
+            )
+            .await;
+        assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.body);
+        assert_eq!(placed.data()["agent_id"], json!(agent));
+        assert_eq!(placed.data()["status"], json!("initiated"));
+        let call_id = placed.data()["call_id"].as_str().expect("call_id");
+        let call = api.get(&format!("/api/public/v1/calls/{call_id}")).await;
+        assert_eq!(call.data()["agent_id"], json!(agent));
+        let hangup = api
+            .post(&format!("/api/public/v1/calls/{call_id}/hangup"), json!({}))
+            .await;
+        assert_eq!(hangup.status, StatusCode::ACCEPTED, "{}", hangup.body);
+    }
+
+    // A test-call run of the draft agent runs to its end too.
+    let created = api.post(RUNS, run_body(&draft)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    runs_end(&api).await;
+    let id = created.data()["id"].as_str().expect("id");
+    let done = api.get(&format!("{RUNS}/{id}")).await;
+    assert_eq!(done.data()["status"], json!("completed"), "{}", done.body);
+}
+
+#[tokio::test]
 async fn a_phone_number_target_tests_the_agent_it_is_assigned_to() {
     let api = TestApi::start().await;
     let trunk = api.trunk(silent_udp_port()).await;
@@ -676,4 +1025,117 @@ async fn a_phone_number_target_tests_the_agent_it_is_assigned_to() {
     let by_type = api.get(&format!("{RUNS}?target_type=phone_number")).await;
     assert_eq!(by_type.body["pagination"]["total"], json!(2));
     runs_end(&api).await;
+}
+
+/// Follows `$ref`s (and a single-entry `allOf`, as generators wrap a described reference)
+/// to the schema they name.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let pointer = reference.strip_prefix('#').expect("a local reference");
+        return resolve(doc, doc.pointer(pointer).expect("the reference resolves"));
+    }
+    match schema["allOf"].as_array().map(Vec::as_slice) {
+        Some([only]) => resolve(doc, only),
+        _ => schema,
+    }
+}
+
+/// The JSON request body schema of `method` on `path`.
+fn request_schema<'a>(doc: &'a Value, path: &str, method: &str) -> &'a Value {
+    let schema =
+        &doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"];
+    resolve(doc, schema)
+}
+
+/// The schema of `data` in the 200 or 201 answer of `method` on `path`.
+fn data_schema<'a>(doc: &'a Value, path: &str, method: &str) -> &'a Value {
+    let responses = &doc["paths"][path][method]["responses"];
+    let answer = if responses.get("201").is_some() {
+        &responses["201"]
+    } else {
+        &responses["200"]
+    };
+    let envelope = resolve(doc, &answer["content"]["application/json"]["schema"]);
+    let data = resolve(doc, &envelope["properties"]["data"]);
+    match data.get("items") {
+        Some(items) => resolve(doc, items),
+        None => data,
+    }
+}
+
+fn required(schema: &Value) -> Vec<&str> {
+    schema["required"]
+        .as_array()
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Whether `key` holds `value` anywhere inside `schema`.
+fn holds(schema: &Value, key: &str, value: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| (k == key && v == value) || holds(v, key, value)),
+        Value::Array(items) => items.iter().any(|v| holds(v, key, value)),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_shows_the_test_call_shapes() {
+    let api = TestApi::start().await;
+    let doc = api
+        .send(Method::GET, "/openapi.json", None, None, &[])
+        .await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let doc = &doc.body;
+    let runs = "/api/public/v1/test-calls";
+    let batches = "/api/public/v1/test-call-batches";
+
+    for path in [runs, batches] {
+        let create = request_schema(doc, path, "post");
+        assert!(
+            !required(create).contains(&"scenario_prompt"),
+            "{path}: scenario_prompt is optional: {create}"
+        );
+        let mode = resolve(doc, &create["properties"]["mode"]);
+        assert!(
+            holds(&create["properties"]["mode"], "default", &json!("bot"))
+                || holds(mode, "default", &json!("bot")),
+            "{path}: mode defaults to bot: {create}"
+        );
+        let object = data_schema(doc, path, "post");
+        let multiplier = &object["properties"]["charge_multiplier"];
+        assert!(
+            holds(multiplier, "type", &json!("integer")),
+            "{path}: an integer: {multiplier}"
+        );
+        assert!(
+            holds(multiplier, "readOnly", &json!(true)),
+            "{path}: read-only: {multiplier}"
+        );
+    }
+    let batch = data_schema(doc, batches, "get");
+    for field in ["name", "error_message", "requested_by_id", "started_at"] {
+        assert!(
+            batch["properties"].get(field).is_some(),
+            "the batch shows {field}: {batch}"
+        );
+    }
+    let filters = doc["paths"][batches]["get"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let status = filters
+        .iter()
+        .map(|param| resolve(doc, param))
+        .find(|param| param["name"] == "status")
+        .unwrap_or_else(|| panic!("a status filter: {filters:?}"));
+    assert!(
+        holds(
+            status,
+            "enum",
+            &json!(["in_progress", "completed", "failed"])
+        ),
+        "{status}"
+    );
 }

@@ -99,6 +99,19 @@ pub(super) async fn place_outbound(
     request: OutboundRequest,
     number_field: &'static str,
 ) -> Result<Call, ApiError> {
+    let active = |status: AgentStatus| status == AgentStatus::Active;
+    place_outbound_with(state, org, request, number_field, active).await
+}
+
+/// [`place_outbound`] for an agent whose status passes `may_call` (else 422
+/// `agent_not_active`): `POST /agents/{id}/test-call` also calls with agents not live yet.
+pub(super) async fn place_outbound_with(
+    state: &AppState,
+    org: &str,
+    request: OutboundRequest,
+    number_field: &'static str,
+    may_call: fn(AgentStatus) -> bool,
+) -> Result<Call, ApiError> {
     let org = org.to_owned();
     let OutboundRequest {
         agent_id,
@@ -125,7 +138,7 @@ pub(super) async fn place_outbound(
         .get_agent(&org, &agent_id)
         .await
         .map_err(|err| ApiError::from_store(err, "agent", &agent_id))?;
-    if agent.status != AgentStatus::Active {
+    if !may_call(agent.status) {
         return Err(ApiError::AgentNotActive {
             agent_id,
             status: agent.status.to_string(),

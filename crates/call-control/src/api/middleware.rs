@@ -40,6 +40,11 @@ const MAX_REQUEST_BODY: usize = 2 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgId(pub String);
 
+/// The id of the authenticated API key's record (`key_...`, never the secret; a request
+/// extension set by [`authenticate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyId(pub String);
+
 /// State of the idempotency middleware: the store and the keys of requests being served.
 #[derive(Clone)]
 pub struct Idempotency {
@@ -83,16 +88,17 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 }
 
 /// Checks `Authorization: Bearer <key>` (401 `unauthorized`), counts the request against the
-/// key's rate limit (429 `rate_limited`), and stores the key's organisation as [`OrgId`].
+/// key's rate limit (429 `rate_limited`), and stores the key's organisation as [`OrgId`] and
+/// the key's id as [`ApiKeyId`].
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let key = bearer_key(request.headers()).ok_or(ApiError::Unauthorized)?;
-    let org_id = state
+    let (key_id, org_id) = state
         .store
-        .org_for_key(&key)
+        .key_and_org(&key)
         .await?
         .ok_or(ApiError::Unauthorized)?;
     let now = Utc::now();
@@ -105,6 +111,7 @@ pub async fn authenticate(
             now,
         })?;
     request.extensions_mut().insert(OrgId(org_id));
+    request.extensions_mut().insert(ApiKeyId(key_id));
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     for (name, value) in [

@@ -3,12 +3,19 @@
 //! `POST /agents/{id}/test-call` (a real outbound call with an agent).
 //!
 //! A create request is checked in a fixed order: the body (422 `validation_error` naming
-//! each bad field, scenario scripts parsed by the runner), `consent_to_charge` (400
+//! each bad field, scenario scripts parsed by the runner; `charge_multiplier` is read-only),
+//! `consent_to_charge` (400
 //! `consent_required`, whose details carry `estimated_cost_cents`), the target (404 `agent_not_found` / `phone_number_not_found`; 422
 //! for a number assigned to no agent), the organisation's runs in flight (429
 //! `rate_limited`), the balance against the estimated cost (402 `insufficient_credits`).
 //! The runs are then stored `queued` (the concurrent-run limit is checked again by the
 //! insert itself, so racing requests cannot pass it) and handed to the [`TestRunner`].
+//!
+//! What a request leaves out: `mode` is `bot`, `direction` `outbound`, `network_profile`
+//! `clean`, and without a `scenario_prompt` the bot runs its default scenario. The price
+//! multiplier is the operator's (`[test_calls] charge_multiplier`): runs and batches show it,
+//! and a request may repeat that value but never set another, so no caller changes what it
+//! pays.
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,25 +32,24 @@ use super::calls::{self, OutboundRequest, RequestedSettings};
 use super::envelope::{self, Page};
 use super::error::ApiError;
 use super::extract::{Id, JsonBody, Params};
-use super::middleware::OrgId;
+use super::middleware::{ApiKeyId, OrgId};
 use super::validation::{one_of, query_enum, Body, FieldErrors};
 use super::AppState;
 use crate::ids;
 use crate::model::{
-    is_e164, test_call_cost_cents, Agent, TestBatchStatus, TestCallBatch, TestCallRun,
+    is_e164, test_call_cost_cents, Agent, AgentStatus, TestBatchStatus, TestCallBatch, TestCallRun,
     TestDirection, TestMode, TestRunStatus, TestTargetType, TestThresholds,
-    DEFAULT_CHARGE_MULTIPLIER, DEFAULT_NETWORK_PROFILE, MAX_BATCH_RUNS, MAX_STAGGER_SECONDS,
-    MIN_BATCH_RUNS, NETWORK_PROFILES,
+    DEFAULT_NETWORK_PROFILE, MAX_BATCH_RUNS, MAX_STAGGER_SECONDS, MIN_BATCH_RUNS, NETWORK_PROFILES,
 };
-use crate::store::{TestCallAdmission, TestRunFilter};
+use crate::store::{TestBatchFilter, TestCallAdmission, TestRunFilter};
 use crate::test_calls::TestRunner;
 
 /// Longest scenario prompt, in characters.
 pub const MAX_SCENARIO_LEN: usize = 20_000;
 /// Most prompts in a batch's `scenario_prompts`.
 pub const MAX_SCENARIO_PROMPTS: usize = 100;
-/// Largest `charge_multiplier` accepted.
-pub const MAX_CHARGE_MULTIPLIER: f64 = 100.0;
+/// Longest batch `name`, in characters.
+pub const MAX_BATCH_NAME_LEN: usize = 200;
 /// Lowest MOS an estimate gives (and so the lowest `thresholds.mos_min`).
 pub const MOS_MIN: f64 = 1.0;
 /// Highest MOS an estimate gives (and so the highest `thresholds.mos_min`).
@@ -59,7 +65,8 @@ struct Target {
     mode: TestMode,
     network_profile: String,
     thresholds: Option<Value>,
-    charge_multiplier: f64,
+    /// The operator's (`[test_calls] charge_multiplier`), never the request's.
+    charge_multiplier: u32,
     consent: Option<bool>,
 }
 
@@ -77,12 +84,12 @@ pub async fn create_run(
 ) -> Result<Response, ApiError> {
     let org = org.0;
     let mut body = Body::parse(&bytes)?;
-    body.require(&["target_type", "target_id", "scenario_prompt"]);
-    let target = target_fields(&mut body);
+    body.require(&["target_type", "target_id"]);
+    let target = target_fields(&mut body, state.config.test_calls.charge_multiplier);
     let audio_dir = state.config.test_calls.audio_dir.as_deref();
-    let scenario = scenario(&mut body, "scenario_prompt", audio_dir);
+    let scenario_prompt = scenario(&mut body, "scenario_prompt", audio_dir);
     body.finish()?;
-    let (Some(target), Some(scenario_prompt)) = (target, scenario) else {
+    let Some(target) = target else {
         return Err(ApiError::Internal(
             "required fields passed validation".into(),
         ));
@@ -152,30 +159,27 @@ pub async fn get_run(
 }
 
 /// `POST /test-call-batches`: `run_count` runs `stagger_seconds` apart, answered 201 with
-/// the batch `in_progress` and its `run_ids`.
+/// the batch `in_progress` and its `run_ids`; `requested_by_id` is the id of the API key.
 pub async fn create_batch(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
+    Extension(key): Extension<ApiKeyId>,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let org = org.0;
     let mut body = Body::parse(&bytes)?;
     body.require(&["target_type", "target_id", "run_count"]);
-    let target = target_fields(&mut body);
+    let target = target_fields(&mut body, state.config.test_calls.charge_multiplier);
+    let name = body.string("name", MAX_BATCH_NAME_LEN);
     let run_count = body.u32_in("run_count", MIN_BATCH_RUNS, MAX_BATCH_RUNS);
     let stagger_seconds = body
         .u32_in("stagger_seconds", 0, MAX_STAGGER_SECONDS)
         .unwrap_or(0);
-    match (body.has("scenario_prompt"), body.has("scenario_prompts")) {
-        (true, true) => body.invalid(
+    if body.has("scenario_prompt") && body.has("scenario_prompts") {
+        body.invalid(
             "scenario_prompts",
             "give either scenario_prompt or scenario_prompts, not both",
-        ),
-        (false, false) => body.invalid(
-            "scenario_prompt",
-            "is required (or scenario_prompts, a list rotated over the runs)",
-        ),
-        _ => {}
+        );
     }
     let audio_dir = state.config.test_calls.audio_dir.as_deref();
     let single = scenario(&mut body, "scenario_prompt", audio_dir);
@@ -197,6 +201,7 @@ pub async fn create_batch(
         target_type: target.target_type,
         target_id: target.target_id.clone(),
         agent_id: resolved.agent.id.clone(),
+        name,
         direction: target.direction,
         mode: target.mode,
         target_number: resolved.target_number.clone(),
@@ -214,13 +219,16 @@ pub async fn create_batch(
         failed_runs: 0,
         run_ids: Vec::new(),
         aggregate: None,
+        error_message: None,
+        requested_by_id: Some(key.0),
         created_at: now,
         updated_at: now,
+        started_at: None,
         completed_at: None,
     };
     let runs: Vec<TestCallRun> = (0..run_count as usize)
         .map(|index| {
-            let scenario_prompt = batch.scenario_for(index).unwrap_or_default().to_owned();
+            let scenario_prompt = batch.scenario_for(index).map(str::to_owned);
             queued_run(
                 &org,
                 &target,
@@ -247,16 +255,23 @@ pub async fn create_batch(
     .await
 }
 
-/// `GET /test-call-batches`: newest first.
+/// `GET /test-call-batches`: filter `status`; newest first.
 pub async fn list_batches(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
     Params(query): Params,
 ) -> Result<Response, ApiError> {
-    let page = Page::only(&query)?;
+    let mut errors = FieldErrors::new();
+    let page = Page::from_query(&query, &mut errors);
+    let filter = TestBatchFilter {
+        status: query_enum(&query, "status", TestBatchStatus::ALL, &mut errors),
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation { fields: errors });
+    }
     let (batches, total) = state
         .store
-        .list_test_batches(&org.0, page.limit.into(), page.offset)
+        .list_test_batches(&org.0, &filter, page.limit.into(), page.offset)
         .await?;
     envelope::list(batches, page, total)
 }
@@ -287,6 +302,9 @@ struct AgentTestCall {
 
 /// `POST /agents/{id}/test-call` {`to`, `from_number`}: a real outbound call with the
 /// agent, placed exactly as `POST /calls` places it; 201 `{call_id, status, to, agent_id}`.
+///
+/// Unlike `POST /calls`, the agent need not be live: the endpoint exists to verify an
+/// agent before it goes live ([`testable`]).
 pub async fn agent_test_call(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -310,7 +328,7 @@ pub async fn agent_test_call(
         variables: Default::default(),
         settings: RequestedSettings::default(),
     };
-    let call = calls::place_outbound(&state, &org.0, request, "to").await?;
+    let call = calls::place_outbound_with(&state, &org.0, request, "to", testable).await?;
     tracing::info!(call_id = %call.id, agent_id = %call.agent_id, "agent test call placed");
     envelope::created(AgentTestCall {
         call_id: call.id,
@@ -320,8 +338,19 @@ pub async fn agent_test_call(
     })
 }
 
-/// Reads the target, direction, mode, network and pricing fields, recording each problem.
-fn target_fields(body: &mut Body) -> Option<Target> {
+/// Whether an agent with `status` may be tested: a `draft` agent before it goes live, an
+/// `active` one, and a `paused` one (paused to be fixed, verified before it is resumed). A
+/// test call is the organisation's own deliberate call, not traffic the status holds back.
+fn testable(status: AgentStatus) -> bool {
+    matches!(
+        status,
+        AgentStatus::Draft | AgentStatus::Active | AgentStatus::Paused
+    )
+}
+
+/// Reads the target, direction, mode, network and pricing fields, recording each problem;
+/// `charge_multiplier` is the operator's `configured` one.
+fn target_fields(body: &mut Body, configured: u32) -> Option<Target> {
     let target_type = body_enum(body, "target_type", TestTargetType::ALL);
     let target_id = body.string("target_id", 64);
     let direction = body_enum(body, "direction", TestDirection::ALL);
@@ -347,19 +376,37 @@ fn target_fields(body: &mut Body) -> Option<Target> {
         );
     }
     let thresholds = thresholds(body);
-    let charge_multiplier = number_in(body, "charge_multiplier", 1.0, Some(MAX_CHARGE_MULTIPLIER));
+    read_only_multiplier(body, configured);
     let consent = body.bool("consent_to_charge");
     Some(Target {
         target_type: target_type?,
         target_id: target_id?,
         direction: direction.unwrap_or(TestDirection::Outbound),
         target_number,
-        mode: mode.unwrap_or(TestMode::Sip),
+        mode: mode.unwrap_or(TestMode::Bot),
         network_profile: network_profile.unwrap_or_else(|| DEFAULT_NETWORK_PROFILE.to_owned()),
         thresholds,
-        charge_multiplier: charge_multiplier.unwrap_or(DEFAULT_CHARGE_MULTIPLIER),
+        charge_multiplier: configured,
         consent,
     })
+}
+
+/// `charge_multiplier` is read-only: a request may repeat the operator's `configured` value
+/// (clients that send the documented default keep working) or send `null` (not given), and
+/// gets 422 for any other, so that no caller believes it pays another price than it does.
+fn read_only_multiplier(body: &mut Body, configured: u32) {
+    let Some(given) = body.typed::<Value>("charge_multiplier") else {
+        return;
+    };
+    if !given.is_null() && given.as_f64() != Some(f64::from(configured)) {
+        body.invalid(
+            "charge_multiplier",
+            format!(
+                "is read-only: the operator sets it ([test_calls] charge_multiplier, \
+                 {configured} here); leave it out"
+            ),
+        );
+    }
 }
 
 /// A scenario prompt: non-blank text that, when it is a script, parses.
@@ -485,7 +532,7 @@ fn queued_run(
     org: &str,
     target: &Target,
     resolved: &Resolved,
-    scenario_prompt: String,
+    scenario_prompt: Option<String>,
     estimated_cost_cents: i64,
     batch_id: Option<String>,
     now: chrono::DateTime<Utc>,
@@ -657,7 +704,7 @@ mod tests {
 
     fn parse(value: Value) -> (Option<Target>, Result<(), ApiError>) {
         let mut body = Body::parse(value.to_string().as_bytes()).expect("object");
-        let target = target_fields(&mut body);
+        let target = target_fields(&mut body, 2);
         (target, body.finish())
     }
 
@@ -674,9 +721,13 @@ mod tests {
         result.expect("valid");
         let target = target.expect("target");
         assert_eq!(target.direction, TestDirection::Outbound);
-        assert_eq!(target.mode, TestMode::Sip);
+        assert_eq!(
+            target.mode,
+            TestMode::Bot,
+            "the API it copies defaults to bot"
+        );
         assert_eq!(target.network_profile, "clean");
-        assert_eq!(target.charge_multiplier, 2.0);
+        assert_eq!(target.charge_multiplier, 2);
         assert_eq!(target.thresholds, None);
         assert_eq!(target.consent, None);
         assert_eq!(target.target_number, None);
@@ -715,7 +766,7 @@ mod tests {
         let (target, result) = parse(json!({
             "target_type": "phone_number", "target_id": "num_1",
             "thresholds": {"response_latency_p95_ms": 900, "mos_min": 3.6},
-            "charge_multiplier": 1, "consent_to_charge": true, "mode": "bot",
+            "consent_to_charge": true, "mode": "sip",
         }));
         result.expect("valid");
         let target = target.expect("target");
@@ -723,14 +774,42 @@ mod tests {
             target.thresholds,
             Some(json!({"response_latency_p95_ms": 900.0, "mos_min": 3.6}))
         );
-        assert_eq!(target.charge_multiplier, 1.0);
         assert_eq!(target.consent, Some(true));
-        assert_eq!(target.mode, TestMode::Bot);
+        assert_eq!(target.mode, TestMode::Sip);
         let (target, result) = parse(json!({
             "target_type": "agent", "target_id": "agt_1", "thresholds": {}
         }));
         result.expect("valid");
         assert_eq!(target.expect("target").thresholds, None);
+    }
+
+    #[test]
+    fn the_charge_multiplier_is_the_operators() {
+        for same in [json!(2), json!(2.0), json!(null)] {
+            let (target, result) = parse(json!({
+                "target_type": "agent", "target_id": "agt_1", "charge_multiplier": same,
+            }));
+            result.expect("repeating the configured value is harmless");
+            assert_eq!(target.expect("target").charge_multiplier, 2);
+        }
+        for other in [json!(1), json!(1.5), json!(3), json!("2"), json!(0)] {
+            let (_, result) = parse(json!({
+                "target_type": "agent", "target_id": "agt_1", "charge_multiplier": other,
+            }));
+            let fields = fields(result);
+            assert!(
+                fields["charge_multiplier"].starts_with("is read-only"),
+                "{other}: {fields:?}"
+            );
+            assert!(fields["charge_multiplier"].contains("2 here"), "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn drafts_and_paused_agents_may_be_tested() {
+        for status in [AgentStatus::Draft, AgentStatus::Active, AgentStatus::Paused] {
+            assert!(testable(status), "{status}");
+        }
     }
 
     #[test]

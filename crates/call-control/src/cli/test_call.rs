@@ -238,6 +238,22 @@ pub fn summary_table(runs: &[Value]) -> String {
     out
 }
 
+/// What a batch adds to the summary: why it failed, when it did, then its aggregate.
+pub fn batch_lines(batch: &Value) -> String {
+    let mut out = String::new();
+    if let Some(why) = batch["error_message"].as_str() {
+        let _ = writeln!(out, "\nBatch {} failed: {why}", text(&batch["id"]));
+    }
+    if batch["aggregate"].is_object() {
+        let _ = write!(
+            out,
+            "\nBatch aggregate:\n{}\n",
+            aggregate_lines(&batch["aggregate"])
+        );
+    }
+    out
+}
+
 /// The batch aggregate, one measure a line (`name: median ..., p95 ...` for distributions);
 /// a group of distributions (such as `measures`) shows each of its members.
 pub fn aggregate_lines(aggregate: &Value) -> String {
@@ -369,17 +385,17 @@ pub async fn run(args: TestCallArgs) -> anyhow::Result<ExitCode> {
     println!("Created {id}.");
 
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let (runs, aggregate) = if args.runs > 1 {
+    let (runs, batch) = if args.runs > 1 {
         let batch = wait_batch(&api, &id, args.runs, deadline).await?;
         let runs = batch_runs(&api, &batch).await?;
-        (runs, Some(batch["aggregate"].clone()))
+        (runs, Some(batch))
     } else {
         (vec![wait_run(&api, &id, deadline).await?], None)
     };
 
     print!("\n{}", summary_table(&runs));
-    if let Some(aggregate) = aggregate.filter(|a| !a.is_null()) {
-        println!("\nBatch aggregate:\n{}", aggregate_lines(&aggregate));
+    if let Some(batch) = &batch {
+        print!("{}", batch_lines(batch));
     }
     if runs
         .iter()
@@ -532,6 +548,19 @@ mod tests {
         let mut argv = vec!["test-call", "--agent", "agt_1"];
         argv.extend_from_slice(extra);
         Wrapper::try_parse_from(argv).expect("parses").args
+    }
+
+    #[test]
+    fn a_failed_batch_says_why() {
+        let failed = json!({"id": "tcb_1", "status": "failed", "aggregate": null,
+                            "error_message": "service_restart: the service restarted"});
+        assert_eq!(
+            batch_lines(&failed),
+            "\nBatch tcb_1 failed: service_restart: the service restarted\n"
+        );
+        let done = json!({"id": "tcb_2", "status": "completed", "error_message": null,
+                          "aggregate": {"runs": 2}});
+        assert_eq!(batch_lines(&done), "\nBatch aggregate:\n  runs: 2\n\n");
     }
 
     #[test]

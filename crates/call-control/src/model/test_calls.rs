@@ -98,8 +98,8 @@ pub const NETWORK_PROFILES: &[&str] = &["clean", "lossy", "jittery", "bad_mobile
 /// The network profile of a run that asks for none.
 pub const DEFAULT_NETWORK_PROFILE: &str = "clean";
 
-/// The charge multiplier of a run that asks for none.
-pub const DEFAULT_CHARGE_MULTIPLIER: f64 = 2.0;
+/// The charge multiplier of the embedded configuration (`[test_calls] charge_multiplier`).
+pub const DEFAULT_CHARGE_MULTIPLIER: u32 = 2;
 
 /// Fewest runs in a batch.
 pub const MIN_BATCH_RUNS: u32 = 1;
@@ -166,24 +166,26 @@ impl TestThresholds {
 }
 
 /// Price of a test run in cents: `seconds` of call priced at `per_minute_cents` per minute,
-/// times `charge_multiplier`, rounded up, for each leg of `mode` (DESIGN.md: cost estimate).
+/// times the whole `charge_multiplier`, rounded up, for each leg of `mode` (DESIGN.md: cost
+/// estimate).
 ///
 /// The estimate of a run prices `test_calls.max_run_seconds`; the charge after a run prices
 /// the real duration of the agent's leg.
 ///
 /// ```
 /// use call_control::model::{test_call_cost_cents, TestMode};
-/// assert_eq!(test_call_cost_cents(120.0, 2, 2.0, TestMode::Bot), 8);
-/// assert_eq!(test_call_cost_cents(120.0, 2, 2.0, TestMode::Sip), 16);
-/// assert_eq!(test_call_cost_cents(1.0, 2, 1.0, TestMode::Bot), 1);
+/// assert_eq!(test_call_cost_cents(120.0, 2, 2, TestMode::Bot), 8);
+/// assert_eq!(test_call_cost_cents(120.0, 2, 2, TestMode::Sip), 16);
+/// assert_eq!(test_call_cost_cents(1.0, 2, 1, TestMode::Bot), 1);
 /// ```
 pub fn test_call_cost_cents(
     seconds: f64,
     per_minute_cents: i64,
-    charge_multiplier: f64,
+    charge_multiplier: u32,
     mode: TestMode,
 ) -> i64 {
-    let one_leg = (seconds.max(0.0) / 60.0 * per_minute_cents as f64 * charge_multiplier).ceil();
+    let one_leg =
+        (seconds.max(0.0) / 60.0 * per_minute_cents as f64 * f64::from(charge_multiplier)).ceil();
     // Saturating float-to-int conversion: absurd inputs cap at i64::MAX instead of wrapping.
     (one_leg as i64).saturating_mul(mode.legs())
 }
@@ -206,8 +208,10 @@ pub struct TestCallRun {
     pub direction: TestDirection,
     /// The number called: the bot's (outbound) or the agent's (inbound), E.164.
     pub target_number: String,
-    /// What the bot does: a script, or free text that runs the default script.
-    pub scenario_prompt: String,
+    /// What the bot does: a script, or free text that runs the default script; `None`
+    /// (the request gave none) runs the default script with its generic opening line.
+    #[serde(default)]
+    pub scenario_prompt: Option<String>,
     /// How the bot and the agent are joined.
     pub mode: TestMode,
     /// Where the run is in its life.
@@ -217,8 +221,9 @@ pub struct TestCallRun {
     /// Pass/fail gates ([`TestThresholds`] as JSON), when the request gave any.
     #[serde(default)]
     pub thresholds: Option<serde_json::Value>,
-    /// Price multiplier over a normal call (default 2).
-    pub charge_multiplier: f64,
+    /// Price multiplier over a normal call: `[test_calls] charge_multiplier` when the run
+    /// was accepted (read-only in the API).
+    pub charge_multiplier: u32,
     /// What the run was estimated to cost, in cents, when it was accepted.
     pub estimated_cost_cents: i64,
     /// The agent's leg: the call record the test produced.
@@ -263,6 +268,9 @@ pub struct TestCallBatch {
     pub target_id: String,
     /// The agent under test.
     pub agent_id: String,
+    /// A label the request gave the batch.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Who places the calls.
     pub direction: TestDirection,
     /// How the bot and the agent are joined.
@@ -280,8 +288,9 @@ pub struct TestCallBatch {
     /// Pass/fail gates of every run, when the request gave any.
     #[serde(default)]
     pub thresholds: Option<serde_json::Value>,
-    /// Price multiplier over a normal call.
-    pub charge_multiplier: f64,
+    /// Price multiplier over a normal call: `[test_calls] charge_multiplier` when the batch
+    /// was accepted (read-only in the API).
+    pub charge_multiplier: u32,
     /// What all runs were estimated to cost, in cents.
     pub estimated_cost_cents: i64,
     /// Runs requested (1-20).
@@ -302,17 +311,27 @@ pub struct TestCallBatch {
     /// (floats shown rounded, [`super::round_floats`]).
     #[serde(default, serialize_with = "super::serialize_rounded_document")]
     pub aggregate: Option<serde_json::Value>,
+    /// Why the batch failed: what cut it short (a shutdown, a restart).
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// The API key that created the batch (`key_...`, its id, never the secret).
+    #[serde(default)]
+    pub requested_by_id: Option<String>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// When its first run started.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
     /// When its last run ended.
     #[serde(default)]
     pub completed_at: Option<DateTime<Utc>>,
 }
 
 impl TestCallBatch {
-    /// The scenario of run `index`: the rotation of `scenario_prompts`, else `scenario_prompt`.
+    /// The scenario of run `index`: the rotation of `scenario_prompts`, else `scenario_prompt`
+    /// (`None`: the bot's default scenario).
     pub fn scenario_for(&self, index: usize) -> Option<&str> {
         if self.scenario_prompts.is_empty() {
             self.scenario_prompt.as_deref()
@@ -361,12 +380,13 @@ mod tests {
 
     #[test]
     fn cost_prices_each_leg_and_rounds_up() {
-        assert_eq!(test_call_cost_cents(120.0, 2, 2.0, TestMode::Sip), 16);
-        assert_eq!(test_call_cost_cents(30.0, 3, 1.0, TestMode::Bot), 2);
-        assert_eq!(test_call_cost_cents(0.0, 2, 2.0, TestMode::Sip), 0);
-        assert_eq!(test_call_cost_cents(-5.0, 2, 2.0, TestMode::Sip), 0);
-        assert_eq!(test_call_cost_cents(60.0, 0, 2.0, TestMode::Sip), 0);
-        assert_eq!(test_call_cost_cents(1e300, 2, 2.0, TestMode::Sip), i64::MAX);
+        assert_eq!(test_call_cost_cents(120.0, 2, 2, TestMode::Sip), 16);
+        assert_eq!(test_call_cost_cents(30.0, 3, 1, TestMode::Bot), 2);
+        assert_eq!(test_call_cost_cents(0.0, 2, 2, TestMode::Sip), 0);
+        assert_eq!(test_call_cost_cents(-5.0, 2, 2, TestMode::Sip), 0);
+        assert_eq!(test_call_cost_cents(60.0, 0, 2, TestMode::Sip), 0);
+        assert_eq!(test_call_cost_cents(60.0, 2, 0, TestMode::Sip), 0);
+        assert_eq!(test_call_cost_cents(1e300, 2, 2, TestMode::Sip), i64::MAX);
     }
 
     #[test]
@@ -392,7 +412,7 @@ mod tests {
             agent_id: "agt_1".into(),
             direction: TestDirection::Outbound,
             target_number: "+15550100000".into(),
-            scenario_prompt: "say hello\nhangup".into(),
+            scenario_prompt: Some("say hello\nhangup".into()),
             mode: TestMode::Sip,
             status: TestRunStatus::Queued,
             network_profile: DEFAULT_NETWORK_PROFILE.into(),
@@ -430,7 +450,8 @@ mod tests {
         assert_eq!(value["target_type"], json!("agent"));
         assert_eq!(value["status"], json!("queued"));
         assert_eq!(value["mode"], json!("sip"));
-        assert_eq!(value["charge_multiplier"], json!(2.0));
+        assert_eq!(value["charge_multiplier"], json!(2), "an integer in JSON");
+        assert!(value["charge_multiplier"].is_u64());
         assert_eq!(value["call_id"], json!(null));
         assert_eq!(value["created_at"], json!("2025-01-02T03:04:05Z"));
         let back: TestCallRun = serde_json::from_value(value).expect("parses");
@@ -446,6 +467,7 @@ mod tests {
             target_type: TestTargetType::Agent,
             target_id: "agt_1".into(),
             agent_id: "agt_1".into(),
+            name: Some("nightly".into()),
             direction: TestDirection::Inbound,
             mode: TestMode::Bot,
             target_number: "+14155550100".into(),
@@ -453,7 +475,7 @@ mod tests {
             scenario_prompts: Vec::new(),
             network_profile: "lossy".into(),
             thresholds: None,
-            charge_multiplier: 1.0,
+            charge_multiplier: 1,
             estimated_cost_cents: 4,
             run_count: 3,
             stagger_seconds: 0,
@@ -463,8 +485,11 @@ mod tests {
             failed_runs: 0,
             run_ids: vec!["tcr_1".into(), "tcr_2".into(), "tcr_3".into()],
             aggregate: None,
+            error_message: None,
+            requested_by_id: Some("key_1".into()),
             created_at: t0(),
             updated_at: t0(),
+            started_at: None,
             completed_at: None,
         };
         assert_eq!(batch.scenario_for(2), Some("hello"));
@@ -475,5 +500,12 @@ mod tests {
         assert!(value.get("org_id").is_none());
         assert_eq!(value["run_ids"].as_array().map(Vec::len), Some(3));
         assert_eq!(value["status"], json!("in_progress"));
+        assert_eq!(value["name"], json!("nightly"));
+        assert_eq!(value["requested_by_id"], json!("key_1"));
+        assert_eq!(value["error_message"], json!(null));
+        assert_eq!(value["started_at"], json!(null));
+        batch.scenario_prompts.clear();
+        batch.scenario_prompt = None;
+        assert_eq!(batch.scenario_for(0), None, "the default scenario");
     }
 }

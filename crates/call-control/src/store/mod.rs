@@ -35,7 +35,7 @@ pub use calls::CallFilter;
 pub use idempotency::StoredResponse;
 pub use orgs::{hash_key, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
-pub use test_calls::{RecoveredTestCalls, TestCallAdmission, TestRunFilter};
+pub use test_calls::{RecoveredTestCalls, TestBatchFilter, TestCallAdmission, TestRunFilter};
 
 /// The database driver the store speaks (SQLite today).
 pub type Db = sqlx::Sqlite;

@@ -60,6 +60,17 @@ impl Store {
         Ok(row.map(|row| row.try_get("org_id")).transpose()?)
     }
 
+    /// The id of the key record of an API key and its organisation's id, or `None` for an
+    /// unknown key.
+    pub async fn key_and_org(&self, key: &str) -> Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT id, org_id FROM api_keys WHERE key_hash = ?")
+            .bind(hash_key(key))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok((row.try_get("id")?, row.try_get("org_id")?)))
+            .transpose()
+    }
+
     /// The id of the organisation named `name`, if it exists.
     pub async fn org_id_by_name(&self, name: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT id FROM orgs WHERE name = ?")
@@ -248,6 +259,24 @@ mod tests {
             .expect("lookup")
             .expect("known");
         assert_ne!(acme, globex);
+        // Each key has a record of its own in the organisation.
+        let (first_id, first_org) = store
+            .key_and_org(&first)
+            .await
+            .expect("lookup")
+            .expect("known");
+        let (second_id, second_org) = store
+            .key_and_org(&second)
+            .await
+            .expect("lookup")
+            .expect("known");
+        assert!(first_id.starts_with("key_"), "{first_id}");
+        assert_ne!(first_id, second_id);
+        assert_eq!((first_org, second_org), (acme.clone(), acme.clone()));
+        assert_eq!(
+            store.key_and_org("sk_live_wrong").await.expect("lookup"),
+            None
+        );
         // The starting balance applies only when the organisation is created.
         assert_eq!(store.balance_cents(&acme).await.expect("balance"), 700);
     }

@@ -26,8 +26,9 @@ const RUN_COLUMN_COUNT: usize = 23;
 const BATCH_COLUMNS: &str = "id, org_id, target_type, target_id, agent_id, direction, mode, \
     target_number, scenario_prompt, scenario_prompts, network_profile, thresholds, \
     charge_multiplier, estimated_cost_cents, run_count, stagger_seconds, status, total_runs, \
-    completed_runs, failed_runs, run_ids, aggregate, created_at, updated_at, completed_at";
-const BATCH_COLUMN_COUNT: usize = 25;
+    completed_runs, failed_runs, run_ids, aggregate, created_at, updated_at, completed_at, \
+    name, error_message, requested_by_id, started_at";
+const BATCH_COLUMN_COUNT: usize = 29;
 
 /// The statuses of a run in flight, as SQL text.
 const ACTIVE_STATUSES: &str = "('queued', 'in_progress')";
@@ -45,6 +46,13 @@ pub struct TestRunFilter {
     pub agent_id: Option<String>,
     /// Only runs of this batch.
     pub batch_id: Option<String>,
+}
+
+/// Filters of `GET /test-call-batches`; `None` matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TestBatchFilter {
+    /// Only batches with this status.
+    pub status: Option<TestBatchStatus>,
 }
 
 /// Whether new runs fitted under the organisation's concurrent-run limit.
@@ -280,22 +288,45 @@ impl Store {
             .await
     }
 
-    /// One page of the organisation's batches, newest first, and how many it has in all.
+    /// One page of the organisation's batches matching `filter`, newest first, and how many
+    /// match in all.
     pub async fn list_test_batches(
         &self,
         org_id: &str,
+        filter: &TestBatchFilter,
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<TestCallBatch>, u64)> {
-        self.list_scoped(
+        let rows = RowFilter::owned_by(org_id)
+            .and_eq("status", filter.status.map(|status| status.as_str()));
+        self.list_filtered(
             "test_call_batches",
             BATCH_COLUMNS,
-            org_id,
+            &rows,
             limit,
             offset,
             batch_from_row,
         )
         .await
+    }
+
+    /// Records that a run of batch `batch_id` started at `at`: the batch's `started_at`
+    /// is its first run's start, so only the first call sets it.
+    pub async fn mark_test_batch_started(
+        &self,
+        batch_id: &str,
+        at: &chrono::DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE test_call_batches SET started_at = ?, updated_at = ? \
+             WHERE id = ? AND started_at IS NULL",
+        )
+        .bind(ts(at))
+        .bind(ts(&Utc::now()))
+        .bind(batch_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     /// Counts one finished run of batch `batch_id` (`succeeded`: it completed, else it
@@ -357,9 +388,14 @@ impl Store {
 
     /// Restart recovery: every run of any organisation still queued or in progress becomes
     /// `failed` with `reason` as its error message, and every batch still in progress is
-    /// closed with counters recounted from its runs: `failed` when this recovery failed one
-    /// of its runs, `completed` when all had finished already. Returns what changed.
-    pub async fn fail_unfinished_test_runs(&self, reason: &str) -> Result<RecoveredTestCalls> {
+    /// closed with counters recounted from its runs: `failed` with `batch_reason` as its
+    /// error message when this recovery failed one of its runs, `completed` when all had
+    /// finished already. Returns what changed.
+    pub async fn fail_unfinished_test_runs(
+        &self,
+        reason: &str,
+        batch_reason: &str,
+    ) -> Result<RecoveredTestCalls> {
         let now = ts(&Utc::now());
         let mut tx = self.pool().begin().await?;
         let sql = format!(
@@ -394,18 +430,20 @@ impl Store {
         let sql = format!(
             "UPDATE test_call_batches SET completed_runs = {completed_of_batch}, \
              failed_runs = total_runs - {completed_of_batch}, status = ?, \
+             error_message = COALESCE(error_message, ?), \
              completed_at = COALESCE(completed_at, ?), updated_at = ? \
              WHERE id = ? RETURNING {BATCH_COLUMNS}"
         );
         let mut batches = Vec::with_capacity(open.len());
         for id in &open {
-            let status = if interrupted.contains(id.as_str()) {
-                TestBatchStatus::Failed
+            let (status, error_message) = if interrupted.contains(id.as_str()) {
+                (TestBatchStatus::Failed, Some(batch_reason))
             } else {
-                TestBatchStatus::Completed
+                (TestBatchStatus::Completed, None)
             };
             let row = sqlx::query(&sql)
                 .bind(status.as_str())
+                .bind(error_message)
                 .bind(&now)
                 .bind(&now)
                 .bind(id)
@@ -472,7 +510,7 @@ fn bind_run_fields<'q>(query: Query<'q>, run: &'q TestCallRun) -> Result<Query<'
         .bind(run.status.as_str())
         .bind(&run.network_profile)
         .bind(opt_json(&run.thresholds)?)
-        .bind(run.charge_multiplier)
+        .bind(i64::from(run.charge_multiplier))
         .bind(run.estimated_cost_cents)
         .bind(&run.call_id)
         .bind(&run.sip_call_id)
@@ -497,7 +535,7 @@ fn bind_batch<'q>(query: Query<'q>, batch: &'q TestCallBatch) -> Result<Query<'q
         .bind(serde_json::to_string(&batch.scenario_prompts)?)
         .bind(&batch.network_profile)
         .bind(opt_json(&batch.thresholds)?)
-        .bind(batch.charge_multiplier)
+        .bind(i64::from(batch.charge_multiplier))
         .bind(batch.estimated_cost_cents)
         .bind(i64::from(batch.run_count))
         .bind(i64::from(batch.stagger_seconds))
@@ -509,7 +547,11 @@ fn bind_batch<'q>(query: Query<'q>, batch: &'q TestCallBatch) -> Result<Query<'q
         .bind(opt_json(&batch.aggregate)?)
         .bind(ts(&batch.created_at))
         .bind(ts(&batch.updated_at))
-        .bind(batch.completed_at.as_ref().map(ts)))
+        .bind(batch.completed_at.as_ref().map(ts))
+        .bind(&batch.name)
+        .bind(&batch.error_message)
+        .bind(&batch.requested_by_id)
+        .bind(batch.started_at.as_ref().map(ts)))
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<TestCallRun> {
@@ -526,7 +568,7 @@ fn run_from_row(row: &SqliteRow) -> Result<TestCallRun> {
         status: get_enum(row, "status")?,
         network_profile: row.try_get("network_profile")?,
         thresholds: get_opt_json(row, "thresholds")?,
-        charge_multiplier: row.try_get("charge_multiplier")?,
+        charge_multiplier: get_int(row, "charge_multiplier")?,
         estimated_cost_cents: row.try_get("estimated_cost_cents")?,
         call_id: row.try_get("call_id")?,
         sip_call_id: row.try_get("sip_call_id")?,
@@ -549,6 +591,7 @@ fn batch_from_row(row: &SqliteRow) -> Result<TestCallBatch> {
         target_type: get_enum(row, "target_type")?,
         target_id: row.try_get("target_id")?,
         agent_id: row.try_get("agent_id")?,
+        name: row.try_get("name")?,
         direction: get_enum(row, "direction")?,
         mode: get_enum(row, "mode")?,
         target_number: row.try_get("target_number")?,
@@ -556,7 +599,7 @@ fn batch_from_row(row: &SqliteRow) -> Result<TestCallBatch> {
         scenario_prompts: serde_json::from_str(&scenario_prompts)?,
         network_profile: row.try_get("network_profile")?,
         thresholds: get_opt_json(row, "thresholds")?,
-        charge_multiplier: row.try_get("charge_multiplier")?,
+        charge_multiplier: get_int(row, "charge_multiplier")?,
         estimated_cost_cents: row.try_get("estimated_cost_cents")?,
         run_count: get_int(row, "run_count")?,
         stagger_seconds: get_int(row, "stagger_seconds")?,
@@ -566,8 +609,11 @@ fn batch_from_row(row: &SqliteRow) -> Result<TestCallBatch> {
         failed_runs: get_int(row, "failed_runs")?,
         run_ids: serde_json::from_str(&run_ids)?,
         aggregate: get_opt_json(row, "aggregate")?,
+        error_message: row.try_get("error_message")?,
+        requested_by_id: row.try_get("requested_by_id")?,
         created_at: get_ts(row, "created_at")?,
         updated_at: get_ts(row, "updated_at")?,
+        started_at: get_opt_ts(row, "started_at")?,
         completed_at: get_opt_ts(row, "completed_at")?,
     })
 }
@@ -590,12 +636,12 @@ mod tests {
             agent_id: agent_id.into(),
             direction: TestDirection::Outbound,
             target_number: "+15550100000".into(),
-            scenario_prompt: "say hello\nhangup".into(),
+            scenario_prompt: Some("say hello\nhangup".into()),
             mode: TestMode::Bot,
             status: TestRunStatus::Queued,
             network_profile: "clean".into(),
             thresholds: None,
-            charge_multiplier: 2.0,
+            charge_multiplier: 2,
             estimated_cost_cents: 8,
             call_id: None,
             sip_call_id: None,
@@ -623,6 +669,7 @@ mod tests {
             target_type: TestTargetType::Agent,
             target_id: "agt_1".into(),
             agent_id: "agt_1".into(),
+            name: Some("nightly".into()),
             direction: TestDirection::Outbound,
             mode: TestMode::Bot,
             target_number: "+15550100000".into(),
@@ -630,7 +677,7 @@ mod tests {
             scenario_prompts: vec!["a".into(), "b".into()],
             network_profile: "jittery".into(),
             thresholds: Some(json!({"mos_min": 3.0})),
-            charge_multiplier: 2.0,
+            charge_multiplier: 2,
             estimated_cost_cents: 8 * count as i64,
             run_count: count as u32,
             stagger_seconds: 1,
@@ -640,8 +687,11 @@ mod tests {
             failed_runs: 0,
             run_ids: runs.iter().map(|run| run.id.clone()).collect(),
             aggregate: None,
+            error_message: None,
+            requested_by_id: Some("key_1".into()),
             created_at: at(secs),
             updated_at: at(secs),
+            started_at: None,
             completed_at: None,
         };
         (batch, runs)
@@ -907,16 +957,143 @@ mod tests {
             .expect("aggregate");
         assert_eq!(with.aggregate, Some(aggregate));
 
-        let (page, total) = store.list_test_batches("org_a", 50, 0).await.expect("list");
+        let all = TestBatchFilter::default();
+        let (page, total) = store
+            .list_test_batches("org_a", &all, 50, 0)
+            .await
+            .expect("list");
         assert_eq!((page.len(), total), (1, 1));
         assert_eq!(
             store
-                .list_test_batches("org_b", 50, 0)
+                .list_test_batches("org_b", &all, 50, 0)
                 .await
                 .expect("list")
                 .1,
             0
         );
+        let status = |status| TestBatchFilter {
+            status: Some(status),
+        };
+        let count = |filter: TestBatchFilter| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_test_batches("org_a", &filter, 50, 0)
+                    .await
+                    .expect("list")
+                    .1
+            }
+        };
+        assert_eq!(count(status(TestBatchStatus::Completed)).await, 1);
+        assert_eq!(count(status(TestBatchStatus::InProgress)).await, 0);
+        assert_eq!(count(status(TestBatchStatus::Failed)).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_started_when_its_first_run_did() {
+        let (store, _dir) = temp_store().await;
+        let (batch, runs) = batch_of("org_a", 2, 0);
+        store
+            .insert_test_batch(&batch, &runs)
+            .await
+            .expect("insert");
+        store
+            .mark_test_batch_started(&batch.id, &at(5))
+            .await
+            .expect("first start");
+        store
+            .mark_test_batch_started(&batch.id, &at(6))
+            .await
+            .expect("second start");
+        let started = store.get_test_batch("org_a", &batch.id).await.expect("get");
+        assert_eq!(started.started_at, Some(at(5)), "the first run's start");
+        assert_eq!(started.name.as_deref(), Some("nightly"));
+        assert_eq!(started.requested_by_id.as_deref(), Some("key_1"));
+    }
+
+    /// A database written by version 2 of the schema (caller-chosen fractional multipliers,
+    /// scenario prompts required) opens with its runs and batches intact.
+    #[tokio::test]
+    async fn a_version_2_database_keeps_its_test_calls() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let old = dir.path().join("migrations");
+        std::fs::create_dir(&old).expect("dir");
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for file in ["0001_init.sql", "0002_test_calls.sql"] {
+            std::fs::copy(here.join(file), old.join(file)).expect("copy");
+        }
+        let url = crate::store::test_support::url_in(&dir);
+        {
+            use std::str::FromStr;
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                .expect("url")
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options)
+                .await
+                .expect("connect");
+            sqlx::migrate::Migrator::new(old.as_path())
+                .await
+                .expect("version 2 migrations")
+                .run(&pool)
+                .await
+                .expect("version 2 schema");
+            let stamp = ts(&at(0));
+            sqlx::query(
+                "INSERT INTO test_call_batches (id, org_id, target_type, target_id, agent_id, \
+                 direction, mode, target_number, scenario_prompt, scenario_prompts, \
+                 network_profile, charge_multiplier, estimated_cost_cents, run_count, \
+                 stagger_seconds, status, total_runs, completed_runs, failed_runs, run_ids, \
+                 created_at, updated_at) VALUES ('tcb_old', 'org_a', 'agent', 'agt_1', \
+                 'agt_1', 'outbound', 'bot', '+15550100000', 'hello', '[]', 'clean', 1.0, 4, 1, \
+                 0, 'failed', 1, 0, 1, '[\"tcr_old\"]', ?, ?)",
+            )
+            .bind(&stamp)
+            .bind(&stamp)
+            .execute(&pool)
+            .await
+            .expect("old batch");
+            sqlx::query(
+                "INSERT INTO test_call_runs (id, org_id, target_type, target_id, agent_id, \
+                 direction, target_number, scenario_prompt, mode, status, network_profile, \
+                 charge_multiplier, estimated_cost_cents, error_message, batch_id, started_at, \
+                 created_at, updated_at) VALUES ('tcr_old', 'org_a', 'agent', 'agt_1', \
+                 'agt_1', 'outbound', '+15550100000', 'hello', 'bot', 'failed', 'clean', 2.6, \
+                 4, 'service_restart: gone', 'tcb_old', ?, ?, ?)",
+            )
+            .bind(ts(&at(1)))
+            .bind(&stamp)
+            .bind(&stamp)
+            .execute(&pool)
+            .await
+            .expect("old run");
+            pool.close().await;
+        }
+        let store = Store::open(&url)
+            .await
+            .expect("migrates to the current schema");
+        let run = store.get_test_run("org_a", "tcr_old").await.expect("run");
+        assert_eq!(run.charge_multiplier, 3, "rounded to a whole number");
+        assert_eq!(run.scenario_prompt.as_deref(), Some("hello"));
+        let batch = store
+            .get_test_batch("org_a", "tcb_old")
+            .await
+            .expect("batch");
+        assert_eq!(batch.charge_multiplier, 1);
+        assert_eq!(batch.name, None);
+        assert_eq!(batch.requested_by_id, None);
+        assert_eq!(batch.started_at, Some(at(1)), "its run's start");
+        assert_eq!(
+            batch.error_message.as_deref(),
+            Some("service_restart: gone"),
+            "the reason its runs were failed with"
+        );
+        let mut fresh = run.clone();
+        fresh.id = ids::new_id(ids::TEST_CALL_RUN);
+        fresh.scenario_prompt = None;
+        fresh.batch_id = None;
+        store.insert_test_run(&fresh).await.expect("insert");
+        let read = store.get_test_run("org_a", &fresh.id).await.expect("get");
+        assert_eq!(read.scenario_prompt, None, "a run without a scenario");
     }
 
     #[tokio::test]
@@ -979,7 +1156,10 @@ mod tests {
             .expect("insert");
 
         let recovered = store
-            .fail_unfinished_test_runs("service restarted during the run")
+            .fail_unfinished_test_runs(
+                "service restarted during the run",
+                "service restarted during the batch",
+            )
             .await
             .expect("recover");
         // Oldest first; the batch's runs share a creation time and follow by id.
@@ -1003,9 +1183,14 @@ mod tests {
             (1, 2)
         );
         assert!(interrupted.completed_at.is_some());
+        assert_eq!(
+            interrupted.error_message.as_deref(),
+            Some("service restarted during the batch")
+        );
         assert!(recovered.batches.contains(&interrupted));
         let closed = store.get_test_batch("org_a", &lost.id).await.expect("get");
         assert_eq!(closed.status, TestBatchStatus::Completed);
+        assert_eq!(closed.error_message, None, "nothing cut it short");
         assert_eq!((closed.completed_runs, closed.failed_runs), (1, 0));
 
         assert_eq!(
@@ -1027,7 +1212,7 @@ mod tests {
         // A second recovery finds nothing left to change.
         assert_eq!(
             store
-                .fail_unfinished_test_runs("again")
+                .fail_unfinished_test_runs("again", "again")
                 .await
                 .expect("recover"),
             RecoveredTestCalls::default()

@@ -279,7 +279,7 @@ mod tests {
             "id": "tcr_1", "target_type": "agent", "target_id": "agt_1", "agent_id": "agt_1",
             "direction": "outbound", "target_number": "+15550100000",
             "scenario_prompt": "say hello", "mode": "sip", "status": "queued",
-            "network_profile": "clean", "charge_multiplier": 2.0, "estimated_cost_cents": 16,
+            "network_profile": "clean", "charge_multiplier": 2, "estimated_cost_cents": 16,
             "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
         }))
         .expect("run literal");
@@ -292,7 +292,7 @@ mod tests {
         serde_json::from_value(json!({
             "id": "tcb_1", "target_type": "agent", "target_id": "agt_1", "agent_id": "agt_1",
             "direction": "outbound", "mode": "sip", "target_number": "+15550100000",
-            "network_profile": "clean", "thresholds": thresholds, "charge_multiplier": 2.0,
+            "network_profile": "clean", "thresholds": thresholds, "charge_multiplier": 2,
             "estimated_cost_cents": 32, "run_count": total_runs, "stagger_seconds": 0,
             "status": "in_progress", "total_runs": total_runs, "completed_runs": 0,
             "failed_runs": 0, "run_ids": [], "created_at": "2026-01-01T00:00:00Z",

@@ -47,7 +47,10 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn, Instrument};
 
 use self::bookkeeping::{finish_run, RunEnd};
-pub use self::recovery::{fail_interrupted, recover, RESTART_REASON, SHUTDOWN_REASON};
+pub use self::recovery::{
+    fail_interrupted, recover, BATCH_RESTART_REASON, BATCH_SHUTDOWN_REASON, RESTART_REASON,
+    SHUTDOWN_REASON,
+};
 use crate::config::Config;
 use crate::engine::CallEngine;
 use crate::model::{TestCallBatch, TestCallRun, TestMode, TestRunStatus};
@@ -252,10 +255,11 @@ impl Inner {
         Ok(media)
     }
 
-    /// The bot's script and settings for `run`.
+    /// The bot's script and settings for `run` (without a scenario prompt: the default
+    /// script with its generic opening line).
     fn spec(&self, run: &TestCallRun) -> Result<RunSpec, String> {
         let scenario = scenario_script(
-            &run.scenario_prompt,
+            run.scenario_prompt.as_deref().unwrap_or_default(),
             self.config.test_calls.audio_dir.as_deref(),
         )
         .map_err(|error| format!("invalid_scenario: {error}"))?;
@@ -338,6 +342,11 @@ async fn execute(inner: &Arc<Inner>, mut run: TestCallRun, stop: &mut watch::Rec
         Err(error) => {
             warn!(%error, "run not marked in progress");
             return finish_run(inner, run, RunEnd::failed(format!("store: {error}"))).await;
+        }
+    }
+    if let Some(batch_id) = &run.batch_id {
+        if let Err(error) = inner.store.mark_test_batch_started(batch_id, &now).await {
+            warn!(%error, batch_id, "batch start not recorded");
         }
     }
     let spec = match inner.spec(&run) {

@@ -15,26 +15,37 @@ pub const RESTART_REASON: &str = "service_restart: the service restarted before 
 /// The reason recorded on runs a graceful shutdown stopped.
 pub const SHUTDOWN_REASON: &str = "service_shutdown: the service stopped before the run finished";
 
+/// The reason recorded on batches a restart found with runs unfinished.
+pub const BATCH_RESTART_REASON: &str =
+    "service_restart: the service restarted before every run of the batch finished";
+
+/// The reason recorded on batches a graceful shutdown cut short.
+pub const BATCH_SHUTDOWN_REASON: &str =
+    "service_shutdown: the service stopped before every run of the batch finished";
+
 /// Fails every unfinished run with [`RESTART_REASON`], closes their
-/// batches, and emits `test_call.completed` / `test_call_batch.completed`
+/// batches (failed ones with [`BATCH_RESTART_REASON`]), and emits `test_call.completed` / `test_call_batch.completed`
 /// for what changed. Call at start, before any run is launched.
 pub async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), StoreError> {
-    fail_unfinished(store, webhooks, RESTART_REASON).await
+    fail_unfinished(store, webhooks, RESTART_REASON, BATCH_RESTART_REASON).await
 }
 
-/// Like [`recover`] with [`SHUTDOWN_REASON`]: call at shutdown once the
+/// Like [`recover`] with [`SHUTDOWN_REASON`] and [`BATCH_SHUTDOWN_REASON`]: call at shutdown once the
 /// runner has stopped its runs, while the webhook outbox still takes rows
 /// (their deliveries go out after the next start).
 pub async fn fail_interrupted(store: &Store, webhooks: &Webhooks) -> Result<(), StoreError> {
-    fail_unfinished(store, webhooks, SHUTDOWN_REASON).await
+    fail_unfinished(store, webhooks, SHUTDOWN_REASON, BATCH_SHUTDOWN_REASON).await
 }
 
 async fn fail_unfinished(
     store: &Store,
     webhooks: &Webhooks,
     reason: &str,
+    batch_reason: &str,
 ) -> Result<(), StoreError> {
-    let recovered = store.fail_unfinished_test_runs(reason).await?;
+    let recovered = store
+        .fail_unfinished_test_runs(reason, batch_reason)
+        .await?;
     if recovered.runs.is_empty() && recovered.batches.is_empty() {
         return Ok(());
     }

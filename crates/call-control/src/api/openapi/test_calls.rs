@@ -17,7 +17,8 @@ pub(in crate::api) fn paths(paths: &mut Map<String, Value>) {
                 "operationId": "createAgentTestCall",
                 "summary": "Place a real outbound call with the agent",
                 "description": "Placed exactly as POST /calls places it (same checks and errors, \
-                    `to` in the role of phone_number).",
+                    `to` in the role of phone_number), except that the agent may be draft or \
+                    paused: the endpoint verifies an agent before it goes live.",
                 "tags": ["test_calls"],
                 "parameters": [ref_param("IdempotencyKey")],
                 "requestBody": body("AgentTestCallCreate"),
@@ -92,7 +93,11 @@ pub(in crate::api) fn paths(paths: &mut Map<String, Value>) {
                 "operationId": "listTestCallBatches",
                 "summary": "List test-call batches, newest first",
                 "tags": ["test_calls"],
-                "parameters": [ref_param("Limit"), ref_param("Offset")],
+                "parameters": [
+                    ref_param("Limit"), ref_param("Offset"),
+                    query_enum("status", "Only batches with this status",
+                        &["in_progress", "completed", "failed"]),
+                ],
                 "responses": responses(200, &list_of("TestCallBatch"), &[401, 422, 429]),
             },
             "post": {
@@ -148,6 +153,12 @@ pub(in crate::api) fn schemas(schemas: &mut Map<String, Value>) {
         "description": "outbound: the agent calls the test bot; inbound: the bot calls the agent" });
     let mode = json!({ "type": "string", "enum": ["bot", "sip"],
         "description": "bot: joined in-process, no SIP; sip: both legs over real SIP and RTP on loopback" });
+    let mode_in = json!({ "type": "string", "enum": ["bot", "sip"], "default": "bot",
+        "description": "bot (the default): joined in-process, no SIP; sip: both legs over real \
+            SIP and RTP on loopback (two legs: twice the price)" });
+    let multiplier = json!({ "type": "integer", "minimum": 0, "readOnly": true,
+        "description": "Price of each leg over a normal call's: the operator's \
+            [test_calls] charge_multiplier (default 2), read-only" });
     let network_profile = json!({ "type": "string",
         "enum": ["clean", "lossy", "jittery", "bad_mobile"] });
     let thresholds = json!({ "oneOf": [{ "$ref": "#/components/schemas/TestThresholds" },
@@ -193,22 +204,26 @@ pub(in crate::api) fn schemas(schemas: &mut Map<String, Value>) {
         "target_number": { "type": "string", "pattern": E164,
             "description": "The number called; default: the test bot's own number \
                 (test_calls.bot_number) for outbound, the agent's for inbound" },
-        "mode": mode,
+        "mode": mode_in,
         "network_profile": network_profile,
         "thresholds": { "$ref": "#/components/schemas/TestThresholds" },
-        "charge_multiplier": { "type": "number", "minimum": 1, "maximum": 100, "default": 2 },
+        "charge_multiplier": { "type": "number", "readOnly": true,
+            "description": "Read-only: the operator's [test_calls] charge_multiplier. A request \
+                may repeat that value; any other is 422 validation_error" },
         "consent_to_charge": { "type": "boolean", "const": true,
             "description": "Must be true: test calls are charged" },
     });
     let mut run_create = target_fields.clone();
     run_create["scenario_prompt"] = json!({ "type": "string", "minLength": 1, "maxLength": 20000,
         "description": "A bot script (say, dtmf, wait, expect_speech, hangup lines) or free text \
-            that runs the default script" });
+            that runs the default script; optional: without one the bot runs its default \
+            scenario (waits for the greeting, asks a generic question, waits for the reply, \
+            hangs up)" });
     schemas.insert(
         "TestCallCreate".into(),
         json!({
             "type": "object", "additionalProperties": false,
-            "required": ["target_type", "target_id", "scenario_prompt", "consent_to_charge"],
+            "required": ["target_type", "target_id", "consent_to_charge"],
             "properties": run_create,
         }),
     );
@@ -217,6 +232,8 @@ pub(in crate::api) fn schemas(schemas: &mut Map<String, Value>) {
         "items": { "type": "string", "minLength": 1 },
         "description": "Rotated over the runs (run i gets prompt i mod n); instead of scenario_prompt" });
     batch_create["run_count"] = json!({ "type": "integer", "minimum": 1, "maximum": 20 });
+    batch_create["name"] = json!({ "type": "string", "minLength": 1, "maxLength": 200,
+        "description": "A label for the batch" });
     batch_create["stagger_seconds"] =
         json!({ "type": "integer", "minimum": 0, "maximum": 60, "default": 0 });
     schemas.insert(
@@ -238,10 +255,11 @@ pub(in crate::api) fn schemas(schemas: &mut Map<String, Value>) {
                 "id": id, "target_type": target_type, "target_id": { "type": "string" },
                 "agent_id": { "type": "string", "description": "The agent under test" },
                 "direction": direction, "target_number": { "type": "string" },
-                "scenario_prompt": { "type": "string" }, "mode": mode,
+                "scenario_prompt": { "type": ["string", "null"],
+                    "description": "null: the bot ran its default scenario" }, "mode": mode,
                 "status": { "type": "string", "enum": ["queued", "in_progress", "completed", "failed"] },
                 "network_profile": network_profile, "thresholds": thresholds,
-                "charge_multiplier": { "type": "number" },
+                "charge_multiplier": multiplier,
                 "estimated_cost_cents": { "type": "integer" },
                 "call_id": { "type": ["string", "null"], "description": "The agent's leg" },
                 "sip_call_id": { "type": ["string", "null"],
@@ -264,11 +282,12 @@ pub(in crate::api) fn schemas(schemas: &mut Map<String, Value>) {
             "properties": {
                 "id": id, "target_type": target_type, "target_id": { "type": "string" },
                 "agent_id": { "type": "string" }, "direction": direction, "mode": mode,
+                "name": nullable_string,
                 "target_number": { "type": "string" },
                 "scenario_prompt": nullable_string,
                 "scenario_prompts": { "type": "array", "items": { "type": "string" } },
                 "network_profile": network_profile, "thresholds": thresholds,
-                "charge_multiplier": { "type": "number" },
+                "charge_multiplier": multiplier,
                 "estimated_cost_cents": { "type": "integer" },
                 "run_count": { "type": "integer" }, "stagger_seconds": { "type": "integer" },
                 "status": { "type": "string", "enum": ["in_progress", "completed", "failed"],
@@ -279,7 +298,14 @@ pub(in crate::api) fn schemas(schemas: &mut Map<String, Value>) {
                 "run_ids": { "type": "array", "items": { "type": "string" } },
                 "aggregate": { "type": ["object", "null"], "additionalProperties": true,
                     "description": "Median and p95 of the runs' measurements; passed when thresholds" },
-                "created_at": timestamp, "updated_at": timestamp, "completed_at": nullable_timestamp,
+                "error_message": { "type": ["string", "null"],
+                    "description": "Why the batch failed (e.g. a restart cut it short)" },
+                "requested_by_id": { "type": ["string", "null"],
+                    "description": "The id of the API key that created the batch (key_...)" },
+                "created_at": timestamp, "updated_at": timestamp,
+                "started_at": { "type": ["string", "null"], "format": "date-time",
+                    "description": "When its first run started" },
+                "completed_at": nullable_timestamp,
             },
         }),
     );
