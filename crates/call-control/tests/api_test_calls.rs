@@ -719,7 +719,7 @@ async fn batches_are_listed_by_status() {
     assert_eq!(bad.code(), "validation_error");
     assert_eq!(
         fields(&bad)["status"],
-        json!("must be one of in_progress, completed, failed")
+        json!("\"done\" is not one of in_progress, completed, failed")
     );
     let theirs = api
         .send(

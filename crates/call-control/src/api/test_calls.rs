@@ -395,10 +395,10 @@ fn target_fields(body: &mut Body, configured: u32) -> Option<Target> {
 /// (clients that send the documented default keep working) or send `null` (not given), and
 /// gets 422 for any other, so that no caller believes it pays another price than it does.
 fn read_only_multiplier(body: &mut Body, configured: u32) {
-    let Some(given) = body.typed::<Value>("charge_multiplier") else {
+    let Some(given) = body.value("charge_multiplier") else {
         return;
     };
-    if !given.is_null() && given.as_f64() != Some(f64::from(configured)) {
+    if given.as_f64() != Some(f64::from(configured)) {
         body.invalid(
             "charge_multiplier",
             format!(

@@ -67,6 +67,12 @@ impl Body {
         self.map.get(field).is_some_and(|value| !value.is_null())
     }
 
+    /// Takes `field` as JSON for a check of the caller's own; `None` when it is absent or
+    /// `null` (an optional field not given).
+    pub fn value(&mut self, field: &str) -> Option<Value> {
+        self.take(field)
+    }
+
     /// Removes `field`; `None` when it is absent or `null` (an optional field not given).
     fn take(&mut self, field: &str) -> Option<Value> {
         self.map.remove(field).filter(|value| !value.is_null())
