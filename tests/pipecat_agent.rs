@@ -15,10 +15,10 @@
 //! ended its pipeline left every call recorded as an error).
 //!
 //! Pipecat comes from PyPI (`pipecat-ai[websocket]`, pinned below) into a
-//! virtualenv under the target directory, installed once and reused; set
-//! `DIALCORE_PIPECAT_PYTHON` to a Python that already has it. When Python
-//! 3.11+ or the package cannot be had, the tests say so and pass without
-//! running.
+//! virtualenv under the target directory (made with `$PYTHON`, default
+//! `python3`), installed once and reused; set `DIALCORE_PIPECAT_PYTHON` to a
+//! Python that already has it. When Python 3.11+ or the package cannot be
+//! had, the tests print `SKIPPED` with the reason and pass without running.
 
 #[path = "support/service.rs"]
 mod service;
