@@ -8,8 +8,9 @@
 //! an answered call like `POST /calls/{id}/hangup` (BYE, `agent_hangup`,
 //! `api_hangup`) and answers with Twilio's Call resource; `Status=canceled`
 //! cancels a ringing call and leaves an answered one alone; wrong
-//! credentials, another account, an unknown or ended call and a bad
-//! `Status` get Twilio's error JSON (`{code, message, more_info, status}`).
+//! credentials, another account, an unknown or ended call, a bad `Status`
+//! and a used-up rate limit get Twilio's error JSON (`{code, message,
+//! more_info, status}`).
 
 #[path = "support/service.rs"]
 mod service;
@@ -301,4 +302,21 @@ async fn status_canceled_cancels_a_ringing_call() {
     assert_eq!(call["end_reason"], "api_hangup", "{call}");
     // SIPp got the CANCEL, answered 487 and got its ACK.
     sipp::finish(sipp).await.assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_count_against_the_keys_rate_limit() {
+    let svc = TestService::start_with(|config| config.api.rate_limit_per_minute = 2).await;
+    let org = org_id(&svc).await;
+    let url = call_url(&svc, &org, "call_doesnotexist.json");
+    let auth = Some((org.as_str(), service::API_KEY));
+    for _ in 0..2 {
+        let (status, _, body) = update(&svc, &url, auth, &[("Status", "completed")]).await;
+        assert_eq!(status, 404, "{body}");
+    }
+    let (status, _, body) = update(&svc, &url, auth, &[("Status", "completed")]).await;
+    assert_eq!(
+        (status, body),
+        (429, twilio_error(429, 20429, "Too Many Requests"))
+    );
 }
