@@ -93,6 +93,11 @@ fn install(venv: &Path, requirements: &str) -> Result<(), String> {
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
+                // Offline, pip gives up (and the tests skip) in about a minute.
+                "--retries",
+                "2",
+                "--timeout",
+                "20",
             ])
             .args(REQUIREMENTS),
         &format!("pip install {requirements}"),
