@@ -14,6 +14,11 @@
 //! up. A WebSocket that refuses to connect and one that drops mid-call end
 //! the call with outcome `error` and the reason on the record (after the
 //! configured fallback audio).
+//!
+//! Guards issue 11: an agent that ends the conversation by closing its
+//! WebSocket normally (a close frame, as Pipecat does) hangs up: its last
+//! words are played, the caller gets a BYE, outcome `agent_hangup`; a drop
+//! without a close frame stays `error`/`agent_disconnected`.
 
 #[path = "support/service.rs"]
 mod service;
@@ -32,6 +37,8 @@ use serde_json::{json, Value};
 use service::TestService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -599,6 +606,60 @@ async fn a_websocket_that_refuses_to_connect_ends_the_call_with_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_close_by_the_agent_hangs_up_after_its_last_words() {
+    let mut ai = AgentServer::start().await;
+    let svc = TestService::start().await;
+    websocket_agent(
+        &svc,
+        "127.0.0.1:5999".parse().expect("addr"),
+        "+15550005555",
+        &ai.url,
+    )
+    .await;
+    let sipp = caller(&svc, "service/ws_caller_until_bye.xml", "+15550005555", &[]);
+    let mut ws = ai.accept().await;
+    ws.handshake().await;
+    ws.wait_frames(10).await;
+    // "Goodbye" (1 s, sent faster than real time), then the close frame a
+    // framework sends when its pipeline ends.
+    ws.play(&tone(600.0, 1000), 4000).await;
+    ws.ws
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "pipeline ended".into(),
+        }))
+        .await
+        .expect("close");
+    // The service completes the closing handshake; media already in flight
+    // may come first, a `stop` never does (the agent said goodbye).
+    loop {
+        match tokio::time::timeout(MESSAGE_WAIT, ws.ws.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) => break,
+            Ok(Some(Ok(Message::Text(text)))) => assert!(
+                text.as_str().contains(r#""event":"media""#),
+                "only media in flight precedes the close reply: {text}"
+            ),
+            Ok(Some(Ok(other))) => panic!("unexpected after the agent's close: {other:?}"),
+            Ok(Some(Err(error))) => panic!("the closing handshake failed: {error}"),
+            Err(_) => panic!("the service did not answer the close"),
+        }
+    }
+
+    // SIPp got the BYE and answered it.
+    sipp.await.expect("SIPp thread").assert_success();
+    let call = ended_inbound_call(&svc).await;
+    assert_eq!(call["status"], "ended", "{call}");
+    assert_eq!(call["outcome"], "agent_hangup", "{call}");
+    assert_eq!(call["end_reason"], "agent_hangup", "{call}");
+    let (rate, samples) = recording(&svc, &call).await;
+    let agent_seconds = active_seconds(&samples, 1, rate);
+    assert!(
+        (0.9..1.3).contains(&agent_seconds),
+        "the goodbye sent before the close was played whole: {agent_seconds} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_dropping_mid_call_plays_the_fallback_then_ends_with_an_error() {
     let fallback_dir = tempfile::tempdir().expect("dir");
     let fallback = fallback_dir.path().join("sorry.wav");
@@ -632,6 +693,7 @@ async fn a_websocket_dropping_mid_call_plays_the_fallback_then_ends_with_an_erro
     ws.handshake().await;
     ws.wait_frames(25).await;
     let dropped = Instant::now();
+    // No close frame: the TCP connection just ends, as when the agent dies.
     drop(ws);
 
     sipp.await.expect("SIPp thread").assert_success();

@@ -28,6 +28,7 @@ mod service;
 pub mod template;
 mod test_calls;
 mod trunks;
+mod twilio;
 pub mod validation;
 mod webhooks;
 
@@ -173,6 +174,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(service::healthz))
         .route("/metrics", get(service::metrics))
         .route("/openapi.json", get(service::openapi))
+        .route(twilio::ROUTE, post(twilio::update_call))
         .route(&path("/openapi.json"), get(service::openapi));
     api.merge(open)
         .fallback(no_route)

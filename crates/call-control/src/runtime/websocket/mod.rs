@@ -32,9 +32,17 @@
 //! object. Only final entries are kept on the call. `hangup` and `dtmf`
 //! take effect once the audio queued before them was played.
 //!
+//! Ending: the agent hangs up with the `hangup` event or by closing the
+//! WebSocket normally (a close frame with status 1000 or none, the way
+//! Pipecat and most frameworks end a conversation); either way the call
+//! ends with outcome `agent_hangup` once the audio sent before was played.
+//! After its close frame the agent is sent nothing more (no `stop`).
+//!
 //! Failures: no connection within the timeout ([`RuntimeError::Unreachable`])
-//! or a connection that drops before the agent hung up
-//! ([`RuntimeError::Disconnected`]) end the call with outcome `error`;
+//! or a connection that ends before the agent hung up without a normal
+//! close (no close frame, a transport or protocol error, or a close frame
+//! with any other status, such as 1011 internal error:
+//! [`RuntimeError::Disconnected`]) end the call with outcome `error`;
 //! with [`WebsocketSettings::fallback_audio`] set, that audio is played to
 //! the caller first. Malformed messages are logged and skipped.
 

@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -119,6 +121,8 @@ struct Stream {
     next_mark: u64,
     /// The agent asked to hang up: its connection may close now.
     hangup_requested: bool,
+    /// The agent sent its close frame: nothing more is sent to it.
+    agent_closed: bool,
     dropped_frames: u64,
     skipped_messages: u64,
 }
@@ -140,6 +144,7 @@ impl Stream {
             marks: HashMap::new(),
             next_mark: 1,
             hangup_requested: false,
+            agent_closed: false,
             dropped_frames: 0,
             skipped_messages: 0,
         })
@@ -176,13 +181,15 @@ impl Stream {
                     Some(input) => self.on_input(input, &outbound).await,
                     None => break Ok(()),
                 },
+                // After a close frame the stream is read on: the next read
+                // sends tungstenite's reply and then ends the stream.
                 message = source.next(), if agent_open => match message {
-                    Some(Ok(message)) => {
-                        if let Message::Close(frame) = &message {
-                            debug!(?frame, "agent closed the stream");
+                    Some(Ok(Message::Close(frame))) => {
+                        if let Err(error) = self.on_close(frame, session).await {
+                            break Err(error);
                         }
-                        self.on_message(message, session).await;
                     }
+                    Some(Ok(message)) => self.on_message(message, session).await,
                     Some(Err(error)) => {
                         agent_open = false;
                         if !self.hangup_requested {
@@ -193,7 +200,7 @@ impl Stream {
                         agent_open = false;
                         if !self.hangup_requested {
                             break Err(RuntimeError::Disconnected(
-                                "the agent closed the WebSocket before hanging up".into(),
+                                "the connection ended without a close frame".into(),
                             ));
                         }
                     }
@@ -213,7 +220,7 @@ impl Stream {
             }
         };
 
-        if result.is_ok() && !writer_done {
+        if result.is_ok() && !writer_done && !self.agent_closed {
             let stop = StreamMessage::Stop {
                 stream_sid: self.stream_sid.clone(),
                 sequence_number: self.next_sequence(),
@@ -282,8 +289,36 @@ impl Stream {
         self.sequence.to_string()
     }
 
+    /// The agent's close frame. A normal close (status 1000, or none) is
+    /// how frameworks end a conversation: the agent hangs up, once the audio
+    /// it sent before was played. Any other status (1001 going away, 1011
+    /// internal error, ...) is a failure of the agent.
+    async fn on_close(
+        &mut self,
+        frame: Option<CloseFrame>,
+        session: &RuntimeSession,
+    ) -> Result<(), RuntimeError> {
+        self.agent_closed = true;
+        if self.hangup_requested {
+            debug!(?frame, "agent closed the stream after hanging up");
+            return Ok(());
+        }
+        match abnormal_close(frame.as_ref()) {
+            None => {
+                info!(?frame, "agent closed the stream: it hangs up");
+                self.apply(AgentMessage::Hangup, session).await;
+                Ok(())
+            }
+            Some(reason) => Err(RuntimeError::Disconnected(reason)),
+        }
+    }
+
     /// What the call hands the runtime: caller audio, digits, marks reached.
     async fn on_input(&mut self, input: RuntimeInput, outbound: &mpsc::Sender<Message>) {
+        if self.agent_closed {
+            // The agent said goodbye: it hears nothing more of the call.
+            return;
+        }
         match input {
             RuntimeInput::Audio(frame) => {
                 self.chunks += 1;
@@ -404,6 +439,25 @@ impl Stream {
         // Fails only once the call is over; its input ends next.
         session.send(output).await;
     }
+}
+
+/// Why a close frame ends the stream as a failure, or `None` for a normal
+/// close (status 1000 or no status at all, as `close()` without arguments
+/// sends in most WebSocket libraries).
+pub(super) fn abnormal_close(frame: Option<&CloseFrame>) -> Option<String> {
+    let frame = frame?;
+    if frame.code == CloseCode::Normal {
+        return None;
+    }
+    let code = u16::from(frame.code);
+    Some(if frame.reason.is_empty() {
+        format!("the agent closed the WebSocket with status {code}")
+    } else {
+        format!(
+            "the agent closed the WebSocket with status {code}: {}",
+            frame.reason
+        )
+    })
 }
 
 /// Queues a control message (waits for room; a gone writer is reported by its task).

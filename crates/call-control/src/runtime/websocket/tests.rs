@@ -9,9 +9,12 @@ use media::stream::{AudioFrame, FrameKind};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::session::abnormal_close;
 use super::*;
 use crate::runtime::{Direction, RuntimeInput, RuntimeOutput};
 
@@ -431,6 +434,90 @@ async fn a_drop_mid_call_is_a_disconnect_after_the_fallback_audio() {
         matches!(result, Err(RuntimeError::Disconnected(_))),
         "{result:?}"
     );
+}
+
+#[tokio::test]
+async fn a_normal_close_by_the_agent_is_its_hang_up() {
+    let (url, accept) = server().await;
+    let (session, input, mut output) = RuntimeSession::channel(64);
+    let task = tokio::spawn(runtime(&url, WireFormat::Mulaw8k).run(metadata(8000), session));
+    let mut ws = accept.await.expect("accepted");
+    let sid = next_event(&mut ws, "start").await["streamSid"].clone();
+
+    // Its last words, then the close frame a framework sends at the end of
+    // its pipeline.
+    let ulaw = vec![media::codec::g711::linear_to_ulaw(3000); 400];
+    let payload = base64::engine::general_purpose::STANDARD.encode(&ulaw);
+    send(
+        &mut ws,
+        json!({"event": "media", "streamSid": sid, "media": {"payload": payload}}),
+    )
+    .await;
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "pipeline ended".into(),
+    }))
+    .await
+    .expect("close");
+    assert!(
+        matches!(next_output(&mut output).await, RuntimeOutput::Audio(pcm) if pcm.len() == 400)
+    );
+    assert_eq!(
+        next_output(&mut output).await,
+        RuntimeOutput::Hangup,
+        "the bridge hangs up once the audio before the close was played"
+    );
+
+    // The runtime answers the closing handshake and sends nothing more,
+    // though the call goes on until the bridge has played the audio.
+    input.send(frame(1000, 160)).await.expect("runtime alive");
+    input.send(RuntimeInput::Dtmf('5')).await.expect("alive");
+    let after = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("the handshake ends in time");
+    assert!(
+        matches!(after, Some(Ok(Message::Close(_))) | None),
+        "only the close reply follows the agent's close: {after:?}"
+    );
+    assert!(!task.is_finished(), "the runtime lives until the call ends");
+    drop(input);
+    let result = ended(task).await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_close_with_an_error_status_is_a_disconnect() {
+    let (url, accept) = server().await;
+    let (session, _input, mut output) = RuntimeSession::channel(64);
+    let task = tokio::spawn(runtime(&url, WireFormat::Mulaw8k).run(metadata(8000), session));
+    let mut ws = accept.await.expect("accepted");
+    next_event(&mut ws, "start").await;
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Error,
+        reason: "llm crashed".into(),
+    }))
+    .await
+    .expect("close");
+    let result = ended(task).await;
+    assert!(
+        matches!(&result, Err(RuntimeError::Disconnected(reason)) if reason.contains("1011") && reason.contains("llm crashed")),
+        "{result:?}"
+    );
+    assert_eq!(output.recv().await, None, "no hang-up was asked for");
+}
+
+#[test]
+fn only_status_1000_or_none_is_a_normal_close() {
+    let close = |code: u16| CloseFrame {
+        code: CloseCode::from(code),
+        reason: "".into(),
+    };
+    assert_eq!(abnormal_close(None), None);
+    assert_eq!(abnormal_close(Some(&close(1000))), None);
+    for code in [1001, 1002, 1008, 1011, 1012, 4000] {
+        let reason = abnormal_close(Some(&close(code))).expect("abnormal");
+        assert!(reason.contains(&code.to_string()), "{reason}");
+    }
 }
 
 #[test]
