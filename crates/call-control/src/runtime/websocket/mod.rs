@@ -13,7 +13,8 @@
 //! time, so marks are echoed only once their audio was sent.
 //!
 //! `start.customParameters` (all strings): `prompt` (rendered), `greeting`
-//! (when the agent has one), `from`, `to`, `direction` (`inbound` or
+//! (when the agent has one), `from`, `to` (also as `from_number`, `to_number`, the names
+//! Pipecat reads), `direction` (`inbound` or
 //! `outbound`), `agent_id`, `sip_call_id`, and `variables` (the call's
 //! variables as a JSON object in a string). `start.callSid` is our call id,
 //! `start.accountSid` the organisation.

@@ -250,6 +250,9 @@ impl Stream {
             ("prompt".to_owned(), metadata.prompt.clone()),
             ("from".to_owned(), metadata.from_number.clone()),
             ("to".to_owned(), metadata.to_number.clone()),
+            // The names Pipecat's `parse_telephony_websocket` reads the numbers from.
+            ("from_number".to_owned(), metadata.from_number.clone()),
+            ("to_number".to_owned(), metadata.to_number.clone()),
             (
                 "direction".to_owned(),
                 metadata.direction.as_str().to_owned(),

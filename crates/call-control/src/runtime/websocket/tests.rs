@@ -178,6 +178,8 @@ async fn streams_both_ways_in_the_twilio_format() {
     assert_eq!(params["greeting"], "Hello Ada!");
     assert_eq!(params["from"], "+15550001111");
     assert_eq!(params["to"], "+15550002222");
+    assert_eq!(params["from_number"], "+15550001111");
+    assert_eq!(params["to_number"], "+15550002222");
     assert_eq!(params["direction"], "outbound");
     assert_eq!(params["variables"], r#"{"name":"Ada"}"#);
 
