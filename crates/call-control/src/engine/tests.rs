@@ -108,6 +108,7 @@ async fn queued_call(f: &Fixture, join_timeout_secs: u32) -> Call {
         sip_final_code: None,
         q850_cause: None,
         end_reason: None,
+        error_message: None,
         duration_seconds: None,
         transcript: Vec::new(),
         recording_url: None,

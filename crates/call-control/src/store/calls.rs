@@ -12,8 +12,8 @@ use crate::model::{Call, CallDirection, CallStatus};
 
 const COLUMNS: &str = "id, org_id, agent_id, status, outcome, direction, phone_number, \
     from_number, to_number, variables, call_settings, max_duration_secs, join_timeout_secs, \
-    sip_call_id, sip_final_code, q850_cause, end_reason, duration_seconds, transcript, \
-    recording_url, media_stats, rendered_prompt, rendered_greeting, created_at, started_at, \
+    sip_call_id, sip_final_code, q850_cause, end_reason, error_message, duration_seconds, \
+    transcript, recording_url, media_stats, rendered_prompt, rendered_greeting, created_at, started_at, \
     answered_at, ended_at, updated_at";
 
 /// Filters of `GET /calls`; `None` matches everything.
@@ -32,7 +32,7 @@ impl Store {
     pub async fn insert_call(&self, call: &Call) -> Result<()> {
         let sql = format!(
             "INSERT INTO calls ({COLUMNS}) VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         );
         sqlx::query(&sql)
             .bind(&call.id)
@@ -52,6 +52,7 @@ impl Store {
             .bind(call.sip_final_code.map(i64::from))
             .bind(call.q850_cause.map(i64::from))
             .bind(&call.end_reason)
+            .bind(&call.error_message)
             .bind(call.duration_seconds)
             .bind(serde_json::to_string(&call.transcript)?)
             .bind(&call.recording_url)
@@ -118,7 +119,7 @@ impl Store {
             "UPDATE calls SET agent_id = ?, status = ?, outcome = ?, direction = ?, \
              phone_number = ?, from_number = ?, to_number = ?, variables = ?, call_settings = ?, \
              max_duration_secs = ?, join_timeout_secs = ?, sip_call_id = ?, sip_final_code = ?, \
-             q850_cause = ?, end_reason = ?, duration_seconds = ?, transcript = ?, \
+             q850_cause = ?, end_reason = ?, error_message = ?, duration_seconds = ?, transcript = ?, \
              recording_url = ?, media_stats = ?, rendered_prompt = ?, rendered_greeting = ?, \
              started_at = ?, answered_at = ?, ended_at = ?, updated_at = ? \
              WHERE org_id = ? AND id = ?",
@@ -138,6 +139,7 @@ impl Store {
         .bind(call.sip_final_code.map(i64::from))
         .bind(call.q850_cause.map(i64::from))
         .bind(&call.end_reason)
+        .bind(&call.error_message)
         .bind(call.duration_seconds)
         .bind(serde_json::to_string(&call.transcript)?)
         .bind(&call.recording_url)
@@ -207,6 +209,7 @@ fn call_from_row(row: &SqliteRow) -> Result<Call> {
         sip_final_code: get_opt_int(row, "sip_final_code")?,
         q850_cause: get_opt_int(row, "q850_cause")?,
         end_reason: row.try_get("end_reason")?,
+        error_message: row.try_get("error_message")?,
         duration_seconds: row.try_get("duration_seconds")?,
         transcript: get_json(row, "transcript")?,
         recording_url: row.try_get("recording_url")?,
@@ -254,6 +257,7 @@ mod tests {
             sip_final_code: None,
             q850_cause: None,
             end_reason: None,
+            error_message: None,
             duration_seconds: None,
             transcript: Vec::new(),
             recording_url: None,
