@@ -391,6 +391,19 @@ mod tests {
     }
 
     #[test]
+    fn store_failures_are_503_or_500_never_a_refusal() {
+        let timeout = StoreError::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(store_failed(&timeout, "trunk of the number"), 503);
+        let closed = StoreError::Database(sqlx::Error::PoolClosed);
+        assert_eq!(store_failed(&closed, "dialled number"), 503);
+        let unreadable = StoreError::Corrupt {
+            column: "transport",
+            value: "sctp".into(),
+        };
+        assert_eq!(store_failed(&unreadable, "trunk of the number"), 500);
+    }
+
+    #[test]
     fn dialled_numbers_are_normalized() {
         assert_eq!(normalize_number("+15551234567"), "+15551234567");
         assert_eq!(normalize_number("15551234567"), "+15551234567");
