@@ -473,7 +473,8 @@ async fn fail_unsent(
 
 /// Records every call a previous run left unfinished as over (`ended` when
 /// it had been answered, else `failed`), outcome `error`, reason
-/// `service_restart`, and reports it.
+/// `service_restart`, and reports it. A call whose end was already decided
+/// (a CANCEL of ours was out) keeps that end and only gets its `ended_at`.
 async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), EngineError> {
     let unfinished = store.unfinished_calls().await?;
     if !unfinished.is_empty() {
@@ -484,13 +485,15 @@ async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), EngineError> 
     }
     for mut call in unfinished {
         let now = Utc::now();
-        call.status = if call.answered_at.is_some() {
-            CallStatus::Ended
-        } else {
-            CallStatus::Failed
-        };
-        call.outcome = Some(CallOutcome::Error);
-        call.end_reason = Some("service_restart".to_owned());
+        if !call.status.is_terminal() {
+            call.status = if call.answered_at.is_some() {
+                CallStatus::Ended
+            } else {
+                CallStatus::Failed
+            };
+            call.outcome = Some(CallOutcome::Error);
+            call.end_reason = Some("service_restart".to_owned());
+        }
         call.ended_at = Some(now);
         call.duration_seconds = Some(call.answered_at.map_or(0.0, |at| {
             (now - at).num_milliseconds().max(0) as f64 / 1000.0

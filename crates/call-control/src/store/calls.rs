@@ -165,10 +165,13 @@ impl Store {
         Ok(())
     }
 
-    /// Every call, of any organisation, whose status is not terminal (restart recovery).
+    /// Every call, of any organisation, that is not over (restart recovery): its status
+    /// is not terminal, or it shows the terminal status decided while a CANCEL of ours was
+    /// out but has no `ended_at` yet.
     pub async fn unfinished_calls(&self) -> Result<Vec<Call>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM calls WHERE status NOT IN (?, ?, ?) ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM calls WHERE status NOT IN (?, ?, ?) OR ended_at IS NULL \
+             ORDER BY created_at, id"
         );
         let rows = sqlx::query(&sql)
             .bind(CallStatus::Ended.as_str())
@@ -289,6 +292,7 @@ mod tests {
         call.sip_final_code = Some(200);
         call.q850_cause = Some(16);
         call.end_reason = Some("bye".into());
+        call.error_message = Some("Connection refused (os error 111)".into());
         call.duration_seconds = Some(60.02);
         call.transcript = vec![TranscriptEntry {
             role: "agent".into(),
@@ -415,17 +419,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unfinished_calls_are_those_not_terminal() {
+    async fn unfinished_calls_are_those_not_over() {
         let (store, _dir) = temp_store().await;
         let mut ids_unfinished = Vec::new();
         for (secs, status) in CallStatus::ALL.iter().enumerate() {
             let mut record = call("org_a", "agt_1", CallDirection::Outbound, secs as i64);
             record.status = *status;
+            if status.is_terminal() {
+                record.ended_at = Some(at(secs as i64 + 1));
+            }
             store.insert_call(&record).await.expect("insert");
             if !status.is_terminal() {
                 ids_unfinished.push(record.id);
             }
         }
+        // Cancelled as the CANCEL went out, never confirmed before a crash.
+        let mut cancelling = call("org_a", "agt_1", CallDirection::Outbound, 100);
+        cancelling.status = CallStatus::Cancelled;
+        store.insert_call(&cancelling).await.expect("insert");
+        ids_unfinished.push(cancelling.id);
         let unfinished: Vec<_> = store
             .unfinished_calls()
             .await
