@@ -17,8 +17,8 @@
 //! `trunk_no_response`), never as a callee's `no_answer`; a CANCEL of ours
 //! finishes the call on the answer to the CANCEL (after a short grace for
 //! the INVITE's 487) or on the 487, with the teardown guard (64*T1, RFC
-//! 3261 Timer F) as the upper bound; and the decided end is reported
-//! ([`Output::Ending`]) the moment the CANCEL goes out.
+//! 3261 Timer F) as the upper bound; and a hang-up's decided end is
+//! reported ([`Output::Ending`]) the moment the CANCEL goes out.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -169,9 +169,9 @@ pub enum Output {
     Cancel,
     /// Send BYE.
     Bye,
-    /// The end is decided and a CANCEL of ours is on its way: persist this
-    /// status and outcome now; [`Output::Finished`] follows once the far end
-    /// confirms (or the teardown guard fires).
+    /// A hang-up before the answer is decided and our CANCEL is on its way:
+    /// persist this status (`cancelled`) and outcome now; [`Output::Finished`]
+    /// follows once the far end confirms (or the teardown guard fires).
     Ending(Decision),
     /// The call is over: persist the end and report it. Always the last output.
     Finished(End),
@@ -591,7 +591,10 @@ impl Lifecycle {
                 self.decided = Some(decided);
                 self.phase = Phase::Ending;
                 self.outputs.push_back(Output::Cancel);
-                if !self.inbound {
+                // A hang-up shows at once; a timeout's end is confirmed within
+                // moments, and readers waiting for a terminal status then get
+                // the whole record.
+                if !self.inbound && decided.status == FinalStatus::Cancelled {
                     self.outputs.push_back(Output::Ending(decided));
                 }
                 self.arm_teardown(now);
