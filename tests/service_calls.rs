@@ -6,6 +6,11 @@
 //! stats and a playable recording; join_timeout (CANCEL, no_answer); busy;
 //! a trunk that challenges with 407; inbound calls answered by the echo
 //! agent and hung up by the caller; inbound calls refused 404 and 403.
+//! And failures that say what happened, at once: a TCP trunk nobody listens
+//! on (`trunk_unreachable` with the OS error), a UDP trunk that swallows the
+//! INVITE (`trunk_no_response`), a hang-up of a ringing call (`cancelled`
+//! at once, over on the answer to the CANCEL), and an INVITE arriving while
+//! the store fails (503 with Retry-After).
 
 #[path = "support/service.rs"]
 mod service;
@@ -14,10 +19,27 @@ mod sipp;
 
 use std::time::Duration;
 
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
 use service::TestService;
 
 const CALL_DONE: Duration = Duration::from_secs(30);
+
+/// A timestamp field of a call object.
+fn stamp(call: &Value, field: &str) -> DateTime<Utc> {
+    call[field]
+        .as_str()
+        .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+        .unwrap_or_else(|| panic!("{field} missing: {call}"))
+        .with_timezone(&Utc)
+}
+
+/// How long the call lasted from its INVITE to its end, by its own record.
+fn signalling_time(call: &Value) -> Duration {
+    (stamp(call, "ended_at") - stamp(call, "started_at"))
+        .to_std()
+        .expect("ended after it started")
+}
 
 async fn carrier(
     scenario: &str,
@@ -109,7 +131,12 @@ async fn outbound_call_ringing_forever_is_cancelled_at_join_timeout() {
     let call_id = place(&svc, &agent.id, json!({"join_timeout": "2s"})).await;
     let call = svc.wait_terminal(&call_id, CALL_DONE).await;
     assert_eq!(call["status"], "failed", "{call}");
-    assert_eq!(call["outcome"], "no_answer", "{call}");
+    assert_eq!(
+        call["outcome"], "no_answer",
+        "a callee that rang is no_answer: {call}"
+    );
+    assert_eq!(call["end_reason"], "join_timeout", "{call}");
+    assert_eq!(call["sip_final_code"], 487, "{call}");
     let elapsed = started.elapsed();
     assert!(
         elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(6),
@@ -245,4 +272,149 @@ async fn inbound_call_from_outside_the_trunks_networks_gets_403() {
         Some(0),
         "no call record for a refused source: {calls}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_call_to_a_tcp_trunk_nobody_listens_on_fails_at_once_as_trunk_unreachable() {
+    // A loopback port that was free a moment ago: connecting is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free TCP port");
+    let svc = TestService::start().await;
+    let agent = svc.echo_agent_with_number(closed, "+15550001111").await;
+    let (status, body) = svc
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/trunks/{}", agent.trunk_id),
+            Some(json!({"transport": "tcp"})),
+            Some(&svc.key),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let call_id = place(&svc, &agent.id, json!({"join_timeout": "20s"})).await;
+    let call = svc.wait_terminal(&call_id, CALL_DONE).await;
+    assert_eq!(call["status"], "failed", "{call}");
+    assert_eq!(call["outcome"], "error", "{call}");
+    assert_eq!(call["end_reason"], "trunk_unreachable", "{call}");
+    let error = call["error_message"].as_str().unwrap_or_default();
+    assert!(
+        error.to_ascii_lowercase().contains("refused"),
+        "the OS error is on the record: {call}"
+    );
+    assert!(
+        call["sip_final_code"].is_null(),
+        "no SIP answer came: {call}"
+    );
+    let took = signalling_time(&call);
+    assert!(
+        took < Duration::from_secs(1),
+        "failed at once, not after Timer B: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_call_to_a_udp_trunk_that_never_responds_is_trunk_no_response() {
+    // A bound socket that takes the INVITE and never answers.
+    let swallower = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("UDP socket");
+    let trunk = swallower.local_addr().expect("bound");
+    let svc = TestService::start().await;
+    let agent = svc.echo_agent_with_number(trunk, "+15550001111").await;
+    let call_id = place(&svc, &agent.id, json!({"join_timeout": "2s"})).await;
+    let mut datagram = vec![0u8; 65_536];
+    let (n, _) = tokio::time::timeout(CALL_DONE, swallower.recv_from(&mut datagram))
+        .await
+        .expect("the INVITE arrives")
+        .expect("datagram");
+    assert!(datagram[..n].starts_with(b"INVITE "), "swallowed an INVITE");
+    let call = svc.wait_terminal(&call_id, CALL_DONE).await;
+    assert_eq!(call["status"], "failed", "{call}");
+    assert_eq!(call["outcome"], "error", "not a callee's no_answer: {call}");
+    assert_eq!(call["end_reason"], "trunk_no_response", "{call}");
+    let took = signalling_time(&call);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+        "over at the join timeout, with no teardown wait: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_up_a_ringing_call_shows_cancelled_at_once_and_ends_on_the_answer_to_the_cancel() {
+    // The carrier answers the CANCEL at once and the INVITE (487) 3 s later.
+    let sipp = carrier("uas_ring_slow_487.xml", |s| s).await;
+    let svc = TestService::start().await;
+    let agent = svc
+        .echo_agent_with_number(sipp.address(), "+15550001111")
+        .await;
+    let call_id = place(&svc, &agent.id, json!({"join_timeout": "30s"})).await;
+    let path = format!("/calls/{call_id}");
+    svc.wait_status(&path, &["ringing"], Duration::from_millis(20), CALL_DONE)
+        .await;
+    let hung_up = Utc::now();
+    let (status, body) = svc.post(&format!("{path}/hangup"), json!({})).await;
+    assert!(status < 300, "hangup: {status} {body}");
+    let shown = svc
+        .wait_status(
+            &path,
+            &["cancelled", "failed", "ended"],
+            Duration::from_millis(20),
+            CALL_DONE,
+        )
+        .await;
+    let seen = Utc::now();
+    assert_eq!(shown["status"], "cancelled", "{shown}");
+    assert!(
+        (seen - hung_up).to_std().expect("later") < Duration::from_secs(1),
+        "cancelled shows while the CANCEL is out, not when the 487 comes: {shown}"
+    );
+    // Over (ended_at, call.ended) on the 200 to the CANCEL, not at the 487.
+    let call = loop {
+        let (_, value) = svc.get(&path).await;
+        if value["data"]["ended_at"].is_string() {
+            break value["data"].clone();
+        }
+        assert!(
+            (Utc::now() - hung_up).to_std().expect("later") < CALL_DONE,
+            "never over: {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(call["status"], "cancelled", "{call}");
+    assert_eq!(call["outcome"], "cancelled", "{call}");
+    assert_eq!(call["end_reason"], "api_hangup", "{call}");
+    let over = (stamp(&call, "ended_at") - hung_up)
+        .to_std()
+        .expect("ended after the hangup");
+    assert!(
+        over < Duration::from_secs(1),
+        "terminal within 1 s of the answer to the CANCEL: {over:?}"
+    );
+    // The late 487 is still acknowledged.
+    sipp::finish(sipp).await.assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_call_while_the_store_fails_gets_503_with_retry_after() {
+    let svc = TestService::start().await;
+    svc.agent_with_number(
+        "127.0.0.1:5999".parse().expect("addr"),
+        "+15550004444",
+        json!({"type": "echo"}),
+        &["127.0.0.0/8"],
+    )
+    .await;
+    // The database goes away under the running service.
+    svc.handle.as_ref().expect("running").store.close().await;
+    let outcome = run_caller(
+        sipp::Sipp::client(
+            sipp::Scenario::file("service/caller_rejected_503.xml"),
+            svc.sip,
+        )
+        .service("+15550004444")
+        .calls(1),
+    )
+    .await;
+    outcome.assert_success();
 }

@@ -267,6 +267,8 @@ async fn our_cancel_of_a_call_ringing_forever_gets_487() {
         }
     }
     handle.cancel();
+    let answered = next(&mut handle).await;
+    assert_eq!(answered, CallEvent::CancelAnswered { code: 200 });
     let end = next(&mut handle).await;
     assert!(
         matches!(end, CallEvent::Failed { code: 487, .. }),

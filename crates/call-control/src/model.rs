@@ -500,9 +500,14 @@ pub struct Call {
     /// Q.850 cause from a Reason header, when present.
     #[serde(default)]
     pub q850_cause: Option<u16>,
-    /// Why it ended, e.g. `bye`, `cancel`, `media_timeout`, `session_expired`, `shutdown`.
+    /// Why it ended, e.g. `bye`, `cancel`, `media_timeout`, `session_expired`, `shutdown`,
+    /// `trunk_unreachable`, `trunk_no_response`.
     #[serde(default)]
     pub end_reason: Option<String>,
+    /// What went wrong, in words, when `end_reason` alone does not say it: the OS error of
+    /// a trunk that could not be reached (`Connection refused (os error 111)`).
+    #[serde(default)]
+    pub error_message: Option<String>,
     /// Seconds from answer to end (shown rounded to milliseconds).
     #[serde(default, serialize_with = "serialize_rounded_option")]
     pub duration_seconds: Option<f64>,
@@ -877,6 +882,7 @@ mod tests {
             sip_final_code: Some(200),
             q850_cause: None,
             end_reason: None,
+            error_message: None,
             duration_seconds: None,
             transcript: vec![],
             recording_url: None,

@@ -374,6 +374,7 @@ fn finished_call(org: &str, recorded: Option<()>) -> Call {
         sip_final_code: Some(200),
         q850_cause: None,
         end_reason: Some("bye".into()),
+        error_message: None,
         duration_seconds: Some(3.5),
         transcript: Vec::new(),
         media_stats: None,

@@ -120,6 +120,7 @@ fn noisy_call(org: &str, transcript: Vec<TranscriptEntry>) -> Call {
         sip_final_code: Some(200),
         q850_cause: None,
         end_reason: Some("bye".into()),
+        error_message: None,
         duration_seconds: Some(12.345_678_9),
         transcript,
         recording_url: None,

@@ -6,7 +6,9 @@
 //! [`Transports::send`]. TCP connections are reused in both directions and
 //! keyed by the peer's address, so a response follows the connection the
 //! request came on (RFC 3261 18.2.2). CRLF keepalives (RFC 5626 3.5.1) are
-//! answered on TCP and ignored on UDP.
+//! answered on TCP and ignored on UDP. A TCP connection that cannot be opened
+//! or breaks is reported on the same channel ([`Inbound::ConnectionFailed`]),
+//! so that the transactions waiting on it fail at once (RFC 3261 17.1.4).
 
 use std::io;
 use std::net::SocketAddr;
@@ -72,6 +74,12 @@ pub enum Inbound {
         bytes: Bytes,
         /// Why parsing failed.
         error: MessageError,
+    },
+    /// The TCP connection to `from` could not be opened (refused, unreachable,
+    /// timed out) or broke (reset, write failed): what was queued on it is lost.
+    ConnectionFailed {
+        /// The OS error.
+        error: io::Error,
     },
 }
 
@@ -263,19 +271,35 @@ impl Transports {
                 TcpStream::connect(addr),
             )
             .await;
-            match connect {
-                Ok(Ok(stream)) => this.run_connection(stream, addr, rx).await,
-                Ok(Err(error)) => {
-                    warn!(%addr, %error, "TCP connect failed");
-                    this.forget(addr, &registered);
-                }
-                Err(_) => {
-                    warn!(%addr, "TCP connect timed out");
-                    this.forget(addr, &registered);
-                }
-            }
+            let error = match connect {
+                Ok(Ok(stream)) => return this.run_connection(stream, addr, rx).await,
+                Ok(Err(error)) => error,
+                Err(_) => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "TCP connect timed out after {} ms",
+                        this.inner.config.tcp_connect_timeout.as_millis()
+                    ),
+                ),
+            };
+            warn!(%addr, %error, "TCP connect failed");
+            this.forget(addr, &registered);
+            this.report_failure(addr, error).await;
         });
         tx
+    }
+
+    /// Tells the user agent that the connection to `addr` failed.
+    async fn report_failure(&self, addr: SocketAddr, error: io::Error) {
+        let failed = Received {
+            inbound: Inbound::ConnectionFailed { error },
+            from: Peer {
+                transport: TransportKind::Tcp,
+                addr,
+            },
+        };
+        // A closed channel means the user agent stopped: nobody to tell.
+        let _ = self.inner.received.send(failed).await;
     }
 
     fn forget(&self, addr: SocketAddr, sender: &mpsc::Sender<Bytes>) {
@@ -324,12 +348,19 @@ impl Transports {
             addr,
         };
         debug!(%addr, "TCP connection up");
+        let mut failure = None;
         loop {
             tokio::select! {
                 read = reader.read(&mut buf) => {
                     let n = match read {
-                        Ok(0) | Err(_) => break,
+                        // A clean close: the peer may open a new connection for its answers.
+                        Ok(0) => break,
                         Ok(n) => n,
+                        Err(error) => {
+                            debug!(%addr, %error, "TCP read failed");
+                            failure = Some(error);
+                            break;
+                        }
                     };
                     framer.push(&buf[..n]);
                     let mut pong = false;
@@ -367,6 +398,7 @@ impl Transports {
                     let Some(message) = message else { break };
                     if let Err(error) = writer.write_all(&message).await {
                         warn!(%addr, %error, "TCP write failed");
+                        failure = Some(error);
                         break;
                     }
                 }
@@ -377,6 +409,9 @@ impl Transports {
         self.inner
             .connections
             .remove_if(&addr, |_, sender| sender.is_closed());
+        if let Some(error) = failure {
+            self.report_failure(addr, error).await;
+        }
     }
 }
 

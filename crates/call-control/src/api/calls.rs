@@ -227,6 +227,7 @@ pub(super) async fn place_outbound_with(
         sip_final_code: None,
         q850_cause: None,
         end_reason: None,
+        error_message: None,
         duration_seconds: None,
         transcript: Vec::new(),
         recording_url: None,

@@ -11,13 +11,14 @@ use chrono::Utc;
 use media::record::RecordingHandle;
 use media::stream::{MediaEngine, StreamHandle};
 use sip_stack::sdp::{negotiated, SessionDescription};
-use sip_stack::ua::{CallEvent, CallHandle, EndReason, Party};
+use sip_stack::ua::{CallEvent, CallHandle, EndReason, FailureCause, Party};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use super::lifecycle::{
-    End, FinalStatus, Lifecycle, LifecycleConfig, Outcome, Output, Progress, RemoteEnd, Requester,
+    Decision, End, FinalStatus, Lifecycle, LifecycleConfig, Outcome, Output, Progress, RemoteEnd,
+    Requester,
 };
 use super::negotiate::{frames_per_digit, media_config, reopen_on, same_stream};
 use super::persist::Persister;
@@ -179,6 +180,7 @@ impl CallTask {
             match output {
                 Output::Status(progress) => self.on_progress(progress),
                 Output::Cancel | Output::Bye => self.sip.hangup(),
+                Output::Ending(decision) => self.on_ending(decision),
                 Output::Finished(end) => return Some(end),
             }
         }
@@ -208,6 +210,16 @@ impl CallTask {
         self.persister.save(self.call.clone(), event, 0, None);
     }
 
+    /// The end is decided while the far end confirms our CANCEL: the record
+    /// shows it at once; `ended_at` and `call.ended` follow with the end.
+    fn on_ending(&mut self, decision: Decision) {
+        self.call.status = final_status(decision.status);
+        self.call.outcome = Some(outcome(decision.outcome));
+        self.call.end_reason = Some(decision.reason.to_owned());
+        info!(status = %self.call.status, reason = decision.reason, "call ending");
+        self.persister.save(self.call.clone(), None, 0, None);
+    }
+
     async fn on_sip(&mut self, event: Option<CallEvent>) {
         let now = Instant::now();
         let Some(event) = event else {
@@ -219,15 +231,35 @@ impl CallTask {
             self.sip_done = true;
         }
         match event {
-            CallEvent::Trying | CallEvent::Confirmed => {}
+            CallEvent::Confirmed => {}
+            CallEvent::Trying => self.lifecycle.handle_trying(now),
             CallEvent::Ringing { .. } => self.lifecycle.handle_ringing(now),
+            CallEvent::CancelAnswered { code } => {
+                debug!(code, "CANCEL answered");
+                self.lifecycle.handle_cancel_answered(now);
+            }
             CallEvent::Answered { sdp } => self.on_answered(now, sdp).await,
             CallEvent::RemoteUpdate { sdp } => self.on_remote_update(&sdp),
-            CallEvent::Failed { code, reason, q850 } => {
-                debug!(code, reason, "call failed");
-                self.lifecycle
-                    .handle_failed(now, code, q850.map(|q| q.cause));
-            }
+            CallEvent::Failed {
+                code,
+                reason,
+                q850,
+                cause,
+            } => match cause {
+                FailureCause::Transport(failure) => {
+                    warn!(error = %failure, "trunk unreachable");
+                    self.lifecycle.handle_unreachable(now, failure.message);
+                }
+                FailureCause::NoResponse => {
+                    warn!("no response from the trunk");
+                    self.lifecycle.handle_no_response(now);
+                }
+                FailureCause::Response | FailureCause::Local => {
+                    debug!(code, reason, "call failed");
+                    self.lifecycle
+                        .handle_failed(now, code, q850.map(|q| q.cause));
+                }
+            },
             CallEvent::Ended { by, reason, q850 } => {
                 let how = match (by, reason) {
                     (Party::Remote, EndReason::Bye) => RemoteEnd::Bye,
@@ -426,13 +458,10 @@ impl CallTask {
             }
         }
         let duration = end.duration();
-        self.call.status = match end.status {
-            FinalStatus::Ended => CallStatus::Ended,
-            FinalStatus::Failed => CallStatus::Failed,
-            FinalStatus::Cancelled => CallStatus::Cancelled,
-        };
+        self.call.status = final_status(end.status);
         self.call.outcome = Some(outcome(end.outcome));
         self.call.end_reason = Some(end.reason.to_owned());
+        self.call.error_message = end.detail.clone();
         self.call.sip_final_code = end.sip_code.or(self.call.sip_final_code);
         self.call.q850_cause = end.q850;
         self.call.ended_at = Some(Utc::now());
@@ -492,6 +521,15 @@ impl CallTask {
                 Err(error) => warn!(%error, "recording failed"),
             }
         }
+    }
+}
+
+/// The record's status for the lifecycle's terminal one.
+fn final_status(status: FinalStatus) -> CallStatus {
+    match status {
+        FinalStatus::Ended => CallStatus::Ended,
+        FinalStatus::Failed => CallStatus::Failed,
+        FinalStatus::Cancelled => CallStatus::Cancelled,
     }
 }
 

@@ -5,15 +5,20 @@
 //! before anything about the agent is revealed); the number must be
 //! assigned to an active agent (480); the offer must hold a codec we speak
 //! (488). Only then is a call record created and the call answered.
+//!
+//! A store that fails on the way (a pool timeout under load, a database
+//! gone) is said as it is: 503 with `Retry-After` and an error in the log,
+//! never a 403 or 404 that would tell the carrier something untrue.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use sip_stack::sdp::{answer, Direction, SessionDescription};
 use sip_stack::ua::{CallHandle, IncomingCall, IncomingCalls};
 use tokio::sync::oneshot;
-use tracing::{info, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 use super::call::CallTask;
 use super::negotiate::{media_config, supported_codecs};
@@ -24,6 +29,10 @@ use crate::model::{
     format_duration_secs, Agent, AgentStatus, Call, CallDirection, CallSettings, CallStatus,
 };
 use crate::store::StoreError;
+
+/// How long a carrier is asked to wait (`Retry-After`) before it retries an
+/// INVITE we refused with 503 because the store or the media ports failed.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Takes incoming calls until the user agent stops.
 pub async fn accept_loop(shared: Arc<Shared>, mut incoming: IncomingCalls) {
@@ -109,8 +118,29 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
     };
     match routed {
         Ok(accepted) => answer_call(shared, invite, sip, accepted).await,
-        Err(code) => sip.reject(code),
+        Err(code) => refuse(&sip, code),
     }
+}
+
+/// Rejects with `code`; a 503 (we cannot serve now) says when to retry.
+fn refuse(sip: &CallHandle, code: u16) {
+    if code == 503 {
+        sip.reject_retry_after(code, RETRY_AFTER);
+    } else {
+        sip.reject(code);
+    }
+}
+
+/// The answer to an INVITE when the store failed reading or writing `what`:
+/// 503 (retry later) when the database failed or timed out, 500 when it
+/// holds something this version cannot read. Logged as an error either way.
+fn store_failed(failure: &StoreError, what: &str) -> u16 {
+    let code = match failure {
+        StoreError::Database(_) => 503,
+        _ => 500,
+    };
+    error!(error = %failure, what, code, "store failed during an incoming INVITE");
+    code
 }
 
 /// An INVITE for a registered test route: answered for the route's agent
@@ -135,10 +165,7 @@ async fn test_route(
             info!(run_id = %route.run_id, "agent of a test route is gone: 404");
             Err(404)
         }
-        Err(error) => {
-            warn!(%error, "agent lookup failed: 500");
-            Err(500)
-        }
+        Err(failure) => Err(store_failed(&failure, "agent of a test route")),
     }
 }
 
@@ -156,17 +183,15 @@ async fn trunk_route(
             info!(%source, number, "incoming call to an unknown number: 404");
             return Err(404);
         }
-        Err(error) => {
-            warn!(%error, "number lookup failed: 500");
-            return Err(500);
-        }
+        Err(failure) => return Err(store_failed(&failure, "dialled number")),
     };
     let trunk = match shared.store.get_trunk_any(&owned.trunk_id).await {
         Ok(trunk) => trunk,
-        Err(error) => {
-            warn!(%error, number, "trunk of the number not readable: 403");
+        Err(StoreError::NotFound) => {
+            info!(%source, number, trunk = %owned.trunk_id, "the number's trunk is gone: 403");
             return Err(403);
         }
+        Err(failure) => return Err(store_failed(&failure, "trunk of the number")),
     };
     if !allowed(&trunk.allowed_networks, source.ip()) {
         info!(%source, number, trunk = %trunk.id, "incoming call from outside the trunk's networks: 403");
@@ -176,10 +201,7 @@ async fn trunk_route(
         Some(agent_id) => match shared.store.get_agent(&owned.org_id, agent_id).await {
             Ok(agent) if agent.status == AgentStatus::Active => Some(agent),
             Ok(_) | Err(StoreError::NotFound) => None,
-            Err(error) => {
-                warn!(%error, "agent lookup failed: 500");
-                return Err(500);
-            }
+            Err(failure) => return Err(store_failed(&failure, "agent of the number")),
         },
         None => None,
     };
@@ -247,7 +269,7 @@ async fn answer_call(
         Ok(stream) => stream,
         Err(error) => {
             warn!(%error, "no media stream for an incoming call: 503");
-            sip.reject(503);
+            refuse(&sip, 503);
             return;
         }
     };
@@ -298,6 +320,7 @@ async fn answer_call(
         sip_final_code: None,
         q850_cause: None,
         end_reason: None,
+        error_message: None,
         duration_seconds: None,
         transcript: Vec::new(),
         recording_url: None,
@@ -310,9 +333,8 @@ async fn answer_call(
         ended_at: None,
         updated_at: now,
     };
-    if let Err(error) = shared.store.insert_call(&call).await {
-        warn!(%error, "incoming call not recorded: 500");
-        sip.reject(500);
+    if let Err(failure) = shared.store.insert_call(&call).await {
+        refuse(&sip, store_failed(&failure, "new call record"));
         return;
     }
     let call_id = call.id.clone();
@@ -366,6 +388,19 @@ mod tests {
         assert!(allowed(&list, ip("::ffff:10.9.9.9")), "v4-mapped v6 source");
         assert!(allowed(&nets(&["0.0.0.0/0"]), ip("203.0.113.1")));
         assert!(!allowed(&[], ip("127.0.0.1")), "empty list allows none");
+    }
+
+    #[test]
+    fn store_failures_are_503_or_500_never_a_refusal() {
+        let timeout = StoreError::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(store_failed(&timeout, "trunk of the number"), 503);
+        let closed = StoreError::Database(sqlx::Error::PoolClosed);
+        assert_eq!(store_failed(&closed, "dialled number"), 503);
+        let unreadable = StoreError::Corrupt {
+            column: "transport",
+            value: "sctp".into(),
+        };
+        assert_eq!(store_failed(&unreadable, "trunk of the number"), 500);
     }
 
     #[test]

@@ -10,6 +10,15 @@
 //! Timers form a small table ([`Timer`]): the join timeout (no answer),
 //! the maximum duration, RTP inactivity, and the teardown guard that ends
 //! our side when a CANCEL or BYE of ours is never confirmed.
+//!
+//! A call ends as soon as what decides it is known: a trunk that cannot be
+//! reached (transport failure) or never answered at all (nothing back for
+//! the INVITE) fails at once as `error` (`trunk_unreachable`,
+//! `trunk_no_response`), never as a callee's `no_answer`; a CANCEL of ours
+//! finishes the call on the answer to the CANCEL (after a short grace for
+//! the INVITE's 487) or on the 487, with the teardown guard (64*T1, RFC
+//! 3261 Timer F) as the upper bound; and a hang-up's decided end is
+//! reported ([`Output::Ending`]) the moment the CANCEL goes out.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -24,18 +33,24 @@ pub struct LifecycleConfig {
     /// How long an answered call may go without RTP; `None` disables the check.
     pub inactivity_timeout: Option<Duration>,
     /// How long to wait for the user agent to confirm a CANCEL or BYE of
-    /// ours before the call is recorded as ended anyway.
+    /// ours before the call is recorded as ended anyway: the user agent's
+    /// own limit, 64*T1 (RFC 3261 Timer F), is the bound.
     pub teardown_timeout: Duration,
+    /// Once our CANCEL is answered, how long to wait for the INVITE's 487
+    /// (which normally follows at once) before finishing without it.
+    pub final_response_grace: Duration,
 }
 
 impl Default for LifecycleConfig {
-    /// 30 s join timeout, 1800 s maximum duration, 30 s RTP inactivity, 5 s teardown guard.
+    /// 30 s join timeout, 1800 s maximum duration, 30 s RTP inactivity,
+    /// 32 s (64*T1) teardown guard, 250 ms grace for the 487.
     fn default() -> Self {
         Self {
             join_timeout: Duration::from_secs(30),
             max_duration: Duration::from_secs(1800),
             inactivity_timeout: Some(Duration::from_secs(30)),
-            teardown_timeout: Duration::from_secs(5),
+            teardown_timeout: Duration::from_secs(32),
+            final_response_grace: Duration::from_millis(250),
         }
     }
 }
@@ -92,8 +107,12 @@ pub struct End {
     pub status: FinalStatus,
     /// The outcome.
     pub outcome: Outcome,
-    /// A short machine-readable reason (`bye`, `join_timeout`, `media_timeout`, ...).
+    /// A short machine-readable reason (`bye`, `join_timeout`, `media_timeout`,
+    /// `trunk_unreachable`, `trunk_no_response`, ...).
     pub reason: &'static str,
+    /// What went wrong, in words, when the reason alone does not say it
+    /// (the OS error of a trunk that could not be reached).
+    pub detail: Option<String>,
     /// The final SIP status of the INVITE (200 once answered).
     pub sip_code: Option<u16>,
     /// The Q.850 cause of a Reason header, when the far end sent one.
@@ -150,6 +169,10 @@ pub enum Output {
     Cancel,
     /// Send BYE.
     Bye,
+    /// A hang-up before the answer is decided and our CANCEL is on its way:
+    /// persist this status (`cancelled`) and outcome now; [`Output::Finished`]
+    /// follows once the far end confirms (or the teardown guard fires).
+    Ending(Decision),
     /// The call is over: persist the end and report it. Always the last output.
     Finished(End),
 }
@@ -191,12 +214,15 @@ pub enum Phase {
     Done,
 }
 
-/// The end we decided on while waiting for the user agent to confirm it.
+/// The end decided on, while waiting for the user agent to confirm it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Decided {
-    status: FinalStatus,
-    outcome: Outcome,
-    reason: &'static str,
+pub struct Decision {
+    /// The terminal status.
+    pub status: FinalStatus,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// The record's `end_reason`.
+    pub reason: &'static str,
 }
 
 /// The sans-IO lifecycle of one call. See the module docs.
@@ -205,11 +231,14 @@ pub struct Lifecycle {
     config: LifecycleConfig,
     phase: Phase,
     inbound: bool,
+    /// Outbound: something (100 Trying, 1xx) came back for the INVITE.
+    responded: bool,
     timers: [Option<Instant>; 4],
-    decided: Option<Decided>,
+    decided: Option<Decision>,
     answered_at: Option<Instant>,
     sip_code: Option<u16>,
     q850: Option<u16>,
+    detail: Option<String>,
     outputs: VecDeque<Output>,
 }
 
@@ -220,11 +249,13 @@ impl Lifecycle {
             config,
             phase: Phase::Idle,
             inbound: false,
+            responded: false,
             timers: [None; 4],
             decided: None,
             answered_at: None,
             sip_code: None,
             q850: None,
+            detail: None,
             outputs: VecDeque::with_capacity(4),
         }
     }
@@ -275,8 +306,14 @@ impl Lifecycle {
         self.outputs.push_back(Output::Status(Progress::Ringing));
     }
 
+    /// Outbound: 100 Trying arrived: the trunk has the INVITE.
+    pub fn handle_trying(&mut self, _now: Instant) {
+        self.responded = true;
+    }
+
     /// Outbound: a 180/183 arrived.
     pub fn handle_ringing(&mut self, _now: Instant) {
+        self.responded = true;
         if self.phase == Phase::Calling {
             self.phase = Phase::Ringing;
             self.outputs.push_back(Output::Status(Progress::Ringing));
@@ -319,18 +356,18 @@ impl Lifecycle {
         let end = match self.decided {
             Some(decided) => decided,
             None => match code {
-                486 | 600 => Decided {
+                486 | 600 => Decision {
                     status: FinalStatus::Failed,
                     outcome: Outcome::Busy,
                     reason: "busy",
                 },
                 // An inbound caller that gave up (CANCEL) before we answered.
-                _ if self.inbound => Decided {
+                _ if self.inbound => Decision {
                     status: FinalStatus::Cancelled,
                     outcome: Outcome::CallerHangup,
                     reason: "cancel",
                 },
-                _ => Decided {
+                _ => Decision {
                     status: FinalStatus::Failed,
                     outcome: Outcome::Rejected,
                     reason: "rejected",
@@ -338,6 +375,43 @@ impl Lifecycle {
             },
         };
         self.finish(now, end);
+    }
+
+    /// Outbound: the trunk could not be reached (TCP refused or reset, a
+    /// send that failed); `detail` is the OS error. Fails the call at once
+    /// with outcome `error`, reason `trunk_unreachable`.
+    pub fn handle_unreachable(&mut self, now: Instant, detail: String) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.detail = Some(detail);
+        let end = self
+            .decided
+            .unwrap_or_else(|| self.error("trunk_unreachable"));
+        self.finish(now, end);
+    }
+
+    /// Outbound: nothing at all came back for the INVITE before the user
+    /// agent gave up (Timer B). Outcome `error`, reason `trunk_no_response`.
+    pub fn handle_no_response(&mut self, now: Instant) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let end = self
+            .decided
+            .unwrap_or_else(|| self.error("trunk_no_response"));
+        self.finish(now, end);
+    }
+
+    /// Outbound: our CANCEL got its final response. The INVITE's 487 is
+    /// due at once; the call finishes on it, or after the grace without it.
+    pub fn handle_cancel_answered(&mut self, now: Instant) {
+        if self.phase != Phase::Ending || self.answered_at.is_some() {
+            return;
+        }
+        let grace = now + self.config.final_response_grace;
+        let teardown = &mut self.timers[Timer::Teardown as usize];
+        *teardown = Some(teardown.map_or(grace, |at| at.min(grace)));
     }
 
     /// An established call ended, as the user agent reports it.
@@ -348,12 +422,12 @@ impl Lifecycle {
         self.q850 = q850.or(self.q850);
         let end = match (self.decided, how) {
             (Some(decided), _) => decided,
-            (None, RemoteEnd::Bye) => Decided {
+            (None, RemoteEnd::Bye) => Decision {
                 status: FinalStatus::Ended,
                 outcome: Outcome::CallerHangup,
                 reason: "bye",
             },
-            (None, RemoteEnd::LocalBye) => Decided {
+            (None, RemoteEnd::LocalBye) => Decision {
                 status: FinalStatus::Ended,
                 outcome: Outcome::AgentHangup,
                 reason: "bye",
@@ -381,22 +455,22 @@ impl Lifecycle {
         let answered = self.phase == Phase::InProgress;
         let decided = match (by, answered) {
             (Requester::Shutdown, _) => self.shutdown_end(),
-            (Requester::Api, false) => Decided {
+            (Requester::Api, false) => Decision {
                 status: FinalStatus::Cancelled,
                 outcome: Outcome::Cancelled,
                 reason: "api_hangup",
             },
-            (Requester::Agent, false) => Decided {
+            (Requester::Agent, false) => Decision {
                 status: FinalStatus::Cancelled,
                 outcome: Outcome::AgentHangup,
                 reason: "agent_hangup",
             },
-            (Requester::Api, true) => Decided {
+            (Requester::Api, true) => Decision {
                 status: FinalStatus::Ended,
                 outcome: Outcome::AgentHangup,
                 reason: "api_hangup",
             },
-            (Requester::Agent, true) => Decided {
+            (Requester::Agent, true) => Decision {
                 status: FinalStatus::Ended,
                 outcome: Outcome::AgentHangup,
                 reason: "agent_hangup",
@@ -422,15 +496,20 @@ impl Lifecycle {
             self.timers[timer as usize] = None;
             match timer {
                 Timer::Join => {
-                    let decided = Decided {
-                        status: FinalStatus::Failed,
-                        outcome: Outcome::NoAnswer,
-                        reason: "join_timeout",
+                    let decided = if self.phase == Phase::Calling && !self.responded {
+                        // Not a callee who did not pick up: the trunk never answered.
+                        self.error("trunk_no_response")
+                    } else {
+                        Decision {
+                            status: FinalStatus::Failed,
+                            outcome: Outcome::NoAnswer,
+                            reason: "join_timeout",
+                        }
                     };
                     self.terminate(now, decided);
                 }
                 Timer::MaxDuration => {
-                    let decided = Decided {
+                    let decided = Decision {
                         status: FinalStatus::Ended,
                         outcome: Outcome::MaxDuration,
                         reason: "max_duration",
@@ -464,8 +543,8 @@ impl Lifecycle {
 
     // Helpers.
 
-    fn error(&self, reason: &'static str) -> Decided {
-        Decided {
+    fn error(&self, reason: &'static str) -> Decision {
+        Decision {
             status: if self.answered_at.is_some() {
                 FinalStatus::Ended
             } else {
@@ -476,15 +555,15 @@ impl Lifecycle {
         }
     }
 
-    fn shutdown_end(&self) -> Decided {
+    fn shutdown_end(&self) -> Decision {
         if self.answered_at.is_some() {
-            Decided {
+            Decision {
                 status: FinalStatus::Ended,
                 outcome: Outcome::AgentHangup,
                 reason: "shutdown",
             }
         } else {
-            Decided {
+            Decision {
                 status: FinalStatus::Failed,
                 outcome: Outcome::Error,
                 reason: "shutdown",
@@ -493,10 +572,18 @@ impl Lifecycle {
     }
 
     /// Decides the end, sends CANCEL or BYE, and arms the teardown guard.
-    /// Before anything was sent the call simply finishes.
-    fn terminate(&mut self, now: Instant, decided: Decided) -> bool {
+    /// Before anything was sent the call simply finishes; so does an
+    /// outbound call the trunk never answered at all, since nothing will
+    /// confirm its CANCEL (the user agent still sends it, or a BYE, should
+    /// the trunk answer late).
+    fn terminate(&mut self, now: Instant, decided: Decision) -> bool {
         match self.phase {
             Phase::Idle => {
+                self.finish(now, decided);
+                true
+            }
+            Phase::Calling if !self.inbound && !self.responded => {
+                self.outputs.push_back(Output::Cancel);
                 self.finish(now, decided);
                 true
             }
@@ -504,6 +591,12 @@ impl Lifecycle {
                 self.decided = Some(decided);
                 self.phase = Phase::Ending;
                 self.outputs.push_back(Output::Cancel);
+                // A hang-up shows at once; a timeout's end is confirmed within
+                // moments, and readers waiting for a terminal status then get
+                // the whole record.
+                if !self.inbound && decided.status == FinalStatus::Cancelled {
+                    self.outputs.push_back(Output::Ending(decided));
+                }
                 self.arm_teardown(now);
                 true
             }
@@ -523,7 +616,7 @@ impl Lifecycle {
         self.timers[Timer::Teardown as usize] = Some(now + self.config.teardown_timeout);
     }
 
-    fn finish(&mut self, now: Instant, decided: Decided) {
+    fn finish(&mut self, now: Instant, decided: Decision) {
         self.phase = Phase::Done;
         self.timers = [None; 4];
         self.decided = Some(decided);
@@ -531,6 +624,7 @@ impl Lifecycle {
             status: decided.status,
             outcome: decided.outcome,
             reason: decided.reason,
+            detail: self.detail.clone(),
             sip_code: self.sip_code,
             q850: self.q850,
             answered_at: self.answered_at,

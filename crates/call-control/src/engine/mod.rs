@@ -382,7 +382,7 @@ async fn run_outbound(
         Ok(stream) => stream,
         Err(error) => {
             warn!(%error, "no RTP port for the call");
-            return fail_unsent(shared, call, "media_unavailable").await;
+            return fail_unsent(shared, call, "media_unavailable", None).await;
         }
     };
     let session_id = u64::from(rand::random::<u32>());
@@ -399,7 +399,7 @@ async fn run_outbound(
         Err(error) => {
             warn!(%error, trunk = %trunk.id, "trunk unreachable");
             let _ = stream.close().await;
-            return fail_unsent(shared, call, "trunk_unreachable").await;
+            return fail_unsent(shared, call, "trunk_unreachable", Some(error.to_string())).await;
         }
     };
     let sip = match ua.invite(outgoing).await {
@@ -407,7 +407,7 @@ async fn run_outbound(
         Err(error) => {
             warn!(%error, "INVITE not sent");
             let _ = stream.close().await;
-            return fail_unsent(shared, call, "sip_unavailable").await;
+            return fail_unsent(shared, call, "sip_unavailable", Some(error.to_string())).await;
         }
     };
     info!(to = %call.phone_number, from = %call.from_number, trunk = %trunk.id, "INVITE sent");
@@ -440,13 +440,20 @@ pub async fn outgoing_call(call: &Call, trunk: &Trunk) -> Result<OutgoingCall, U
     Ok(outgoing)
 }
 
-/// Records a call that failed before its INVITE went out.
-async fn fail_unsent(shared: &Arc<Shared>, call: Call, reason: &'static str) {
+/// Records a call that failed before its INVITE went out, with what went
+/// wrong in `detail` (the record's `error_message`).
+async fn fail_unsent(
+    shared: &Arc<Shared>,
+    call: Call,
+    reason: &'static str,
+    detail: Option<String>,
+) {
     let now = Utc::now();
     let mut call = call;
     call.status = CallStatus::Failed;
     call.outcome = Some(CallOutcome::Error);
     call.end_reason = Some(reason.to_owned());
+    call.error_message = detail;
     call.ended_at = Some(now);
     call.duration_seconds = Some(0.0);
     if let Err(error) = shared.store.update_call(&call).await {
@@ -466,7 +473,8 @@ async fn fail_unsent(shared: &Arc<Shared>, call: Call, reason: &'static str) {
 
 /// Records every call a previous run left unfinished as over (`ended` when
 /// it had been answered, else `failed`), outcome `error`, reason
-/// `service_restart`, and reports it.
+/// `service_restart`, and reports it. A call whose end was already decided
+/// (a CANCEL of ours was out) keeps that end and only gets its `ended_at`.
 async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), EngineError> {
     let unfinished = store.unfinished_calls().await?;
     if !unfinished.is_empty() {
@@ -477,13 +485,15 @@ async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), EngineError> 
     }
     for mut call in unfinished {
         let now = Utc::now();
-        call.status = if call.answered_at.is_some() {
-            CallStatus::Ended
-        } else {
-            CallStatus::Failed
-        };
-        call.outcome = Some(CallOutcome::Error);
-        call.end_reason = Some("service_restart".to_owned());
+        if !call.status.is_terminal() {
+            call.status = if call.answered_at.is_some() {
+                CallStatus::Ended
+            } else {
+                CallStatus::Failed
+            };
+            call.outcome = Some(CallOutcome::Error);
+            call.end_reason = Some("service_restart".to_owned());
+        }
         call.ended_at = Some(now);
         call.duration_seconds = Some(call.answered_at.map_or(0.0, |at| {
             (now - at).num_milliseconds().max(0) as f64 / 1000.0

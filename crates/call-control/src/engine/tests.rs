@@ -108,6 +108,7 @@ async fn queued_call(f: &Fixture, join_timeout_secs: u32) -> Call {
         sip_final_code: None,
         q850_cause: None,
         end_reason: None,
+        error_message: None,
         duration_seconds: None,
         transcript: Vec::new(),
         recording_url: None,
@@ -436,6 +437,90 @@ async fn inbound_calls_are_checked_then_answered() {
     assert_eq!(record.from_number, "+15550009999");
     assert_eq!(record.status, CallStatus::Ended);
     assert_eq!(record.outcome, Some(CallOutcome::CallerHangup));
+}
+
+/// A bare INVITE (no SDP) from `from` to `user` at the engine.
+fn raw_invite(from: SocketAddr, user: &str, engine: SocketAddr) -> String {
+    format!(
+        "INVITE sip:{user}@{engine} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch=z9hG4bK-store-{port};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:+15550009999@{from}>;tag=caller{port}\r\n\
+         To: <sip:{user}@{engine}>\r\n\
+         Call-ID: store-{port}@127.0.0.1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{from}>\r\n\
+         Content-Length: 0\r\n\r\n",
+        port = from.port()
+    )
+}
+
+#[tokio::test]
+async fn an_inbound_invite_during_a_store_timeout_gets_503_with_retry_after() {
+    let f = fixture(41_600).await;
+    let trunk = trunk(
+        &f.org,
+        "127.0.0.1:5999".parse().expect("addr"),
+        &["127.0.0.0/8"],
+    );
+    f.store.insert_trunk(&trunk).await.expect("trunk");
+    let now = Utc::now();
+    f.store
+        .insert_number(&PhoneNumber {
+            id: new_id("num"),
+            org_id: f.org.clone(),
+            number: "+15557770004".into(),
+            trunk_id: trunk.id.clone(),
+            agent_id: Some(f.agent.id.clone()),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("number");
+    // A second engine on the same database, through a pool of one connection
+    // that the test holds: every lookup of the INVITE times out.
+    let starved =
+        crate::store::test_support::starved_store(&f._dir, Duration::from_millis(100)).await;
+    let mut config = Config::default();
+    config.sip.listen = "127.0.0.1:0".parse().expect("literal");
+    config.rtp.port_min = 41_650;
+    config.rtp.port_max = 41_699;
+    config.recordings.dir = f.recordings.path().to_path_buf();
+    let webhooks = Webhooks::start(f.store.clone(), &config);
+    let engine = CallEngine::start(&config, starved.clone(), webhooks)
+        .await
+        .expect("engine starts");
+    let _held = starved.pool().acquire().await.expect("the one connection");
+
+    let caller = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("caller socket");
+    let from = caller.local_addr().expect("bound");
+    let invite = raw_invite(from, "+15557770004", engine.sip_addr());
+    caller
+        .send_to(invite.as_bytes(), engine.sip_addr())
+        .await
+        .expect("INVITE sent");
+    let mut buffer = vec![0u8; 65_536];
+    let answer = loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(10), caller.recv_from(&mut buffer))
+            .await
+            .expect("answered in time")
+            .expect("a response");
+        let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            break text;
+        }
+    };
+    assert!(
+        answer.starts_with("SIP/2.0 503 "),
+        "a store timeout is 503, never 403 or 404: {answer}"
+    );
+    let retry_after = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("Retry-After: "))
+        .unwrap_or_else(|| panic!("Retry-After missing: {answer}"));
+    assert_eq!(retry_after, inbound::RETRY_AFTER.as_secs().to_string());
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@ use crate::model::{Call, CallDirection, CallStatus};
 
 const COLUMNS: &str = "id, org_id, agent_id, status, outcome, direction, phone_number, \
     from_number, to_number, variables, call_settings, max_duration_secs, join_timeout_secs, \
-    sip_call_id, sip_final_code, q850_cause, end_reason, duration_seconds, transcript, \
-    recording_url, media_stats, rendered_prompt, rendered_greeting, created_at, started_at, \
+    sip_call_id, sip_final_code, q850_cause, end_reason, error_message, duration_seconds, \
+    transcript, recording_url, media_stats, rendered_prompt, rendered_greeting, created_at, started_at, \
     answered_at, ended_at, updated_at";
 
 /// Filters of `GET /calls`; `None` matches everything.
@@ -32,7 +32,7 @@ impl Store {
     pub async fn insert_call(&self, call: &Call) -> Result<()> {
         let sql = format!(
             "INSERT INTO calls ({COLUMNS}) VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         );
         sqlx::query(&sql)
             .bind(&call.id)
@@ -52,6 +52,7 @@ impl Store {
             .bind(call.sip_final_code.map(i64::from))
             .bind(call.q850_cause.map(i64::from))
             .bind(&call.end_reason)
+            .bind(&call.error_message)
             .bind(call.duration_seconds)
             .bind(serde_json::to_string(&call.transcript)?)
             .bind(&call.recording_url)
@@ -118,7 +119,7 @@ impl Store {
             "UPDATE calls SET agent_id = ?, status = ?, outcome = ?, direction = ?, \
              phone_number = ?, from_number = ?, to_number = ?, variables = ?, call_settings = ?, \
              max_duration_secs = ?, join_timeout_secs = ?, sip_call_id = ?, sip_final_code = ?, \
-             q850_cause = ?, end_reason = ?, duration_seconds = ?, transcript = ?, \
+             q850_cause = ?, end_reason = ?, error_message = ?, duration_seconds = ?, transcript = ?, \
              recording_url = ?, media_stats = ?, rendered_prompt = ?, rendered_greeting = ?, \
              started_at = ?, answered_at = ?, ended_at = ?, updated_at = ? \
              WHERE org_id = ? AND id = ?",
@@ -138,6 +139,7 @@ impl Store {
         .bind(call.sip_final_code.map(i64::from))
         .bind(call.q850_cause.map(i64::from))
         .bind(&call.end_reason)
+        .bind(&call.error_message)
         .bind(call.duration_seconds)
         .bind(serde_json::to_string(&call.transcript)?)
         .bind(&call.recording_url)
@@ -163,10 +165,13 @@ impl Store {
         Ok(())
     }
 
-    /// Every call, of any organisation, whose status is not terminal (restart recovery).
+    /// Every call, of any organisation, that is not over (restart recovery): its status
+    /// is not terminal, or it shows the terminal status decided while a CANCEL of ours was
+    /// out but has no `ended_at` yet.
     pub async fn unfinished_calls(&self) -> Result<Vec<Call>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM calls WHERE status NOT IN (?, ?, ?) ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM calls WHERE status NOT IN (?, ?, ?) OR ended_at IS NULL \
+             ORDER BY created_at, id"
         );
         let rows = sqlx::query(&sql)
             .bind(CallStatus::Ended.as_str())
@@ -207,6 +212,7 @@ fn call_from_row(row: &SqliteRow) -> Result<Call> {
         sip_final_code: get_opt_int(row, "sip_final_code")?,
         q850_cause: get_opt_int(row, "q850_cause")?,
         end_reason: row.try_get("end_reason")?,
+        error_message: row.try_get("error_message")?,
         duration_seconds: row.try_get("duration_seconds")?,
         transcript: get_json(row, "transcript")?,
         recording_url: row.try_get("recording_url")?,
@@ -255,6 +261,7 @@ pub(crate) mod tests {
             sip_final_code: None,
             q850_cause: None,
             end_reason: None,
+            error_message: None,
             duration_seconds: None,
             transcript: Vec::new(),
             recording_url: None,
@@ -286,6 +293,7 @@ pub(crate) mod tests {
         call.sip_final_code = Some(200);
         call.q850_cause = Some(16);
         call.end_reason = Some("bye".into());
+        call.error_message = Some("Connection refused (os error 111)".into());
         call.duration_seconds = Some(60.02);
         call.transcript = vec![TranscriptEntry {
             role: "agent".into(),
@@ -412,17 +420,25 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn unfinished_calls_are_those_not_terminal() {
+    async fn unfinished_calls_are_those_not_over() {
         let (store, _dir) = temp_store().await;
         let mut ids_unfinished = Vec::new();
         for (secs, status) in CallStatus::ALL.iter().enumerate() {
             let mut record = call("org_a", "agt_1", CallDirection::Outbound, secs as i64);
             record.status = *status;
+            if status.is_terminal() {
+                record.ended_at = Some(at(secs as i64 + 1));
+            }
             store.insert_call(&record).await.expect("insert");
             if !status.is_terminal() {
                 ids_unfinished.push(record.id);
             }
         }
+        // Cancelled as the CANCEL went out, never confirmed before a crash.
+        let mut cancelling = call("org_a", "agt_1", CallDirection::Outbound, 100);
+        cancelling.status = CallStatus::Cancelled;
+        store.insert_call(&cancelling).await.expect("insert");
+        ids_unfinished.push(cancelling.id);
         let unfinished: Vec<_> = store
             .unfinished_calls()
             .await

@@ -271,6 +271,28 @@ pub(crate) mod test_support {
         (store, dir)
     }
 
+    /// A second handle on the store file in `dir` whose pool has a single
+    /// connection and gives up acquiring it after `acquire_timeout`: hold
+    /// that connection and every query fails with a pool timeout, as a busy
+    /// service sees under load.
+    pub(crate) async fn starved_store(
+        dir: &tempfile::TempDir,
+        acquire_timeout: std::time::Duration,
+    ) -> Store {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url_in(dir))
+            .expect("store URL")
+            .foreign_keys(true)
+            .busy_timeout(super::BUSY_TIMEOUT);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await
+            .expect("pool opens");
+        Store { pool }
+    }
+
     /// The database URL of the store file in `dir`.
     pub(crate) fn url_in(dir: &tempfile::TempDir) -> String {
         format!("sqlite://{}", dir.path().join("test.db").display())

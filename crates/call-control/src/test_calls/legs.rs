@@ -114,6 +114,7 @@ pub(crate) fn agent_leg(
         sip_final_code: None,
         q850_cause: None,
         end_reason: None,
+        error_message: None,
         duration_seconds: None,
         transcript: Vec::new(),
         recording_url: None,
@@ -222,6 +223,7 @@ pub(crate) fn bot_leg(
             (None, Party::Bot) => "test_bot_hangup".to_owned(),
             (None, Party::Agent) => "agent_hangup".to_owned(),
         }),
+        error_message: None,
         duration_seconds: Some(if answered {
             m.duration_ms as f64 / 1000.0
         } else {

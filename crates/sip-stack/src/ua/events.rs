@@ -35,6 +35,50 @@ pub struct Q850 {
     pub text: Option<String>,
 }
 
+/// Where the `code` of a [`CallEvent::Failed`] comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureCause {
+    /// The far end answered the INVITE with this final status.
+    Response,
+    /// Nothing at all came back for the INVITE (no 100, no 1xx, no final
+    /// response) before Timer B (64*T1): reported as 408 (RFC 3261 8.1.3.1).
+    NoResponse,
+    /// The transport could not carry the call's requests to the far end (TCP
+    /// connection refused, reset or timed out; a send that failed): reported
+    /// as 503 (RFC 3261 8.1.3.1).
+    Transport(TransportFailure),
+    /// This user agent chose the code itself: the application rejected the
+    /// call, our CANCEL got no final response within 64*T1, no ACK came,
+    /// the caller sent CANCEL or BYE before the answer, or no transport
+    /// serves the destination.
+    Local,
+}
+
+/// A transport failure as the operating system reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportFailure {
+    /// The kind of error (`ConnectionRefused`, `ConnectionReset`, `TimedOut`, ...).
+    pub kind: std::io::ErrorKind,
+    /// The error as the OS words it, e.g. `Connection refused (os error 111)`.
+    pub message: String,
+}
+
+impl TransportFailure {
+    /// The failure `error` describes.
+    pub fn from_io(error: &std::io::Error) -> Self {
+        Self {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Progress and end of one call, in order; the last event is always
 /// [`CallEvent::Failed`] or [`CallEvent::Ended`].
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +105,13 @@ pub enum CallEvent {
         /// The peer's new SDP.
         sdp: String,
     },
+    /// Outbound: our CANCEL got its final response (200, or 481 when the
+    /// far end no longer knows the INVITE). The INVITE's own final response
+    /// (487) normally follows at once, as [`CallEvent::Failed`].
+    CancelAnswered {
+        /// The status of the response to the CANCEL.
+        code: u16,
+    },
     /// The call was never established.
     Failed {
         /// The final SIP status (408 for a timeout, 487 when cancelled).
@@ -69,6 +120,8 @@ pub enum CallEvent {
         reason: String,
         /// The Q.850 cause of a Reason header, when present.
         q850: Option<Q850>,
+        /// Whether `code` came from the far end, and if not, what happened.
+        cause: FailureCause,
     },
     /// An established call ended.
     Ended {

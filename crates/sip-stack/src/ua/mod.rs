@@ -37,7 +37,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use self::core::{Core, CoreOutput, Locals};
-pub use self::events::{parse_q850, CallEvent, EndReason, IncomingInvite, Party, Q850};
+pub use self::events::{
+    parse_q850, CallEvent, EndReason, FailureCause, IncomingInvite, Party, TransportFailure, Q850,
+};
 use crate::auth::Credentials;
 use crate::dialog::LocalContact;
 use crate::message::{new_call_id, Peer, TransportKind, Uri};
@@ -246,6 +248,7 @@ pub(crate) enum Command {
     Reject {
         call: CallId,
         code: u16,
+        retry_after: Option<Duration>,
     },
     Reinvite {
         call: CallId,
@@ -349,6 +352,17 @@ impl CallHandle {
         self.send(Command::Reject {
             call: self.id,
             code,
+            retry_after: None,
+        });
+    }
+
+    /// Inbound: rejects with a final status code (typically 503) and a
+    /// `Retry-After` header of `retry_after`, in whole seconds (RFC 3261 20.33).
+    pub fn reject_retry_after(&self, code: u16, retry_after: Duration) {
+        self.send(Command::Reject {
+            call: self.id,
+            code,
+            retry_after: Some(retry_after),
         });
     }
 
@@ -521,6 +535,11 @@ impl Driver {
                 debug!(from = %received.from.addr, %error, "malformed message");
                 self.core.handle_malformed(&bytes, &error, received.from);
             }
+            Inbound::ConnectionFailed { error } => {
+                let failure = TransportFailure::from_io(&error);
+                self.core
+                    .handle_transport_error(now, received.from, failure);
+            }
         }
     }
 
@@ -531,6 +550,9 @@ impl Driver {
                     let bytes = bytes::Bytes::from(message.to_string());
                     if let Err(error) = self.transports.send(to, bytes).await {
                         warn!(to = %to.addr, %error, "send failed");
+                        let now = Instant::now().into_std();
+                        self.core
+                            .handle_transport_error(now, to, send_failure(&error));
                     }
                 }
                 CoreOutput::Raw { to, bytes } => {
@@ -558,8 +580,14 @@ impl Driver {
                     {
                         // Nobody takes incoming calls: refuse it.
                         let now = Instant::now().into_std();
-                        self.core
-                            .handle_command(now, Command::Reject { call, code: 480 });
+                        self.core.handle_command(
+                            now,
+                            Command::Reject {
+                                call,
+                                code: 480,
+                                retry_after: None,
+                            },
+                        );
                     }
                 }
             }
@@ -574,6 +602,20 @@ impl Driver {
         if terminal {
             self.subscribers.remove(&call);
         }
+    }
+}
+
+/// A failed send as the transport failure the core hands to its calls.
+fn send_failure(error: &TransportError) -> TransportFailure {
+    let kind = match error {
+        TransportError::Send { source, .. } | TransportError::Bind { source, .. } => source.kind(),
+        TransportError::Congested(_) => std::io::ErrorKind::WouldBlock,
+        TransportError::TooLarge { .. } => std::io::ErrorKind::InvalidInput,
+        TransportError::NotEnabled(_) => std::io::ErrorKind::Unsupported,
+    };
+    TransportFailure {
+        kind,
+        message: error.to_string(),
     }
 }
 

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::core::{Core, CoreOutput, Locals};
-use super::{CallEvent, CallId, Command, EndReason, InboundAuth, OutgoingCall, Party, UaConfig};
+use super::{
+    CallEvent, CallId, Command, EndReason, FailureCause, InboundAuth, OutgoingCall, Party,
+    TransportFailure, UaConfig,
+};
 use crate::auth::{Credentials, DigestServerConfig};
 use crate::dialog::LocalContact;
 use crate::message::{parse, Peer, SipMessage, TransportKind, Uri};
@@ -292,6 +295,16 @@ fn a_cancel_asked_for_before_any_provisional_waits_for_the_100_trying() {
     // Bob's transaction sends 100 Trying by itself after 200 ms; the CANCEL follows.
     net.run_for(Duration::from_millis(300));
     assert_eq!(net.sent(Side::Alice, "CANCEL"), 1);
+    let alice = events(&net.alice_events);
+    let answered = alice
+        .iter()
+        .position(|e| **e == CallEvent::CancelAnswered { code: 200 })
+        .expect("the 200 to the CANCEL is reported");
+    let failed = alice
+        .iter()
+        .position(|e| matches!(e, CallEvent::Failed { code: 487, .. }))
+        .expect("the 487 is reported");
+    assert!(answered < failed, "{alice:?}");
     assert!(
         matches!(
             net.alice_events.last(),
@@ -317,12 +330,25 @@ fn a_rejected_call_fails_with_its_code_and_the_reason_header() {
     net.invite(1);
     net.settle();
     let call = net.bob_incoming.pop_front().expect("incoming");
-    net.bob
-        .handle_command(net.now, Command::Reject { call, code: 486 });
+    net.bob.handle_command(
+        net.now,
+        Command::Reject {
+            call,
+            code: 486,
+            retry_after: None,
+        },
+    );
     net.settle();
     assert!(matches!(
         net.alice_events.last(),
-        Some((_, CallEvent::Failed { code: 486, .. }))
+        Some((
+            _,
+            CallEvent::Failed {
+                code: 486,
+                cause: FailureCause::Response,
+                ..
+            }
+        ))
     ));
     assert_eq!(
         net.sent(Side::Alice, "ACK"),
@@ -343,7 +369,14 @@ fn an_unanswered_invite_times_out_with_408_after_64_t1() {
     }
     assert!(matches!(
         net.alice_events.last(),
-        Some((_, CallEvent::Failed { code: 408, .. }))
+        Some((
+            _,
+            CallEvent::Failed {
+                code: 408,
+                cause: FailureCause::NoResponse,
+                ..
+            }
+        ))
     ));
     assert_eq!(net.now - start, Duration::from_millis(500) * 64);
     assert_eq!(
@@ -352,6 +385,94 @@ fn an_unanswered_invite_times_out_with_408_after_64_t1() {
         "A retransmits at 0.5, 1, 2, 4, 8, 16 s"
     );
     net.drop = Box::new(|_, _| false);
+    net.drain();
+}
+
+#[test]
+fn a_transport_failure_fails_the_waiting_invite_at_once_with_the_os_error() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    // The INVITE goes nowhere: the transport reports the peer unreachable.
+    net.drop = Box::new(|from, _| from == Side::Alice);
+    net.invite(1);
+    net.settle();
+    let refused = TransportFailure {
+        kind: std::io::ErrorKind::ConnectionRefused,
+        message: "Connection refused (os error 111)".into(),
+    };
+    net.alice
+        .handle_transport_error(net.now, Peer::udp(addr(BOB)), refused.clone());
+    net.settle();
+    assert_eq!(
+        events(&net.alice_events),
+        [&CallEvent::Failed {
+            code: 503,
+            reason: refused.message.clone(),
+            q850: None,
+            cause: FailureCause::Transport(refused),
+        }],
+        "failed at once, without waiting for Timer B"
+    );
+    assert_eq!(
+        net.alice.transaction_count(),
+        0,
+        "the INVITE transaction is gone"
+    );
+    let retransmitted = net.sent(Side::Alice, "INVITE");
+    net.run_for(Duration::from_secs(40));
+    assert_eq!(net.sent(Side::Alice, "INVITE"), retransmitted, "no Timer A");
+    assert_eq!(net.alice_events.len(), 1, "no later Timer B failure");
+    net.drop = Box::new(|_, _| false);
+    net.bob_incoming.clear();
+    net.drain();
+}
+
+#[test]
+fn a_transport_failure_towards_another_peer_leaves_the_call_alone() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    net.invite(1);
+    net.settle();
+    let reset = TransportFailure {
+        kind: std::io::ErrorKind::ConnectionReset,
+        message: "Connection reset by peer (os error 104)".into(),
+    };
+    net.alice
+        .handle_transport_error(net.now, Peer::udp(addr("127.0.0.9:5060")), reset);
+    net.bob_answers();
+    assert!(
+        matches!(
+            net.alice_events.last(),
+            Some((_, CallEvent::Answered { .. }))
+        ),
+        "{:?}",
+        net.alice_events
+    );
+}
+
+#[test]
+fn a_reject_with_retry_after_carries_the_header() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    net.invite(1);
+    net.settle();
+    let call = net.bob_incoming.pop_front().expect("incoming");
+    net.bob.handle_command(
+        net.now,
+        Command::Reject {
+            call,
+            code: 503,
+            retry_after: Some(Duration::from_secs(5)),
+        },
+    );
+    net.settle();
+    let answer = net
+        .log
+        .iter()
+        .find(|(from, text)| *from == Side::Bob && text.starts_with("SIP/2.0 503"))
+        .map(|(_, text)| text.clone())
+        .expect("Bob answered 503");
+    assert!(
+        answer.lines().any(|line| line == "Retry-After: 5"),
+        "{answer}"
+    );
     net.drain();
 }
 

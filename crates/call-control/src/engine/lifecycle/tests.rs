@@ -10,8 +10,27 @@ fn config() -> LifecycleConfig {
         join_timeout: 30 * SEC,
         max_duration: 60 * SEC,
         inactivity_timeout: Some(10 * SEC),
-        teardown_timeout: 5 * SEC,
+        // 64*T1 with the RFC 3261 T1 of 500 ms.
+        teardown_timeout: 32 * SEC,
+        final_response_grace: 250 * MS,
     }
+}
+
+/// The end the lifecycle decides on an API hangup before the answer.
+const API_CANCEL: Decision = Decision {
+    status: FinalStatus::Cancelled,
+    outcome: Outcome::Cancelled,
+    reason: "api_hangup",
+};
+
+/// An outbound call whose trunk rings from t0 + 1 s.
+fn ringing(t0: Instant) -> Lifecycle {
+    let mut call = Lifecycle::new(config());
+    call.handle_invite_sent(t0);
+    call.handle_trying(t0 + 10 * MS);
+    call.handle_ringing(t0 + SEC);
+    drain(&mut call);
+    call
 }
 
 fn drain(lifecycle: &mut Lifecycle) -> Vec<Output> {
@@ -64,9 +83,13 @@ fn join_timeout_cancels_and_records_no_answer_with_the_code() {
     call.handle_timeout(t0 + 30 * SEC - MS);
     assert!(drain(&mut call).is_empty(), "not due yet");
     call.handle_timeout(t0 + 30 * SEC);
-    assert_eq!(drain(&mut call), [Output::Cancel]);
+    assert_eq!(
+        drain(&mut call),
+        [Output::Cancel],
+        "status stays until the 487, which comes at once"
+    );
     assert_eq!(call.phase(), Phase::Ending);
-    assert_eq!(call.poll_timeout(), Some(t0 + 35 * SEC));
+    assert_eq!(call.poll_timeout(), Some(t0 + 62 * SEC), "64*T1 at most");
     call.handle_failed(t0 + 30 * SEC + 40 * MS, 487, None);
     let end = finished(&drain(&mut call));
     assert_eq!(end.status, FinalStatus::Failed);
@@ -84,6 +107,7 @@ fn join_timeout_with_408_or_480_after_cancel_is_still_no_answer() {
         let t0 = Instant::now();
         let mut call = Lifecycle::new(config());
         call.handle_invite_sent(t0);
+        call.handle_trying(t0 + 10 * MS);
         call.handle_timeout(t0 + 30 * SEC);
         drain(&mut call);
         call.handle_failed(t0 + 31 * SEC, code, None);
@@ -94,16 +118,17 @@ fn join_timeout_with_408_or_480_after_cancel_is_still_no_answer() {
 }
 
 #[test]
-fn cancel_never_confirmed_ends_at_the_teardown_guard() {
+fn cancel_never_confirmed_ends_at_the_teardown_guard_of_64_t1() {
     let t0 = Instant::now();
-    let mut call = Lifecycle::new(config());
-    call.handle_invite_sent(t0);
+    let mut call = ringing(t0);
     call.handle_timeout(t0 + 30 * SEC);
     drain(&mut call);
-    call.handle_timeout(t0 + 35 * SEC);
+    call.handle_timeout(t0 + 62 * SEC - MS);
+    assert!(drain(&mut call).is_empty(), "not before 64*T1");
+    call.handle_timeout(t0 + 62 * SEC);
     let end = finished(&drain(&mut call));
     assert_eq!(end.outcome, Outcome::NoAnswer);
-    assert_eq!(end.ended_at, t0 + 35 * SEC);
+    assert_eq!(end.ended_at, t0 + 62 * SEC);
     assert_eq!(end.sip_code, None);
     // A late 487 changes nothing.
     call.handle_failed(t0 + 36 * SEC, 487, None);
@@ -113,9 +138,7 @@ fn cancel_never_confirmed_ends_at_the_teardown_guard() {
 #[test]
 fn answer_crossing_our_cancel_is_hung_up() {
     let t0 = Instant::now();
-    let mut call = Lifecycle::new(config());
-    call.handle_invite_sent(t0);
-    drain(&mut call);
+    let mut call = ringing(t0);
     call.handle_timeout(t0 + 30 * SEC);
     assert_eq!(drain(&mut call), [Output::Cancel]);
     call.handle_answered(t0 + 30 * SEC + MS);
@@ -178,8 +201,8 @@ fn bye_never_answered_still_ends_our_side() {
     let mut call = answered(t0);
     call.handle_hangup(t0 + 5 * SEC, Requester::Api);
     assert_eq!(drain(&mut call), [Output::Bye]);
-    assert_eq!(call.poll_timeout(), Some(t0 + 10 * SEC));
-    call.handle_timeout(t0 + 10 * SEC);
+    assert_eq!(call.poll_timeout(), Some(t0 + 37 * SEC));
+    call.handle_timeout(t0 + 37 * SEC);
     let end = finished(&drain(&mut call));
     assert_eq!(end.status, FinalStatus::Ended);
     assert_eq!(end.outcome, Outcome::AgentHangup);
@@ -243,20 +266,155 @@ fn inactivity_disabled_never_fires() {
 }
 
 #[test]
-fn api_hangup_before_answer_cancels() {
+fn api_hangup_before_answer_shows_cancelled_at_once_and_ends_on_the_487() {
     let t0 = Instant::now();
-    let mut call = Lifecycle::new(config());
-    call.handle_invite_sent(t0);
-    call.handle_ringing(t0 + SEC);
-    drain(&mut call);
+    let mut call = ringing(t0);
     assert!(call.handle_hangup(t0 + 2 * SEC, Requester::Api));
     assert!(!call.handle_hangup(t0 + 2 * SEC, Requester::Api), "once");
-    assert_eq!(drain(&mut call), [Output::Cancel]);
+    assert_eq!(
+        drain(&mut call),
+        [Output::Cancel, Output::Ending(API_CANCEL)],
+        "the record shows cancelled as the CANCEL goes out"
+    );
     call.handle_failed(t0 + 2 * SEC + 30 * MS, 487, None);
     let end = finished(&drain(&mut call));
     assert_eq!(end.status, FinalStatus::Cancelled);
     assert_eq!(end.outcome, Outcome::Cancelled);
     assert_eq!(end.sip_code, Some(487));
+    assert_eq!(end.ended_at, t0 + 2 * SEC + 30 * MS, "on the 487");
+}
+
+#[test]
+fn a_cancel_answered_without_its_487_ends_after_the_grace() {
+    let t0 = Instant::now();
+    let mut call = ringing(t0);
+    call.handle_hangup(t0 + 2 * SEC, Requester::Api);
+    drain(&mut call);
+    call.handle_cancel_answered(t0 + 2 * SEC + 20 * MS);
+    assert_eq!(call.poll_timeout(), Some(t0 + 2 * SEC + 270 * MS));
+    call.handle_timeout(t0 + 2 * SEC + 270 * MS);
+    let end = finished(&drain(&mut call));
+    assert_eq!(end.status, FinalStatus::Cancelled);
+    assert_eq!(end.sip_code, None, "no 487 came");
+    assert!(
+        end.ended_at - (t0 + 2 * SEC + 20 * MS) < SEC,
+        "terminal within 1 s of the 200 to the CANCEL"
+    );
+}
+
+#[test]
+fn a_cancel_answered_then_its_487_ends_on_the_487() {
+    let t0 = Instant::now();
+    let mut call = ringing(t0);
+    call.handle_hangup(t0 + 2 * SEC, Requester::Agent);
+    drain(&mut call);
+    call.handle_cancel_answered(t0 + 2 * SEC + 20 * MS);
+    call.handle_failed(t0 + 2 * SEC + 21 * MS, 487, None);
+    let end = finished(&drain(&mut call));
+    assert_eq!(
+        (end.status, end.outcome, end.reason),
+        (FinalStatus::Cancelled, Outcome::AgentHangup, "agent_hangup")
+    );
+    assert_eq!(end.sip_code, Some(487));
+    assert_eq!(end.ended_at, t0 + 2 * SEC + 21 * MS);
+    assert_eq!(call.poll_timeout(), None);
+}
+
+#[test]
+fn an_answer_to_cancel_after_the_answer_changes_nothing() {
+    let t0 = Instant::now();
+    let mut call = answered(t0);
+    call.handle_cancel_answered(t0 + 3 * SEC);
+    assert!(drain(&mut call).is_empty());
+    assert_eq!(call.poll_timeout(), Some(t0 + 12 * SEC), "inactivity only");
+}
+
+#[test]
+fn an_unreachable_trunk_fails_at_once_with_the_os_error() {
+    let t0 = Instant::now();
+    let mut call = Lifecycle::new(config());
+    call.handle_invite_sent(t0);
+    drain(&mut call);
+    call.handle_unreachable(t0 + 3 * MS, "Connection refused (os error 111)".into());
+    let end = finished(&drain(&mut call));
+    assert_eq!(
+        (end.status, end.outcome, end.reason),
+        (FinalStatus::Failed, Outcome::Error, "trunk_unreachable")
+    );
+    assert_eq!(
+        end.detail.as_deref(),
+        Some("Connection refused (os error 111)")
+    );
+    assert_eq!(end.sip_code, None, "nothing came over the wire");
+    assert_eq!(end.ended_at, t0 + 3 * MS);
+    assert!(call.is_done());
+    assert_eq!(call.poll_timeout(), None, "no join timeout left behind");
+}
+
+#[test]
+fn a_trunk_that_never_responds_is_trunk_no_response_not_no_answer() {
+    // Timer B (64*T1) before the join timeout.
+    let t0 = Instant::now();
+    let mut call = Lifecycle::new(LifecycleConfig {
+        join_timeout: 60 * SEC,
+        ..config()
+    });
+    call.handle_invite_sent(t0);
+    drain(&mut call);
+    call.handle_no_response(t0 + 32 * SEC);
+    let end = finished(&drain(&mut call));
+    assert_eq!(
+        (end.status, end.outcome, end.reason),
+        (FinalStatus::Failed, Outcome::Error, "trunk_no_response")
+    );
+    assert_eq!(end.sip_code, None);
+
+    // The join timeout before Timer B: nothing will confirm a CANCEL, so
+    // the call ends there and then.
+    let mut call = Lifecycle::new(config());
+    call.handle_invite_sent(t0);
+    drain(&mut call);
+    call.handle_timeout(t0 + 30 * SEC);
+    let outputs = drain(&mut call);
+    assert_eq!(outputs[0], Output::Cancel, "sent should a 1xx still come");
+    let end = finished(&outputs);
+    assert_eq!(
+        (end.outcome, end.reason, end.ended_at),
+        (Outcome::Error, "trunk_no_response", t0 + 30 * SEC)
+    );
+}
+
+#[test]
+fn a_trunk_that_sent_trying_and_then_nothing_is_no_answer() {
+    let t0 = Instant::now();
+    let mut call = Lifecycle::new(config());
+    call.handle_invite_sent(t0);
+    call.handle_trying(t0 + 5 * MS);
+    drain(&mut call);
+    call.handle_timeout(t0 + 30 * SEC);
+    assert_eq!(drain(&mut call), [Output::Cancel]);
+    call.handle_failed(t0 + 30 * SEC + 10 * MS, 487, None);
+    let end = finished(&drain(&mut call));
+    assert_eq!(
+        (end.outcome, end.reason),
+        (Outcome::NoAnswer, "join_timeout")
+    );
+}
+
+#[test]
+fn a_hangup_before_any_response_ends_at_once() {
+    let t0 = Instant::now();
+    let mut call = Lifecycle::new(config());
+    call.handle_invite_sent(t0);
+    drain(&mut call);
+    call.handle_hangup(t0 + 400 * MS, Requester::Api);
+    let outputs = drain(&mut call);
+    assert_eq!(outputs[0], Output::Cancel);
+    let end = finished(&outputs);
+    assert_eq!(
+        (end.status, end.outcome, end.ended_at),
+        (FinalStatus::Cancelled, Outcome::Cancelled, t0 + 400 * MS)
+    );
 }
 
 #[test]
@@ -288,12 +446,10 @@ fn shutdown_hangs_up_answered_and_unanswered_calls() {
     let end = finished(&drain(&mut up));
     assert_eq!((end.status, end.reason), (FinalStatus::Ended, "shutdown"));
 
-    let mut ringing = Lifecycle::new(config());
-    ringing.handle_invite_sent(t0);
-    drain(&mut ringing);
-    ringing.handle_hangup(t0 + SEC, Requester::Shutdown);
+    let mut ringing = ringing(t0);
+    ringing.handle_hangup(t0 + 2 * SEC, Requester::Shutdown);
     assert_eq!(drain(&mut ringing), [Output::Cancel]);
-    ringing.handle_timeout(t0 + 6 * SEC);
+    ringing.handle_timeout(t0 + 34 * SEC);
     let end = finished(&drain(&mut ringing));
     assert_eq!(
         (end.status, end.outcome),

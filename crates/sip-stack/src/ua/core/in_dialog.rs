@@ -138,6 +138,7 @@ impl Core {
                         code: 487,
                         reason: "caller hung up before the answer".into(),
                         q850,
+                        cause: FailureCause::Local,
                     }
                 };
                 self.end(now, id, event);

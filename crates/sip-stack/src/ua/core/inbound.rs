@@ -52,6 +52,18 @@ impl Core {
     }
 
     pub(super) fn reject(&mut self, now: Instant, id: CallId, code: u16) {
+        self.reject_retry_after(now, id, code, None);
+    }
+
+    /// Rejects the INVITE with `code`, and a `Retry-After` of whole seconds
+    /// when `retry_after` is given (RFC 3261 20.33).
+    pub(super) fn reject_retry_after(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        code: u16,
+        retry_after: Option<Duration>,
+    ) {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
@@ -60,7 +72,14 @@ impl Core {
             return;
         };
         let code = code.clamp(300, 699);
-        let response = self.uas_response(call, code, None);
+        let mut response = self.uas_response(call, code, None);
+        if let Some(after) = retry_after {
+            let seconds = after.as_secs().max(1).to_string();
+            push_before_length(
+                &mut response,
+                [Header::Other("Retry-After".into(), seconds)],
+            );
+        }
         self.respond(now, &key, response);
         self.end(now, id, failed(code, &StatusCode::from(code).to_string()));
     }
@@ -195,6 +214,7 @@ impl Core {
                 code: 487,
                 reason: "cancelled by the caller".into(),
                 q850,
+                cause: FailureCause::Local,
             },
         );
     }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
 
-use super::events::{parse_q850, CallEvent, EndReason, IncomingInvite, Party};
+use super::events::{
+    parse_q850, CallEvent, EndReason, FailureCause, IncomingInvite, Party, TransportFailure,
+};
 use super::session;
 use super::{CallId, Command, OutgoingCall, UaConfig};
 use crate::auth::{new_cnonce, AuthError, Challenge, Credentials, DigestServer};
@@ -250,7 +252,11 @@ impl Core {
             Command::Hangup { call } => self.hangup(now, call, EndReason::Bye),
             Command::Ring { call, sdp } => self.ring(now, call, sdp),
             Command::Answer { call, sdp } => self.answer(now, call, sdp),
-            Command::Reject { call, code } => self.reject(now, call, code),
+            Command::Reject {
+                call,
+                code,
+                retry_after,
+            } => self.reject_retry_after(now, call, code, retry_after),
             Command::Reinvite { call, sdp } => self.reinvite(now, call, sdp),
         }
         self.pump_transactions(Some(now));
@@ -357,11 +363,12 @@ impl Core {
             Some(Method::Invite) | Some(Method::Update) => {
                 self.on_refresh_response(now, id, key, response)
             }
-            Some(Method::Bye) | Some(Method::Cancel) => {
+            Some(Method::Cancel) => self.on_cancel_response(id, response.status_code.code()),
+            Some(Method::Bye) => {
                 debug!(
                     call = id.0,
                     code = response.status_code.code(),
-                    "response to BYE/CANCEL"
+                    "response to BYE"
                 );
             }
             _ => {}
@@ -376,12 +383,14 @@ impl Core {
             return;
         };
         if call.invite_key.as_ref() == Some(&key) && call.phase == Phase::Setup {
-            let reason = if call.role == Role::Uac {
-                "no response (Timer B)"
+            let event = if call.role == Role::Uac {
+                // Timer B runs only until the first response: nothing came back.
+                info!(call = id.0, to = %call.peer.addr, "no response to the INVITE (Timer B)");
+                failed_because(408, "no response (Timer B)", FailureCause::NoResponse)
             } else {
-                "no ACK"
+                failed(408, "no ACK")
             };
-            self.end(now, id, failed(408, reason));
+            self.end(now, id, event);
             return;
         }
         if call.refresh_key.as_ref() == Some(&key) {
@@ -559,11 +568,17 @@ fn push_before_length<M: crate::message::raw::message::HasHeaders>(
     *headers = all.into();
 }
 
+/// A failure this user agent decided itself.
 fn failed(code: u16, reason: &str) -> CallEvent {
+    failed_because(code, reason, FailureCause::Local)
+}
+
+fn failed_because(code: u16, reason: &str, cause: FailureCause) -> CallEvent {
     CallEvent::Failed {
         code,
         reason: reason.to_string(),
         q850: None,
+        cause,
     }
 }
 

@@ -365,7 +365,66 @@ impl Core {
                 code,
                 reason: response.status_code.to_string(),
                 q850,
+                cause: FailureCause::Response,
             },
         );
+    }
+
+    /// The final response to our CANCEL: the application may stop waiting
+    /// for the INVITE's 487 (it still gets it, or the 2xx we then BYE).
+    pub(super) fn on_cancel_response(&mut self, id: CallId, code: u16) {
+        debug!(call = id.0, code, "response to CANCEL");
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if code >= 200 && !call.ended {
+            self.emit(id, CallEvent::CancelAnswered { code });
+        }
+    }
+
+    /// The transport could not reach `peer` (RFC 3261 8.1.3.1, 17.1.4): each
+    /// client transaction of ours towards it fails at once, as with a 503.
+    /// An INVITE still waiting for its answer fails the call; a refresh
+    /// ends the dialog (BYE); a BYE or CANCEL is simply given up.
+    pub(crate) fn handle_transport_error(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        failure: TransportFailure,
+    ) {
+        let failed: Vec<(TransactionKey, CallId)> = self
+            .by_transaction
+            .iter()
+            .filter(|(key, id)| {
+                key.role() == crate::transaction::Role::Client
+                    && self.calls.get(id).is_some_and(|call| call.peer == peer)
+            })
+            .map(|(key, id)| (key.clone(), *id))
+            .collect();
+        if failed.is_empty() {
+            debug!(to = %peer.addr, %failure, "transport failure with nothing waiting on it");
+            return;
+        }
+        for (key, id) in failed {
+            let _ = self.transactions.terminate(&key);
+            let Some(call) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            if call.invite_key.as_ref() == Some(&key) && call.phase == Phase::Setup {
+                warn!(call = id.0, to = %peer.addr, %failure, "INVITE failed in transport");
+                let event = CallEvent::Failed {
+                    code: 503,
+                    reason: failure.message.clone(),
+                    q850: None,
+                    cause: FailureCause::Transport(failure.clone()),
+                };
+                self.end(now, id, event);
+            } else if call.refresh_key.as_ref() == Some(&key) {
+                warn!(call = id.0, to = %peer.addr, %failure, "refresh failed in transport");
+                call.refresh_key = None;
+                self.hangup(now, id, EndReason::DialogLost);
+            }
+        }
+        self.pump_transactions(Some(now));
     }
 }
