@@ -467,10 +467,13 @@ fn header_params(value: &str) -> &str {
     }
 }
 
+/// Position of `wanted` outside quoted strings (whose quoted-pairs, like `\"`, are skipped).
 fn find_outside_quotes(value: &str, wanted: u8) -> Option<usize> {
-    let mut quoted = false;
+    let (mut quoted, mut escaped) = (false, false);
     for (index, byte) in value.bytes().enumerate() {
         match byte {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
             b'"' => quoted = !quoted,
             _ if byte == wanted && !quoted => return Some(index),
             _ => {}
@@ -480,7 +483,7 @@ fn find_outside_quotes(value: &str, wanted: u8) -> Option<usize> {
 }
 
 /// The `tag` parameter of a From/To value.
-fn tag_param(value: &str) -> Option<&str> {
+pub(crate) fn tag_param(value: &str) -> Option<&str> {
     header_params(value).split(';').find_map(|param| {
         let (name, tag) = param.split_once('=')?;
         (name.trim().eq_ignore_ascii_case("tag") && !tag.trim().is_empty()).then(|| tag.trim())
@@ -861,6 +864,7 @@ mod tests {
         assert_eq!(tag_param("\"x;tag=no\" <sip:a@b>"), None);
         assert_eq!(tag_param("sip:a@b;tag=t1"), Some("t1"));
         assert_eq!(tag_param("<sip:a@b"), None);
+        assert_eq!(tag_param(r#""J \\\" x" <sip:a@b> ; tag = t2"#), Some("t2"));
     }
 
     #[test]

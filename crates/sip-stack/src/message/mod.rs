@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 
 pub use build::{
     ack_for_non_2xx, cancel_for, new_branch, new_call_id, new_tag, response_for,
-    set_received_rport, RequestBuilder,
+    response_for_headers, set_received_rport, set_received_rport_headers, RequestBuilder,
 };
 pub use framer::{FramerConfig, FramerError, FramerOutput, StreamFramer};
 pub use header::{
