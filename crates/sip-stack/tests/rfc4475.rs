@@ -311,6 +311,29 @@ async fn intmeth_parses_and_gets_501_with_allow() {
     );
 }
 
+/// The 501 is stateless (no transaction can hold an extension method), yet RFC 3261 8.2.6.2
+/// wants one To tag for every copy of a request: a retransmission gets the same tag.
+#[tokio::test]
+async fn a_retransmitted_unknown_method_gets_the_same_to_tag() {
+    let harness = Harness::start().await;
+    let first = harness.final_answer(message!("esc02")).await;
+    let again = harness.final_answer(message!("esc02")).await;
+    assert_eq!(first.code, 501);
+    assert_eq!(first.header("To"), again.header("To"));
+    let other = harness.final_answer(message!("intmeth")).await;
+    assert_ne!(
+        first
+            .header("To")
+            .and_then(|to| to.split_once(";tag="))
+            .map(|(_, tag)| tag),
+        other
+            .header("To")
+            .and_then(|to| to.split_once(";tag="))
+            .map(|(_, tag)| tag),
+        "another request, another tag"
+    );
+}
+
 /// 3.1.1.3: % escapes in the Request-URI user part, To, From and Contact.
 #[tokio::test]
 async fn esc01_parses_and_is_offered_to_the_application() {
