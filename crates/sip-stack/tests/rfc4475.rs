@@ -716,3 +716,21 @@ async fn next_on_stream(stream: &mut TcpStream, framer: &mut StreamFramer) -> An
         framer.push(&buf[..n]);
     }
 }
+
+// ----- 3.4 backward compatibility -----
+
+/// 3.4.1: an RFC 2543 INVITE (no branch, no Max-Forwards, no From tag, no Contact). The RFC
+/// asks elements "that want to maintain backwards compatibility" to accept it. The parser and
+/// the transaction layer do (RFC 2543 transaction matching); the dialog layer needs a From tag
+/// and a Contact, so this user agent refuses the call with 400 rather than offer a call it
+/// could not address in-dialog requests for.
+#[tokio::test]
+async fn inv2543_parses_and_the_tagless_dialog_is_refused() {
+    let bytes = message!("inv2543");
+    let request = request(bytes);
+    assert_eq!(request.top_via().expect("top Via").branch, None);
+    assert_eq!(request.from_tag(), None);
+    let mut harness = Harness::start().await;
+    assert_eq!(harness.final_answer(bytes).await.code, 400);
+    assert!(harness.calls.try_recv().is_err(), "no call offered");
+}

@@ -868,6 +868,38 @@ mod tests {
     }
 
     #[test]
+    fn addresses_follow_the_name_addr_and_addr_spec_grammar() {
+        for valid in [
+            "sip:a@b;tag=1",
+            "caller<sip:caller@example.com>;tag=323",
+            r#""J Rosenberg \\\"" <sip:j@example.com> ; tag = 98"#,
+            "token1~` token2'+_ <sip:mundane@example.com>",
+            "<sip:x@y;p=1,2>",
+        ] {
+            assert!(check_address("To", valid).is_ok(), "{valid}");
+        }
+        for invalid in [
+            "\"Mr. J. User <sip:j.user@example.com>",
+            "\"Watson, Thomas\" < sip:t.watson@example.org >",
+            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+            "<sip:a@b",
+            "nothing",
+        ] {
+            assert!(check_address("To", invalid).is_err(), "{invalid}");
+        }
+    }
+
+    #[test]
+    fn control_bytes_only_as_quoted_pairs() {
+        assert_eq!(forbidden_byte(b"To: \"a\\\x00b\" <sip:a@b>"), None);
+        assert_eq!(forbidden_byte(b"To: a\x00b"), Some(5));
+        assert_eq!(forbidden_byte(b"To: a\\\x07"), Some(6));
+        // A quote left open on one header line does not cover the next one.
+        assert_eq!(forbidden_byte(b"Call-ID: a\"b\r\nTo: \\\x00"), Some(19));
+    }
+
+    #[test]
     fn split_list_respects_quotes_and_brackets() {
         assert_eq!(
             split_list("\"a, b\" <sip:x@y;p=1,2>, <sip:z@w>,,"),
