@@ -636,6 +636,16 @@ async fn unkscm_gets_416() {
     expect_status(bytes, 416).await;
 }
 
+/// An ACK is never answered, not even with 416 for unkscm's unknown scheme.
+#[tokio::test]
+async fn an_ack_with_an_unknown_scheme_gets_no_answer() {
+    let text = String::from_utf8_lossy(message!("unkscm"))
+        .replace("OPTIONS nobody", "ACK nobody")
+        .replace("3923423 OPTIONS", "3923423 ACK");
+    assert_eq!(unsupported(text.as_bytes()).method, "ACK");
+    Harness::start().await.no_answer(text.as_bytes()).await;
+}
+
 /// 3.3.3: a known but atypical scheme (`soap.beep`) that a SIP UA does not serve: 416.
 #[tokio::test]
 async fn novelsc_gets_416() {

@@ -29,6 +29,9 @@ impl Core {
             debug!(from = %from.addr, "unsupported request does not parse again; dropped");
             return;
         };
+        if request.method == "ACK" {
+            return; // an ACK is never answered, whatever its Request-URI (RFC 3261 17.2.1)
+        }
         if let Err(error) = set_received_rport_headers(&mut request.headers, from.addr) {
             debug!(%error, from = %from.addr, "request without a usable Via; dropped");
             return;
