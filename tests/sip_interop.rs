@@ -3,7 +3,9 @@
 //! Guards: SIPp calling our UAS (100 calls over UDP and over TCP); our UAC
 //! calling SIPp UASes that answer, answer 486, ring forever (our CANCEL,
 //! their 487), challenge with 407; a SIPp UAC that ignores our first 200 OK
-//! so that we must retransmit it; a session timer refresh that SIPp checks.
+//! so that we must retransmit it; a session timer refresh that SIPp checks;
+//! a SIPp UAC sending a method we do not implement outside and inside a call
+//! (501 with Allow each time, the call and the TCP connection carry on).
 //! SIPp runs on loopback ports chosen per test; scenario files are in
 //! `tests/sipp/`.
 
@@ -355,6 +357,37 @@ async fn our_uas_retransmits_a_200_ok_that_sipp_ignores_over_udp() {
 #[tokio::test]
 async fn our_uas_retransmits_a_200_ok_that_sipp_ignores_over_tcp() {
     our_uas_retransmits_a_200_ok_that_sipp_ignores(sipp::Transport::Tcp).await;
+}
+
+async fn sipp_sends_an_unknown_method(transport: sipp::Transport) {
+    sipp::require_sipp();
+    let (ua, incoming) = UserAgent::start(config(transport))
+        .await
+        .expect("UA starts");
+    let target = ua.local_addr(transport_kind(transport)).expect("bound");
+    let mut ended = answer_everything(incoming);
+    let outcome = sipp_blocking(move || {
+        sipp::Sipp::client(sipp::Scenario::file("uac_unknown_method.xml"), target)
+            .transport(transport)
+            .service("+15551234567")
+            .calls(1)
+            .run()
+    })
+    .await;
+    outcome.assert_success();
+    expect_remote_hangup(&mut ended).await;
+}
+
+/// RFC 3261 8.2.1 / RFC 4475 3.1.1.2: 501 with Allow outside and inside a dialog.
+#[tokio::test]
+async fn sipp_unknown_method_gets_501_outside_and_inside_a_call_over_udp() {
+    sipp_sends_an_unknown_method(sipp::Transport::Udp).await;
+}
+
+/// Over TCP the 501s go back on SIPp's one connection, and the BYE after them is answered.
+#[tokio::test]
+async fn sipp_unknown_method_gets_501_outside_and_inside_a_call_over_tcp() {
+    sipp_sends_an_unknown_method(sipp::Transport::Tcp).await;
 }
 
 #[tokio::test]

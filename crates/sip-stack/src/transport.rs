@@ -68,7 +68,8 @@ pub struct Received {
 pub enum Inbound {
     /// A well-formed SIP message.
     Message(SipMessage),
-    /// Bytes that are not a valid SIP message (the core may answer 400).
+    /// Bytes that are no [`SipMessage`]: not valid SIP (the core may answer 400 or 505), or a
+    /// valid request with a method or Request-URI scheme we do not implement (501, 416).
     Malformed {
         /// The raw bytes.
         bytes: Bytes,

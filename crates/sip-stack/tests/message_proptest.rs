@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use sip_stack::message::{
-    parse, response_for, FramerOutput, MessageExt, Method, Request, RequestBuilder, SipMessage,
-    StatusCode, StreamFramer, TransportKind, Uri,
+    parse, parse_uri, response_for, FramerOutput, MessageExt, Method, Request, RequestBuilder,
+    SipMessage, StatusCode, StreamFramer, TransportKind, Uri,
 };
 
 const METHODS: [Method; 8] = [
@@ -47,9 +47,9 @@ prop_compose! {
         tcp in any::<bool>(),
         body in prop::option::of(prop::collection::vec(any::<u8>(), 1..200)),
     ) -> Request {
-        let target: Uri = Uri::try_from(format!("sip:{user}@{target}").as_str())
+        let target: Uri = parse_uri(&format!("sip:{user}@{target}"))
             .expect("generated URI is valid");
-        let local_uri: Uri = Uri::try_from(format!("sip:me@{local}").as_str())
+        let local_uri: Uri = parse_uri(&format!("sip:me@{local}"))
             .expect("generated URI is valid");
         let sent_by = match port {
             Some(port) => format!("{local}:{port}"),

@@ -42,8 +42,18 @@ pub fn new_call_id(host: &str) -> String {
 ///
 /// Add Contact, Record-Route (for dialog-creating responses) and a body as needed.
 pub fn response_for(request: &Request, status: StatusCode, to_tag: Option<&str>) -> Response {
+    response_for_headers(&request.headers, status, to_tag)
+}
+
+/// A response to a request of which only the headers are at hand (an
+/// [`UnsupportedRequest`](super::UnsupportedRequest)); see [`response_for`].
+pub fn response_for_headers(
+    request: &Headers,
+    status: StatusCode,
+    to_tag: Option<&str>,
+) -> Response {
     let mut headers = Headers::default();
-    for header in request.headers.iter() {
+    for header in request.iter() {
         match canonical_header_name(header_name(header)) {
             "Via" => headers.push(Header::Via(h::Via::new(header_value(header)))),
             "From" => headers.push(Header::From(h::From::new(header_value(header)))),
@@ -51,7 +61,7 @@ pub fn response_for(request: &Request, status: StatusCode, to_tag: Option<&str>)
             "CSeq" => headers.push(Header::CSeq(h::CSeq::new(header_value(header)))),
             "To" => {
                 let mut value = header_value(header).to_owned();
-                if let (Some(tag), None) = (to_tag, request.to_tag()) {
+                if let (Some(tag), None) = (to_tag, super::header::tag_param(&value)) {
                     value.push_str(";tag=");
                     value.push_str(tag);
                 }
@@ -92,13 +102,20 @@ pub fn cancel_for(invite: &Request) -> Result<Request, MessageError> {
 /// RFC 3581): `received` when the sent-by host differs from the source address or `rport`
 /// was requested; `rport=<source port>` when `rport` was requested.
 pub fn set_received_rport(request: &mut Request, source: SocketAddr) -> Result<(), MessageError> {
+    set_received_rport_headers(&mut request.headers, source)
+}
+
+/// [`set_received_rport`] on the headers of a request (an
+/// [`UnsupportedRequest`](super::UnsupportedRequest)'s).
+pub fn set_received_rport_headers(
+    request: &mut Headers,
+    source: SocketAddr,
+) -> Result<(), MessageError> {
     let index = request
-        .headers
         .iter()
         .position(|header| canonical_header_name(header_name(header)) == "Via")
         .ok_or(MessageError::MissingHeader { name: "Via" })?;
     let header = request
-        .headers
         .iter()
         .nth(index)
         .expect("the index was just found in this header list");
@@ -136,9 +153,9 @@ pub fn set_received_rport(request: &mut Request, source: SocketAddr) -> Result<(
         rewritten.push_str(", ");
         rewritten.push_str(other);
     }
-    let mut headers: Vec<Header> = std::mem::take(&mut request.headers).into();
+    let mut headers: Vec<Header> = std::mem::take(request).into();
     headers[index] = Header::Via(h::Via::new(rewritten));
-    request.headers = headers.into();
+    *request = headers.into();
     Ok(())
 }
 

@@ -182,11 +182,21 @@ impl StreamFramer {
                 max: self.config.max_header_size,
             });
         }
-        // Both "SIP/2.0 200 OK" and "INVITE sip:..." begin with an upper-case token.
-        match line.first() {
-            Some(b) if b.is_ascii_uppercase() => Ok(()),
-            _ => Err(FramerError::Garbage),
+        // "SIP/2.0 200 OK", "INVITE sip:..." and an extension method such as
+        // "!interesting-Method0123456789_*+`.%indeed'~ sip:..." all begin with a token.
+        if !line
+            .first()
+            .is_some_and(|&b| super::header::is_token_byte(b))
+        {
+            return Err(FramerError::Garbage);
         }
+        // A whole first line must name the protocol: `SIP/2.0 ...` or `... SIP/2.0`.
+        let complete = line_end < self.buffer.len();
+        let names_sip = line.starts_with(b"SIP/") || find(line, b" SIP/").is_some();
+        if complete && !names_sip {
+            return Err(FramerError::Garbage);
+        }
+        Ok(())
     }
 }
 

@@ -109,17 +109,26 @@ pub struct CSeq {
 impl CSeq {
     /// Parses a CSeq value (`314159 INVITE`).
     pub fn parse(value: &str) -> Result<CSeq, MessageError> {
-        let bad = || MessageError::invalid("CSeq", value);
-        let mut words = value.split_ascii_whitespace();
-        let seq = words.next().ok_or_else(bad)?;
-        let method = words.next().ok_or_else(bad)?;
-        if words.next().is_some() || !seq.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let seq = seq.parse().map_err(|_| bad())?;
-        let method = Method::from_str(method).map_err(|_| bad())?;
+        let (seq, method) = cseq_parts(value)?;
+        let method = Method::from_str(method).map_err(|_| MessageError::invalid("CSeq", value))?;
         Ok(CSeq { seq, method })
     }
+}
+
+/// The sequence number (at most 2**32-1) and the method token of a CSeq value, for any method.
+pub(crate) fn cseq_parts(value: &str) -> Result<(u32, &str), MessageError> {
+    let bad = || MessageError::invalid("CSeq", value);
+    let mut words = value.split_ascii_whitespace();
+    let seq = words.next().ok_or_else(bad)?;
+    let method = words.next().ok_or_else(bad)?;
+    if words.next().is_some()
+        || !seq.bytes().all(|b| b.is_ascii_digit())
+        || !method.bytes().all(is_token_byte)
+    {
+        return Err(bad());
+    }
+    let seq = seq.parse().map_err(|_| bad())?;
+    Ok((seq, method))
 }
 
 /// Typed access to the headers of a [`Request`], [`Response`] or [`SipMessage`].
@@ -458,10 +467,13 @@ fn header_params(value: &str) -> &str {
     }
 }
 
+/// Position of `wanted` outside quoted strings (whose quoted-pairs, like `\"`, are skipped).
 fn find_outside_quotes(value: &str, wanted: u8) -> Option<usize> {
-    let mut quoted = false;
+    let (mut quoted, mut escaped) = (false, false);
     for (index, byte) in value.bytes().enumerate() {
         match byte {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
             b'"' => quoted = !quoted,
             _ if byte == wanted && !quoted => return Some(index),
             _ => {}
@@ -471,7 +483,7 @@ fn find_outside_quotes(value: &str, wanted: u8) -> Option<usize> {
 }
 
 /// The `tag` parameter of a From/To value.
-fn tag_param(value: &str) -> Option<&str> {
+pub(crate) fn tag_param(value: &str) -> Option<&str> {
     header_params(value).split(';').find_map(|param| {
         let (name, tag) = param.split_once('=')?;
         (name.trim().eq_ignore_ascii_case("tag") && !tag.trim().is_empty()).then(|| tag.trim())
@@ -493,8 +505,23 @@ pub(crate) fn name_addr_uri(value: &str) -> Result<Uri, MessageError> {
     parse_uri(uri_text.trim())
 }
 
-/// Parses a URI with the panic guard used for all network input.
-pub(crate) fn parse_uri(text: &str) -> Result<Uri, MessageError> {
+/// Parses a URI as it appears in a header or on a request line: a `sip:`/`sips:` URI's user
+/// part may hold `;`, `?` and escapes (RFC 3261 25.1, RFC 4475 3.1.1.9), which this reads
+/// itself; host, port and parameters, and other schemes, are read by `rsip` behind the panic
+/// guard used for all network input.
+pub fn parse_uri(text: &str) -> Result<Uri, MessageError> {
+    match text.split_once(':') {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") =>
+        {
+            super::start_line::sip_uri(scheme, rest, false)
+        }
+        _ => rsip_uri(text),
+    }
+}
+
+/// `rsip`'s reading of a URI, with the panic guard.
+pub(crate) fn rsip_uri(text: &str) -> Result<Uri, MessageError> {
     match std::panic::catch_unwind(|| Uri::try_from(text)) {
         Ok(Ok(uri)) => Ok(uri),
         Ok(Err(_)) => Err(MessageError::invalid("URI", text)),
@@ -520,7 +547,7 @@ fn parse_number(name: &'static str, value: &str) -> Result<u32, MessageError> {
         .map_err(|_| MessageError::invalid(name, value))
 }
 
-fn is_token_byte(byte: u8) -> bool {
+pub(crate) fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&byte)
 }
 
@@ -528,10 +555,7 @@ fn is_token_byte(byte: u8) -> bool {
 /// oddly spaced names replaced by `Full-Name: value`, ending in CRLF CRLF.
 /// `offset` is where `head` starts in the original input (for error positions).
 pub(crate) fn normalize_head(head: &[u8], offset: usize) -> Result<String, MessageError> {
-    if let Some(index) = head
-        .iter()
-        .position(|&b| (b < 0x20 && !matches!(b, b'\r' | b'\n' | b'\t')) || b == 0x7f)
-    {
+    if let Some(index) = forbidden_byte(head) {
         return Err(MessageError::ForbiddenByte {
             byte: head[index],
             offset: offset + index,
@@ -582,6 +606,38 @@ pub(crate) fn normalize_head(head: &[u8], offset: usize) -> Result<String, Messa
     Ok(out)
 }
 
+/// The first control byte of a header section that is not allowed where it stands: CR and LF
+/// only as line ends, HTAB anywhere, any other control byte (NUL, BEL, DEL, ...) only as the
+/// second byte of a quoted-pair inside a quoted string (RFC 3261 25.1, RFC 4475 3.1.1.2).
+fn forbidden_byte(head: &[u8]) -> Option<usize> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (index, &byte) in head.iter().enumerate() {
+        if byte == b'\n'
+            && head
+                .get(index + 1)
+                .is_some_and(|&next| next != b' ' && next != b'\t')
+        {
+            // A new header line: no quoted string runs across it.
+            (quoted, escaped) = (false, false);
+            continue;
+        }
+        let control = (byte < 0x20 && !matches!(byte, b'\r' | b'\n' | b'\t')) || byte == 0x7f;
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        if control {
+            return Some(index);
+        }
+        match byte {
+            b'"' => quoted = !quoted,
+            b'\\' if quoted => escaped = true,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The Content-Length of a normalized header section; conflicting values are an error.
 pub(crate) fn content_length_of(normalized: &str) -> Result<Option<usize>, MessageError> {
     let mut found: Option<usize> = None;
@@ -603,27 +659,114 @@ pub(crate) fn content_length_of(normalized: &str) -> Result<Option<usize>, Messa
     Ok(found)
 }
 
-/// Checks the headers every message needs (RFC 3261 8.1.1) and the request/CSeq method match.
-pub(crate) fn validate(message: &SipMessage) -> Result<(), MessageError> {
+/// Checks the headers every message needs (RFC 3261 8.1.1): a top Via that parses, one each of
+/// From, To, Call-ID and CSeq (and at most one Max-Forwards and Content-Type), From, To and
+/// Contact values that are name-addr or addr-spec, and for a request (`request_method`, as
+/// written on its start line) a CSeq method equal to it.
+pub(crate) fn validate(
+    message: &SipMessage,
+    request_method: Option<&str>,
+) -> Result<(), MessageError> {
     message.top_via()?;
-    for name in ["From", "To"] {
-        if message.header(name).is_none() {
-            return Err(MessageError::MissingHeader { name });
+    for name in ["From", "To", "Call-ID", "CSeq"] {
+        match message.header_all(name).len() {
+            0 => return Err(MessageError::MissingHeader { name }),
+            1 => {}
+            _ => return Err(MessageError::DuplicateHeader { name }),
+        }
+    }
+    for name in ["Max-Forwards", "Content-Type"] {
+        if message.header_all(name).len() > 1 {
+            return Err(MessageError::DuplicateHeader { name });
         }
     }
     if message.call_id().is_none() {
         return Err(MessageError::MissingHeader { name: "Call-ID" });
     }
-    let cseq = message.cseq()?;
-    if let SipMessage::Request(request) = message {
-        if request.method != cseq.method {
+    for name in ["From", "To"] {
+        let value = message.header(name).unwrap_or_default();
+        check_address(name, value)?;
+    }
+    for value in message.header_all("Contact") {
+        for entry in split_list(value) {
+            if entry != "*" {
+                check_address("Contact", entry)?;
+            }
+        }
+    }
+    let cseq = message.header("CSeq").unwrap_or_default();
+    let (_, cseq_method) = cseq_parts(cseq)?;
+    if let Some(method) = request_method {
+        if method != cseq_method {
             return Err(MessageError::CSeqMethodMismatch {
-                request: request.method,
-                cseq: cseq.method,
+                request: super::truncated(method, 128).to_owned(),
+                cseq: super::truncated(cseq_method, 128).to_owned(),
             });
         }
     }
     Ok(())
+}
+
+/// A From, To or Contact value must be a name-addr (`[display-name] <URI>` with the display
+/// name a quoted string or tokens) or an addr-spec without `,` or `?` (RFC 3261 20.10, 25.1):
+/// RFC 4475 3.1.2.6 (unterminated quote), 3.1.2.13 (escaped header outside `<>`), 3.1.2.14
+/// (spaces in the addr-spec) and 3.1.2.15 (unquoted non-token display name) are errors.
+fn check_address(name: &'static str, value: &str) -> Result<(), MessageError> {
+    let bad = || MessageError::invalid(name, value);
+    let value = value.trim();
+    let open = if let Some(quoted) = value.strip_prefix('"') {
+        let close = closing_quote(quoted).ok_or_else(bad)?;
+        let after = &quoted[close + 1..];
+        let spaces = after.len() - after.trim_start().len();
+        if !after.trim_start().starts_with('<') {
+            return Err(bad());
+        }
+        Some(value.len() - after.len() + spaces)
+    } else {
+        match value.find('<') {
+            Some(open) => {
+                let tokens_only = value[..open]
+                    .split_ascii_whitespace()
+                    .all(|word| word.bytes().all(is_token_byte));
+                if !tokens_only {
+                    return Err(bad());
+                }
+                Some(open)
+            }
+            None => None,
+        }
+    };
+    let uri = match open {
+        Some(open) => {
+            let close = value[open..].find('>').ok_or_else(bad)? + open;
+            &value[open + 1..close]
+        }
+        None => {
+            let uri = value.split(';').next().unwrap_or_default().trim();
+            if uri.contains([',', '?']) {
+                return Err(bad());
+            }
+            uri
+        }
+    };
+    if uri.is_empty() || uri.bytes().any(|b| b.is_ascii_whitespace()) || !uri.contains(':') {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Index of the quote that ends a quoted string whose opening quote was just consumed.
+fn closing_quote(text: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (index, byte) in text.bytes().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => return Some(index),
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -721,6 +864,39 @@ mod tests {
         assert_eq!(tag_param("\"x;tag=no\" <sip:a@b>"), None);
         assert_eq!(tag_param("sip:a@b;tag=t1"), Some("t1"));
         assert_eq!(tag_param("<sip:a@b"), None);
+        assert_eq!(tag_param(r#""J \\\" x" <sip:a@b> ; tag = t2"#), Some("t2"));
+    }
+
+    #[test]
+    fn addresses_follow_the_name_addr_and_addr_spec_grammar() {
+        for valid in [
+            "sip:a@b;tag=1",
+            "caller<sip:caller@example.com>;tag=323",
+            r#""J Rosenberg \\\"" <sip:j@example.com> ; tag = 98"#,
+            "token1~` token2'+_ <sip:mundane@example.com>",
+            "<sip:x@y;p=1,2>",
+        ] {
+            assert!(check_address("To", valid).is_ok(), "{valid}");
+        }
+        for invalid in [
+            "\"Mr. J. User <sip:j.user@example.com>",
+            "\"Watson, Thomas\" < sip:t.watson@example.org >",
+            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+            "<sip:a@b",
+            "nothing",
+        ] {
+            assert!(check_address("To", invalid).is_err(), "{invalid}");
+        }
+    }
+
+    #[test]
+    fn control_bytes_only_as_quoted_pairs() {
+        assert_eq!(forbidden_byte(b"To: \"a\\\x00b\" <sip:a@b>"), None);
+        assert_eq!(forbidden_byte(b"To: a\x00b"), Some(5));
+        assert_eq!(forbidden_byte(b"To: a\\\x07"), Some(6));
+        // A quote left open on one header line does not cover the next one.
+        assert_eq!(forbidden_byte(b"Call-ID: a\"b\r\nTo: \\\x00"), Some(19));
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! SIP messages: parsing, header access and building (RFC 3261 sections 7, 8, 18, 20).
 //!
-//! The rest of the crate sees SIP messages only through this module. Parsing is done by
-//! `rsip`, but every byte first goes through our own validation ([`parse`]): size limit,
-//! header unfolding, compact header names, `Content-Length` checks and mandatory headers,
-//! with a last-resort panic guard, so hostile input always becomes a [`MessageError`].
+//! The rest of the crate sees SIP messages only through this module. Every byte first goes
+//! through our own validation ([`parse`]): size limit, header unfolding, compact header names,
+//! `Content-Length` checks, the request line (method token, Request-URI, version: read here,
+//! not by `rsip`), the syntax of From/To/Contact and mandatory, single-instance headers. `rsip`
+//! tokenizes the header section, behind a last-resort panic guard, so hostile input always
+//! becomes a [`MessageError`]. The RFC 4475 torture messages in `tests/rfc4475/` pin this down.
 //!
 //! - [`parse`] / [`parse_with`]: bytes of one datagram (or one framed stream message) to a
-//!   [`SipMessage`].
+//!   [`SipMessage`]; [`parse_any`] also returns the valid requests a [`SipMessage`] cannot
+//!   hold (extension methods, non-SIP Request-URIs) as an [`UnsupportedRequest`].
 //! - [`MessageExt`]: typed accessors (top [`Via`], Call-ID, [`CSeq`], tags, Contact, routes,
 //!   generic header lookup with compact forms) on [`Request`], [`Response`] and
 //!   [`SipMessage`].
@@ -18,15 +21,20 @@
 mod build;
 mod framer;
 mod header;
+mod start_line;
+mod unsupported;
 
 use std::net::SocketAddr;
 
 pub use build::{
     ack_for_non_2xx, cancel_for, new_branch, new_call_id, new_tag, response_for,
-    set_received_rport, RequestBuilder,
+    response_for_headers, set_received_rport, set_received_rport_headers, RequestBuilder,
 };
 pub use framer::{FramerConfig, FramerError, FramerOutput, StreamFramer};
-pub use header::{canonical_header_name, header_name, header_value, CSeq, MessageExt, Via};
+pub use header::{
+    canonical_header_name, header_name, header_value, parse_uri, CSeq, MessageExt, Via,
+};
+pub use unsupported::{Parsed, Unsupported, UnsupportedRequest};
 
 /// The `rsip` crate itself, for the rare caller that needs its typed headers.
 pub use rsip as raw;
@@ -180,9 +188,40 @@ pub enum MessageError {
     #[error("CSeq method {cseq} does not match request method {request}")]
     CSeqMethodMismatch {
         /// The request-line method.
-        request: Method,
+        request: String,
         /// The CSeq method.
-        cseq: Method,
+        cseq: String,
+    },
+    /// A header that may appear once (To, From, Call-ID, CSeq, Max-Forwards, Content-Type)
+    /// appears more than once.
+    #[error("more than one {name} header")]
+    DuplicateHeader {
+        /// The header name.
+        name: &'static str,
+    },
+    /// The Request-URI is not a URI (LWS or `<>` in it, escaped headers in a SIP URI, ...).
+    #[error("invalid Request-URI {uri:?}")]
+    InvalidRequestUri {
+        /// The Request-URI as written (truncated to 128 bytes).
+        uri: String,
+    },
+    /// A valid request with a method this stack does not implement (answered 501).
+    #[error("method {method} is not implemented")]
+    UnknownMethod {
+        /// The method as written (truncated to 128 bytes).
+        method: String,
+    },
+    /// A valid request whose Request-URI scheme is not `sip` or `sips` (answered 416).
+    #[error("Request-URI scheme of {uri:?} is not supported")]
+    UnsupportedUriScheme {
+        /// The Request-URI as written (truncated to 128 bytes).
+        uri: String,
+    },
+    /// A request of another SIP version than 2.0 (answered 505).
+    #[error("SIP version {version} is not supported")]
+    UnsupportedVersion {
+        /// The version as written.
+        version: String,
     },
     /// The parser panicked on this input (caught and turned into an error).
     #[error("parser failure on hostile input")]
@@ -234,8 +273,19 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, MessageError> {
     parse_with(bytes, &ParseConfig::default())
 }
 
-/// Parses one message with explicit limits; see [`parse`].
+/// Parses one message with explicit limits; see [`parse`]. A valid request that a
+/// [`SipMessage`] cannot hold is [`MessageError::UnknownMethod`] or
+/// [`MessageError::UnsupportedUriScheme`] here; [`parse_any`] returns it.
 pub fn parse_with(bytes: &[u8], config: &ParseConfig) -> Result<SipMessage, MessageError> {
+    match parse_any(bytes, config)? {
+        Parsed::Message(message) => Ok(message),
+        Parsed::Unsupported(request) => Err(request.error()),
+    }
+}
+
+/// Parses one message like [`parse_with`], returning valid requests with an extension method
+/// or a non-SIP Request-URI as [`Parsed::Unsupported`] so that they can be answered (501, 416).
+pub fn parse_any(bytes: &[u8], config: &ParseConfig) -> Result<Parsed, MessageError> {
     if bytes.len() > config.max_size {
         return Err(MessageError::TooLarge {
             size: bytes.len(),
@@ -266,10 +316,49 @@ pub fn parse_with(bytes: &[u8], config: &ParseConfig) -> Result<SipMessage, Mess
         None => &[][..],
     };
 
-    let mut message = tokenize_guarded(normalized.as_bytes())?;
-    *message.body_mut() = body.to_vec();
-    header::validate(&message)?;
-    Ok(message)
+    let (start_line, headers) = normalized
+        .split_once("\r\n")
+        .expect("normalize_head ends every line in CRLF");
+    if start_line.starts_with("SIP/") {
+        let mut message = tokenize_guarded(normalized.as_bytes())?;
+        *message.body_mut() = body.to_vec();
+        header::validate(&message, None)?;
+        return Ok(Parsed::Message(message));
+    }
+    let line = start_line::request_line(start_line)?;
+    let method = start_line::known_method(line.method);
+    let uri = start_line::request_uri(line.uri)?;
+    // rsip reads the header section behind a start line it accepts; the method and
+    // Request-URI are the ones read above.
+    let placeholder = format!(
+        "{} sip:placeholder.invalid SIP/2.0\r\n{headers}",
+        method.unwrap_or(Method::Options)
+    );
+    let SipMessage::Request(mut request) = tokenize_guarded(placeholder.as_bytes())? else {
+        unreachable!("a request line makes a request")
+    };
+    request.body = body.to_vec();
+    let message = SipMessage::Request(request);
+    header::validate(&message, Some(line.method))?;
+    let SipMessage::Request(mut request) = message else {
+        unreachable!("still the request built above")
+    };
+    let reason = match (method, uri) {
+        (Some(method), start_line::RequestUri::Sip(uri)) => {
+            request.method = method;
+            request.uri = uri;
+            return Ok(Parsed::Message(SipMessage::Request(request)));
+        }
+        (None, _) => Unsupported::Method,
+        (Some(_), start_line::RequestUri::Other { .. }) => Unsupported::UriScheme,
+    };
+    Ok(Parsed::Unsupported(UnsupportedRequest {
+        method: line.method.to_owned(),
+        uri: line.uri.to_owned(),
+        headers: request.headers,
+        body: request.body,
+        reason,
+    }))
 }
 
 /// Runs rsip on a normalized header section, turning any panic into an error.
@@ -383,8 +472,8 @@ mod tests {
         assert_eq!(
             parse(text.as_bytes()),
             Err(MessageError::CSeqMethodMismatch {
-                request: Method::Invite,
-                cseq: Method::Bye
+                request: "INVITE".into(),
+                cseq: "BYE".into()
             })
         );
     }

@@ -33,6 +33,7 @@ use crate::transaction::{
 mod in_dialog;
 mod inbound;
 mod outbound;
+mod unsupported;
 
 /// What the core asks its driver to do.
 #[derive(Debug)]
@@ -235,9 +236,19 @@ impl Core {
         self.pump_transactions(Some(now));
     }
 
-    /// Bytes that did not parse: a 400 when a response can be built, else nothing.
+    /// Bytes that are no [`SipMessage`]: a valid request we do not implement gets 501 or 416
+    /// (see [`unsupported`]); one of another SIP version 505; anything else a 400 when a
+    /// response can be built, else nothing.
     pub(crate) fn handle_malformed(&mut self, bytes: &[u8], error: &MessageError, from: Peer) {
-        if let Some(response) = super::malformed::bad_request(bytes, &error.to_string()) {
+        let code = match error {
+            MessageError::UnknownMethod { .. } | MessageError::UnsupportedUriScheme { .. } => {
+                self.handle_unsupported(bytes, from);
+                return;
+            }
+            MessageError::UnsupportedVersion { .. } => 505,
+            _ => 400,
+        };
+        if let Some(response) = super::malformed::bad_request(bytes, code, &error.to_string()) {
             self.outputs.push_back(CoreOutput::Raw {
                 to: from,
                 bytes: response.into_bytes(),
@@ -323,6 +334,9 @@ impl Core {
     }
 
     fn on_request(&mut self, now: Instant, key: TransactionKey, request: Request, from: Peer) {
+        if self.refuse_unsupported_extensions(now, &key, &request) {
+            return;
+        }
         let to_tag = request.to_tag().map(str::to_string);
         match (&request.method, to_tag) {
             (Method::Invite, None) => self.on_new_invite(now, key, request, from),
