@@ -9,6 +9,7 @@ use std::time::Instant;
 use bot_loopback::bridge::{Bridge, BridgeCommand, BridgeEnd, BridgeEvent};
 use chrono::Utc;
 use media::record::RecordingHandle;
+use media::rtp_session::IpNet;
 use media::stream::{MediaEngine, StreamHandle};
 use sip_stack::sdp::{negotiated, SessionDescription};
 use sip_stack::ua::{CallEvent, CallHandle, EndReason, FailureCause, Party};
@@ -61,6 +62,8 @@ pub struct CallTask {
     /// Outbound: our offer, and the stream reserving its port.
     offer: Option<SessionDescription>,
     provisional: Option<StreamHandle>,
+    /// Networks besides the SDP address that the call's media may come from.
+    media_networks: Vec<IpNet>,
     active: Option<Active>,
     bridge_events: mpsc::UnboundedReceiver<BridgeEvent>,
     bridge_events_tx: mpsc::UnboundedSender<BridgeEvent>,
@@ -95,6 +98,7 @@ impl CallTask {
             persister,
             offer: None,
             provisional: None,
+            media_networks: Vec::new(),
             active: None,
             bridge_events,
             bridge_events_tx,
@@ -102,8 +106,16 @@ impl CallTask {
     }
 
     /// Outbound: the INVITE went out with `offer`, whose port `provisional` holds.
-    pub fn invite_sent(&mut self, offer: SessionDescription, provisional: StreamHandle) {
+    /// Outbound: the INVITE with `offer` went out; `provisional` holds its port and
+    /// `media_networks` are where besides the answer's SDP address media may come from.
+    pub fn invite_sent(
+        &mut self,
+        offer: SessionDescription,
+        provisional: StreamHandle,
+        media_networks: Vec<IpNet>,
+    ) {
         self.offer = Some(offer);
+        self.media_networks = media_networks;
         self.provisional = Some(provisional);
         self.call.sip_call_id = Some(self.sip.sip_call_id().to_owned());
         self.lifecycle.handle_invite_sent(Instant::now());
@@ -297,10 +309,11 @@ impl CallTask {
             .ok_or("no_sdp_answer")?
             .map_err(|_| "bad_sdp_answer")?;
         let negotiated = negotiated(offer, &answer).map_err(|_| "no_common_codec")?;
-        let wanted = media_config(&negotiated).map_err(|_| "unsupported_codec")?;
+        let wanted =
+            media_config(&negotiated, &self.media_networks).map_err(|_| "unsupported_codec")?;
         let telephone_event = wanted.telephone_event_pt.is_some();
         let provisional = self.provisional.take().ok_or("no_stream")?;
-        if same_stream(&super::negotiate::provisional_config(), &wanted) {
+        if same_stream(&super::negotiate::provisional_config(&[]), &wanted) {
             provisional
                 .set_remote(negotiated.remote, None)
                 .map_err(|_| "media_closed")?;

@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use media::rtp_session::IpNet;
 use sip_stack::sdp::{answer, Direction, SessionDescription};
 use sip_stack::ua::{CallHandle, IncomingCall, IncomingCalls};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn, Instrument};
 
 use super::call::CallTask;
-use super::negotiate::{media_config, supported_codecs};
+use super::negotiate::{media_config, media_networks, supported_codecs};
 use super::test_route::TestRoute;
 use super::Shared;
 use crate::ids::new_id;
@@ -98,6 +99,8 @@ struct Accepted {
     from_number: Option<String>,
     /// A test route waiting for the id of the call record.
     created: Option<oneshot::Sender<String>>,
+    /// Networks besides the offer's address that the call's media may come from.
+    media_networks: Vec<IpNet>,
 }
 
 async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
@@ -159,6 +162,8 @@ async fn test_route(
                 to_number: route.to_number,
                 from_number: Some(route.from_number),
                 created: Some(created),
+                // The bot's own SDP address is where its media comes from.
+                media_networks: Vec::new(),
             })
         }
         Err(StoreError::NotFound) => {
@@ -218,6 +223,7 @@ async fn trunk_route(
         to_number: number,
         from_number: None,
         created: None,
+        media_networks: media_networks(&trunk.allowed_networks, Some(source.ip())),
     })
 }
 
@@ -235,6 +241,7 @@ async fn answer_call(
         to_number: number,
         from_number,
         created,
+        media_networks,
     } = accepted;
     let Some(offer) = invite
         .sdp
@@ -260,7 +267,7 @@ async fn answer_call(
         sip.reject(488);
         return;
     };
-    let Ok(config) = media_config(&draft.negotiated) else {
+    let Ok(config) = media_config(&draft.negotiated, &media_networks) else {
         sip.reject(488);
         return;
     };

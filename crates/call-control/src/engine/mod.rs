@@ -375,10 +375,12 @@ async fn run_outbound(
     trunk: Trunk,
     commands: mpsc::UnboundedReceiver<CallCommand>,
 ) {
-    let stream = match shared
-        .media
-        .open(negotiate::provisional_config(), OpenOptions::default())
-    {
+    let host_ip = trunk.host.parse::<std::net::IpAddr>().ok();
+    let media_networks = negotiate::media_networks(&trunk.allowed_networks, host_ip);
+    let stream = match shared.media.open(
+        negotiate::provisional_config(&media_networks),
+        OpenOptions::default(),
+    ) {
         Ok(stream) => stream,
         Err(error) => {
             warn!(%error, "no RTP port for the call");
@@ -412,7 +414,7 @@ async fn run_outbound(
     };
     info!(to = %call.phone_number, from = %call.from_number, trunk = %trunk.id, "INVITE sent");
     let mut task = CallTask::new(Arc::clone(shared), call, agent, sip, commands);
-    task.invite_sent(offer, stream);
+    task.invite_sent(offer, stream, media_networks);
     task.run().await;
 }
 

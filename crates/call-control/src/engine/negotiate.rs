@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use media::codec::{CodecSpec, SampleRate};
-use media::rtp_session::PayloadType as RtpPayloadType;
+use media::rtp_session::{IpNet, PayloadType as RtpPayloadType};
 use media::stream::{EngineConfig, IdleAudio, MediaConfig, MediaEngine, OpenOptions, StreamHandle};
 use sip_stack::sdp::{Codec, Negotiated};
 
@@ -42,7 +42,12 @@ pub fn supported_codecs() -> Vec<Codec> {
 /// The stream settings of a negotiated audio stream: 16 kHz application
 /// audio for Opus, 8 kHz for G.711; no idle audio (the bridge sends a frame
 /// every tick), no inactivity event (the lifecycle watches activity).
-pub fn media_config(negotiated: &Negotiated) -> Result<MediaConfig, EngineError> {
+///
+/// Media is taken only from the SDP's address and `allowed` (see [`media_networks`]).
+pub fn media_config(
+    negotiated: &Negotiated,
+    allowed: &[IpNet],
+) -> Result<MediaConfig, EngineError> {
     let codec = &negotiated.codec;
     let spec = CodecSpec::from_rtpmap(&codec.name, codec.clock_rate).ok_or_else(|| {
         EngineError::UnsupportedCodec(format!("{}/{}", codec.name, codec.clock_rate))
@@ -60,12 +65,34 @@ pub fn media_config(negotiated: &Negotiated) -> Result<MediaConfig, EngineError>
     config.remote_ptime_ms = negotiated.ptime.clamp(10, 120);
     config.idle = IdleAudio::Nothing;
     config.inactivity_timeout = None;
+    config.allowed_networks = allowed.to_vec();
     Ok(config)
 }
 
-/// The provisional stream of an outbound call before its answer.
-pub fn provisional_config() -> MediaConfig {
+/// The networks, besides the address in the peer's SDP, that a call's RTP may come from:
+/// the trunk's allowed networks and the address its signalling comes from (a carrier
+/// behind NAT advertises a private address but sends from these). Entries that do not
+/// parse (validated when the trunk was written) are skipped.
+pub fn media_networks(trunk_networks: &[String], signalling: Option<IpAddr>) -> Vec<IpNet> {
+    let mut networks: Vec<IpNet> = trunk_networks
+        .iter()
+        .filter_map(|network| {
+            let network = network.trim();
+            network
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| network.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .collect();
+    networks.extend(signalling.map(|ip| IpNet::from(ip.to_canonical())));
+    networks
+}
+
+/// The provisional stream of an outbound call before its answer, taking media (early
+/// media, then the answer's) only from the answer's SDP address and `allowed`.
+pub fn provisional_config(allowed: &[IpNet]) -> MediaConfig {
     let mut config = MediaConfig::new(CodecSpec::Pcmu, RtpPayloadType::PCMU, NOWHERE);
+    config.allowed_networks = allowed.to_vec();
     config.telephone_event_pt = RtpPayloadType::new(101);
     config.idle = IdleAudio::Nothing;
     config.inactivity_timeout = None;
@@ -123,6 +150,43 @@ mod tests {
     }
 
     #[test]
+    fn media_comes_from_the_trunks_networks_and_its_signalling_address() {
+        let trunk = [
+            "203.0.113.0/24".to_owned(),
+            " 198.51.100.7 ".to_owned(),
+            "2001:db8::/32".to_owned(),
+            "not a network".to_owned(),
+        ];
+        let signalling: IpAddr = "::ffff:192.0.2.9".parse().expect("mapped v4");
+        let networks = media_networks(&trunk, Some(signalling));
+        let shown: Vec<String> = networks.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "203.0.113.0/24",
+                "198.51.100.7/32",
+                "2001:db8::/32",
+                "192.0.2.9/32"
+            ]
+        );
+        assert!(media_networks(&[], None).is_empty());
+        let offer = build_offer(local(), 4000, &offered_codecs(), Direction::SendRecv, 1, 1);
+        let reply = answer(
+            &offer,
+            local(),
+            5000,
+            &supported_codecs(),
+            Direction::SendRecv,
+            2,
+            1,
+        )
+        .expect("answer");
+        let config = media_config(&reply.negotiated, &networks).expect("supported");
+        assert_eq!(config.allowed_networks, networks);
+        assert_eq!(provisional_config(&networks).allowed_networks, networks);
+    }
+
+    #[test]
     fn pcma_answer_to_our_offer_gives_an_8_khz_pcma_stream() {
         let offer = build_offer(
             local(),
@@ -144,13 +208,13 @@ mod tests {
         .expect("PCMA is offered");
         let answer_sdp = SessionDescription::parse(&reply.sdp.to_string()).expect("parses");
         let negotiated = negotiated(&offer, &answer_sdp).expect("negotiated");
-        let config = media_config(&negotiated).expect("supported");
+        let config = media_config(&negotiated, &[]).expect("supported");
         assert_eq!(config.codec, CodecSpec::Pcma);
         assert_eq!(config.payload_type, RtpPayloadType::PCMA);
         assert_eq!(config.app_rate, SampleRate::Hz8000);
         assert_eq!(config.remote, SocketAddr::new(local(), 40_000));
         assert!(
-            !same_stream(&provisional_config(), &config),
+            !same_stream(&provisional_config(&[]), &config),
             "reopen needed"
         );
     }
@@ -172,8 +236,8 @@ mod tests {
         let reply = answer(&offer, local(), 40_000, &theirs, Direction::SendRecv, 2, 1)
             .expect("PCMU is offered");
         let negotiated = negotiated(&offer, &reply.sdp).expect("negotiated");
-        let config = media_config(&negotiated).expect("supported");
-        assert!(same_stream(&provisional_config(), &config));
+        let config = media_config(&negotiated, &[]).expect("supported");
+        assert!(same_stream(&provisional_config(&[]), &config));
     }
 
     #[test]
@@ -196,7 +260,7 @@ mod tests {
             1,
         )
         .expect("answer");
-        let config = media_config(&reply.negotiated).expect("supported");
+        let config = media_config(&reply.negotiated, &[]).expect("supported");
         assert!(matches!(config.codec, CodecSpec::Opus(_)));
         assert_eq!(config.app_rate, SampleRate::Hz16000);
     }

@@ -250,7 +250,7 @@ async fn answered_call_with_audio_ends_at_max_duration() {
     .expect("peer media");
     let mut stream = media
         .open(
-            media_config(&draft.negotiated).expect("pcma"),
+            media_config(&draft.negotiated, &[]).expect("pcma"),
             Default::default(),
         )
         .expect("peer stream");
