@@ -137,6 +137,61 @@ struct Inner {
     received: mpsc::Sender<Received>,
 }
 
+/// Tries to give UDP and TCP one free port number when both ask for port 0.
+const SHARED_PORT_ATTEMPTS: u32 = 16;
+
+/// The UDP socket (and its address) and the TCP listener of `config`.
+async fn bind_sockets(
+    config: &TransportConfig,
+) -> Result<
+    (
+        Option<Arc<UdpSocket>>,
+        Option<SocketAddr>,
+        Option<TcpListener>,
+    ),
+    TransportError,
+> {
+    let (udp, udp_local) = match config.udp {
+        Some(addr) => {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| TransportError::Bind {
+                    kind: TransportKind::Udp,
+                    addr,
+                    source,
+                })?;
+            let local = socket.local_addr().map_err(|source| TransportError::Bind {
+                kind: TransportKind::Udp,
+                addr,
+                source,
+            })?;
+            (Some(Arc::new(socket)), Some(local))
+        }
+        None => (None, None),
+    };
+    let listener = match config.tcp {
+        Some(addr) => {
+            // Listen on the UDP port when the TCP port is 0 and UDP got one,
+            // so one port number serves both like a SIP server should.
+            let addr = match (addr.port(), udp_local) {
+                (0, Some(udp)) if udp.ip() == addr.ip() => udp,
+                _ => addr,
+            };
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| TransportError::Bind {
+                        kind: TransportKind::Tcp,
+                        addr,
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    Ok((udp, udp_local, listener))
+}
+
 impl Transports {
     /// Binds the configured sockets and starts their receive tasks; every
     /// message received is sent on `received`.
@@ -144,44 +199,26 @@ impl Transports {
         config: TransportConfig,
         received: mpsc::Sender<Received>,
     ) -> Result<Self, TransportError> {
-        let (udp, udp_local) = match config.udp {
-            Some(addr) => {
-                let socket =
-                    UdpSocket::bind(addr)
-                        .await
-                        .map_err(|source| TransportError::Bind {
-                            kind: TransportKind::Udp,
-                            addr,
-                            source,
-                        })?;
-                let local = socket.local_addr().map_err(|source| TransportError::Bind {
-                    kind: TransportKind::Udp,
-                    addr,
+        // With both ports 0 the TCP listener takes the port the kernel gave UDP; another
+        // process may hold that port for TCP, so draw again a few times.
+        let shared_port = matches!((config.udp, config.tcp), (Some(udp), Some(tcp))
+            if udp.port() == 0 && tcp.port() == 0 && udp.ip() == tcp.ip());
+        let mut attempts = 0;
+        let (udp, udp_local, listener) = loop {
+            attempts += 1;
+            match bind_sockets(&config).await {
+                Err(TransportError::Bind {
+                    kind: TransportKind::Tcp,
                     source,
-                })?;
-                (Some(Arc::new(socket)), Some(local))
+                    ..
+                }) if shared_port
+                    && attempts < SHARED_PORT_ATTEMPTS
+                    && source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    continue
+                }
+                bound => break bound?,
             }
-            None => (None, None),
-        };
-        let listener = match config.tcp {
-            Some(addr) => {
-                // Listen on the UDP port when the TCP port is 0 and UDP got one,
-                // so one port number serves both like a SIP server should.
-                let addr = match (addr.port(), udp_local) {
-                    (0, Some(udp)) if udp.ip() == addr.ip() => udp,
-                    _ => addr,
-                };
-                Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| TransportError::Bind {
-                            kind: TransportKind::Tcp,
-                            addr,
-                            source,
-                        })?,
-                )
-            }
-            None => None,
         };
         let tcp_local = listener.as_ref().and_then(|l| l.local_addr().ok());
         let transports = Self {
