@@ -47,6 +47,7 @@ pub const KEYS: &[&str] = &[
     "test_calls.max_run_seconds",
     "test_calls.audio_dir",
     "test_calls.charge_multiplier",
+    "agents.audio_dir",
     "websocket.connect_timeout_ms",
     "websocket.fallback_audio",
     "log.format",
@@ -122,6 +123,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// `[test_calls]`
     pub test_calls: TestCallsConfig,
+    /// `[agents]`
+    pub agents: AgentsConfig,
     /// `[websocket]`
     pub websocket: WebsocketConfig,
     /// `[log]`
@@ -252,6 +255,16 @@ pub struct TestCallsConfig {
 
 /// Largest `test_calls.charge_multiplier`.
 pub const MAX_CHARGE_MULTIPLIER: u32 = 100;
+
+/// `[agents]`: what agents of every organisation share.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentsConfig {
+    /// Directory of the WAV files scripted agents may play (`{"action": "say", "audio":
+    /// "greeting.wav"}`, a plain relative path inside it, checked when the agent is written
+    /// and when the file is opened). Unset (the default): `say` steps play text only, and
+    /// nothing an API client writes can make the service read a file.
+    pub audio_dir: Option<PathBuf>,
+}
 
 /// `[websocket]`: the `websocket` agent runtime.
 #[derive(Clone, Debug, PartialEq)]
@@ -413,6 +426,9 @@ impl Config {
             }
             "websocket.connect_timeout_ms" => {
                 self.websocket.connect_timeout_ms = parse_positive(value).map_err(invalid)?
+            }
+            "agents.audio_dir" => {
+                self.agents.audio_dir = (!value.is_empty()).then(|| PathBuf::from(value));
             }
             "websocket.fallback_audio" => {
                 self.websocket.fallback_audio = (!value.is_empty()).then(|| PathBuf::from(value));

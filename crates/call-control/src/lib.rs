@@ -1,5 +1,6 @@
 //! The dialcore service: REST API, call lifecycle, store and webhooks (see DESIGN.md).
 pub mod api;
+pub mod audio_files;
 pub mod config;
 pub mod engine;
 pub mod http_server;

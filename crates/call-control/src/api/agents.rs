@@ -48,6 +48,7 @@ pub async fn create(
         updated_at: now,
     };
     apply(&mut body, &mut agent);
+    check_audio_files(&mut body, &agent.runtime, &state);
     body.finish()?;
     state.store.insert_agent(&agent).await?;
     envelope::created(&agent)
@@ -112,7 +113,11 @@ pub async fn update(
         return Err(ApiError::AgentArchived { agent_id: id });
     }
     let mut body = Body::parse(&bytes)?;
+    let new_runtime = body.has("runtime");
     apply(&mut body, &mut agent);
+    if new_runtime {
+        check_audio_files(&mut body, &agent.runtime, &state);
+    }
     body.finish()?;
     agent.updated_at = Utc::now();
     state
@@ -193,6 +198,28 @@ const MAX_SAY_TEXT: usize = 10_000;
 const MAX_AUDIO_PATH: usize = 4_096;
 /// Longest wait of a scripted step, in milliseconds.
 const MAX_WAIT_MS: u32 = 600_000;
+
+/// Every `say` file of a scripted runtime must be a plain name of a file inside
+/// `[agents] audio_dir` (checked again when the call opens it): a tenant never names a path
+/// on the server.
+fn check_audio_files(body: &mut Body, runtime: &Runtime, state: &AppState) {
+    let Runtime::Scripted { steps } = runtime else {
+        return;
+    };
+    let dir = state.config.agents.audio_dir.as_deref();
+    for (index, step) in steps.iter().enumerate() {
+        let ScriptStep::Say {
+            audio: Some(name), ..
+        } = step
+        else {
+            continue;
+        };
+        let path = std::path::Path::new(name);
+        if let Err(error) = crate::audio_files::resolve(dir, path, "[agents] audio_dir") {
+            body.invalid(&format!("runtime.steps[{index}].audio"), error.to_string());
+        }
+    }
+}
 
 /// Takes `runtime`, field by field: every problem is named with its path
 /// (`runtime.steps[2].action: "jump" is not one of say, tone, ...`).

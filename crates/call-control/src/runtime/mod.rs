@@ -18,6 +18,8 @@
 //! WebSocket, in the message format of Twilio Media Streams).
 
 pub mod audio;
+use std::path::PathBuf;
+
 pub use bot_loopback::agent::echo;
 pub mod scripted;
 pub mod websocket;
@@ -57,6 +59,8 @@ pub trait RuntimeFactory: Send + Sync + 'static {
 pub struct BuiltinRuntimes {
     /// Settings of every `websocket` agent's runtime.
     pub websocket: WebsocketSettings,
+    /// The only directory `scripted` agents' `say` steps may play files from.
+    pub audio_dir: Option<PathBuf>,
 }
 
 impl BuiltinRuntimes {
@@ -67,6 +71,7 @@ impl BuiltinRuntimes {
                 connect_timeout: config.websocket.connect_timeout(),
                 fallback_audio: config.websocket.fallback_audio.clone(),
             },
+            audio_dir: config.agents.audio_dir.clone(),
         }
     }
 }
@@ -79,7 +84,10 @@ impl RuntimeFactory for BuiltinRuntimes {
     ) -> Result<Box<dyn AgentRuntime>, RuntimeError> {
         match &agent.runtime {
             Runtime::Echo => Ok(Box::new(echo::Echo)),
-            Runtime::Scripted { steps } => Ok(Box::new(scripted::Scripted::new(steps.clone()))),
+            Runtime::Scripted { steps } => Ok(Box::new(scripted::Scripted::new(
+                steps.clone(),
+                self.audio_dir.clone(),
+            ))),
             Runtime::Websocket {
                 url,
                 headers,

@@ -27,12 +27,14 @@ use crate::model::ScriptStep;
 #[derive(Debug, Clone)]
 pub struct Scripted {
     steps: Vec<ScriptStep>,
+    audio_dir: Option<PathBuf>,
 }
 
 impl Scripted {
-    /// A runtime running `steps` after the greeting.
-    pub fn new(steps: Vec<ScriptStep>) -> Self {
-        Self { steps }
+    /// A runtime running `steps` after the greeting; `say` steps play files only from
+    /// inside `audio_dir` (`[agents] audio_dir`).
+    pub fn new(steps: Vec<ScriptStep>, audio_dir: Option<PathBuf>) -> Self {
+        Self { steps, audio_dir }
     }
 }
 
@@ -47,6 +49,7 @@ impl AgentRuntime for Scripted {
         session: RuntimeSession,
     ) -> BoxFuture<'static, Result<(), RuntimeError>> {
         let runner = Runner {
+            audio_dir: self.audio_dir,
             rate: metadata.sample_rate,
             session,
             digits: VecDeque::new(),
@@ -63,6 +66,8 @@ enum Stop {
 }
 
 struct Runner {
+    /// `[agents] audio_dir`: where `say` files may come from.
+    audio_dir: Option<PathBuf>,
     rate: u32,
     session: RuntimeSession,
     /// Digits pressed and not yet consumed by a `wait_for_dtmf`.
@@ -134,7 +139,15 @@ impl Runner {
         audio: Option<PathBuf>,
     ) -> Result<(), Result<Stop, RuntimeError>> {
         let pcm = match audio {
-            Some(path) => {
+            Some(name) => {
+                // Checked when the agent was written; checked again now, against the
+                // directory and files as they are.
+                let path = crate::audio_files::resolve(
+                    self.audio_dir.as_deref(),
+                    &name,
+                    "[agents] audio_dir",
+                )
+                .map_err(|error| Err(RuntimeError::Failed(format!("say: {error}"))))?;
                 let rate = self.rate;
                 tokio::task::spawn_blocking(move || load_wav(&path, rate))
                     .await

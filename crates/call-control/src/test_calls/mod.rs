@@ -32,7 +32,7 @@ mod recovery;
 mod sip_mode;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Component, Path};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +51,7 @@ pub use self::recovery::{
     fail_interrupted, recover, BATCH_RESTART_REASON, BATCH_SHUTDOWN_REASON, RESTART_REASON,
     SHUTDOWN_REASON,
 };
+use crate::audio_files::AudioFileError;
 use crate::config::Config;
 use crate::engine::CallEngine;
 use crate::model::{TestCallBatch, TestCallRun, TestMode, TestRunStatus};
@@ -397,29 +398,13 @@ fn scenario_script(prompt: &str, audio_dir: Option<&Path>) -> Result<Script, Str
         else {
             continue;
         };
-        let Some(dir) = audio_dir else {
-            return Err(format!(
-                "{}: audio files need [test_calls] audio_dir on the server; \
-                 say text to use the shipped speech",
-                path.display()
-            ));
-        };
-        if !path
-            .components()
-            .all(|part| matches!(part, Component::Normal(_)))
-        {
-            return Err(format!(
-                "{}: must be a relative path inside the audio directory",
-                path.display()
-            ));
-        }
-        let inside = dir.join(&*path);
-        if !inside.is_file() {
-            return Err(format!(
-                "{}: no such file in the audio directory",
-                path.display()
-            ));
-        }
+        let inside = crate::audio_files::resolve(audio_dir, path, "[test_calls] audio_dir")
+            .map_err(|error| match error {
+                AudioFileError::NoDirectory { .. } => {
+                    format!("{error}; say text to use the shipped speech")
+                }
+                other => other.to_string(),
+            })?;
         *path = inside;
     }
     Ok(script)

@@ -37,8 +37,20 @@ async fn drive(
     digits: &[(u64, char)],
     max_frames: u64,
 ) -> Seen {
+    drive_with(greeting, steps, digits, max_frames, None).await
+}
+
+/// [`drive`] with `[agents] audio_dir` set to `audio_dir`.
+async fn drive_with(
+    greeting: Option<&str>,
+    steps: Vec<ScriptStep>,
+    digits: &[(u64, char)],
+    max_frames: u64,
+    audio_dir: Option<std::path::PathBuf>,
+) -> Seen {
     let (session, input, mut output) = RuntimeSession::channel(1);
-    let task = tokio::spawn(Box::new(Scripted::new(steps)).run(metadata(greeting), session));
+    let task =
+        tokio::spawn(Box::new(Scripted::new(steps, audio_dir)).run(metadata(greeting), session));
     let silence = AudioFrame::new(&[0; 160], FrameKind::Silence).expect("fits");
     let mut seen = Seen::default();
     let mut frames = 0u64;
@@ -190,14 +202,51 @@ async fn without_hangup_the_agent_stays_until_the_call_ends() {
 }
 
 #[tokio::test]
-async fn a_missing_audio_file_is_an_error() {
-    let (session, _input, _output) = RuntimeSession::channel(4);
-    let steps = vec![ScriptStep::Say {
-        text: Some("x".into()),
-        audio: Some("/nonexistent/file.wav".into()),
-    }];
-    let result = Box::new(Scripted::new(steps))
-        .run(metadata(None), session)
-        .await;
-    assert!(matches!(result, Err(RuntimeError::AudioFile { .. })));
+async fn say_plays_files_only_from_inside_the_audio_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audio = dir.path().join("audio");
+    std::fs::create_dir(&audio).expect("dir");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    for path in [audio.join("hello.wav"), dir.path().join("recording.wav")] {
+        let mut wav = hound::WavWriter::create(path, spec).expect("wav");
+        for _ in 0..160 {
+            wav.write_sample(1000i16).expect("sample");
+        }
+        wav.finalize().expect("finalize");
+    }
+    let say = |audio: &str| {
+        vec![ScriptStep::Say {
+            text: Some("hi".into()),
+            audio: Some(audio.into()),
+        }]
+    };
+    let seen = drive_with(None, say("hello.wav"), &[], 10, Some(audio.clone())).await;
+    assert!(
+        kinds(&seen.outputs).contains(&"audio160".to_owned()),
+        "{:?}",
+        kinds(&seen.outputs)
+    );
+
+    // Another organisation's recording, by absolute path, by `..`, or without a directory.
+    let outside = dir.path().join("recording.wav").display().to_string();
+    for (name, dir) in [
+        (outside.as_str(), Some(audio.clone())),
+        ("../recording.wav", Some(audio.clone())),
+        ("hello.wav", None),
+        ("missing.wav", Some(audio.clone())),
+    ] {
+        let (session, _input, _output) = RuntimeSession::channel(4);
+        let result = Box::new(Scripted::new(say(name), dir))
+            .run(metadata(None), session)
+            .await;
+        let Err(RuntimeError::Failed(message)) = result else {
+            panic!("{name}: {result:?}");
+        };
+        assert!(message.starts_with("say: "), "{message}");
+    }
 }
