@@ -5,7 +5,8 @@
 //! Guards the call lifecycle of DESIGN.md: max_duration (BYE) with media,
 //! stats and a playable recording; join_timeout (CANCEL, no_answer); busy;
 //! a trunk that challenges with 407; inbound calls answered by the echo
-//! agent and hung up by the caller; inbound calls refused 404 and 403.
+//! agent and hung up by the caller; inbound calls refused 404 (a known carrier, a number we
+//! lack) and 403 (a source in no trunk's networks, whatever the number).
 //! And failures that say what happened, at once: a TCP trunk nobody listens
 //! on (`trunk_unreachable` with the OS error), a UDP trunk that swallows the
 //! INVITE (`trunk_no_response`), a hang-up of a ringing call (`cancelled`
@@ -234,6 +235,14 @@ async fn inbound_call_is_answered_by_the_echo_agent_until_the_caller_hangs_up() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_call_to_an_unknown_number_gets_404() {
     let svc = TestService::start().await;
+    // The caller is a carrier we know (a trunk allows loopback), calling a number we lack.
+    svc.agent_with_number(
+        "127.0.0.1:5999".parse().expect("addr"),
+        "+15550004444",
+        json!({"type": "echo"}),
+        &["127.0.0.0/8"],
+    )
+    .await;
     let outcome = run_caller(
         sipp::Sipp::client(
             sipp::Scenario::file("service/caller_rejected_404.xml"),
@@ -262,6 +271,18 @@ async fn inbound_call_from_outside_the_trunks_networks_gets_403() {
             svc.sip,
         )
         .service("+15550003333")
+        .calls(1),
+    )
+    .await;
+    outcome.assert_success();
+    // A number we do not own gets the same answer: the source is checked first, so a
+    // scanner cannot tell owned numbers from others.
+    let outcome = run_caller(
+        sipp::Sipp::client(
+            sipp::Scenario::file("service/caller_rejected_403.xml"),
+            svc.sip,
+        )
+        .service("+15559999999")
         .calls(1),
     )
     .await;

@@ -10,9 +10,9 @@
 //! gone) is said as it is: 503 with `Retry-After` and an error in the log,
 //! never a 403 or 404 that would tell the carrier something untrue.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use media::rtp_session::IpNet;
@@ -23,6 +23,7 @@ use tracing::{error, info, warn, Instrument};
 
 use super::call::CallTask;
 use super::negotiate::{media_config, media_networks, supported_codecs};
+use super::rejections::Entry as RejectionEntry;
 use super::test_route::TestRoute;
 use super::Shared;
 use crate::ids::new_id;
@@ -109,19 +110,68 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
         sip.reject(503);
         return;
     }
-    let routed = match invite.called_user.as_deref() {
-        Some(user) => match shared.test_routes.take(user) {
-            Some((route, created)) => test_route(&shared, route, created).await,
-            None => trunk_route(&shared, &invite, user).await,
+    let test_route_of = invite
+        .called_user
+        .as_deref()
+        .and_then(|user| shared.test_routes.take(user));
+    let routed = match test_route_of {
+        // An unguessable single-use token the test runner registered.
+        Some((route, created)) => test_route(&shared, route, created).await,
+        // The source first: a sender outside every trunk learns nothing of our numbers.
+        None => match known_source(&shared, invite.source.addr).await {
+            Err(code) => Err(code),
+            Ok(()) => match invite.called_user.as_deref() {
+                Some(user) => trunk_route(&shared, &invite, user).await,
+                None => {
+                    log_refusal(&shared, invite.source.addr, "", 404, "no dialled number");
+                    Err(404)
+                }
+            },
         },
-        None => {
-            info!(source = %invite.source.addr, "incoming call without a dialled number: 404");
-            Err(404)
-        }
     };
     match routed {
         Ok(accepted) => answer_call(shared, invite, sip, accepted).await,
         Err(code) => refuse(&sip, code),
+    }
+}
+
+/// Refuses (403) a source in no trunk's allowed networks, before anything else is looked at.
+async fn known_source(shared: &Shared, source: SocketAddr) -> Result<(), u16> {
+    let trunks = shared
+        .store
+        .all_trunks()
+        .await
+        .map_err(|failure| store_failed(&failure, "trunks"))?;
+    if trunks
+        .iter()
+        .any(|trunk| allowed(&trunk.allowed_networks, source.ip()))
+    {
+        Ok(())
+    } else {
+        log_refusal(
+            shared,
+            source,
+            "",
+            403,
+            "source in no trunk's allowed networks",
+        );
+        Err(403)
+    }
+}
+
+/// Logs a refused INVITE at a bounded rate: the first of a source, then one summary per
+/// source per minute ([`RejectionLog`]).
+fn log_refusal(shared: &Shared, source: SocketAddr, number: &str, code: u16, why: &'static str) {
+    for entry in shared.rejections.record(source.ip(), Instant::now()) {
+        match entry {
+            RejectionEntry::First => info!(
+                %source, number, code, why,
+                "incoming call refused (more from this source are summarised each minute)"
+            ),
+            RejectionEntry::Summary { source, count } => {
+                info!(%source, count, "incoming calls refused from this source in the last minute")
+            }
+        }
     }
 }
 
@@ -185,7 +235,7 @@ async fn trunk_route(
     let owned = match shared.store.find_number(&number).await {
         Ok(Some(owned)) => owned,
         Ok(None) => {
-            info!(%source, number, "incoming call to an unknown number: 404");
+            log_refusal(shared, source, &number, 404, "unknown number");
             return Err(404);
         }
         Err(failure) => return Err(store_failed(&failure, "dialled number")),
@@ -193,13 +243,19 @@ async fn trunk_route(
     let trunk = match shared.store.get_trunk_any(&owned.trunk_id).await {
         Ok(trunk) => trunk,
         Err(StoreError::NotFound) => {
-            info!(%source, number, trunk = %owned.trunk_id, "the number's trunk is gone: 403");
+            log_refusal(shared, source, &number, 403, "the number's trunk is gone");
             return Err(403);
         }
         Err(failure) => return Err(store_failed(&failure, "trunk of the number")),
     };
     if !allowed(&trunk.allowed_networks, source.ip()) {
-        info!(%source, number, trunk = %trunk.id, "incoming call from outside the trunk's networks: 403");
+        log_refusal(
+            shared,
+            source,
+            &number,
+            403,
+            "outside the networks of the number's trunk",
+        );
         return Err(403);
     }
     let agent = match &owned.agent_id {
@@ -211,9 +267,12 @@ async fn trunk_route(
         None => None,
     };
     let Some(agent) = agent else {
-        info!(
-            number,
-            "incoming call to a number without an active agent: 480"
+        log_refusal(
+            shared,
+            source,
+            &number,
+            480,
+            "number without an active agent",
         );
         return Err(480);
     };

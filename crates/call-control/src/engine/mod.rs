@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod lifecycle;
 pub mod negotiate;
 pub mod persist;
+pub mod rejections;
 pub mod test_route;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -43,6 +44,7 @@ use tracing::{info, warn, Instrument};
 
 use self::call::{CallCommand, CallTask};
 use self::lifecycle::Requester;
+use self::rejections::RejectionLog;
 use self::test_route::{TestRoute, TestRoutes};
 use crate::config::Config;
 use crate::model::{events, Agent, Call, CallOutcome, CallStatus, Trunk, TrunkTransport};
@@ -108,6 +110,7 @@ pub struct Shared {
     inactivity_timeout: Option<Duration>,
     per_minute_cents: i64,
     test_routes: TestRoutes,
+    rejections: RejectionLog,
 }
 
 impl Shared {
@@ -227,6 +230,7 @@ impl CallEngine {
             inactivity_timeout: (!inactivity.is_zero()).then_some(inactivity),
             per_minute_cents: config.credits.per_minute_cents,
             test_routes: TestRoutes::default(),
+            rejections: RejectionLog::default(),
         });
         tokio::spawn(inbound::accept_loop(Arc::clone(&shared), incoming));
         info!(%sip_addr, "call engine started");

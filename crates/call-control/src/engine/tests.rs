@@ -524,6 +524,33 @@ async fn an_inbound_invite_during_a_store_timeout_gets_503_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_sender_outside_every_trunk_learns_nothing_of_our_numbers() {
+    let f = fixture(41_700).await;
+    let (caller, _incoming, caller_addr) = carrier().await;
+    let elsewhere = trunk(&f.org, caller_addr, &["192.0.2.0/24"]);
+    f.store.insert_trunk(&elsewhere).await.expect("trunk");
+    let now = Utc::now();
+    f.store
+        .insert_number(&PhoneNumber {
+            id: new_id("num"),
+            org_id: f.org.clone(),
+            number: "+15557770009".into(),
+            trunk_id: elsewhere.id.clone(),
+            agent_id: Some(f.agent.id.clone()),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("number");
+    let engine_addr = f.engine.sip_addr();
+    // Owned or not, the answer is the same 403: the source is checked first.
+    for number in ["+15557770009", "+15550000000"] {
+        let (code, _) = final_answer(dial_engine(&caller, engine_addr, number, 41_790).await).await;
+        assert_eq!(code, 403, "{number}");
+    }
+}
+
+#[tokio::test]
 async fn a_test_route_answers_its_token_once_without_trunk_checks() {
     let f = fixture(41_400).await;
     let mut draft = f.agent.clone();
@@ -539,7 +566,9 @@ async fn a_test_route_answers_its_token_once_without_trunk_checks() {
     let engine_addr = f.engine.sip_addr();
     let unknown = test_route::new_token("tcr_test");
     let (code, _) = final_answer(dial_engine(&caller, engine_addr, &unknown, 41_490).await).await;
-    assert_eq!(code, 404, "an unregistered token is an unknown number");
+    // The caller is in no trunk's networks: anything but a registered token is refused
+    // before its number is looked at.
+    assert_eq!(code, 403, "an unregistered token from outside every trunk");
 
     let (code, leg) = final_answer(dial_engine(&caller, engine_addr, &token, 41_490).await).await;
     assert_eq!(code, 200, "the registered token is answered");
@@ -548,7 +577,7 @@ async fn a_test_route_answers_its_token_once_without_trunk_checks() {
         .expect("call id in time")
         .expect("call id sent");
     let (code, _) = final_answer(dial_engine(&caller, engine_addr, &token, 41_490).await).await;
-    assert_eq!(code, 404, "a route is single use");
+    assert_eq!(code, 403, "a route is single use");
 
     leg.hangup();
     f.engine.wait_call_ended(&call_id).await;
@@ -582,7 +611,10 @@ async fn an_expired_test_route_refuses_its_token() {
     loop {
         match leg.next_event().await {
             Some(CallEvent::Failed { code, .. }) => {
-                assert_eq!(code, 404);
+                assert_eq!(
+                    code, 403,
+                    "an expired token is refused like any unknown number"
+                );
                 break;
             }
             Some(CallEvent::Answered { .. }) => panic!("an expired route answered"),
