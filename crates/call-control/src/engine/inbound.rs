@@ -302,6 +302,9 @@ async fn answer_call(
         created,
         media_networks,
     } = accepted;
+    // CANCEL, BYE and re-INVITEs of this call: from the INVITE's source or the trunk's
+    // networks only.
+    sip.trust_sources(media_networks.clone());
     let Some(offer) = invite
         .sdp
         .as_deref()

@@ -416,6 +416,8 @@ async fn run_outbound(
             return fail_unsent(shared, call, "sip_unavailable", Some(error.to_string())).await;
         }
     };
+    // In-dialog requests may come from the trunk's networks too, nowhere else.
+    sip.trust_sources(media_networks.clone());
     info!(to = %call.phone_number, from = %call.from_number, trunk = %trunk.id, "INVITE sent");
     let mut task = CallTask::new(Arc::clone(shared), call, agent, sip, commands);
     task.invite_sent(offer, stream, media_networks);

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+pub use ipnet::IpNet;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -254,6 +255,10 @@ pub(crate) enum Command {
         call: CallId,
         sdp: String,
     },
+    Trust {
+        call: CallId,
+        networks: Vec<IpNet>,
+    },
 }
 
 enum Control {
@@ -363,6 +368,16 @@ impl CallHandle {
             call: self.id,
             code,
             retry_after: Some(retry_after),
+        });
+    }
+
+    /// Lets requests of this call (CANCEL, BYE, re-INVITE, UPDATE, ...) come from
+    /// `networks` as well as from the peer's own address; by default only the address the
+    /// call was set up with may send them, and any other source is answered 403.
+    pub fn trust_sources(&self, networks: Vec<IpNet>) {
+        self.send(Command::Trust {
+            call: self.id,
+            networks,
         });
     }
 

@@ -281,6 +281,83 @@ fn a_call_is_answered_confirmed_and_hung_up_and_nothing_is_left_behind() {
     net.drain();
 }
 
+/// Hands `text` to Bob as if it came from `from`, and collects what Bob answers.
+fn forge_to_bob(net: &mut Net, text: &str, from: &str) -> Vec<String> {
+    let message = parse(text.as_bytes()).expect("forged request parses");
+    net.bob
+        .handle_message(net.now, message, Peer::udp(addr(from)));
+    let mut answers = Vec::new();
+    while let Some(output) = net.bob.poll_output() {
+        match output {
+            CoreOutput::Transmit { message, .. } => answers.push(message.to_string()),
+            CoreOutput::Raw { bytes, .. } => answers.push(String::from_utf8(bytes).expect("utf-8")),
+            CoreOutput::Event { call, event } => net.bob_events.push((call, event)),
+            CoreOutput::Incoming { .. } => panic!("no new call"),
+        }
+    }
+    answers
+}
+
+#[test]
+fn in_dialog_requests_from_another_address_are_refused_403() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    let call = net.invite(1);
+    let bob_call = net.bob_answers();
+    // Alice's BYE is held back: an attacker who saw it replays it from elsewhere.
+    net.drop = Box::new(|side, text| side == Side::Alice && text.starts_with("BYE "));
+    net.alice.handle_command(net.now, Command::Hangup { call });
+    net.settle();
+    let bye = net
+        .log
+        .iter()
+        .rev()
+        .find(|(side, text)| *side == Side::Alice && text.starts_with("BYE "))
+        .map(|(_, text)| text.clone())
+        .expect("Alice sent a BYE");
+    let reinvite = bye
+        .replacen("BYE ", "INVITE ", 1)
+        .replace(" BYE\r\n", " INVITE\r\n");
+
+    for forged in [&bye, &reinvite] {
+        let answers = forge_to_bob(&mut net, forged, "198.51.100.66:5060");
+        assert!(
+            answers.iter().any(|a| a.starts_with("SIP/2.0 403")),
+            "{answers:?}"
+        );
+    }
+    assert!(
+        !net.bob_events
+            .iter()
+            .any(|(id, event)| *id == bob_call && matches!(event, CallEvent::Ended { .. })),
+        "a forged BYE ended the call: {:?}",
+        net.bob_events
+    );
+
+    // A network the application trusts (the trunk's) may send them, on any port.
+    net.bob.handle_command(
+        net.now,
+        Command::Trust {
+            call: bob_call,
+            networks: vec!["198.51.100.0/24".parse().expect("network")],
+        },
+    );
+    // (A new transaction: the refused one would only have its 403 repeated.)
+    let again = bye.replacen("branch=z9hG4bK", "branch=z9hG4bKtrusted", 1);
+    let answers = forge_to_bob(&mut net, &again, "198.51.100.7:5099");
+    assert!(
+        answers.iter().any(|a| a.starts_with("SIP/2.0 200")),
+        "{answers:?}"
+    );
+    assert!(net.bob_events.iter().any(|(id, event)| *id == bob_call
+        && matches!(
+            event,
+            CallEvent::Ended {
+                by: Party::Remote,
+                ..
+            }
+        )));
+}
+
 #[test]
 fn a_cancel_asked_for_before_any_provisional_waits_for_the_100_trying() {
     let mut net = Net::new(UaConfig::default(), UaConfig::default());

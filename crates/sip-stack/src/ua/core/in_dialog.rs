@@ -98,6 +98,7 @@ impl Core {
         key: TransactionKey,
         request: Request,
         to_tag: String,
+        from: Peer,
     ) {
         let call_id = request.call_id().unwrap_or_default().to_string();
         let Some(id) = self.by_dialog.get(&(call_id, to_tag)).copied() else {
@@ -108,6 +109,15 @@ impl Core {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        if !call.accepts_from(&from) {
+            // Someone who learnt the dialog's identifiers is not the peer: it may neither
+            // end the call nor move its media.
+            warn!(call = id.0, source = %from.addr, peer = %call.peer.addr,
+                method = %request.method, "in-dialog request from another address: 403");
+            let response = response_for(&request, StatusCode::Forbidden, None);
+            self.respond(now, &key, response);
+            return;
+        }
         let Some(dialog) = call.dialog.as_mut() else {
             return;
         };

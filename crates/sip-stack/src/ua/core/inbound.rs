@@ -175,6 +175,7 @@ impl Core {
                 transactions: 0,
                 ended: false,
                 bye_after_ack: None,
+                trusted: Vec::new(),
             },
         );
         self.track(key, id);
@@ -184,7 +185,13 @@ impl Core {
         });
     }
 
-    pub(super) fn on_cancel(&mut self, now: Instant, key: TransactionKey, cancel: Request) {
+    pub(super) fn on_cancel(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        cancel: Request,
+        from: Peer,
+    ) {
         let target = self.transactions.cancel_target(&cancel);
         let id = target
             .as_ref()
@@ -194,6 +201,16 @@ impl Core {
             self.respond(now, &key, response);
             return;
         };
+        if self
+            .calls
+            .get(&id)
+            .is_some_and(|call| !call.accepts_from(&from))
+        {
+            warn!(call = id.0, source = %from.addr, "CANCEL from another address than the INVITE: 403");
+            let response = response_for(&cancel, StatusCode::Forbidden, None);
+            self.respond(now, &key, response);
+            return;
+        }
         let ok = response_for(&cancel, StatusCode::OK, None);
         self.respond(now, &key, ok);
         let Some(call) = self.calls.get(&id) else {

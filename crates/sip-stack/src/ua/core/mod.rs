@@ -10,6 +10,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
+use ipnet::IpNet;
+
 use tracing::{debug, info, warn};
 
 use super::events::{
@@ -108,6 +110,9 @@ struct Call {
     /// 15 forbids a BYE until then; it goes out with the ACK (or when the 2xx
     /// retransmissions give up).
     bye_after_ack: Option<EndReason>,
+    /// Networks besides the peer's own address that may send requests in the dialog
+    /// (a carrier's other signalling hosts); anything else is answered 403.
+    trusted: Vec<IpNet>,
     ended: bool,
 }
 
@@ -148,6 +153,17 @@ const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE";
 /// Ids of incoming calls count down from the top so they never meet the
 /// application's outbound ids, which count up from 1.
 const INCOMING_ID_BASE: u64 = u64::MAX / 2;
+
+impl Call {
+    /// Whether a request of this call may come from `from`: the address the call was set
+    /// up with, or one of its [trusted](Call::trusted) networks. Ports may differ (TCP
+    /// connections, NAT), addresses may not.
+    fn accepts_from(&self, from: &Peer) -> bool {
+        let ip = from.addr.ip().to_canonical();
+        ip == self.peer.addr.ip().to_canonical()
+            || self.trusted.iter().any(|network| network.contains(&ip))
+    }
+}
 
 impl Core {
     pub(crate) fn new(config: UaConfig, locals: Locals) -> Self {
@@ -269,6 +285,11 @@ impl Core {
                 retry_after,
             } => self.reject_retry_after(now, call, code, retry_after),
             Command::Reinvite { call, sdp } => self.reinvite(now, call, sdp),
+            Command::Trust { call, networks } => {
+                if let Some(call) = self.calls.get_mut(&call) {
+                    call.trusted = networks;
+                }
+            }
         }
         self.pump_transactions(Some(now));
     }
@@ -340,14 +361,14 @@ impl Core {
         let to_tag = request.to_tag().map(str::to_string);
         match (&request.method, to_tag) {
             (Method::Invite, None) => self.on_new_invite(now, key, request, from),
-            (Method::Cancel, _) => self.on_cancel(now, key, request),
+            (Method::Cancel, _) => self.on_cancel(now, key, request, from),
             (Method::Options, None) => {
                 let mut response = response_for(&request, StatusCode::OK, Some(&new_tag()));
                 push_capabilities(&mut response);
                 self.respond(now, &key, response);
             }
             (Method::Ack, _) => {}
-            (_, Some(tag)) => self.on_in_dialog(now, key, request, tag),
+            (_, Some(tag)) => self.on_in_dialog(now, key, request, tag, from),
             (method, None) => {
                 let code = if matches!(method, Method::Bye | Method::Update | Method::Info) {
                     StatusCode::CallTransactionDoesNotExist

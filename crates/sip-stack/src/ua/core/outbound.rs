@@ -38,6 +38,7 @@ impl Core {
             transactions: 0,
             ended: false,
             bye_after_ack: None,
+            trusted: Vec::new(),
         };
         self.calls.insert(id, call);
         self.by_dialog
