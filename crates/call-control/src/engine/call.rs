@@ -23,10 +23,9 @@ use super::lifecycle::{
 };
 use super::negotiate::{frames_per_digit, media_config, reopen_on, same_stream};
 use super::persist::Persister;
+use super::transcript::TranscriptLimit;
 use super::Shared;
-use crate::model::{
-    events, Agent, Call, CallOutcome, CallStatus, MediaStats as CallMediaStats, TranscriptEntry,
-};
+use crate::model::{events, Agent, Call, CallOutcome, CallStatus, MediaStats as CallMediaStats};
 use crate::runtime::{CallMetadata, RuntimeError, RuntimeSession};
 
 /// A command to a live call.
@@ -67,6 +66,8 @@ pub struct CallTask {
     active: Option<Active>,
     bridge_events: mpsc::UnboundedReceiver<BridgeEvent>,
     bridge_events_tx: mpsc::UnboundedSender<BridgeEvent>,
+    /// What the transcript has used of its bounds.
+    transcript_limit: TranscriptLimit,
 }
 
 impl CallTask {
@@ -102,6 +103,7 @@ impl CallTask {
             active: None,
             bridge_events,
             bridge_events_tx,
+            transcript_limit: TranscriptLimit::default(),
         }
     }
 
@@ -437,13 +439,11 @@ impl CallTask {
         }
     }
 
+    /// Keeps a transcript event, within the call's [`TranscriptLimit`].
     fn add_transcript(&mut self, role: String, text: String) {
         if self.call.call_settings.transcription_enabled {
-            self.call.transcript.push(TranscriptEntry {
-                role,
-                text,
-                at: Utc::now(),
-            });
+            self.transcript_limit
+                .push(&mut self.call.transcript, role, text, Utc::now());
         }
     }
 
@@ -470,6 +470,8 @@ impl CallTask {
                 self.add_transcript(role, text);
             }
         }
+        self.transcript_limit
+            .finish(&mut self.call.transcript, Utc::now());
         let duration = end.duration();
         self.call.status = final_status(end.status);
         self.call.outcome = Some(outcome(end.outcome));

@@ -23,6 +23,7 @@ pub mod negotiate;
 pub mod persist;
 pub mod rejections;
 pub mod test_route;
+pub mod transcript;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

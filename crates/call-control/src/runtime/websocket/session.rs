@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -41,6 +41,12 @@ const OUTBOUND_QUEUE: usize = 256;
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Malformed messages logged as warnings per call; the rest at debug level.
 const WARNINGS_PER_CALL: u64 = 10;
+/// Marks of the agent waiting for their audio to play; more are dropped (and counted).
+pub const MAX_PENDING_MARKS: usize = 1_000;
+/// Largest message the agent may send: 1 MiB holds over a minute of 8 kHz mu-law audio in
+/// base64; tungstenite's default (64 MiB) would let one agent hold that much per call.
+pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
+
 /// The mark that follows the fallback audio (agent marks count up from 1).
 const FALLBACK_MARK: u64 = u64::MAX;
 /// Time allowed beyond the fallback audio's length for it to play out.
@@ -93,7 +99,11 @@ async fn connect(runtime: &Websocket) -> Result<Socket, RuntimeError> {
         request.headers_mut().insert(header, value);
     }
     let timeout = runtime.settings.connect_timeout;
-    match tokio::time::timeout(timeout, connect_async_with_config(request, None, true)).await {
+    let limits = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_SIZE))
+        .max_frame_size(Some(MAX_MESSAGE_SIZE));
+    let connecting = connect_async_with_config(request, Some(limits), true);
+    match tokio::time::timeout(timeout, connecting).await {
         Err(_) => Err(unreachable(format!(
             "no WebSocket connection within {} ms",
             timeout.as_millis()
@@ -125,6 +135,8 @@ struct Stream {
     agent_closed: bool,
     dropped_frames: u64,
     skipped_messages: u64,
+    /// Agent marks dropped because [`MAX_PENDING_MARKS`] were pending.
+    dropped_marks: u64,
 }
 
 impl Stream {
@@ -147,6 +159,7 @@ impl Stream {
             agent_closed: false,
             dropped_frames: 0,
             skipped_messages: 0,
+            dropped_marks: 0,
         })
     }
 
@@ -240,6 +253,7 @@ impl Stream {
             frames = self.chunks,
             dropped_frames = self.dropped_frames,
             skipped_messages = self.skipped_messages,
+            dropped_marks = self.dropped_marks,
             "agent stream ended"
         );
         result
@@ -417,6 +431,16 @@ impl Stream {
         let output = match message {
             AgentMessage::Media { .. } => return,
             AgentMessage::Mark { name } => {
+                if self.marks.len() >= MAX_PENDING_MARKS {
+                    self.dropped_marks += 1;
+                    if self.dropped_marks == 1 {
+                        warn!(
+                            limit = MAX_PENDING_MARKS,
+                            "agent marks pending at the limit: further marks are dropped"
+                        );
+                    }
+                    return;
+                }
                 let id = self.next_mark;
                 self.next_mark += 1;
                 self.marks.insert(id, name);

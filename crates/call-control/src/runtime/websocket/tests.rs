@@ -508,6 +508,56 @@ async fn a_close_with_an_error_status_is_a_disconnect() {
     assert_eq!(output.recv().await, None, "no hang-up was asked for");
 }
 
+#[tokio::test]
+async fn pending_marks_are_bounded() {
+    let (url, accept) = server().await;
+    let (session, input, mut output) = RuntimeSession::channel(4096);
+    let task = tokio::spawn(runtime(&url, WireFormat::Mulaw8k).run(metadata(8000), session));
+    let mut ws = accept.await.expect("accepted");
+    let sid = next_event(&mut ws, "start").await["streamSid"].clone();
+    // An agent that sends marks and never lets them play: none is ever reached.
+    let sent = session::MAX_PENDING_MARKS + 500;
+    for i in 0..sent {
+        send(
+            &mut ws,
+            json!({"event": "mark", "streamSid": sid, "mark": {"name": format!("m{i}")}}),
+        )
+        .await;
+    }
+    send(&mut ws, json!({"event": "hangup", "streamSid": sid})).await;
+    let mut marks = 0;
+    loop {
+        match next_output(&mut output).await {
+            RuntimeOutput::Mark(_) => marks += 1,
+            RuntimeOutput::Hangup => break,
+            _ => {}
+        }
+    }
+    assert_eq!(marks, session::MAX_PENDING_MARKS, "the rest were dropped");
+    drop(input);
+    let _ = ended(task).await;
+}
+
+#[tokio::test]
+async fn a_message_larger_than_the_limit_ends_the_stream() {
+    let (url, accept) = server().await;
+    let (session, _input, _output) = RuntimeSession::channel(64);
+    let task = tokio::spawn(runtime(&url, WireFormat::Mulaw8k).run(metadata(8000), session));
+    let mut ws = accept.await.expect("accepted");
+    let sid = next_event(&mut ws, "start").await["streamSid"].clone();
+    let huge = "A".repeat(session::MAX_MESSAGE_SIZE + 1);
+    let _ = ws
+        .send(Message::text(
+            json!({"event": "media", "streamSid": sid, "media": {"payload": huge}}).to_string(),
+        ))
+        .await;
+    let result = ended(task).await;
+    assert!(
+        matches!(&result, Err(RuntimeError::Disconnected(_))),
+        "{result:?}"
+    );
+}
+
 #[test]
 fn only_status_1000_or_none_is_a_normal_close() {
     let close = |code: u16| CloseFrame {
