@@ -56,6 +56,23 @@ pub struct ServiceHandle {
     pub generated_api_key: Option<String>,
     stop_http: oneshot::Sender<()>,
     http: JoinHandle<()>,
+    purger: JoinHandle<()>,
+}
+
+/// How often expired idempotency keys are forgotten.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Forgets expired idempotency keys now and every [`PURGE_INTERVAL`].
+async fn purge_expired(store: Store) {
+    let mut interval = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        interval.tick().await;
+        match store.purge_idempotency(chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys forgotten"),
+            Err(error) => warn!(%error, "expired idempotency keys not purged"),
+        }
+    }
 }
 
 impl Service {
@@ -146,6 +163,7 @@ impl Service {
             database = %config.database.url,
             "service started"
         );
+        let store_for_purge = store.clone();
         Ok(ServiceHandle {
             http_addr,
             sip_addr,
@@ -157,6 +175,7 @@ impl Service {
             generated_api_key,
             stop_http,
             http,
+            purger: tokio::spawn(purge_expired(store_for_purge)),
         })
     }
 }
@@ -170,6 +189,7 @@ impl ServiceHandle {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop_http.send(());
         let served = self.http.await;
+        self.purger.abort();
         self.test_runner.shutdown().await;
         self.engine.shutdown().await;
         if let Err(error) = test_calls::fail_interrupted(&self.store, &self.webhooks).await {

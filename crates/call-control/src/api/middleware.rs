@@ -204,6 +204,7 @@ pub async fn idempotency(
             &fingerprint,
             status.as_u16(),
             &String::from_utf8_lossy(&bytes),
+            Utc::now(),
         )
         .await
     {
@@ -220,11 +221,12 @@ async fn kept_response(
     key: &str,
     path: &str,
 ) -> Result<Option<StoredResponse>, ApiError> {
-    if let Some(kept) = store.idempotency_get(org_id, key).await? {
+    let now = Utc::now();
+    if let Some(kept) = store.idempotency_get(org_id, key, now).await? {
         return Ok(Some(kept));
     }
     Ok(store
-        .idempotency_get(org_id, &format!("POST {path} {key}"))
+        .idempotency_get(org_id, &format!("POST {path} {key}"), now)
         .await?)
 }
 
