@@ -114,7 +114,7 @@ pub const MAX_STAGGER_SECONDS: u32 = 60;
 ///
 /// A run `passed` when every gate it carries held; the failed ones are listed by name
 /// (the field names below) in its measurements' `failed_thresholds`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestThresholds {
     /// Highest allowed 95th percentile of the response latency, in milliseconds.
@@ -189,7 +189,7 @@ pub fn test_call_cost_cents(
 }
 
 /// One test-call run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TestCallRun {
     /// `tcr_...`
     pub id: String,
@@ -216,6 +216,7 @@ pub struct TestCallRun {
     pub network_profile: String,
     /// Pass/fail gates ([`TestThresholds`] as JSON), when the request gave any.
     #[serde(default)]
+    #[schema(value_type = Option<TestThresholds>, required = true)]
     pub thresholds: Option<serde_json::Value>,
     /// Price multiplier over a normal call (default 2).
     pub charge_multiplier: f64,
@@ -223,24 +224,31 @@ pub struct TestCallRun {
     pub estimated_cost_cents: i64,
     /// The agent's leg: the call record the test produced.
     #[serde(default)]
+    #[schema(required = true)]
     pub call_id: Option<String>,
     /// For `sip` mode: the call record of the bot's leg.
     #[serde(default)]
+    #[schema(required = true)]
     pub sip_call_id: Option<String>,
     /// The bot's measurements, plus `passed` and `failed_thresholds` when thresholds were given.
     #[serde(default)]
+    #[schema(value_type = Option<Object>, required = true)]
     pub measurements: Option<serde_json::Value>,
     /// Why the run failed.
     #[serde(default)]
+    #[schema(required = true)]
     pub error_message: Option<String>,
     /// The batch the run belongs to.
     #[serde(default)]
+    #[schema(required = true)]
     pub batch_id: Option<String>,
     /// When the run started.
     #[serde(default)]
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
     /// When it completed or failed.
     #[serde(default)]
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
@@ -249,7 +257,7 @@ pub struct TestCallRun {
 }
 
 /// A batch: one scenario (or a rotation of scenarios) run `run_count` times in parallel.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TestCallBatch {
     /// `tcb_...`
     pub id: String,
@@ -270,14 +278,17 @@ pub struct TestCallBatch {
     pub target_number: String,
     /// The one scenario of every run, when the request gave a single one.
     #[serde(default)]
+    #[schema(required = true)]
     pub scenario_prompt: Option<String>,
     /// Scenarios rotated over the runs (run `i` gets `scenario_prompts[i % len]`).
     #[serde(default)]
+    #[schema(required = true)]
     pub scenario_prompts: Vec<String>,
     /// Impairment the bot applies to its media.
     pub network_profile: String,
     /// Pass/fail gates of every run, when the request gave any.
     #[serde(default)]
+    #[schema(value_type = Option<TestThresholds>, required = true)]
     pub thresholds: Option<serde_json::Value>,
     /// Price multiplier over a normal call.
     pub charge_multiplier: f64,
@@ -299,6 +310,7 @@ pub struct TestCallBatch {
     pub run_ids: Vec<String>,
     /// Median and p95 of the runs' measurements, and `passed` when thresholds were given.
     #[serde(default)]
+    #[schema(value_type = Option<Object>, required = true)]
     pub aggregate: Option<serde_json::Value>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
@@ -306,6 +318,7 @@ pub struct TestCallBatch {
     pub updated_at: DateTime<Utc>,
     /// When its last run ended.
     #[serde(default)]
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
 }
 
