@@ -222,6 +222,41 @@ mod tests {
         assert_eq!(open["additionalProperties"], json!(true));
     }
 
+    #[test]
+    fn string_enums_show_their_wire_names() {
+        use crate::model::*;
+        let doc = document();
+        macro_rules! wire_names {
+            ($($name:ident),+) => {
+                $(
+                    let names: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    assert_eq!(
+                        doc["components"]["schemas"][stringify!($name)]["enum"],
+                        json!(names),
+                        stringify!($name)
+                    );
+                )+
+            };
+        }
+        wire_names!(
+            AgentStatus,
+            TrunkTransport,
+            CallStatus,
+            CallOutcome,
+            CallDirection,
+            TestTargetType,
+            TestDirection,
+            TestMode,
+            TestRunStatus,
+            TestBatchStatus
+        );
+        let events: Vec<Value> = crate::model::events::ALL.iter().map(|e| json!(e)).collect();
+        assert_eq!(
+            doc["components"]["schemas"]["WebhookEvent"]["enum"],
+            Value::Array(events)
+        );
+    }
+
     fn collect_refs(value: &Value, out: &mut Vec<String>) {
         match value {
             Value::Object(map) => {
