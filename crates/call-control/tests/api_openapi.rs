@@ -852,3 +852,31 @@ fn a_drifted_answer_fails_validation() {
         );
     }
 }
+
+#[tokio::test]
+async fn rate_limited_and_oversized_requests_answer_as_documented() {
+    let api = TestApi::with_rate_limit(2).await;
+    let mut spec = Spec::new();
+    let agents = format!("{BASE}/agents");
+    let huge = vec![b' '; 3 << 20];
+    let too_large = api.post_raw(&agents, &huge).await;
+    assert_eq!(
+        too_large.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        too_large.body
+    );
+    spec.check("post", &agents, &too_large);
+    let listed = api.get(&agents).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    spec.check("get", &agents, &listed);
+    let limited = api.get(&agents).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.body
+    );
+    assert!(limited.body["error"]["details"]["reset_at"].is_string());
+    spec.check("get", &agents, &limited);
+}
