@@ -169,6 +169,58 @@ impl Spec {
         );
     }
 
+    /// Sends `body` to `path` once without each field the request schema of `method
+    /// template` lists as required: each time the handler must refuse it (400 or 422)
+    /// naming that field in `details.fields`, as the document declares.
+    async fn refuses_without_required(
+        &mut self,
+        api: &TestApi,
+        method: &str,
+        template: &str,
+        path: &str,
+        body: &Value,
+    ) {
+        let schema = &self.operation(method, template)["requestBody"]["content"]
+            ["application/json"]["schema"];
+        let required: Vec<String> = self.resolve(schema)["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|name| name.as_str().map(str::to_owned))
+            .collect();
+        assert!(
+            !required.is_empty(),
+            "{method} {template}: no required request fields"
+        );
+        for field in required {
+            let mut partial = body.clone();
+            partial
+                .as_object_mut()
+                .expect("request bodies are objects")
+                .remove(&field);
+            let reply = api
+                .send(
+                    self::method(method),
+                    path,
+                    Some(&api.key),
+                    Some(&partial),
+                    &[],
+                )
+                .await;
+            assert!(
+                matches!(reply.status.as_u16(), 400 | 422)
+                    && reply.body["error"]["details"]["fields"]
+                        .get(&field)
+                        .is_some(),
+                "{method} {template} without {field}, which the document requires, \
+                 answered {}: {}",
+                reply.status,
+                reply.body
+            );
+            self.check(method, template, &reply);
+        }
+    }
+
     /// Every documented operation, as `(method, path template)`.
     fn operations(&self) -> BTreeSet<(String, String)> {
         let mut operations = BTreeSet::new();
@@ -347,6 +399,8 @@ async fn every_endpoint_answers_as_the_document_declares() {
                       "transport": "udp", "username": "user", "password": "s3cret-pass",
                       "allowed_networks": ["127.0.0.0/8"]});
     spec.check_request("post", &trunks, &body);
+    spec.refuses_without_required(&api, "post", &trunks, &trunks, &body)
+        .await;
     let trunk = api.post(&trunks, body).await;
     assert_eq!(trunk.status, StatusCode::CREATED, "{}", trunk.body);
     spec.check("post", &trunks, &trunk);
@@ -406,6 +460,8 @@ async fn every_endpoint_answers_as_the_document_declares() {
                                                 "recording_enabled": true,
                                                 "transcription_enabled": false}});
     spec.check_request("post", &agents, &body);
+    spec.refuses_without_required(&api, "post", &agents, &agents, &body)
+        .await;
     let agent = api.post(&agents, body).await;
     assert_eq!(agent.status, StatusCode::CREATED, "{}", agent.body);
     spec.check("post", &agents, &agent);
@@ -454,6 +510,8 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let number_item = format!("{BASE}/phone-numbers/{{id}}");
     let body = json!({"number": "+14155550100", "trunk_id": trunk_id, "agent_id": agent_id});
     spec.check_request("post", &numbers, &body);
+    spec.refuses_without_required(&api, "post", &numbers, &numbers, &body)
+        .await;
     let number = api.post(&numbers, body.clone()).await;
     assert_eq!(number.status, StatusCode::CREATED, "{}", number.body);
     spec.check("post", &numbers, &number);
@@ -504,6 +562,8 @@ async fn every_endpoint_answers_as_the_document_declares() {
                                         "greeting": "Hi {{name}}", "max_duration": "60s",
                                         "join_timeout": "10s"}});
     spec.check_request("post", &calls, &body);
+    spec.refuses_without_required(&api, "post", &calls, &calls, &body)
+        .await;
     let call = api.post(&calls, body).await;
     assert_eq!(call.status, StatusCode::CREATED, "{}", call.body);
     spec.check("post", &calls, &call);
@@ -631,6 +691,8 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let body =
         json!({"url": "https://example.com/hook", "events": ["call.ended", "test_call.completed"]});
     spec.check_request("post", &webhooks, &body);
+    spec.refuses_without_required(&api, "post", &webhooks, &webhooks, &body)
+        .await;
     let generated = api.post(&webhooks, body).await;
     assert_eq!(generated.status, StatusCode::CREATED, "{}", generated.body);
     assert!(generated.data()["secret"].is_string());
@@ -665,6 +727,14 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let agent_test_call = format!("{BASE}/agents/{{id}}/test-call");
     let body = json!({"to": "+14155550197", "from_number": "+14155550100"});
     spec.check_request("post", &agent_test_call, &body);
+    spec.refuses_without_required(
+        &api,
+        "post",
+        &agent_test_call,
+        &format!("{agents}/{agent_id}/test-call"),
+        &body,
+    )
+    .await;
     let placed = api
         .post(&format!("{agents}/{agent_id}/test-call"), body)
         .await;
@@ -693,6 +763,8 @@ async fn every_endpoint_answers_as_the_document_declares() {
                       "thresholds": {"response_latency_p95_ms": 60000, "mos_min": 1.0},
                       "consent_to_charge": true});
     spec.check_request("post", &runs, &body);
+    spec.refuses_without_required(&api, "post", &runs, &runs, &body)
+        .await;
     let run = api.post(&runs, body.clone()).await;
     assert_eq!(run.status, StatusCode::CREATED, "{}", run.body);
     spec.check("post", &runs, &run);
@@ -735,6 +807,8 @@ async fn every_endpoint_answers_as_the_document_declares() {
                       "scenario_prompts": ["Hello?", "Are you open?"],
                       "consent_to_charge": true});
     spec.check_request("post", &batches, &body);
+    spec.refuses_without_required(&api, "post", &batches, &batches, &body)
+        .await;
     let batch = api.post(&batches, body.clone()).await;
     assert_eq!(batch.status, StatusCode::CREATED, "{}", batch.body);
     spec.check("post", &batches, &batch);
