@@ -143,6 +143,14 @@ impl Spec {
                 }
             }
         }
+        if let Some(headers) = response.get("headers").and_then(Value::as_object) {
+            for name in headers.keys() {
+                assert!(
+                    reply.headers.contains_key(name.as_str()),
+                    "{what}: documented header {name} is missing"
+                );
+            }
+        }
         self.checked += 1;
         if reply.status.is_success() {
             self.succeeded

@@ -140,13 +140,19 @@ pub struct IdParam {
 #[derive(Debug, IntoResponses)]
 pub enum ReadErrors {
     /// `unauthorized`: missing or invalid API key.
-    #[response(status = 401)]
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dialcore\"`"))
+    )]
     Unauthorized(ErrorBody),
     /// `<resource>_not_found` (objects of other organisations are not found either).
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// `rate_limited`: `details.reset_at` says when the key's window reopens (`Retry-After`).
-    #[response(status = 429)]
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds until requests are accepted again"))
+    )]
     RateLimited(ErrorBody),
 }
 
@@ -154,13 +160,19 @@ pub enum ReadErrors {
 #[derive(Debug, IntoResponses)]
 pub enum ListErrors {
     /// `unauthorized`: missing or invalid API key.
-    #[response(status = 401)]
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dialcore\"`"))
+    )]
     Unauthorized(ErrorBody),
     /// `validation_error`: a bad `limit`, `offset` or filter (`details.fields` names it).
     #[response(status = 422)]
     Invalid(ErrorBody),
     /// `rate_limited`: `details.reset_at` says when the key's window reopens (`Retry-After`).
-    #[response(status = 429)]
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds until requests are accepted again"))
+    )]
     RateLimited(ErrorBody),
 }
 
@@ -171,7 +183,10 @@ pub enum CreateErrors {
     #[response(status = 400)]
     InvalidJson(ErrorBody),
     /// `unauthorized`: missing or invalid API key.
-    #[response(status = 401)]
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dialcore\"`"))
+    )]
     Unauthorized(ErrorBody),
     /// `idempotency_key_in_use` (a request with the same key is still being served), or
     /// a conflict with an existing object (e.g. `phone_number_exists`).
@@ -184,7 +199,10 @@ pub enum CreateErrors {
     #[response(status = 422)]
     Invalid(ErrorBody),
     /// `rate_limited`: `details.reset_at` says when the key's window reopens (`Retry-After`).
-    #[response(status = 429)]
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds until requests are accepted again"))
+    )]
     RateLimited(ErrorBody),
 }
 
@@ -195,7 +213,10 @@ pub enum UpdateErrors {
     #[response(status = 400)]
     InvalidJson(ErrorBody),
     /// `unauthorized`: missing or invalid API key.
-    #[response(status = 401)]
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dialcore\"`"))
+    )]
     Unauthorized(ErrorBody),
     /// `<resource>_not_found`.
     #[response(status = 404)]
@@ -210,7 +231,10 @@ pub enum UpdateErrors {
     #[response(status = 422)]
     Invalid(ErrorBody),
     /// `rate_limited`: `details.reset_at` says when the key's window reopens (`Retry-After`).
-    #[response(status = 429)]
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds until requests are accepted again"))
+    )]
     RateLimited(ErrorBody),
 }
 
@@ -218,7 +242,10 @@ pub enum UpdateErrors {
 #[derive(Debug, IntoResponses)]
 pub enum DeleteErrors {
     /// `unauthorized`: missing or invalid API key.
-    #[response(status = 401)]
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dialcore\"`"))
+    )]
     Unauthorized(ErrorBody),
     /// `<resource>_not_found`.
     #[response(status = 404)]
@@ -227,7 +254,10 @@ pub enum DeleteErrors {
     #[response(status = 409)]
     Conflict(ErrorBody),
     /// `rate_limited`: `details.reset_at` says when the key's window reopens (`Retry-After`).
-    #[response(status = 429)]
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds until requests are accepted again"))
+    )]
     RateLimited(ErrorBody),
 }
 
@@ -238,7 +268,10 @@ pub enum PlaceCallErrors {
     #[response(status = 400)]
     InvalidJson(ErrorBody),
     /// `unauthorized`: missing or invalid API key.
-    #[response(status = 401)]
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dialcore\"`"))
+    )]
     Unauthorized(ErrorBody),
     /// `insufficient_credits`: the balance does not cover one minute.
     #[response(status = 402)]
@@ -257,7 +290,10 @@ pub enum PlaceCallErrors {
     #[response(status = 422)]
     Invalid(ErrorBody),
     /// `rate_limited`: `details.reset_at` says when the key's window reopens (`Retry-After`).
-    #[response(status = 429)]
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds until requests are accepted again"))
+    )]
     RateLimited(ErrorBody),
     /// `call_not_placed`: stored, but the engine refused it (`details.call_id`).
     #[response(status = 503)]
@@ -272,7 +308,10 @@ pub enum TestCallErrors {
     #[response(status = 400)]
     ConsentRequired(ErrorBody),
     /// `unauthorized`: missing or invalid API key.
-    #[response(status = 401)]
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dialcore\"`"))
+    )]
     Unauthorized(ErrorBody),
     /// `insufficient_credits`: the balance is below the estimate.
     #[response(status = 402)]
@@ -300,7 +339,10 @@ pub enum TestCallErrors {
 #[derive(Debug, IntoResponses)]
 pub enum HangupErrors {
     /// `unauthorized`: missing or invalid API key.
-    #[response(status = 401)]
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dialcore\"`"))
+    )]
     Unauthorized(ErrorBody),
     /// `call_not_found`.
     #[response(status = 404)]
@@ -309,7 +351,10 @@ pub enum HangupErrors {
     #[response(status = 409)]
     Conflict(ErrorBody),
     /// `rate_limited`: `details.reset_at` says when the key's window reopens (`Retry-After`).
-    #[response(status = 429)]
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds until requests are accepted again"))
+    )]
     RateLimited(ErrorBody),
 }
 
@@ -317,13 +362,19 @@ pub enum HangupErrors {
 #[derive(Debug, IntoResponses)]
 pub enum RecordingErrors {
     /// `unauthorized`: missing or invalid API key.
-    #[response(status = 401)]
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dialcore\"`"))
+    )]
     Unauthorized(ErrorBody),
     /// `call_not_found`, or `recording_not_found` when the call has no recording.
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// `rate_limited`: `details.reset_at` says when the key's window reopens (`Retry-After`).
-    #[response(status = 429)]
+    #[response(
+        status = 429,
+        headers(("Retry-After" = u64, description = "Seconds until requests are accepted again"))
+    )]
     RateLimited(ErrorBody),
 }
 
