@@ -568,7 +568,7 @@ async fn every_endpoint_answers_as_the_document_declares() {
                       "from_number": "+14155550100", "variables": {"name": "Ada"},
                       "call_settings": {"recording_enabled": false, "transcription_enabled": true,
                                         "greeting": "Hi {{name}}", "max_duration": "60s",
-                                        "join_timeout": "10s"}});
+                                        "join_timeout": "300s"}});
     spec.check_request("post", &calls, &body);
     spec.refuses_without_required(&api, "post", &calls, &calls, &body)
         .await;

@@ -124,7 +124,12 @@ pub struct IdempotencyKey {
     /// A retry with the same key (same organisation and path) returns the original status
     /// and body, with `Idempotent-Replayed: true`, and creates nothing. Kept in the database:
     /// survives restarts.
-    #[param(rename = "X-Idempotency-Key", min_length = 1, max_length = 255)]
+    #[param(
+        rename = "X-Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        nullable = false
+    )]
     pub key: Option<String>,
 }
 
