@@ -177,6 +177,30 @@ impl Spec {
         );
     }
 
+    /// GET `path` (an instance of `template`, maybe with a query) with the API key; checks
+    /// that each query parameter is one the operation documents, and the answer.
+    async fn get(&mut self, api: &TestApi, template: &str, path: &str) -> Reply {
+        if let Some((_, query)) = path.split_once('?') {
+            let documented: Vec<&str> = self.operation("get", template)["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == json!("query"))
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            for pair in query.split('&') {
+                let name = pair.split('=').next().unwrap_or_default();
+                assert!(
+                    documented.contains(&name),
+                    "GET {template}: query parameter {name} is not documented ({documented:?})"
+                );
+            }
+        }
+        let reply = api.get(path).await;
+        self.check("get", template, &reply);
+        reply
+    }
+
     /// Sends `body` to `path` once without each field the request schema of `method
     /// template` lists as required: each time the handler must refuse it (400 or 422)
     /// naming that field in `details.fields`, as the document declares.
@@ -433,13 +457,13 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let anonymous = api.send(Method::GET, &trunks, None, None, &[]).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     spec.check("get", &trunks, &anonymous);
-    let listed = api.get(&format!("{trunks}?limit=1")).await;
-    spec.check("get", &trunks, &listed);
+    let listed = spec.get(&api, &trunks, &format!("{trunks}?limit=1")).await;
     let bad_page = api.get(&format!("{trunks}?limit=0")).await;
     assert_eq!(bad_page.status, StatusCode::UNPROCESSABLE_ENTITY);
     spec.check("get", &trunks, &bad_page);
-    let read = api.get(&format!("{trunks}/{trunk_id}")).await;
-    spec.check("get", &trunk_item, &read);
+    let read = spec
+        .get(&api, &trunk_item, &format!("{trunks}/{trunk_id}"))
+        .await;
     let missing = api.get(&format!("{trunks}/trk_missing")).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     spec.check("get", &trunk_item, &missing);
@@ -498,12 +522,13 @@ async fn every_endpoint_answers_as_the_document_declares() {
         .await;
     assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
     spec.check("post", &agents, &invalid);
-    let listed = api.get(&agents).await;
-    spec.check("get", &agents, &listed);
-    let read = api.get(&format!("{agents}/{agent_id}")).await;
-    spec.check("get", &agent_item, &read);
-    let missing = api.get(&format!("{agents}/agt_missing")).await;
-    spec.check("get", &agent_item, &missing);
+    let listed = spec.get(&api, &agents, &agents).await;
+    let read = spec
+        .get(&api, &agent_item, &format!("{agents}/{agent_id}"))
+        .await;
+    let missing = spec
+        .get(&api, &agent_item, &format!("{agents}/agt_missing"))
+        .await;
     let change = json!({"greeting": null, "default_call_settings": {"join_timeout_secs": 25}});
     spec.check_request("patch", &agent_item, &change);
     let changed = api.patch(&format!("{agents}/{agent_id}"), change).await;
@@ -540,12 +565,15 @@ async fn every_endpoint_answers_as_the_document_declares() {
         )
         .await;
     spec.check("post", &numbers, &invalid);
-    let listed = api.get(&format!("{numbers}?offset=1")).await;
-    spec.check("get", &numbers, &listed);
-    let read = api.get(&format!("{numbers}/{number_id}")).await;
-    spec.check("get", &number_item, &read);
-    let missing = api.get(&format!("{numbers}/num_missing")).await;
-    spec.check("get", &number_item, &missing);
+    let listed = spec
+        .get(&api, &numbers, &format!("{numbers}?offset=1"))
+        .await;
+    let read = spec
+        .get(&api, &number_item, &format!("{numbers}/{number_id}"))
+        .await;
+    let missing = spec
+        .get(&api, &number_item, &format!("{numbers}/num_missing"))
+        .await;
     let change = json!({"agent_id": null});
     spec.check_request("patch", &number_item, &change);
     let changed = api
@@ -601,21 +629,23 @@ async fn every_endpoint_answers_as_the_document_declares() {
         assert_eq!(refused.code(), code, "{}", refused.body);
         spec.check("post", &calls, &refused);
     }
-    let listed = api
-        .get(&format!(
-            "{calls}?status=queued&direction=outbound&agent_id={agent_id}"
-        ))
+    let listed = spec
+        .get(
+            &api,
+            &calls,
+            &format!("{calls}?status=queued&direction=outbound&agent_id={agent_id}"),
+        )
         .await;
-    spec.check("get", &calls, &listed);
-    let listed = api.get(&calls).await;
-    spec.check("get", &calls, &listed);
+    let listed = spec.get(&api, &calls, &calls).await;
     let bad_filter = api.get(&format!("{calls}?status=bogus")).await;
     assert_eq!(bad_filter.status, StatusCode::UNPROCESSABLE_ENTITY);
     spec.check("get", &calls, &bad_filter);
-    let read = api.get(&format!("{calls}/{call_id}")).await;
-    spec.check("get", &call_item, &read);
-    let missing = api.get(&format!("{calls}/call_missing")).await;
-    spec.check("get", &call_item, &missing);
+    let read = spec
+        .get(&api, &call_item, &format!("{calls}/{call_id}"))
+        .await;
+    let missing = spec
+        .get(&api, &call_item, &format!("{calls}/call_missing"))
+        .await;
     let no_recording = api.get(&format!("{calls}/{call_id}/recording")).await;
     assert_eq!(no_recording.status, StatusCode::NOT_FOUND);
     spec.check("get", &recording, &no_recording);
@@ -654,8 +684,9 @@ async fn every_endpoint_answers_as_the_document_declares() {
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
     spec.check("post", &hangup, &again);
-    let ended = api.get(&format!("{calls}/{call_id}")).await;
-    spec.check("get", &call_item, &ended);
+    let ended = spec
+        .get(&api, &call_item, &format!("{calls}/{call_id}"))
+        .await;
 
     // A recording on disk (the engine writes it the same way), served as WAV.
     let mut record = api
@@ -720,12 +751,13 @@ async fn every_endpoint_answers_as_the_document_declares() {
         )
         .await;
     spec.check("post", &webhooks, &invalid);
-    let listed = api.get(&webhooks).await;
-    spec.check("get", &webhooks, &listed);
-    let read = api.get(&format!("{webhooks}/{webhook_id}")).await;
-    spec.check("get", &webhook_item, &read);
-    let missing = api.get(&format!("{webhooks}/whk_missing")).await;
-    spec.check("get", &webhook_item, &missing);
+    let listed = spec.get(&api, &webhooks, &webhooks).await;
+    let read = spec
+        .get(&api, &webhook_item, &format!("{webhooks}/{webhook_id}"))
+        .await;
+    let missing = spec
+        .get(&api, &webhook_item, &format!("{webhooks}/whk_missing"))
+        .await;
     let deleted = api.delete(&format!("{webhooks}/{webhook_id}")).await;
     spec.check("delete", &webhook_item, &deleted);
     let missing = api.delete(&format!("{webhooks}/{webhook_id}")).await;
@@ -841,33 +873,37 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let done = api.get(&format!("{runs}/{run_id}")).await;
     assert_eq!(done.data()["status"], json!("completed"), "{}", done.body);
     spec.check("get", &run_item, &done);
-    let missing = api.get(&format!("{runs}/tcr_missing")).await;
-    spec.check("get", &run_item, &missing);
-    let listed = api
-        .get(&format!(
-            "{runs}?status=completed&target_type=agent&agent_id={agent_id}&batch_id={batch_id}"
-        ))
+    let missing = spec
+        .get(&api, &run_item, &format!("{runs}/tcr_missing"))
         .await;
-    spec.check("get", &runs, &listed);
-    let listed = api.get(&runs).await;
-    spec.check("get", &runs, &listed);
-    let bad_filter = api.get(&format!("{runs}?status=bogus")).await;
-    spec.check("get", &runs, &bad_filter);
-    let done = api.get(&format!("{batches}/{batch_id}")).await;
-    spec.check("get", &batch_item, &done);
-    let missing = api.get(&format!("{batches}/tcb_missing")).await;
-    spec.check("get", &batch_item, &missing);
-    let listed = api.get(&batches).await;
-    spec.check("get", &batches, &listed);
-    let bad_page = api.get(&format!("{batches}?offset=-1")).await;
-    spec.check("get", &batches, &bad_page);
+    let listed = spec
+        .get(
+            &api,
+            &runs,
+            &format!(
+                "{runs}?status=completed&target_type=agent&agent_id={agent_id}&batch_id={batch_id}"
+            ),
+        )
+        .await;
+    let listed = spec.get(&api, &runs, &runs).await;
+    let bad_filter = spec.get(&api, &runs, &format!("{runs}?status=bogus")).await;
+    let done = spec
+        .get(&api, &batch_item, &format!("{batches}/{batch_id}"))
+        .await;
+    let missing = spec
+        .get(&api, &batch_item, &format!("{batches}/tcb_missing"))
+        .await;
+    let listed = spec.get(&api, &batches, &batches).await;
+    let bad_page = spec
+        .get(&api, &batches, &format!("{batches}?offset=-1"))
+        .await;
     // The call records the runs produced (media stats, transcript) are calls too.
     if let Some(run_call) = api.get(&format!("{runs}/{run_id}")).await.data()["call_id"].as_str() {
-        let read = api.get(&format!("{calls}/{run_call}")).await;
-        spec.check("get", &call_item, &read);
+        let read = spec
+            .get(&api, &call_item, &format!("{calls}/{run_call}"))
+            .await;
     }
-    let listed = api.get(&format!("{calls}?limit=200")).await;
-    spec.check("get", &calls, &listed);
+    let listed = spec.get(&api, &calls, &format!("{calls}?limit=200")).await;
 
     // Deletes last: the objects above refer to each other.
     let deleted = api.delete(&format!("{numbers}/{unassigned_id}")).await;
