@@ -457,12 +457,11 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let anonymous = api.send(Method::GET, &trunks, None, None, &[]).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     spec.check("get", &trunks, &anonymous);
-    let listed = spec.get(&api, &trunks, &format!("{trunks}?limit=1")).await;
+    spec.get(&api, &trunks, &format!("{trunks}?limit=1")).await;
     let bad_page = api.get(&format!("{trunks}?limit=0")).await;
     assert_eq!(bad_page.status, StatusCode::UNPROCESSABLE_ENTITY);
     spec.check("get", &trunks, &bad_page);
-    let read = spec
-        .get(&api, &trunk_item, &format!("{trunks}/{trunk_id}"))
+    spec.get(&api, &trunk_item, &format!("{trunks}/{trunk_id}"))
         .await;
     let missing = api.get(&format!("{trunks}/trk_missing")).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
@@ -522,12 +521,10 @@ async fn every_endpoint_answers_as_the_document_declares() {
         .await;
     assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
     spec.check("post", &agents, &invalid);
-    let listed = spec.get(&api, &agents, &agents).await;
-    let read = spec
-        .get(&api, &agent_item, &format!("{agents}/{agent_id}"))
+    spec.get(&api, &agents, &agents).await;
+    spec.get(&api, &agent_item, &format!("{agents}/{agent_id}"))
         .await;
-    let missing = spec
-        .get(&api, &agent_item, &format!("{agents}/agt_missing"))
+    spec.get(&api, &agent_item, &format!("{agents}/agt_missing"))
         .await;
     let change = json!({"greeting": null, "default_call_settings": {"join_timeout_secs": 25}});
     spec.check_request("patch", &agent_item, &change);
@@ -565,14 +562,11 @@ async fn every_endpoint_answers_as_the_document_declares() {
         )
         .await;
     spec.check("post", &numbers, &invalid);
-    let listed = spec
-        .get(&api, &numbers, &format!("{numbers}?offset=1"))
+    spec.get(&api, &numbers, &format!("{numbers}?offset=1"))
         .await;
-    let read = spec
-        .get(&api, &number_item, &format!("{numbers}/{number_id}"))
+    spec.get(&api, &number_item, &format!("{numbers}/{number_id}"))
         .await;
-    let missing = spec
-        .get(&api, &number_item, &format!("{numbers}/num_missing"))
+    spec.get(&api, &number_item, &format!("{numbers}/num_missing"))
         .await;
     let change = json!({"agent_id": null});
     spec.check_request("patch", &number_item, &change);
@@ -629,22 +623,19 @@ async fn every_endpoint_answers_as_the_document_declares() {
         assert_eq!(refused.code(), code, "{}", refused.body);
         spec.check("post", &calls, &refused);
     }
-    let listed = spec
-        .get(
-            &api,
-            &calls,
-            &format!("{calls}?status=queued&direction=outbound&agent_id={agent_id}"),
-        )
-        .await;
-    let listed = spec.get(&api, &calls, &calls).await;
+    spec.get(
+        &api,
+        &calls,
+        &format!("{calls}?status=queued&direction=outbound&agent_id={agent_id}"),
+    )
+    .await;
+    spec.get(&api, &calls, &calls).await;
     let bad_filter = api.get(&format!("{calls}?status=bogus")).await;
     assert_eq!(bad_filter.status, StatusCode::UNPROCESSABLE_ENTITY);
     spec.check("get", &calls, &bad_filter);
-    let read = spec
-        .get(&api, &call_item, &format!("{calls}/{call_id}"))
+    spec.get(&api, &call_item, &format!("{calls}/{call_id}"))
         .await;
-    let missing = spec
-        .get(&api, &call_item, &format!("{calls}/call_missing"))
+    spec.get(&api, &call_item, &format!("{calls}/call_missing"))
         .await;
     let no_recording = api.get(&format!("{calls}/{call_id}/recording")).await;
     assert_eq!(no_recording.status, StatusCode::NOT_FOUND);
@@ -684,8 +675,7 @@ async fn every_endpoint_answers_as_the_document_declares() {
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
     spec.check("post", &hangup, &again);
-    let ended = spec
-        .get(&api, &call_item, &format!("{calls}/{call_id}"))
+    spec.get(&api, &call_item, &format!("{calls}/{call_id}"))
         .await;
 
     // A recording on disk (the engine writes it the same way), served as WAV.
@@ -751,12 +741,10 @@ async fn every_endpoint_answers_as_the_document_declares() {
         )
         .await;
     spec.check("post", &webhooks, &invalid);
-    let listed = spec.get(&api, &webhooks, &webhooks).await;
-    let read = spec
-        .get(&api, &webhook_item, &format!("{webhooks}/{webhook_id}"))
+    spec.get(&api, &webhooks, &webhooks).await;
+    spec.get(&api, &webhook_item, &format!("{webhooks}/{webhook_id}"))
         .await;
-    let missing = spec
-        .get(&api, &webhook_item, &format!("{webhooks}/whk_missing"))
+    spec.get(&api, &webhook_item, &format!("{webhooks}/whk_missing"))
         .await;
     let deleted = api.delete(&format!("{webhooks}/{webhook_id}")).await;
     spec.check("delete", &webhook_item, &deleted);
@@ -873,37 +861,31 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let done = api.get(&format!("{runs}/{run_id}")).await;
     assert_eq!(done.data()["status"], json!("completed"), "{}", done.body);
     spec.check("get", &run_item, &done);
-    let missing = spec
-        .get(&api, &run_item, &format!("{runs}/tcr_missing"))
+    spec.get(&api, &run_item, &format!("{runs}/tcr_missing"))
         .await;
-    let listed = spec
-        .get(
-            &api,
-            &runs,
-            &format!(
-                "{runs}?status=completed&target_type=agent&agent_id={agent_id}&batch_id={batch_id}"
-            ),
-        )
+    spec.get(
+        &api,
+        &runs,
+        &format!(
+            "{runs}?status=completed&target_type=agent&agent_id={agent_id}&batch_id={batch_id}"
+        ),
+    )
+    .await;
+    spec.get(&api, &runs, &runs).await;
+    spec.get(&api, &runs, &format!("{runs}?status=bogus")).await;
+    spec.get(&api, &batch_item, &format!("{batches}/{batch_id}"))
         .await;
-    let listed = spec.get(&api, &runs, &runs).await;
-    let bad_filter = spec.get(&api, &runs, &format!("{runs}?status=bogus")).await;
-    let done = spec
-        .get(&api, &batch_item, &format!("{batches}/{batch_id}"))
+    spec.get(&api, &batch_item, &format!("{batches}/tcb_missing"))
         .await;
-    let missing = spec
-        .get(&api, &batch_item, &format!("{batches}/tcb_missing"))
-        .await;
-    let listed = spec.get(&api, &batches, &batches).await;
-    let bad_page = spec
-        .get(&api, &batches, &format!("{batches}?offset=-1"))
+    spec.get(&api, &batches, &batches).await;
+    spec.get(&api, &batches, &format!("{batches}?offset=-1"))
         .await;
     // The call records the runs produced (media stats, transcript) are calls too.
     if let Some(run_call) = api.get(&format!("{runs}/{run_id}")).await.data()["call_id"].as_str() {
-        let read = spec
-            .get(&api, &call_item, &format!("{calls}/{run_call}"))
+        spec.get(&api, &call_item, &format!("{calls}/{run_call}"))
             .await;
     }
-    let listed = spec.get(&api, &calls, &format!("{calls}?limit=200")).await;
+    spec.get(&api, &calls, &format!("{calls}?limit=200")).await;
 
     // Deletes last: the objects above refer to each other.
     let deleted = api.delete(&format!("{numbers}/{unassigned_id}")).await;
