@@ -368,6 +368,16 @@ async fn the_router_serves_exactly_the_documented_routes_and_methods() {
         served, documented,
         "the router serves routes the document lacks, or the reverse"
     );
+    // A route added beside the documented list (a plain `.route`) is seen.
+    let undocumented = api
+        .router
+        .clone()
+        .route("/2010-04-01/extra", axum::routing::post(|| async {}));
+    let seen = served_paths(&undocumented);
+    assert_eq!(
+        seen.difference(&documented).collect::<Vec<_>>(),
+        ["/2010-04-01/extra"]
+    );
 
     // Each path answers exactly its documented methods: the others are 405.
     for (template, item) in spec.doc["paths"].as_object().expect("paths").clone() {
