@@ -19,6 +19,8 @@ use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const BASE: &str = "/api/public/v1";
+/// Twilio's hang-up, as the document names it.
+const TWILIO_CALL: &str = "/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json";
 
 /// Longest wait for launched test runs to end (bot mode takes seconds; the machine may be
 /// loaded).
@@ -177,6 +179,32 @@ impl Spec {
         );
     }
 
+    /// Checks that the form `fields` are what the document declares `method template`
+    /// accepts as `application/x-www-form-urlencoded` (each field a string).
+    fn check_form(&self, method: &str, template: &str, fields: &[(&str, &str)]) {
+        let media = "application/x-www-form-urlencoded";
+        let operation = self.operation(method, template);
+        assert!(
+            operation["requestBody"]["content"][media]["schema"].is_object(),
+            "{} {template} documents no form body",
+            method.to_uppercase()
+        );
+        let pointer = format!(
+            "/paths/{}/{method}/requestBody/content/{}/schema",
+            escape(template),
+            escape(media)
+        );
+        let object: serde_json::Map<String, Value> = fields
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), json!(value)))
+            .collect();
+        self.validate(
+            &pointer,
+            &Value::Object(object),
+            &format!("form body of {} {template}", method.to_uppercase()),
+        );
+    }
+
     /// GET `path` (an instance of `template`, maybe with a query) with the API key; checks
     /// that each query parameter is one the operation documents, and the answer.
     async fn get(&mut self, api: &TestApi, template: &str, path: &str) -> Reply {
@@ -304,6 +332,22 @@ fn concrete(template: &str) -> String {
     out
 }
 
+/// A documented path as the router spells it: axum's parameters fill whole segments, so a
+/// literal after a parameter in one segment (Twilio's `{CallSid}.json`) is part of the
+/// parameter there.
+fn routed(template: &str) -> String {
+    template
+        .split('/')
+        .map(
+            |segment| match (segment.starts_with('{'), segment.find('}')) {
+                (true, Some(end)) => &segment[..=end],
+                _ => segment,
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The paths the router serves, read from its `Debug` form: axum prints its route table as
 /// `RouteId(n): "/path"` entries (those of its fallback router, which follow, are not
 /// routes).
@@ -352,12 +396,24 @@ async fn the_router_serves_exactly_the_documented_routes_and_methods() {
                "description": "An API key: `Authorization: Bearer sk_live_...`"})
     );
     assert_eq!(spec.doc["security"], json!([{"bearerAuth": []}]));
+    assert_eq!(
+        spec.doc["components"]["securitySchemes"]["twilioBasic"]["scheme"],
+        json!("basic")
+    );
+    assert_eq!(
+        spec.operation("post", TWILIO_CALL)["security"],
+        json!([{"twilioBasic": []}])
+    );
+    assert_eq!(
+        routed(TWILIO_CALL),
+        "/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}"
+    );
 
     let documented: BTreeSet<String> = spec.doc["paths"]
         .as_object()
         .expect("paths")
         .keys()
-        .cloned()
+        .map(|path| routed(path))
         .collect();
     let served = served_paths(&api.router);
     assert!(
@@ -433,6 +489,16 @@ async fn every_endpoint_answers_as_the_document_declares() {
     spec.check("get", "/healthz", &health);
     let metrics = api.send(Method::GET, "/metrics", None, None, &[]).await;
     spec.check("get", "/metrics", &metrics);
+
+    // The organisation and its balance.
+    let organization = format!("{BASE}/organization");
+    let org_reply = spec.get(&api, &organization, &organization).await;
+    assert_eq!(org_reply.status, StatusCode::OK, "{}", org_reply.body);
+    assert_eq!(org_reply.data()["balance_cents"], json!(BALANCE));
+    let anonymous = api.send(Method::GET, &organization, None, None, &[]).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(anonymous.body["error"]["details"]["reason"].is_string());
+    spec.check("get", &organization, &anonymous);
 
     // Trunks.
     let trunks = format!("{BASE}/trunks");
@@ -536,7 +602,22 @@ async fn every_endpoint_answers_as_the_document_declares() {
         .await;
     spec.get(&api, &agent_item, &format!("{agents}/agt_missing"))
         .await;
-    let change = json!({"greeting": null, "default_call_settings": {"join_timeout_secs": 25}});
+    let spelled = json!({"name": "durations", "default_call_settings": {"max_duration": "10m",
+                         "join_timeout": "45s"}});
+    spec.check_request("post", &agents, &spelled);
+    let spelled = api.post(&agents, spelled).await;
+    assert_eq!(spelled.status, StatusCode::CREATED, "{}", spelled.body);
+    assert_eq!(
+        spelled.data()["default_call_settings"]["max_duration"],
+        json!("600s")
+    );
+    spec.check("post", &agents, &spelled);
+    let unsettable = api
+        .post(&agents, json!({"name": "x", "status": "archived"}))
+        .await;
+    assert_eq!(unsettable.status, StatusCode::UNPROCESSABLE_ENTITY);
+    spec.check("post", &agents, &unsettable);
+    let change = json!({"greeting": null, "default_call_settings": {"join_timeout": "25s"}});
     spec.check_request("patch", &agent_item, &change);
     let changed = api.patch(&format!("{agents}/{agent_id}"), change).await;
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
@@ -703,6 +784,90 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let wav = api.get(&format!("{calls}/{call_id}/recording")).await;
     assert_eq!(wav.status, StatusCode::OK);
     spec.check("get", &recording, &wav);
+    let part = api
+        .send(
+            Method::GET,
+            &format!("{calls}/{call_id}/recording"),
+            Some(&api.key),
+            None,
+            &[("range", "bytes=0-3")],
+        )
+        .await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.bytes, b"RIFF");
+    spec.check("get", &recording, &part);
+    let outside = api
+        .send(
+            Method::GET,
+            &format!("{calls}/{call_id}/recording"),
+            Some(&api.key),
+            None,
+            &[("range", "bytes=1000-2000")],
+        )
+        .await;
+    assert_eq!(outside.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(outside.headers["content-range"], "bytes */16");
+    assert_eq!(outside.code(), "range_not_satisfiable");
+    spec.check("get", &recording, &outside);
+
+    // Twilio's hang-up: HTTP Basic with the organisation id and an API key, a form body,
+    // answers and errors in Twilio's shapes.
+    let org_id = api.org_of(&api.key).await;
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{org_id}:{}", api.key)
+        )
+    );
+    let ringing = api.post(&calls, minimal.clone()).await;
+    assert_eq!(ringing.status, StatusCode::CREATED, "{}", ringing.body);
+    let ringing_id = api_support::id_of(&ringing);
+    let twilio_path = |call: &str| format!("/2010-04-01/Accounts/{org_id}/Calls/{call}.json");
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    spec.check_form("post", TWILIO_CALL, &[("Status", "completed")]);
+    let ended = api
+        .send_bytes(
+            Method::POST,
+            &twilio_path(&ringing_id),
+            &[form[0], ("authorization", &basic)],
+            b"Status=completed".to_vec(),
+        )
+        .await;
+    assert_eq!(ended.status, StatusCode::OK, "{}", ended.body);
+    assert_eq!(ended.body["sid"], json!(ringing_id));
+    spec.check("post", TWILIO_CALL, &ended);
+    let unauthenticated = api
+        .send_bytes(
+            Method::POST,
+            &twilio_path(&ringing_id),
+            &form,
+            b"Status=completed".to_vec(),
+        )
+        .await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unauthenticated.body["code"], json!(20003));
+    spec.check("post", TWILIO_CALL, &unauthenticated);
+    let unknown = api
+        .send_bytes(
+            Method::POST,
+            &twilio_path("call_missing"),
+            &[form[0], ("authorization", &basic)],
+            b"Status=completed".to_vec(),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.body["code"], json!(20404));
+    spec.check("post", TWILIO_CALL, &unknown);
+    let no_status = api
+        .send_bytes(
+            Method::POST,
+            &twilio_path(&call_id),
+            &[form[0], ("authorization", &basic)],
+            b"Url=https://example.com".to_vec(),
+        )
+        .await;
+    spec.check("post", TWILIO_CALL, &no_status);
 
     // Not enough credit for one minute.
     let poor_key = api.state.store.create_key("poor", 0).await.expect("key");
@@ -808,6 +973,28 @@ async fn every_endpoint_answers_as_the_document_declares() {
     assert_eq!(run.status, StatusCode::CREATED, "{}", run.body);
     spec.check("post", &runs, &run);
     let run_id = api_support::id_of(&run);
+    let default_scenario = json!({"target_type": "agent", "target_id": agent_id,
+                                  "charge_multiplier": 2, "consent_to_charge": true});
+    spec.check_request("post", &runs, &default_scenario);
+    let default_run = api.post(&runs, default_scenario).await;
+    assert_eq!(
+        default_run.status,
+        StatusCode::CREATED,
+        "{}",
+        default_run.body
+    );
+    assert_eq!(default_run.data()["scenario_prompt"], Value::Null);
+    assert_eq!(default_run.data()["mode"], json!("bot"));
+    spec.check("post", &runs, &default_run);
+    let repriced = api
+        .post(
+            &runs,
+            json!({"target_type": "agent", "target_id": agent_id,
+                   "charge_multiplier": 1, "consent_to_charge": true}),
+        )
+        .await;
+    assert_eq!(repriced.status, StatusCode::UNPROCESSABLE_ENTITY);
+    spec.check("post", &runs, &repriced);
     let mut unconsented = body.clone();
     unconsented["consent_to_charge"] = json!(false);
     let unconsented = api.post(&runs, unconsented).await;
@@ -842,7 +1029,7 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let batches = format!("{BASE}/test-call-batches");
     let batch_item = format!("{BASE}/test-call-batches/{{id}}");
     let body = json!({"target_type": "agent", "target_id": agent_id, "mode": "bot",
-                      "run_count": 2, "stagger_seconds": 0,
+                      "run_count": 2, "stagger_seconds": 0, "name": "opening hours",
                       "scenario_prompts": ["Hello?", "Are you open?"],
                       "consent_to_charge": true});
     spec.check_request("post", &batches, &body);
@@ -888,6 +1075,23 @@ async fn every_endpoint_answers_as_the_document_declares() {
     spec.get(&api, &batch_item, &format!("{batches}/tcb_missing"))
         .await;
     spec.get(&api, &batches, &batches).await;
+    let completed = spec
+        .get(&api, &batches, &format!("{batches}?status=completed"))
+        .await;
+    assert_eq!(completed.status, StatusCode::OK, "{}", completed.body);
+    assert!(
+        completed.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .all(|batch| batch["status"] == json!("completed")),
+        "{}",
+        completed.body
+    );
+    let bad_status = spec
+        .get(&api, &batches, &format!("{batches}?status=bogus"))
+        .await;
+    assert_eq!(bad_status.status, StatusCode::UNPROCESSABLE_ENTITY);
     spec.get(&api, &batches, &format!("{batches}?offset=-1"))
         .await;
     // The call records the runs produced (media stats, transcript) are calls too.
@@ -906,6 +1110,25 @@ async fn every_endpoint_answers_as_the_document_declares() {
     spec.check("delete", &agent_item, &deleted);
     let missing = api.delete(&format!("{agents}/agt_missing")).await;
     spec.check("delete", &agent_item, &missing);
+    // An agent that calls name is archived, listed only when asked for, read-only.
+    let archived = api.delete(&format!("{agents}/{agent_id}")).await;
+    assert_eq!(archived.status, StatusCode::OK, "{}", archived.body);
+    assert_eq!(archived.data()["archived"], json!(true));
+    assert_eq!(archived.data()["deleted"], json!(false));
+    spec.check("delete", &agent_item, &archived);
+    let listed = spec
+        .get(&api, &agents, &format!("{agents}?include_archived=true"))
+        .await;
+    assert!(listed.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .any(|agent| agent["status"] == json!("archived")));
+    let frozen = api
+        .patch(&format!("{agents}/{agent_id}"), json!({"name": "again"}))
+        .await;
+    assert_eq!(frozen.code(), "agent_archived", "{}", frozen.body);
+    spec.check("patch", &agent_item, &frozen);
     let deleted = api.delete(&format!("{trunks}/{bare_id}")).await;
     spec.check("delete", &trunk_item, &deleted);
     let missing = api.delete(&format!("{trunks}/trk_missing")).await;

@@ -51,7 +51,7 @@ pub use twilio::{TwilioCallUpdate, TwilioErrorBody, TwilioErrors, TwilioStatusUp
     servers((url = "/")),
     security(("bearerAuth" = [])),
     modifiers(&BearerAuth),
-    components(schemas(ErrorBody, ErrorObject, Meta, Pagination)),
+    components(schemas(ErrorBody, ErrorObject, Meta, Pagination, TwilioErrorBody)),
     tags(
         (name = "organization", description = "The API key's organisation and its credit balance"),
         (name = "agents", description = "Voice-AI agents and how their brain is reached"),
@@ -142,7 +142,10 @@ fn add_request_timeout(document: &mut Value) {
             }
         }
     }
-    if let Some(components) = document.get_mut("components").and_then(Value::as_object_mut) {
+    if let Some(components) = document
+        .get_mut("components")
+        .and_then(Value::as_object_mut)
+    {
         let responses = components
             .entry("responses")
             .or_insert_with(|| Value::Object(Map::new()));
