@@ -273,21 +273,34 @@ pub enum ScriptStep {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct AgentCallSettings {
-    /// Longest call, in seconds (default 1800); JSON `max_duration`.
+    /// Longest call, in seconds (default 1800); JSON `max_duration`, e.g. `"1800s"`.
     #[serde(
         rename = "max_duration",
         alias = "max_duration_secs",
         with = "duration_text"
     )]
-    #[schema(value_type = String, pattern = r"^[1-9]\d*s$", examples("1800s"), required = true)]
+    #[schema(
+        value_type = String,
+        pattern = r"^[1-9]\d*s$",
+        default = "1800s",
+        examples("1800s"),
+        required = true
+    )]
     pub max_duration_secs: u32,
-    /// How long an outbound call may ring, in seconds (default 30); JSON `join_timeout`.
+    /// How long an outbound call may ring, in seconds (default 30); JSON `join_timeout`,
+    /// e.g. `"30s"`.
     #[serde(
         rename = "join_timeout",
         alias = "join_timeout_secs",
         with = "duration_text"
     )]
-    #[schema(value_type = String, pattern = r"^[1-9]\d*s$", examples("30s"), required = true)]
+    #[schema(
+        value_type = String,
+        pattern = r"^[1-9]\d*s$",
+        default = "30s",
+        examples("30s"),
+        required = true
+    )]
     pub join_timeout_secs: u32,
     /// Whether calls are recorded (default true).
     #[schema(required = true)]

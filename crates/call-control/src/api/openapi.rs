@@ -283,6 +283,31 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_documents_the_timeout_and_twilio_has_its_own_path_and_scheme() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                assert_eq!(
+                    operation["responses"]["408"]["$ref"],
+                    json!("#/components/responses/RequestTimeout"),
+                    "{method} {path}"
+                );
+            }
+        }
+        let twilio = &doc["paths"][crate::api::twilio::PATH]["post"];
+        assert_eq!(twilio["security"], json!([{"twilioBasic": []}]));
+        assert_eq!(twilio["tags"], json!(["twilio"]));
+        assert!(twilio["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
+        assert_eq!(
+            doc["components"]["securitySchemes"]["twilioBasic"]["scheme"],
+            json!("basic")
+        );
+        let settings = &doc["components"]["schemas"]["AgentCallSettings"]["properties"];
+        assert_eq!(settings["max_duration"]["default"], json!("1800s"));
+        assert_eq!(settings["join_timeout"]["default"], json!("30s"));
+    }
+
+    #[test]
     fn string_enums_show_their_wire_names() {
         use crate::model::*;
         let doc = document();
