@@ -7,10 +7,12 @@
 //! own tag and its own security scheme (`twilioBasic`), and answers in Twilio's shapes. Every
 //! operation documents the 408 `request_timeout` the HTTP server answers on any route.
 //!
-//! Two rules are applied to the generated schemas so that they say exactly what the handlers
+//! Three rules are applied to the generated schemas so that they say exactly what the handlers
 //! write: an object schema with `properties` is closed (`additionalProperties: false`) unless
-//! it says otherwise, and an `allOf` of objects (what `#[serde(flatten)]` produces) is merged
-//! into one object, so that closing it keeps its meaning.
+//! it says otherwise, an `allOf` of objects (what `#[serde(flatten)]` produces) is merged
+//! into one object, so that closing it keeps its meaning, and a `default: null` (from the
+//! `Default` of a struct whose absent fields are left out) is dropped where null is not
+//! allowed.
 
 mod envelope;
 mod requests;
@@ -120,10 +122,30 @@ pub fn document() -> Value {
                 .unwrap_or(Value::Null);
             merge_all_of(&mut document, &schemas);
             close_objects(&mut document);
+            drop_null_defaults(&mut document);
             add_request_timeout(&mut document);
             document
         })
         .clone()
+}
+
+/// Removes `"default": null` from every schema whose `type` does not include `null`.
+fn drop_null_defaults(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let allows_null = match map.get("type") {
+                Some(Value::String(kind)) => kind == "null",
+                Some(Value::Array(kinds)) => kinds.contains(&Value::from("null")),
+                _ => true,
+            };
+            if !allows_null && map.get("default") == Some(&Value::Null) {
+                map.remove("default");
+            }
+            map.values_mut().for_each(drop_null_defaults);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null_defaults),
+        _ => {}
+    }
 }
 
 /// Documents on every operation the 408 the HTTP server answers on any route (a request not
@@ -275,6 +297,17 @@ mod tests {
             json!({"type": "object", "description": "kept", "required": ["a"],
                    "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
                    "additionalProperties": false})
+        );
+        let mut defaults = json!({"properties": {
+            "a": {"type": "string", "default": null},
+            "b": {"type": ["string", "null"], "default": null},
+            "c": {"type": "string", "default": "x"}}});
+        drop_null_defaults(&mut defaults);
+        assert_eq!(
+            defaults,
+            json!({"properties": {"a": {"type": "string"},
+                   "b": {"type": ["string", "null"], "default": null},
+                   "c": {"type": "string", "default": "x"}}})
         );
         let mut open = json!({"type": "object", "additionalProperties": true,
                               "properties": {"x": {}}});
