@@ -40,8 +40,10 @@ macro_rules! string_enum {
     ) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(utoipa::ToSchema)]
         pub enum $name {
-            $( $(#[$variant_meta])* #[serde(rename = $text)] $variant ),+
+            $( $(#[$variant_meta])* #[serde(rename = $text)]
+            #[schema(rename = $text)] $variant ),+
         }
 
         impl $name {
@@ -200,7 +202,7 @@ pub use test_calls::{
 };
 
 /// How an agent's brain is reached (DESIGN.md, "Agent runtimes").
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Runtime {
     /// Plays back what it hears.
@@ -227,7 +229,7 @@ pub enum Runtime {
 }
 
 /// One step of a scripted agent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ScriptStep {
     /// Plays an audio file or, without one, a tone sequence standing for the text.
@@ -268,26 +270,43 @@ pub enum ScriptStep {
 /// An agent's default settings for its calls. In JSON the durations are spelled as in a call's
 /// `call_settings` (`"max_duration": "1800s"`, `"join_timeout": "30s"`); the older integer
 /// spelling (`max_duration_secs`, `join_timeout_secs`) is read too.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct AgentCallSettings {
-    /// Longest call, in seconds (default 1800); JSON `max_duration`.
+    /// Longest call, in seconds (default 1800); JSON `max_duration`, e.g. `"1800s"`.
     #[serde(
         rename = "max_duration",
         alias = "max_duration_secs",
         with = "duration_text"
     )]
+    #[schema(
+        value_type = String,
+        pattern = r"^[1-9]\d*s$",
+        default = "1800s",
+        examples("1800s"),
+        required = true
+    )]
     pub max_duration_secs: u32,
-    /// How long an outbound call may ring, in seconds (default 30); JSON `join_timeout`.
+    /// How long an outbound call may ring, in seconds (default 30); JSON `join_timeout`,
+    /// e.g. `"30s"`.
     #[serde(
         rename = "join_timeout",
         alias = "join_timeout_secs",
         with = "duration_text"
     )]
+    #[schema(
+        value_type = String,
+        pattern = r"^[1-9]\d*s$",
+        default = "30s",
+        examples("30s"),
+        required = true
+    )]
     pub join_timeout_secs: u32,
     /// Whether calls are recorded (default true).
+    #[schema(required = true)]
     pub recording_enabled: bool,
     /// Whether transcript events are kept (default true).
+    #[schema(required = true)]
     pub transcription_enabled: bool,
 }
 
@@ -303,7 +322,7 @@ impl Default for AgentCallSettings {
 }
 
 /// A voice-AI agent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Agent {
     /// `agt_...`
     pub id: String,
@@ -316,6 +335,7 @@ pub struct Agent {
     pub prompt: String,
     /// First line the agent says; may hold `{{variables}}`.
     #[serde(default)]
+    #[schema(required = true)]
     pub greeting: Option<String>,
     /// Whether it takes calls.
     pub status: AgentStatus,
@@ -323,6 +343,7 @@ pub struct Agent {
     pub runtime: Runtime,
     /// Defaults for its calls.
     #[serde(default)]
+    #[schema(required = true)]
     pub default_call_settings: AgentCallSettings,
     /// Creation time.
     pub created_at: DateTime<Utc>,
@@ -331,7 +352,7 @@ pub struct Agent {
 }
 
 /// A SIP trunk: where outbound calls go and inbound calls come from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Trunk {
     /// `trk_...`
     pub id: String,
@@ -344,11 +365,13 @@ pub struct Trunk {
     pub host: String,
     /// SIP port (default 5060).
     #[serde(default = "default_sip_port")]
+    #[schema(required = true)]
     pub port: u16,
     /// SIP transport.
     pub transport: TrunkTransport,
     /// Digest user name for outbound calls.
     #[serde(default)]
+    #[schema(required = true)]
     pub username: Option<String>,
     /// Digest password (write-only: serialized as `has_password: bool`).
     #[serde(
@@ -356,9 +379,11 @@ pub struct Trunk {
         rename(serialize = "has_password", deserialize = "password"),
         serialize_with = "serialize_is_some"
     )]
+    #[schema(rename = "has_password", value_type = bool, required = true)]
     pub password: Option<String>,
     /// CIDRs allowed to send inbound calls; empty means none.
     #[serde(default)]
+    #[schema(required = true)]
     pub allowed_networks: Vec<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
@@ -372,7 +397,7 @@ pub fn default_sip_port() -> u16 {
 }
 
 /// A phone number the organisation owns on one of its trunks.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PhoneNumber {
     /// `num_...`
     pub id: String,
@@ -385,6 +410,7 @@ pub struct PhoneNumber {
     pub trunk_id: String,
     /// The agent it is assigned to (null when unassigned).
     #[serde(default)]
+    #[schema(required = true)]
     pub agent_id: Option<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
@@ -393,21 +419,26 @@ pub struct PhoneNumber {
 }
 
 /// Per-call settings as requested (`call_settings` of POST /calls) and kept on the call.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct CallSettings {
     /// Whether the call is recorded (default true).
+    #[schema(required = true)]
     pub recording_enabled: bool,
     /// Whether transcript events are kept (default true).
+    #[schema(required = true)]
     pub transcription_enabled: bool,
     /// Overrides the agent's greeting (left out when there is no override).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub greeting: Option<String>,
     /// Longest call, e.g. `"1800s"` (default: the agent's; left out when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, pattern = r"^[1-9]\d*s$", examples("1800s"))]
     pub max_duration: Option<String>,
     /// How long the call may ring, e.g. `"30s"` (default: the agent's; left out when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, pattern = r"^[1-9]\d*s$", examples("30s"))]
     pub join_timeout: Option<String>,
 }
 
@@ -424,7 +455,7 @@ impl Default for CallSettings {
 }
 
 /// Media statistics of a call (DESIGN.md: `media_stats`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaStats {
     /// Negotiated codec, e.g. `PCMU` or `opus`.
     pub codec: String,
@@ -448,7 +479,7 @@ pub struct MediaStats {
 }
 
 /// One transcript event the agent reported.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptEntry {
     /// Who spoke: `agent` or `user` (free text from the runtime).
     pub role: String,
@@ -459,7 +490,7 @@ pub struct TranscriptEntry {
 }
 
 /// A call record.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Call {
     /// `call_...`
     pub id: String,
@@ -472,6 +503,7 @@ pub struct Call {
     pub status: CallStatus,
     /// How it ended (set with a terminal status).
     #[serde(default)]
+    #[schema(required = true)]
     pub outcome: Option<CallOutcome>,
     /// Who placed it.
     pub direction: CallDirection,
@@ -483,9 +515,11 @@ pub struct Call {
     pub to_number: String,
     /// Template variables rendered into the prompt and greeting.
     #[serde(default)]
+    #[schema(required = true)]
     pub variables: BTreeMap<String, String>,
     /// Settings as requested.
     #[serde(default)]
+    #[schema(required = true)]
     pub call_settings: CallSettings,
     /// Resolved maximum duration, seconds.
     pub max_duration_secs: u32,
@@ -493,23 +527,29 @@ pub struct Call {
     pub join_timeout_secs: u32,
     /// SIP Call-ID.
     #[serde(default)]
+    #[schema(required = true)]
     pub sip_call_id: Option<String>,
     /// Final SIP response code of the INVITE (or of the BYE that ended it).
     #[serde(default)]
+    #[schema(required = true)]
     pub sip_final_code: Option<u16>,
     /// Q.850 cause from a Reason header, when present.
     #[serde(default)]
+    #[schema(required = true)]
     pub q850_cause: Option<u16>,
     /// Why it ended, e.g. `bye`, `cancel`, `media_timeout`, `session_expired`, `shutdown`,
     /// `trunk_unreachable`, `trunk_no_response`.
     #[serde(default)]
+    #[schema(required = true)]
     pub end_reason: Option<String>,
     /// What went wrong, in words, when `end_reason` alone does not say it: the OS error of
     /// a trunk that could not be reached (`Connection refused (os error 111)`).
     #[serde(default)]
+    #[schema(required = true)]
     pub error_message: Option<String>,
     /// Seconds from answer to end (shown rounded to milliseconds).
     #[serde(default, serialize_with = "serialize_rounded_option")]
+    #[schema(required = true)]
     pub duration_seconds: Option<f64>,
     /// Transcript events; `null` in JSON until the first one arrives.
     #[serde(
@@ -517,12 +557,15 @@ pub struct Call {
         serialize_with = "serialize_transcript",
         deserialize_with = "deserialize_transcript"
     )]
+    #[schema(value_type = Option<Vec<TranscriptEntry>>, required = true)]
     pub transcript: Vec<TranscriptEntry>,
     /// Where the recording is served (`/api/public/v1/calls/{id}/recording`).
     #[serde(default)]
+    #[schema(required = true)]
     pub recording_url: Option<String>,
     /// Media statistics, once media flowed.
     #[serde(default)]
+    #[schema(required = true)]
     pub media_stats: Option<MediaStats>,
     /// The agent prompt with variables rendered (internal).
     #[serde(default, skip_serializing)]
@@ -534,19 +577,22 @@ pub struct Call {
     pub created_at: DateTime<Utc>,
     /// When SIP signalling started.
     #[serde(default)]
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
     /// When the call was answered.
     #[serde(default)]
+    #[schema(required = true)]
     pub answered_at: Option<DateTime<Utc>>,
     /// When it ended.
     #[serde(default)]
+    #[schema(required = true)]
     pub ended_at: Option<DateTime<Utc>>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
 
 /// A webhook subscription.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Webhook {
     /// `whk_...`
     pub id: String,
@@ -563,6 +609,7 @@ pub struct Webhook {
         rename(serialize = "has_secret", deserialize = "secret"),
         serialize_with = "serialize_not_empty"
     )]
+    #[schema(rename = "has_secret", value_type = bool, required = true)]
     pub secret: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,

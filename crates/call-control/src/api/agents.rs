@@ -27,6 +27,16 @@ const MAX_GREETING: usize = 5_000;
 const MAX_STEPS: usize = 1_000;
 
 /// `POST /agents`
+#[utoipa::path(
+    post,
+    path = "/api/public/v1/agents",
+    tag = "agents",
+    operation_id = "createAgent",
+    summary = "Create an agent",
+    params(crate::api::openapi::IdempotencyKey),
+    request_body = crate::api::openapi::AgentCreate,
+    responses((status = 201, description = "The agent created", body = crate::api::openapi::Envelope<Agent>), crate::api::openapi::CreateErrors)
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -55,6 +65,15 @@ pub async fn create(
 }
 
 /// `GET /agents`: archived agents only with `?include_archived=true`.
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/agents",
+    tag = "agents",
+    operation_id = "listAgents",
+    summary = "List agents, newest first (archived ones only when asked for)",
+    params(crate::api::openapi::AgentListParams),
+    responses((status = 200, description = "A page of agents", body = crate::api::openapi::ListEnvelope<Agent>), crate::api::openapi::ListErrors)
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -84,6 +103,15 @@ pub async fn list(
 }
 
 /// `GET /agents/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/agents/{id}",
+    tag = "agents",
+    operation_id = "getAgent",
+    summary = "Read an agent",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The agent", body = crate::api::openapi::Envelope<Agent>), crate::api::openapi::ReadErrors)
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -98,6 +126,16 @@ pub async fn get(
 }
 
 /// `PATCH /agents/{id}`: changes the fields present in the body.
+#[utoipa::path(
+    patch,
+    path = "/api/public/v1/agents/{id}",
+    tag = "agents",
+    operation_id = "updateAgent",
+    summary = "Change the given fields of an agent",
+    params(crate::api::openapi::IdParam),
+    request_body = crate::api::openapi::AgentUpdate,
+    responses((status = 200, description = "The agent changed", body = crate::api::openapi::Envelope<Agent>), crate::api::openapi::UpdateErrors)
+)]
 pub async fn update(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -131,6 +169,15 @@ pub async fn update(
 /// `DELETE /agents/{id}`: an agent that calls or test runs name is archived (kept with status
 /// `archived`, so that their records never point at an id that no longer exists), one that
 /// nothing names is deleted. The answer says which: `{"id", "deleted", "archived"}`.
+#[utoipa::path(
+    delete,
+    path = "/api/public/v1/agents/{id}",
+    tag = "agents",
+    operation_id = "deleteAgent",
+    summary = "Delete an agent, or archive it when calls or test runs name it",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The agent is deleted or archived", body = crate::api::openapi::Envelope<crate::api::openapi::AgentDeleted>), crate::api::openapi::DeleteErrors)
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,

@@ -61,6 +61,17 @@ pub(super) struct OutboundRequest {
 
 /// `POST /calls`: validates, picks the caller id and trunk, checks credits, renders the
 /// prompt and greeting, stores the call `queued`, hands it to the engine and answers 201.
+#[utoipa::path(
+    post,
+    path = "/api/public/v1/calls",
+    tag = "calls",
+    operation_id = "createCall",
+    summary = "Place an outbound call",
+    description = "Validates, picks the caller id (from_number, or one of the agent's numbers) and its trunk, checks that the balance covers one minute, renders {{variables}} into the prompt and greeting, stores the call `queued` and hands it to the engine.",
+    params(crate::api::openapi::IdempotencyKey),
+    request_body = crate::api::openapi::CallCreate,
+    responses((status = 201, description = "The call, stored queued and handed to the engine", body = crate::api::openapi::Envelope<Call>), crate::api::openapi::PlaceCallErrors)
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -264,6 +275,15 @@ pub(super) async fn place_outbound_with(
 }
 
 /// `GET /calls`: filters `status`, `agent_id`, `direction`; newest first.
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/calls",
+    tag = "calls",
+    operation_id = "listCalls",
+    summary = "List calls, newest first",
+    params(crate::api::openapi::CallListParams),
+    responses((status = 200, description = "A page of calls", body = crate::api::openapi::ListEnvelope<Call>), crate::api::openapi::ListErrors)
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -287,6 +307,15 @@ pub async fn list(
 }
 
 /// `GET /calls/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/calls/{id}",
+    tag = "calls",
+    operation_id = "getCall",
+    summary = "Read a call",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The call", body = crate::api::openapi::Envelope<Call>), crate::api::openapi::ReadErrors)
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -302,6 +331,15 @@ pub async fn get(
 
 /// `POST /calls/{id}/hangup`: cancels a call not yet answered or hangs up an answered one;
 /// 202 with the call as stored (its final status follows once the engine has ended it).
+#[utoipa::path(
+    post,
+    path = "/api/public/v1/calls/{id}/hangup",
+    tag = "calls",
+    operation_id = "hangupCall",
+    summary = "Cancel a call not yet answered, or hang up an answered one",
+    params(crate::api::openapi::IdParam, crate::api::openapi::IdempotencyKey),
+    responses((status = 202, description = "The call as stored; its terminal status follows once the engine has ended it", body = crate::api::openapi::Envelope<Call>), crate::api::openapi::HangupErrors)
+)]
 pub async fn hangup(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,

@@ -3,7 +3,9 @@
 //! Every route under [`BASE`] needs `Authorization: Bearer <key>`, is counted against the key's
 //! rate limit and sees only its organisation's objects; POST routes honour
 //! `X-Idempotency-Key`. `/healthz`, `/metrics` and `/openapi.json` are served at the root
-//! without authentication (the OpenAPI document also under [`BASE`]).
+//! without authentication (the OpenAPI document also under [`BASE`]); Twilio's hang-up,
+//! `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`, at the root with its own
+//! HTTP Basic authentication (see `twilio`).
 //!
 //! ```no_run
 //! # async fn serve(state: call_control::api::AppState) -> std::io::Result<()> {
@@ -20,7 +22,6 @@ mod extract;
 mod middleware;
 mod numbers;
 pub mod openapi;
-mod openapi_schemas;
 mod organization;
 pub mod rate_limit;
 mod recordings;
@@ -35,8 +36,9 @@ mod webhooks;
 use std::sync::Arc;
 
 use axum::http::{Method, Uri};
-use axum::routing::{get, post};
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use envelope::meta as response_meta;
 pub use error::ApiError;
@@ -110,58 +112,8 @@ impl AppState {
 /// The whole HTTP application: public API, service endpoints, 404/405 in the error format.
 pub fn router(state: AppState) -> Router {
     let idempotency = middleware::Idempotency::new(state.store.clone());
-    let api = Router::new()
-        .route(&path("/agents"), get(agents::list).post(agents::create))
-        .route(
-            &path("/agents/{id}"),
-            get(agents::get)
-                .patch(agents::update)
-                .delete(agents::delete),
-        )
-        .route(
-            &path("/phone-numbers"),
-            get(numbers::list).post(numbers::create),
-        )
-        .route(
-            &path("/phone-numbers/{id}"),
-            get(numbers::get)
-                .patch(numbers::update)
-                .delete(numbers::delete),
-        )
-        .route(&path("/organization"), get(organization::get))
-        .route(&path("/trunks"), get(trunks::list).post(trunks::create))
-        .route(
-            &path("/trunks/{id}"),
-            get(trunks::get)
-                .patch(trunks::update)
-                .delete(trunks::delete),
-        )
-        .route(&path("/calls"), get(calls::list).post(calls::create))
-        .route(&path("/calls/{id}"), get(calls::get))
-        .route(&path("/calls/{id}/hangup"), post(calls::hangup))
-        .route(&path("/calls/{id}/recording"), get(recordings::get))
-        .route(
-            &path("/agents/{id}/test-call"),
-            post(test_calls::agent_test_call),
-        )
-        .route(
-            &path("/test-calls"),
-            get(test_calls::list_runs).post(test_calls::create_run),
-        )
-        .route(&path("/test-calls/{id}"), get(test_calls::get_run))
-        .route(
-            &path("/test-call-batches"),
-            get(test_calls::list_batches).post(test_calls::create_batch),
-        )
-        .route(&path("/test-call-batches/{id}"), get(test_calls::get_batch))
-        .route(
-            &path("/webhooks"),
-            get(webhooks::list).post(webhooks::create),
-        )
-        .route(
-            &path("/webhooks/{id}"),
-            get(webhooks::get).delete(webhooks::delete),
-        )
+    let (api, twilio, open) = documented_routes();
+    let api = api
         .route_layer(axum::middleware::from_fn_with_state(
             idempotency,
             middleware::idempotency,
@@ -170,13 +122,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             middleware::authenticate,
         ));
-    let open = Router::new()
-        .route("/healthz", get(service::healthz))
-        .route("/metrics", get(service::metrics))
-        .route("/openapi.json", get(service::openapi))
-        .route(twilio::ROUTE, post(twilio::update_call))
-        .route(&path("/openapi.json"), get(service::openapi));
-    api.merge(open)
+    let (router, _) = api.merge(twilio).merge(open).split_for_parts();
+    router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -186,8 +133,57 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn path(suffix: &str) -> String {
-    format!("{BASE}{suffix}")
+/// Every route, each with its OpenAPI operation (the `#[utoipa::path]` of its handler):
+/// those under [`BASE`] that need an API key, Twilio's hang-up at the root (HTTP Basic, its
+/// own authentication, no bearer layer), and the open service routes. One `routes!` per
+/// path. The router and `/openapi.json` are both built from this list.
+pub(crate) fn documented_routes() -> (
+    OpenApiRouter<AppState>,
+    OpenApiRouter<AppState>,
+    OpenApiRouter<AppState>,
+) {
+    let api = OpenApiRouter::with_openapi(openapi::frame())
+        .routes(routes!(agents::list, agents::create))
+        .routes(routes!(agents::get, agents::update, agents::delete))
+        .routes(routes!(numbers::list, numbers::create))
+        .routes(routes!(numbers::get, numbers::update, numbers::delete))
+        .routes(routes!(organization::get))
+        .routes(routes!(trunks::list, trunks::create))
+        .routes(routes!(trunks::get, trunks::update, trunks::delete))
+        .routes(routes!(calls::list, calls::create))
+        .routes(routes!(calls::get))
+        .routes(routes!(calls::hangup))
+        .routes(routes!(recordings::get))
+        .routes(routes!(test_calls::agent_test_call))
+        .routes(routes!(test_calls::list_runs, test_calls::create_run))
+        .routes(routes!(test_calls::get_run))
+        .routes(routes!(test_calls::list_batches, test_calls::create_batch))
+        .routes(routes!(test_calls::get_batch))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::get, webhooks::delete));
+    let open = OpenApiRouter::new()
+        .routes(routes!(service::healthz))
+        .routes(routes!(service::metrics))
+        .routes(routes!(service::openapi))
+        .routes(routes!(service::openapi_v1));
+    (api, twilio_routes(), open)
+}
+
+/// Twilio's hang-up: documented at Twilio's path (`.../Calls/{CallSid}.json`), routed at
+/// [`twilio::ROUTE`], the same path in axum's syntax (whose parameters fill whole segments:
+/// the handler strips the `.json`).
+fn twilio_routes() -> OpenApiRouter<AppState> {
+    let (schemas, paths, method_router) = routes!(twilio::update_call);
+    debug_assert_eq!(twilio::PATH.strip_suffix(".json"), Some(twilio::ROUTE));
+    debug_assert!(paths.paths.contains_key(twilio::PATH));
+    let mut frame = utoipa::openapi::OpenApi::default();
+    frame.paths = paths;
+    frame
+        .components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .extend(schemas);
+    OpenApiRouter::with_openapi(frame).route(twilio::ROUTE, method_router)
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {

@@ -18,6 +18,16 @@ use crate::model::{is_e164, AgentStatus, PhoneNumber};
 use crate::store::StoreError;
 
 /// `POST /phone-numbers`
+#[utoipa::path(
+    post,
+    path = "/api/public/v1/phone-numbers",
+    tag = "phone_numbers",
+    operation_id = "createPhoneNumber",
+    summary = "Create a phone number",
+    params(crate::api::openapi::IdempotencyKey),
+    request_body = crate::api::openapi::PhoneNumberCreate,
+    responses((status = 201, description = "The phone number created", body = crate::api::openapi::Envelope<PhoneNumber>), crate::api::openapi::CreateErrors)
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -46,6 +56,15 @@ pub async fn create(
 }
 
 /// `GET /phone-numbers`
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/phone-numbers",
+    tag = "phone_numbers",
+    operation_id = "listPhoneNumbers",
+    summary = "List phone numbers, newest first",
+    params(crate::api::openapi::PageParams),
+    responses((status = 200, description = "A page of phone numbers", body = crate::api::openapi::ListEnvelope<PhoneNumber>), crate::api::openapi::ListErrors)
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -60,6 +79,15 @@ pub async fn list(
 }
 
 /// `GET /phone-numbers/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/phone-numbers/{id}",
+    tag = "phone_numbers",
+    operation_id = "getPhoneNumber",
+    summary = "Read a phone number",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The phone number", body = crate::api::openapi::Envelope<PhoneNumber>), crate::api::openapi::ReadErrors)
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -74,6 +102,16 @@ pub async fn get(
 }
 
 /// `PATCH /phone-numbers/{id}`: `"agent_id": null` unassigns the number.
+#[utoipa::path(
+    patch,
+    path = "/api/public/v1/phone-numbers/{id}",
+    tag = "phone_numbers",
+    operation_id = "updatePhoneNumber",
+    summary = "Change the given fields of a phone number",
+    params(crate::api::openapi::IdParam),
+    request_body = crate::api::openapi::PhoneNumberUpdate,
+    responses((status = 200, description = "The phone number changed", body = crate::api::openapi::Envelope<PhoneNumber>), crate::api::openapi::UpdateErrors)
+)]
 pub async fn update(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -101,6 +139,15 @@ pub async fn update(
 }
 
 /// `DELETE /phone-numbers/{id}`
+#[utoipa::path(
+    delete,
+    path = "/api/public/v1/phone-numbers/{id}",
+    tag = "phone_numbers",
+    operation_id = "deletePhoneNumber",
+    summary = "Delete a phone number",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The phone number is deleted", body = crate::api::openapi::Envelope<crate::api::openapi::Deleted>), crate::api::openapi::DeleteErrors)
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,

@@ -1,442 +1,378 @@
-//! The OpenAPI 3.1 document of the API, written by hand so it says exactly what the routes do.
-//! Paths are here; component schemas are in `openapi_schemas`.
+//! The OpenAPI 3.1 document of the API, generated: paths from the handlers'
+//! `#[utoipa::path]` attributes (the same list builds the router, see `api::router`), schemas
+//! from the request and response types. Served at `GET /openapi.json` and
+//! `GET /api/public/v1/openapi.json`.
+//!
+//! Twilio's hang-up (`POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`) has its
+//! own tag and its own security scheme (`twilioBasic`), and answers in Twilio's shapes. Every
+//! operation documents the 408 `request_timeout` the HTTP server answers on any route.
+//!
+//! Three rules are applied to the generated schemas so that they say exactly what the handlers
+//! write: an object schema with `properties` is closed (`additionalProperties: false`) unless
+//! it says otherwise, an `allOf` of objects (what `#[serde(flatten)]` produces) is merged
+//! into one object, so that closing it keeps its meaning, and a `default: null` (from the
+//! `Default` of a struct whose absent fields are left out) is dropped where null is not
+//! allowed.
 
-use serde_json::{json, Map, Value};
+mod envelope;
+mod requests;
+mod twilio;
 
-use super::openapi_schemas as schemas;
+use std::sync::OnceLock;
 
-pub(super) mod test_calls;
+use serde_json::{Map, Value};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
 
-/// The whole document (`GET /openapi.json`).
+pub use envelope::{
+    AgentDeleted, AgentListParams, BatchListParams, Binary, CallListParams, CreateErrors,
+    DeleteErrors, Deleted, Envelope, ErrorBody, ErrorObject, HangupErrors, Health, IdParam,
+    IdempotencyKey, ListEnvelope, ListErrors, Meta, PageParams, Pagination, PlaceCallErrors,
+    ReadErrors, RecordingErrors, RecordingRange, TestCallErrors, TestRunListParams, UpdateErrors,
+    WebhookCreated, REQUEST_TIMEOUT,
+};
+pub use requests::{
+    AgentCallSettingsInput, AgentCreate, AgentStatusInput, AgentTestCallCreate, AgentUpdate,
+    CallCreate, CallSettingsInput, PhoneNumberCreate, PhoneNumberUpdate, TestCallBatchCreate,
+    TestCallCreate, TrunkCreate, TrunkUpdate, WebhookCreate, WebhookEvent,
+};
+pub use twilio::{TwilioCallUpdate, TwilioErrorBody, TwilioErrors, TwilioStatusUpdate};
+
+/// The document's frame: info, security, the schemas no path names directly.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "dialcore API",
+        description = "Telephony core for voice-AI agents: agents, phone numbers, SIP trunks, \
+            calls, recordings, test calls and webhooks. Every answer is an envelope \
+            {\"data\", \"meta\": {\"request_id\", \"ts\"}}; lists add \"pagination\": \
+            {\"limit\", \"offset\", \"total\"} beside them; errors are \
+            {\"error\": {\"code\", \"message\", \"details\"}}. Twilio's hang-up \
+            (tag twilio) answers in Twilio's shapes instead."
+    ),
+    servers((url = "/")),
+    security(("bearerAuth" = [])),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody, ErrorObject, Meta, Pagination, TwilioErrorBody)),
+    tags(
+        (name = "organization", description = "The API key's organisation and its credit balance"),
+        (name = "agents", description = "Voice-AI agents and how their brain is reached"),
+        (name = "phone_numbers", description = "E.164 numbers, their trunk and agent"),
+        (name = "trunks", description = "SIP trunks"),
+        (name = "calls", description = "Outbound calls, call records, recordings"),
+        (name = "test_calls", description = "Test-call runs and batches"),
+        (name = "webhooks", description = "Event subscriptions"),
+        (name = "twilio", description = "Twilio's REST API for hanging up, at the root, with HTTP Basic \
+            (user: the organisation id, password: an API key), so that frameworks which hang up \
+            through Twilio end dialcore calls unchanged"),
+        (name = "service", description = "Health, metrics and this document (no API key)"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds the `bearerAuth` scheme the document's `security` names, and Twilio's `twilioBasic`.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `Authorization: Bearer sk_live_...`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "twilioBasic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "Twilio's: user = the organisation id (`org_...`), password = one of \
+                         its API keys",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The frame the documented routes are added to (see `api::documented_routes`).
+pub(super) fn frame() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The whole document (`GET /openapi.json`), built once.
 pub fn document() -> Value {
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "dialcore API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Telephony core for voice-AI agents: agents, phone numbers, SIP trunks, \
-                calls, recordings, test calls and webhooks. Every response is an envelope \
-                {\"data\", \"meta\": {\"request_id\", \"ts\"}} (lists add \"pagination\": {\"limit\", \"offset\", \"total\"} beside them); \
-                errors are {\"error\": {\"code\", \"message\", \"details\"}}.",
-        },
-        "servers": [{ "url": "/" }],
-        "security": [{ "bearerAuth": [] }],
-        "paths": paths(),
-        "components": schemas::components(),
-    })
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT
+        .get_or_init(|| {
+            let (api, twilio, open) = super::documented_routes();
+            let openapi = api.merge(twilio).merge(open).into_openapi();
+            let mut document = serde_json::to_value(&openapi).unwrap_or_else(|err| {
+                tracing::error!(error = %err, "serializing the OpenAPI document failed");
+                Value::Null
+            });
+            let schemas = document
+                .pointer("/components/schemas")
+                .cloned()
+                .unwrap_or(Value::Null);
+            merge_all_of(&mut document, &schemas);
+            close_objects(&mut document);
+            drop_null_defaults(&mut document);
+            add_request_timeout(&mut document);
+            document
+        })
+        .clone()
 }
 
-fn paths() -> Value {
-    let mut paths = Map::new();
-    crud(
-        &mut paths,
-        "agents",
-        "agent",
-        "Agent",
-        "AgentCreate",
-        "AgentUpdate",
-        &[],
-    );
-    agent_archiving(&mut paths);
-    crud(
-        &mut paths,
-        "phone-numbers",
-        "phone number",
-        "PhoneNumber",
-        "PhoneNumberCreate",
-        "PhoneNumberUpdate",
-        &[409],
-    );
-    crud(
-        &mut paths,
-        "trunks",
-        "trunk",
-        "Trunk",
-        "TrunkCreate",
-        "TrunkUpdate",
-        &[],
-    );
-    paths.insert(
-        "/api/public/v1/calls".into(),
-        json!({
-            "get": {
-                "operationId": "listCalls",
-                "summary": "List calls, newest first",
-                "tags": ["calls"],
-                "parameters": [
-                    ref_param("Limit"), ref_param("Offset"),
-                    query_enum("status", "Only calls with this status",
-                        &["queued", "initiated", "ringing", "in_progress", "ended", "failed", "cancelled"]),
-                    { "name": "agent_id", "in": "query", "required": false,
-                      "description": "Only calls of this agent", "schema": { "type": "string" } },
-                    query_enum("direction", "Only calls in this direction", &["outbound", "inbound"]),
-                ],
-                "responses": responses(200, &list_of("Call"), &[401, 422, 429]),
-            },
-            "post": {
-                "operationId": "createCall",
-                "summary": "Place an outbound call",
-                "description": "Validates, picks the caller id (from_number, or one of the agent's \
-                    numbers) and its trunk, checks that the balance covers one minute, renders \
-                    {{variables}} into the prompt and greeting, stores the call `queued` and hands \
-                    it to the engine. Errors: 404 agent_not_found, 422 invalid_phone_number, \
-                    invalid_from_number, no_phone_number_configured, agent_not_active, \
-                    validation_error, 402 insufficient_credits, 429 rate_limited.",
-                "tags": ["calls"],
-                "parameters": [ref_param("IdempotencyKey")],
-                "requestBody": body("CallCreate"),
-                "responses": responses(201, &one("Call"), &[401, 402, 404, 409, 422, 429, 503]),
-            },
-        }),
-    );
-    paths.insert(
-        "/api/public/v1/calls/{id}".into(),
-        json!({
-            "parameters": [id_param("call")],
-            "get": {
-                "operationId": "getCall",
-                "summary": "Read a call",
-                "tags": ["calls"],
-                "responses": responses(200, &one("Call"), &[401, 404, 429]),
-            },
-        }),
-    );
-    paths.insert(
-        "/api/public/v1/calls/{id}/hangup".into(),
-        json!({
-            "parameters": [id_param("call")],
-            "post": {
-                "operationId": "hangupCall",
-                "summary": "Cancel a call not yet answered, or hang up an answered one",
-                "description": "202 with the call as stored; its terminal status follows. 409 \
-                    call_already_ended or call_not_live.",
-                "tags": ["calls"],
-                "parameters": [ref_param("IdempotencyKey")],
-                "responses": responses(202, &one("Call"), &[401, 404, 409, 429]),
-            },
-        }),
-    );
-    paths.insert(
-        "/api/public/v1/calls/{id}/recording".into(),
-        json!({
-            "parameters": [id_param("call")],
-            "get": {
-                "operationId": "getCallRecording",
-                "summary": "Download the call's WAV recording (stereo: caller left, agent right)",
-                "tags": ["calls"],
-                "responses": {
-                    "200": { "description": "The recording",
-                             "content": { "audio/wav": { "schema": { "type": "string", "format": "binary" } } } },
-                    "401": ref_response("Unauthorized"),
-                    "404": { "description": "call_not_found or recording_not_found",
-                             "content": error_content() },
-                    "429": ref_response("RateLimited"),
-                },
-            },
-        }),
-    );
-    paths.insert(
-        "/api/public/v1/webhooks".into(),
-        json!({
-            "get": {
-                "operationId": "listWebhooks",
-                "summary": "List webhooks",
-                "tags": ["webhooks"],
-                "parameters": [ref_param("Limit"), ref_param("Offset")],
-                "responses": responses(200, &list_of("Webhook"), &[401, 422, 429]),
-            },
-            "post": {
-                "operationId": "createWebhook",
-                "summary": "Subscribe a URL to events",
-                "description": "Without `secret`, one is generated and returned once in this \
-                    response; it is never shown again.",
-                "tags": ["webhooks"],
-                "parameters": [ref_param("IdempotencyKey")],
-                "requestBody": body("WebhookCreate"),
-                "responses": responses(201, &one("WebhookCreated"), &[401, 409, 422, 429]),
-            },
-        }),
-    );
-    paths.insert(
-        "/api/public/v1/webhooks/{id}".into(),
-        json!({
-            "parameters": [id_param("webhook")],
-            "get": {
-                "operationId": "getWebhook",
-                "summary": "Read a webhook (its secret is never shown)",
-                "tags": ["webhooks"],
-                "responses": responses(200, &one("Webhook"), &[401, 404, 429]),
-            },
-            "delete": {
-                "operationId": "deleteWebhook",
-                "summary": "Delete a webhook",
-                "tags": ["webhooks"],
-                "responses": responses(200, &one("Deleted"), &[401, 404, 429]),
-            },
-        }),
-    );
-    let openapi_get = |operation_id: &str| {
-        json!({ "get": {
-            "operationId": operation_id,
-            "summary": "This OpenAPI document",
-            "tags": ["service"],
-            "security": [],
-            "responses": { "200": { "description": "OpenAPI 3.1 document",
-                "content": { "application/json": { "schema": { "type": "object" } } } } },
-        }})
-    };
-    paths.insert("/openapi.json".into(), openapi_get("getOpenApi"));
-    paths.insert(
-        "/api/public/v1/openapi.json".into(),
-        openapi_get("getOpenApiV1"),
-    );
-    paths.insert(
-        "/healthz".into(),
-        json!({ "get": {
-            "operationId": "healthz",
-            "summary": "Liveness and store health",
-            "tags": ["service"],
-            "security": [],
-            "responses": {
-                "200": { "description": "Healthy", "content": { "application/json": {
-                    "schema": { "$ref": "#/components/schemas/Health" } } } },
-                "503": { "description": "The store does not answer", "content": { "application/json": {
-                    "schema": { "$ref": "#/components/schemas/Health" } } } },
-            },
-        }}),
-    );
-    paths.insert(
-        "/metrics".into(),
-        json!({ "get": {
-            "operationId": "metrics",
-            "summary": "Prometheus metrics (text exposition format 0.0.4)",
-            "tags": ["service"],
-            "security": [],
-            "responses": { "200": { "description": "Metrics",
-                "content": { "text/plain": { "schema": { "type": "string" } } } } },
-        }}),
-    );
-    test_calls::paths(&mut paths);
-    Value::Object(paths)
-}
-
-/// The five routes of a resource: list, create, read, update, delete.
-/// What `crud` cannot say about agents: archived agents are listed only when asked for, and
-/// DELETE archives an agent that calls or test runs name.
-fn agent_archiving(paths: &mut Map<String, Value>) {
-    if let Some(Value::Array(parameters)) = paths
-        .get_mut("/api/public/v1/agents")
-        .and_then(|list| list.pointer_mut("/get/parameters"))
-    {
-        parameters.push(json!({
-            "name": "include_archived", "in": "query", "required": false,
-            "description": "Also list archived agents",
-            "schema": { "type": "boolean", "default": false },
-        }));
-    }
-    if let Some(item) = paths.get_mut("/api/public/v1/agents/{id}") {
-        item["delete"] = json!({
-            "operationId": "deleteAgent",
-            "summary": "Delete an agent, or archive it when calls or test runs name it",
-            "description": "An agent that calls, test runs or test batches name is archived: \
-                status `archived`, still readable by id, hidden from lists unless \
-                `include_archived=true`, read-only (PATCH is 422 `agent_archived`), placing and \
-                answering no calls. An agent that nothing names is deleted and its phone \
-                numbers become unassigned. The answer says which.",
-            "tags": ["agents"],
-            "responses": responses(200, &one("AgentDeleted"), &[401, 404, 429]),
-        });
-        item["patch"]["description"] =
-            json!("422 `agent_archived` for an archived agent: archived agents are read-only.");
+/// Removes `"default": null` from every schema whose `type` does not include `null`.
+fn drop_null_defaults(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let allows_null = match map.get("type") {
+                Some(Value::String(kind)) => kind == "null",
+                Some(Value::Array(kinds)) => kinds.contains(&Value::from("null")),
+                _ => true,
+            };
+            if !allows_null && map.get("default") == Some(&Value::Null) {
+                map.remove("default");
+            }
+            map.values_mut().for_each(drop_null_defaults);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null_defaults),
+        _ => {}
     }
 }
 
-fn crud(
-    paths: &mut Map<String, Value>,
-    plural: &str,
-    noun: &str,
-    schema: &str,
-    create: &str,
-    update: &str,
-    extra_write_errors: &[u16],
-) {
-    let op = |verb: &str| {
-        let mut name: String = verb.into();
-        for part in plural.split('-') {
-            let mut chars = part.chars();
-            if let Some(first) = chars.next() {
-                name.push(first.to_ascii_uppercase());
-                name.push_str(chars.as_str());
+/// Documents on every operation the 408 the HTTP server answers on any route (a request not
+/// answered in time), as the shared response `RequestTimeout`.
+fn add_request_timeout(document: &mut Value) {
+    let reference = serde_json::json!({"$ref": "#/components/responses/RequestTimeout"});
+    if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
+        for item in paths.values_mut().filter_map(Value::as_object_mut) {
+            for operation in item.values_mut() {
+                if let Some(responses) = operation
+                    .get_mut("responses")
+                    .and_then(Value::as_object_mut)
+                {
+                    responses.insert("408".into(), reference.clone());
+                }
             }
         }
-        name
-    };
-    let singular_op = |verb: &str| op(verb).trim_end_matches('s').to_owned();
-    let mut write_errors = vec![401, 422, 429];
-    write_errors.extend_from_slice(extra_write_errors);
-    let mut item_write_errors = vec![401, 404, 422, 429];
-    item_write_errors.extend_from_slice(extra_write_errors);
-    let tag = plural.replace('-', "_");
-    paths.insert(
-        format!("/api/public/v1/{plural}"),
-        json!({
-            "get": {
-                "operationId": op("list"),
-                "summary": format!("List {noun}s"),
-                "tags": [tag],
-                "parameters": [ref_param("Limit"), ref_param("Offset")],
-                "responses": responses(200, &list_of(schema), &[401, 422, 429]),
-            },
-            "post": {
-                "operationId": singular_op("create"),
-                "summary": format!("Create a {noun}"),
-                "tags": [tag],
-                "parameters": [ref_param("IdempotencyKey")],
-                "requestBody": body(create),
-                "responses": responses(201, &one(schema), &write_errors),
-            },
-        }),
-    );
-    paths.insert(
-        format!("/api/public/v1/{plural}/{{id}}"),
-        json!({
-            "parameters": [id_param(noun)],
-            "get": {
-                "operationId": singular_op("get"),
-                "summary": format!("Read a {noun}"),
-                "tags": [tag],
-                "responses": responses(200, &one(schema), &[401, 404, 429]),
-            },
-            "patch": {
-                "operationId": singular_op("update"),
-                "summary": format!("Change the given fields of a {noun}"),
-                "tags": [tag],
-                "requestBody": body(update),
-                "responses": responses(200, &one(schema), &item_write_errors),
-            },
-            "delete": {
-                "operationId": singular_op("delete"),
-                "summary": format!("Delete a {noun}"),
-                "tags": [tag],
-                "responses": responses(200, &one("Deleted"), &[401, 404, 409, 429]),
-            },
-        }),
-    );
-}
-
-/// Envelope schema with one object of `schema` as `data`.
-fn one(schema: &str) -> Value {
-    json!({
-        "type": "object",
-        "required": ["data", "meta"],
-        "properties": {
-            "data": { "$ref": format!("#/components/schemas/{schema}") },
-            "meta": { "$ref": "#/components/schemas/Meta" },
-        },
-    })
-}
-
-/// Envelope schema with a page of `schema` as `data` and `pagination` beside `meta`.
-fn list_of(schema: &str) -> Value {
-    json!({
-        "type": "object",
-        "required": ["data", "meta", "pagination"],
-        "properties": {
-            "data": { "type": "array", "items": { "$ref": format!("#/components/schemas/{schema}") } },
-            "meta": { "$ref": "#/components/schemas/Meta" },
-            "pagination": { "$ref": "#/components/schemas/Pagination" },
-        },
-    })
-}
-
-fn responses(status: u16, schema: &Value, errors: &[u16]) -> Value {
-    let mut map = Map::new();
-    map.insert(
-        status.to_string(),
-        json!({ "description": "Success", "content": { "application/json": { "schema": schema } } }),
-    );
-    for code in errors {
-        let response = match code {
-            401 => ref_response("Unauthorized"),
-            402 => json!({ "description": "insufficient_credits", "content": error_content() }),
-            404 => ref_response("NotFound"),
-            409 => json!({ "description": "Conflict (e.g. phone_number_exists, \
-                idempotency_key_in_use, call_not_live)", "content": error_content() }),
-            422 => ref_response("ValidationError"),
-            429 => ref_response("RateLimited"),
-            503 => json!({ "description": "call_not_placed: stored, but the engine refused it",
-                "content": error_content() }),
-            _ => json!({ "description": "Error", "content": error_content() }),
-        };
-        map.insert(code.to_string(), response);
     }
-    Value::Object(map)
+    if let Some(components) = document
+        .get_mut("components")
+        .and_then(Value::as_object_mut)
+    {
+        let responses = components
+            .entry("responses")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(responses) = responses.as_object_mut() {
+            responses.insert(
+                "RequestTimeout".into(),
+                serde_json::json!({
+                    "description": REQUEST_TIMEOUT,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                }),
+            );
+        }
+    }
 }
 
-fn error_content() -> Value {
-    json!({ "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } })
+/// Replaces every `allOf` whose members are all object schemas (inline or `$ref` to
+/// `schemas`) by the one object they describe together.
+fn merge_all_of(value: &mut Value, schemas: &Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(merged) = map.get("allOf").and_then(|all| merged_object(all, schemas)) {
+                map.remove("allOf");
+                for (key, value) in merged {
+                    map.insert(key, value);
+                }
+            }
+            map.values_mut().for_each(|v| merge_all_of(v, schemas));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| merge_all_of(v, schemas)),
+        _ => {}
+    }
 }
 
-fn ref_response(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/responses/{name}") })
+fn merged_object(all_of: &Value, schemas: &Value) -> Option<Map<String, Value>> {
+    let mut properties = Map::new();
+    let mut required: Vec<Value> = Vec::new();
+    for member in all_of.as_array()? {
+        let member = match member.get("$ref").and_then(Value::as_str) {
+            Some(reference) => {
+                let name = reference.strip_prefix("#/components/schemas/")?;
+                schemas.get(name)?
+            }
+            None => member,
+        };
+        if member.get("type") != Some(&Value::from("object")) {
+            return None;
+        }
+        for (name, schema) in member.get("properties")?.as_object()? {
+            properties.insert(name.clone(), schema.clone());
+        }
+        for name in member
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !required.contains(name) {
+                required.push(name.clone());
+            }
+        }
+    }
+    let mut merged = Map::new();
+    merged.insert("type".into(), Value::from("object"));
+    merged.insert("properties".into(), Value::Object(properties));
+    if !required.is_empty() {
+        merged.insert("required".into(), Value::Array(required));
+    }
+    Some(merged)
 }
 
-fn ref_param(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/parameters/{name}") })
-}
-
-fn id_param(noun: &str) -> Value {
-    json!({ "name": "id", "in": "path", "required": true,
-            "description": format!("The {noun}'s id"), "schema": { "type": "string" } })
-}
-
-fn query_enum(name: &str, description: &str, values: &[&str]) -> Value {
-    json!({ "name": name, "in": "query", "required": false, "description": description,
-            "schema": { "type": "string", "enum": values } })
-}
-
-fn body(schema: &str) -> Value {
-    json!({ "required": true, "content": { "application/json": {
-        "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+/// Sets `additionalProperties: false` on every object schema that lists its `properties`
+/// and says nothing of others.
+fn close_objects(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let is_object_schema = map.get("type") == Some(&Value::from("object"))
+                && map.get("properties").is_some_and(Value::is_object);
+            if is_object_schema && !map.contains_key("additionalProperties") {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            map.values_mut().for_each(close_objects);
+        }
+        Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    /// Every `$ref` in the document points at a component that exists.
     #[test]
-    fn every_reference_resolves() {
+    fn every_reference_resolves_and_operation_ids_are_unique() {
         let doc = document();
+        assert_eq!(doc["openapi"], json!("3.1.0"));
         let mut refs = Vec::new();
         collect_refs(&doc, &mut refs);
-        assert!(refs.len() > 20);
+        assert!(refs.len() > 20, "{refs:?}");
         for reference in refs {
             let pointer = reference.strip_prefix('#').expect("local references only");
             assert!(doc.pointer(pointer).is_some(), "dangling {reference}");
         }
-    }
-
-    #[test]
-    fn operation_ids_are_unique() {
-        let doc = document();
         let mut ids = Vec::new();
         for item in doc["paths"].as_object().expect("paths").values() {
-            for (method, op) in item.as_object().expect("path item") {
-                if method != "parameters" {
-                    ids.push(op["operationId"].as_str().expect("operationId").to_owned());
-                }
+            for op in item.as_object().expect("path item").values() {
+                ids.push(op["operationId"].as_str().expect("operationId").to_owned());
             }
         }
         let count = ids.len();
         ids.sort();
         ids.dedup();
-        assert_eq!(ids.len(), count);
-        assert!(ids.contains(&"createPhoneNumber".to_owned()));
-        assert!(ids.contains(&"listPhoneNumbers".to_owned()));
-        for id in ["createTestCall", "getTestCallBatch", "createAgentTestCall"] {
-            assert!(ids.contains(&id.to_owned()), "{id}");
+        assert_eq!(ids.len(), count, "duplicate operation ids");
+    }
+
+    #[test]
+    fn flattened_objects_are_merged_then_closed() {
+        let schemas = json!({"A": {"type": "object", "required": ["a"],
+                                   "properties": {"a": {"type": "string"}}}});
+        let mut schema = json!({"allOf": [{"$ref": "#/components/schemas/A"},
+            {"type": "object", "properties": {"b": {"type": "string"}}}],
+            "description": "kept"});
+        merge_all_of(&mut schema, &schemas);
+        close_objects(&mut schema);
+        assert_eq!(
+            schema,
+            json!({"type": "object", "description": "kept", "required": ["a"],
+                   "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                   "additionalProperties": false})
+        );
+        let mut defaults = json!({"properties": {
+            "a": {"type": "string", "default": null},
+            "b": {"type": ["string", "null"], "default": null},
+            "c": {"type": "string", "default": "x"}}});
+        drop_null_defaults(&mut defaults);
+        assert_eq!(
+            defaults,
+            json!({"properties": {"a": {"type": "string"},
+                   "b": {"type": ["string", "null"], "default": null},
+                   "c": {"type": "string", "default": "x"}}})
+        );
+        let mut open = json!({"type": "object", "additionalProperties": true,
+                              "properties": {"x": {}}});
+        close_objects(&mut open);
+        assert_eq!(open["additionalProperties"], json!(true));
+    }
+
+    #[test]
+    fn every_operation_documents_the_timeout_and_twilio_has_its_own_path_and_scheme() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                assert_eq!(
+                    operation["responses"]["408"]["$ref"],
+                    json!("#/components/responses/RequestTimeout"),
+                    "{method} {path}"
+                );
+            }
         }
+        let twilio = &doc["paths"][crate::api::twilio::PATH]["post"];
+        assert_eq!(twilio["security"], json!([{"twilioBasic": []}]));
+        assert_eq!(twilio["tags"], json!(["twilio"]));
+        assert!(twilio["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
+        assert_eq!(
+            doc["components"]["securitySchemes"]["twilioBasic"]["scheme"],
+            json!("basic")
+        );
+        let settings = &doc["components"]["schemas"]["AgentCallSettings"]["properties"];
+        assert_eq!(settings["max_duration"]["default"], json!("1800s"));
+        assert_eq!(settings["join_timeout"]["default"], json!("30s"));
+    }
+
+    #[test]
+    fn string_enums_show_their_wire_names() {
+        use crate::model::*;
+        let doc = document();
+        macro_rules! wire_names {
+            ($($name:ident),+) => {
+                $(
+                    let names: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    assert_eq!(
+                        doc["components"]["schemas"][stringify!($name)]["enum"],
+                        json!(names),
+                        stringify!($name)
+                    );
+                )+
+            };
+        }
+        wire_names!(
+            AgentStatus,
+            TrunkTransport,
+            CallStatus,
+            CallOutcome,
+            CallDirection,
+            TestTargetType,
+            TestDirection,
+            TestMode,
+            TestRunStatus,
+            TestBatchStatus
+        );
+        let events: Vec<Value> = crate::model::events::ALL.iter().map(|e| json!(e)).collect();
+        assert_eq!(
+            doc["components"]["schemas"]["WebhookEvent"]["enum"],
+            Value::Array(events)
+        );
     }
 
     fn collect_refs(value: &Value, out: &mut Vec<String>) {

@@ -11,6 +11,14 @@ use super::middleware::OrgId;
 use super::AppState;
 
 /// `GET /organization`: id, name, `balance_cents`, created_at.
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/organization",
+    tag = "organization",
+    operation_id = "getOrganization",
+    summary = "Read the API key's organisation and its credit balance",
+    responses((status = 200, description = "The organisation", body = crate::api::openapi::Envelope<crate::model::Organization>), crate::api::openapi::ReadErrors)
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,

@@ -26,6 +26,24 @@ const FORWARDED: [header::HeaderName; 5] = [
 ];
 
 /// `GET /calls/{id}/recording`: the WAV file (404 `recording_not_found` when there is none).
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/calls/{id}/recording",
+    tag = "calls",
+    operation_id = "getCallRecording",
+    summary = "Download the call's WAV recording (stereo: caller left, agent right)",
+    description = "Answers HTTP range requests (RFC 9110) so that players can seek: one `Range: bytes=a-b` is 206 with `Content-Range`, a range outside the file 416 with `Content-Range: bytes */<length>`. `Accept-Ranges: bytes` and `Last-Modified` are sent; `If-Range`, `If-Modified-Since` (304) and `If-Unmodified-Since` (412) are honoured.",
+    params(crate::api::openapi::IdParam, crate::api::openapi::RecordingRange),
+    responses(
+        (status = 200, description = "The whole recording", content_type = "audio/wav", body = crate::api::openapi::Binary,
+            headers(("Accept-Ranges" = String, description = "`bytes`"), ("Content-Length" = u64, description = "Bytes of the file"))),
+        (status = 206, description = "The bytes of the requested range", content_type = "audio/wav", body = crate::api::openapi::Binary,
+            headers(("Content-Range" = String, description = "`bytes <first>-<last>/<length>`"), ("Content-Length" = u64, description = "Bytes sent"))),
+        (status = 304, description = "Not modified since `If-Modified-Since`"),
+        (status = 412, description = "Modified since `If-Unmodified-Since`"),
+        crate::api::openapi::RecordingErrors
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,

@@ -77,6 +77,17 @@ struct Resolved {
 }
 
 /// `POST /test-calls`: one run, answered 201 with the run `queued`.
+#[utoipa::path(
+    post,
+    path = "/api/public/v1/test-calls",
+    tag = "test_calls",
+    operation_id = "createTestCall",
+    summary = "Run a test call: the test bot calls the agent or is called by it",
+    description = "Checked in this order: 422 validation_error (scenario scripts are parsed), 400 consent_required (details.estimated_cost_cents), 404 agent_not_found / phone_number_not_found (422 when the number is assigned to no agent), 429 rate_limited (the organisation's runs in flight plus this one would pass test_calls.max_concurrent_runs), 402 insufficient_credits (the balance is below the estimate). Answers at once with the run `queued`.",
+    params(crate::api::openapi::IdempotencyKey),
+    request_body = crate::api::openapi::TestCallCreate,
+    responses((status = 201, description = "The run, queued", body = crate::api::openapi::Envelope<TestCallRun>), crate::api::openapi::TestCallErrors)
+)]
 pub async fn create_run(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -121,6 +132,15 @@ pub async fn create_run(
 }
 
 /// `GET /test-calls`: filters `target_type`, `status`, `agent_id`, `batch_id`; newest first.
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/test-calls",
+    tag = "test_calls",
+    operation_id = "listTestCalls",
+    summary = "List test-call runs, newest first",
+    params(crate::api::openapi::TestRunListParams),
+    responses((status = 200, description = "A page of runs", body = crate::api::openapi::ListEnvelope<TestCallRun>), crate::api::openapi::ListErrors)
+)]
 pub async fn list_runs(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -145,6 +165,15 @@ pub async fn list_runs(
 }
 
 /// `GET /test-calls/{id}` (404 `test_call_not_found`).
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/test-calls/{id}",
+    tag = "test_calls",
+    operation_id = "getTestCall",
+    summary = "Read a test-call run",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The run", body = crate::api::openapi::Envelope<TestCallRun>), crate::api::openapi::ReadErrors)
+)]
 pub async fn get_run(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -160,6 +189,17 @@ pub async fn get_run(
 
 /// `POST /test-call-batches`: `run_count` runs `stagger_seconds` apart, answered 201 with
 /// the batch `in_progress` and its `run_ids`; `requested_by_id` is the id of the API key.
+#[utoipa::path(
+    post,
+    path = "/api/public/v1/test-call-batches",
+    tag = "test_calls",
+    operation_id = "createTestCallBatch",
+    summary = "Run the same scenario run_count times in parallel",
+    description = "The checks and errors of POST /test-calls, for run_count runs (1-20) started stagger_seconds apart; scenario_prompts rotate over the runs. Answers at once with the batch `in_progress` and its run_ids; `requested_by_id` is the id of the API key that asked.",
+    params(crate::api::openapi::IdempotencyKey),
+    request_body = crate::api::openapi::TestCallBatchCreate,
+    responses((status = 201, description = "The batch, in progress, with its run_ids", body = crate::api::openapi::Envelope<TestCallBatch>), crate::api::openapi::TestCallErrors)
+)]
 pub async fn create_batch(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -256,6 +296,15 @@ pub async fn create_batch(
 }
 
 /// `GET /test-call-batches`: filter `status`; newest first.
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/test-call-batches",
+    tag = "test_calls",
+    operation_id = "listTestCallBatches",
+    summary = "List test-call batches, newest first",
+    params(crate::api::openapi::BatchListParams),
+    responses((status = 200, description = "A page of batches", body = crate::api::openapi::ListEnvelope<TestCallBatch>), crate::api::openapi::ListErrors)
+)]
 pub async fn list_batches(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -278,6 +327,15 @@ pub async fn list_batches(
 
 /// `GET /test-call-batches/{id}` (404 `test_call_batch_not_found`): progress and, once
 /// over, the aggregate of the runs' measurements.
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/test-call-batches/{id}",
+    tag = "test_calls",
+    operation_id = "getTestCallBatch",
+    summary = "Read a test-call batch: progress, then the aggregate",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The batch", body = crate::api::openapi::Envelope<TestCallBatch>), crate::api::openapi::ReadErrors)
+)]
 pub async fn get_batch(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -292,7 +350,7 @@ pub async fn get_batch(
 }
 
 /// The answer of `POST /agents/{id}/test-call`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AgentTestCall {
     call_id: String,
     status: &'static str,
@@ -305,6 +363,17 @@ struct AgentTestCall {
 ///
 /// Unlike `POST /calls`, the agent need not be live: the endpoint exists to verify an
 /// agent before it goes live ([`testable`]).
+#[utoipa::path(
+    post,
+    path = "/api/public/v1/agents/{id}/test-call",
+    tag = "test_calls",
+    operation_id = "createAgentTestCall",
+    summary = "Place a real outbound call with the agent",
+    description = "Placed exactly as POST /calls places it (same checks and errors, `to` in the role of phone_number), except that the agent may be draft or paused: the endpoint verifies an agent before it goes live (an archived agent is 422 `agent_not_active`).",
+    params(crate::api::openapi::IdParam, crate::api::openapi::IdempotencyKey),
+    request_body = crate::api::openapi::AgentTestCallCreate,
+    responses((status = 201, description = "The call placed", body = crate::api::openapi::Envelope<AgentTestCall>), crate::api::openapi::PlaceCallErrors)
+)]
 pub async fn agent_test_call(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,

@@ -24,6 +24,16 @@ const MAX_CREDENTIAL: usize = 256;
 const MAX_NETWORKS: usize = 100;
 
 /// `POST /trunks`
+#[utoipa::path(
+    post,
+    path = "/api/public/v1/trunks",
+    tag = "trunks",
+    operation_id = "createTrunk",
+    summary = "Create a trunk",
+    params(crate::api::openapi::IdempotencyKey),
+    request_body = crate::api::openapi::TrunkCreate,
+    responses((status = 201, description = "The trunk created", body = crate::api::openapi::Envelope<Trunk>), crate::api::openapi::CreateErrors)
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -52,6 +62,15 @@ pub async fn create(
 }
 
 /// `GET /trunks`
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/trunks",
+    tag = "trunks",
+    operation_id = "listTrunks",
+    summary = "List trunks, newest first",
+    params(crate::api::openapi::PageParams),
+    responses((status = 200, description = "A page of trunks", body = crate::api::openapi::ListEnvelope<Trunk>), crate::api::openapi::ListErrors)
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -66,6 +85,15 @@ pub async fn list(
 }
 
 /// `GET /trunks/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/trunks/{id}",
+    tag = "trunks",
+    operation_id = "getTrunk",
+    summary = "Read a trunk",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The trunk", body = crate::api::openapi::Envelope<Trunk>), crate::api::openapi::ReadErrors)
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -80,6 +108,16 @@ pub async fn get(
 }
 
 /// `PATCH /trunks/{id}`: changes the fields present; `"password": null` removes the password.
+#[utoipa::path(
+    patch,
+    path = "/api/public/v1/trunks/{id}",
+    tag = "trunks",
+    operation_id = "updateTrunk",
+    summary = "Change the given fields of a trunk",
+    params(crate::api::openapi::IdParam),
+    request_body = crate::api::openapi::TrunkUpdate,
+    responses((status = 200, description = "The trunk changed", body = crate::api::openapi::Envelope<Trunk>), crate::api::openapi::UpdateErrors)
+)]
 pub async fn update(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -104,6 +142,15 @@ pub async fn update(
 }
 
 /// `DELETE /trunks/{id}`
+#[utoipa::path(
+    delete,
+    path = "/api/public/v1/trunks/{id}",
+    tag = "trunks",
+    operation_id = "deleteTrunk",
+    summary = "Delete a trunk",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The trunk is deleted", body = crate::api::openapi::Envelope<crate::api::openapi::Deleted>), crate::api::openapi::DeleteErrors)
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,

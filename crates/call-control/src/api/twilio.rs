@@ -25,12 +25,16 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{error, info};
 
+use super::openapi::TwilioErrorBody;
 use super::AppState;
 use crate::model::{Call, CallDirection, CallOutcome, CallStatus};
 use crate::store::StoreError;
 
-/// The route, in axum's syntax (the `.json` suffix is part of `call_sid`).
-pub const ROUTE: &str = "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}";
+/// The route, in axum's syntax, whose parameters fill whole segments: the `.json` suffix of
+/// [`PATH`] is part of `CallSid` here, and the handler strips it.
+pub const ROUTE: &str = "/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}";
+/// The path as Twilio spells it, and as the OpenAPI document shows it.
+pub const PATH: &str = "/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json";
 /// The API version in Twilio's paths and resources.
 const API_VERSION: &str = "2010-04-01";
 /// How long an update waits for the call to end before answering with its
@@ -62,6 +66,21 @@ const MAX_SECRET_LEN: usize = 256;
 /// without `.json`, or a call that has already ended; 400 code 20001 when
 /// `Status` is missing or not `completed`/`canceled`; 429 code 20429 past the
 /// key's rate limit; 409 when the call is not live on this node.
+#[utoipa::path(
+    post,
+    path = "/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json",
+    tag = "twilio",
+    operation_id = "twilioUpdateCall",
+    summary = "Hang up a call through Twilio's REST API (\"update a call\")",
+    description = "For voice-AI frameworks that end calls through Twilio's API (Pipecat's TwilioFrameSerializer with base_url, ...). HTTP Basic: user = the organisation id (`accountSid` of the agent WebSocket's `start`), password = one of its API keys. `Status=completed` hangs the call up, answered or not (like POST /calls/{id}/hangup: end_reason `api_hangup`); `Status=canceled` cancels a call not answered yet and leaves an answered one as it is. Answers with Twilio's Call resource once the call has ended (or after 5 s), errors in Twilio's format, not the /api/public/v1 envelope.",
+    security(("twilioBasic" = [])),
+    params(
+        ("AccountSid" = String, Path, description = "The organisation id (`start.accountSid`); another organisation's is 401"),
+        ("CallSid" = String, Path, description = "The call id (`start.callSid`)")
+    ),
+    request_body(content = crate::api::openapi::TwilioCallUpdate, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The call as Twilio's Call resource", body = TwilioCall), crate::api::openapi::TwilioErrors)
+)]
 pub async fn update_call(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -205,33 +224,74 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 
 /// A call as Twilio's Call resource (the fields of its API's JSON, in its
 /// formats: RFC 2822 dates, numbers as strings).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TwilioCall {
+    /// The organisation id (`AccountSid`).
     account_sid: String,
+    /// Always null here (dialcore has no such data).
+    #[schema(required = true)]
     annotation: Option<String>,
+    /// Always null here (dialcore has no such data).
+    #[schema(required = true)]
     answered_by: Option<String>,
+    /// `2010-04-01`.
+    #[schema(pattern = "^2010-04-01$")]
     api_version: &'static str,
+    /// Always null here (dialcore has no such data).
+    #[schema(required = true)]
     caller_name: Option<String>,
+    /// When the call record was created, RFC 2822.
     date_created: String,
+    /// Last change, RFC 2822.
     date_updated: String,
+    /// `inbound`, or `outbound-api` (placed through the API).
+    #[schema(pattern = "^(inbound|outbound-api)$")]
     direction: &'static str,
+    /// Whole seconds from answer to end, as a string; null unless `completed`.
+    #[schema(required = true)]
     duration: Option<String>,
+    /// When a completed call ended, RFC 2822.
+    #[schema(required = true)]
     end_time: Option<String>,
+    /// Always null here (dialcore has no such data).
+    #[schema(required = true)]
     forwarded_from: Option<String>,
+    /// Caller, E.164.
     from: String,
+    /// Caller for display: `(415) 867-5309` for North American numbers.
     from_formatted: String,
+    /// Always null here (dialcore has no such data).
+    #[schema(required = true)]
     group_sid: Option<String>,
+    /// Always null here (dialcore has no such data).
+    #[schema(required = true)]
     parent_call_sid: Option<String>,
+    /// Always null here (dialcore has no such data).
+    #[schema(required = true)]
     phone_number_sid: Option<String>,
+    /// Always null here (dialcore has no such data).
+    #[schema(required = true)]
     price: Option<String>,
+    /// `USD`.
     price_unit: &'static str,
+    /// Milliseconds from creation to the start of signalling, as a string.
     queue_time: String,
+    /// The call id (`CallSid`).
     sid: String,
+    /// When signalling started, RFC 2822.
+    #[schema(required = true)]
     start_time: Option<String>,
+    /// Twilio's status of the call.
+    #[schema(pattern = "^(queued|ringing|in-progress|completed|canceled|busy|no-answer|failed)$")]
     status: &'static str,
+    /// Callee, E.164.
     to: String,
+    /// Callee for display.
     to_formatted: String,
+    /// Always null here (dialcore has no such data).
+    #[schema(required = true)]
     trunk_sid: Option<String>,
+    /// This resource's path.
     uri: String,
 }
 
@@ -371,11 +431,11 @@ impl TwilioError {
     /// The body: `{"code", "message", "more_info", "status"}`.
     fn body(&self) -> serde_json::Value {
         let code = self.code();
-        json!({
-            "code": code,
-            "message": self.to_string(),
-            "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
-            "status": self.status().as_u16(),
+        json!(TwilioErrorBody {
+            code,
+            message: self.to_string(),
+            more_info: format!("https://www.twilio.com/docs/errors/{code}"),
+            status: self.status().as_u16(),
         })
     }
 }

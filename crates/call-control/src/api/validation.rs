@@ -214,11 +214,13 @@ impl Body {
     /// `"published" is not one of draft, active, paused`.
     pub fn enumeration<T>(&mut self, field: &str, all: &[T]) -> Option<T>
     where
-        T: std::str::FromStr + std::fmt::Display,
+        T: std::str::FromStr + std::fmt::Display + PartialEq,
     {
         let value = self.take(field)?;
         if let Value::String(text) = &value {
-            if let Ok(parsed) = text.parse() {
+            // Only the values offered: a name the type knows but `all` leaves out (an
+            // agent's `archived`) is refused like an unknown one.
+            if let Some(parsed) = text.parse().ok().filter(|parsed| all.contains(parsed)) {
                 return Some(parsed);
             }
         }
@@ -459,6 +461,24 @@ pub fn is_url(url: &str, schemes: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enumerations_take_only_the_values_offered() {
+        use crate::model::AgentStatus;
+        let offered = [AgentStatus::Draft, AgentStatus::Active];
+        let mut body =
+            Body::parse(br#"{"status": "archived", "other": "active"}"#).expect("object");
+        assert_eq!(body.enumeration("status", &offered), None);
+        assert_eq!(
+            body.enumeration("other", &offered),
+            Some(AgentStatus::Active)
+        );
+        let fields = match body.finish() {
+            Err(ApiError::Validation { fields }) => fields,
+            other => panic!("archived was accepted: {other:?}"),
+        };
+        assert!(fields["status"].contains("draft, active"), "{fields:?}");
+    }
 
     #[test]
     fn cidrs_and_hosts() {

@@ -23,6 +23,16 @@ const MIN_SECRET: usize = 16;
 const MAX_SECRET: usize = 256;
 
 /// `POST /webhooks`
+#[utoipa::path(
+    post,
+    path = "/api/public/v1/webhooks",
+    tag = "webhooks",
+    operation_id = "createWebhook",
+    summary = "Subscribe a URL to events",
+    params(crate::api::openapi::IdempotencyKey),
+    request_body = crate::api::openapi::WebhookCreate,
+    responses((status = 201, description = "The webhook created; without a secret in the request, the generated one is shown this once", body = crate::api::openapi::Envelope<crate::api::openapi::WebhookCreated>), crate::api::openapi::CreateErrors)
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -89,6 +99,15 @@ pub async fn create(
 }
 
 /// `GET /webhooks`
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/webhooks",
+    tag = "webhooks",
+    operation_id = "listWebhooks",
+    summary = "List webhooks, newest first",
+    params(crate::api::openapi::PageParams),
+    responses((status = 200, description = "A page of webhooks", body = crate::api::openapi::ListEnvelope<Webhook>), crate::api::openapi::ListErrors)
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -103,6 +122,15 @@ pub async fn list(
 }
 
 /// `GET /webhooks/{id}`
+#[utoipa::path(
+    get,
+    path = "/api/public/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "getWebhook",
+    summary = "Read a webhook (its secret is never shown)",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The webhook", body = crate::api::openapi::Envelope<Webhook>), crate::api::openapi::ReadErrors)
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
@@ -117,6 +145,15 @@ pub async fn get(
 }
 
 /// `DELETE /webhooks/{id}`
+#[utoipa::path(
+    delete,
+    path = "/api/public/v1/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "deleteWebhook",
+    summary = "Delete a webhook",
+    params(crate::api::openapi::IdParam),
+    responses((status = 200, description = "The webhook is deleted", body = crate::api::openapi::Envelope<crate::api::openapi::Deleted>), crate::api::openapi::DeleteErrors)
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,

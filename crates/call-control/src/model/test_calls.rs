@@ -114,7 +114,7 @@ pub const MAX_STAGGER_SECONDS: u32 = 60;
 ///
 /// A run `passed` when every gate it carries held; the failed ones are listed by name
 /// (the field names below) in its measurements' `failed_thresholds`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestThresholds {
     /// Highest allowed 95th percentile of the response latency, in milliseconds.
@@ -191,7 +191,7 @@ pub fn test_call_cost_cents(
 }
 
 /// One test-call run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TestCallRun {
     /// `tcr_...`
     pub id: String,
@@ -211,6 +211,7 @@ pub struct TestCallRun {
     /// What the bot does: a script, or free text that runs the default script; `None`
     /// (the request gave none) runs the default script with its generic opening line.
     #[serde(default)]
+    #[schema(required = true)]
     pub scenario_prompt: Option<String>,
     /// How the bot and the agent are joined.
     pub mode: TestMode,
@@ -220,33 +221,42 @@ pub struct TestCallRun {
     pub network_profile: String,
     /// Pass/fail gates ([`TestThresholds`] as JSON), when the request gave any.
     #[serde(default)]
+    #[schema(value_type = Option<TestThresholds>, required = true)]
     pub thresholds: Option<serde_json::Value>,
     /// Price multiplier over a normal call: `[test_calls] charge_multiplier` when the run
     /// was accepted (read-only in the API).
+    #[schema(read_only)]
     pub charge_multiplier: u32,
     /// What the run was estimated to cost, in cents, when it was accepted.
     pub estimated_cost_cents: i64,
     /// The agent's leg: the call record the test produced.
     #[serde(default)]
+    #[schema(required = true)]
     pub call_id: Option<String>,
     /// For `sip` mode: the call record of the bot's leg.
     #[serde(default)]
+    #[schema(required = true)]
     pub sip_call_id: Option<String>,
     /// The bot's measurements, plus `passed` and `failed_thresholds` when thresholds were given
     /// (floats shown rounded, [`super::round_floats`]).
     #[serde(default, serialize_with = "super::serialize_rounded_document")]
+    #[schema(value_type = Option<Object>, required = true)]
     pub measurements: Option<serde_json::Value>,
     /// Why the run failed.
     #[serde(default)]
+    #[schema(required = true)]
     pub error_message: Option<String>,
     /// The batch the run belongs to.
     #[serde(default)]
+    #[schema(required = true)]
     pub batch_id: Option<String>,
     /// When the run started.
     #[serde(default)]
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
     /// When it completed or failed.
     #[serde(default)]
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
@@ -255,7 +265,7 @@ pub struct TestCallRun {
 }
 
 /// A batch: one scenario (or a rotation of scenarios) run `run_count` times in parallel.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TestCallBatch {
     /// `tcb_...`
     pub id: String,
@@ -270,6 +280,7 @@ pub struct TestCallBatch {
     pub agent_id: String,
     /// A label the request gave the batch.
     #[serde(default)]
+    #[schema(required = true)]
     pub name: Option<String>,
     /// Who places the calls.
     pub direction: TestDirection,
@@ -279,17 +290,21 @@ pub struct TestCallBatch {
     pub target_number: String,
     /// The one scenario of every run, when the request gave a single one.
     #[serde(default)]
+    #[schema(required = true)]
     pub scenario_prompt: Option<String>,
     /// Scenarios rotated over the runs (run `i` gets `scenario_prompts[i % len]`).
     #[serde(default)]
+    #[schema(required = true)]
     pub scenario_prompts: Vec<String>,
     /// Impairment the bot applies to its media.
     pub network_profile: String,
     /// Pass/fail gates of every run, when the request gave any.
     #[serde(default)]
+    #[schema(value_type = Option<TestThresholds>, required = true)]
     pub thresholds: Option<serde_json::Value>,
     /// Price multiplier over a normal call: `[test_calls] charge_multiplier` when the batch
     /// was accepted (read-only in the API).
+    #[schema(read_only)]
     pub charge_multiplier: u32,
     /// What all runs were estimated to cost, in cents.
     pub estimated_cost_cents: i64,
@@ -310,12 +325,15 @@ pub struct TestCallBatch {
     /// Median and p95 of the runs' measurements, and `passed` when thresholds were given
     /// (floats shown rounded, [`super::round_floats`]).
     #[serde(default, serialize_with = "super::serialize_rounded_document")]
+    #[schema(value_type = Option<Object>, required = true)]
     pub aggregate: Option<serde_json::Value>,
     /// Why the batch failed: what cut it short (a shutdown, a restart).
     #[serde(default)]
+    #[schema(required = true)]
     pub error_message: Option<String>,
     /// The API key that created the batch (`key_...`, its id, never the secret).
     #[serde(default)]
+    #[schema(required = true)]
     pub requested_by_id: Option<String>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
@@ -323,9 +341,11 @@ pub struct TestCallBatch {
     pub updated_at: DateTime<Utc>,
     /// When its first run started.
     #[serde(default)]
+    #[schema(required = true)]
     pub started_at: Option<DateTime<Utc>>,
     /// When its last run ended.
     #[serde(default)]
+    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
 }
 

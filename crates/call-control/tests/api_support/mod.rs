@@ -214,6 +214,22 @@ impl TestApi {
         self.dispatch(request).await
     }
 
+    /// `method path` with exactly `headers` (no API key added) and `bytes` as the body.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        bytes: Vec<u8>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.dispatch(request.body(Body::from(bytes)).expect("valid request"))
+            .await
+    }
+
     async fn dispatch(&self, request: Request<Body>) -> Reply {
         let response = self
             .router
