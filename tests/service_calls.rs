@@ -57,6 +57,17 @@ async fn run_caller(sipp: sipp::Sipp) -> sipp::SippOutcome {
         .expect("SIPp ran")
 }
 
+/// One SIPp call to `number` that must be refused as `scenario` expects.
+async fn expect_refusal(svc: &TestService, scenario: &str, number: &str) {
+    run_caller(
+        sipp::Sipp::client(sipp::Scenario::file(scenario), svc.sip)
+            .service(number)
+            .calls(1),
+    )
+    .await
+    .assert_success();
+}
+
 async fn place(svc: &TestService, agent: &str, settings: serde_json::Value) -> String {
     let (status, body) = svc
         .post(
@@ -243,16 +254,7 @@ async fn inbound_call_to_an_unknown_number_gets_404() {
         &["127.0.0.0/8"],
     )
     .await;
-    let outcome = run_caller(
-        sipp::Sipp::client(
-            sipp::Scenario::file("service/caller_rejected_404.xml"),
-            svc.sip,
-        )
-        .service("+15559999999")
-        .calls(1),
-    )
-    .await;
-    outcome.assert_success();
+    expect_refusal(&svc, "service/caller_rejected_404.xml", "+15559999999").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,28 +267,10 @@ async fn inbound_call_from_outside_the_trunks_networks_gets_403() {
         &["10.0.0.0/8"],
     )
     .await;
-    let outcome = run_caller(
-        sipp::Sipp::client(
-            sipp::Scenario::file("service/caller_rejected_403.xml"),
-            svc.sip,
-        )
-        .service("+15550003333")
-        .calls(1),
-    )
-    .await;
-    outcome.assert_success();
+    expect_refusal(&svc, "service/caller_rejected_403.xml", "+15550003333").await;
     // A number we do not own gets the same answer: the source is checked first, so a
     // scanner cannot tell owned numbers from others.
-    let outcome = run_caller(
-        sipp::Sipp::client(
-            sipp::Scenario::file("service/caller_rejected_403.xml"),
-            svc.sip,
-        )
-        .service("+15559999999")
-        .calls(1),
-    )
-    .await;
-    outcome.assert_success();
+    expect_refusal(&svc, "service/caller_rejected_403.xml", "+15559999999").await;
     let (_, calls) = svc.get("/calls").await;
     assert_eq!(
         calls["data"].as_array().map(Vec::len),
@@ -428,14 +412,5 @@ async fn inbound_call_while_the_store_fails_gets_503_with_retry_after() {
     .await;
     // The database goes away under the running service.
     svc.handle.as_ref().expect("running").store.close().await;
-    let outcome = run_caller(
-        sipp::Sipp::client(
-            sipp::Scenario::file("service/caller_rejected_503.xml"),
-            svc.sip,
-        )
-        .service("+15550004444")
-        .calls(1),
-    )
-    .await;
-    outcome.assert_success();
+    expect_refusal(&svc, "service/caller_rejected_503.xml", "+15550004444").await;
 }
