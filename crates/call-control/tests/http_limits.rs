@@ -77,6 +77,11 @@ async fn healthz(addr: SocketAddr, within: Duration) -> Option<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_past_the_descriptor_limit_do_not_lock_out_healthz() {
+    // This process opens the 1100 connections: make sure its own limit allows them.
+    let _ = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg("--nofile=8192:8192")
+        .status();
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut child, http) = serve_binary(&dir, 1024, &[]).await;
     let mut idle = Vec::with_capacity(1100);
