@@ -11,7 +11,8 @@
 //! so that the transactions waiting on it fail at once (RFC 3261 17.1.4).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,17 @@ pub struct TransportConfig {
     pub tcp_connect_timeout: Duration,
     /// Messages queued per TCP connection before sends fail.
     pub tcp_queue: usize,
+    /// Most accepted TCP connections at once; more are closed at once.
+    pub tcp_max_connections: usize,
+    /// Most accepted TCP connections from one IP address at once.
+    pub tcp_max_per_source: usize,
+    /// An accepted TCP connection must deliver its first whole message (or CRLF keepalive)
+    /// within this long, however slowly it trickles bytes; then it is closed.
+    pub tcp_first_message_timeout: Duration,
+    /// An accepted TCP connection with no traffic either way (CRLF keepalives count) for
+    /// this long is closed: longer than half the default session interval, so a call's
+    /// refreshes keep its connection.
+    pub tcp_idle_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -50,6 +62,10 @@ impl Default for TransportConfig {
             max_message_size: 65_535,
             tcp_connect_timeout: Duration::from_secs(5),
             tcp_queue: 1024,
+            tcp_max_connections: 4096,
+            tcp_max_per_source: 64,
+            tcp_first_message_timeout: Duration::from_secs(10),
+            tcp_idle_timeout: Duration::from_secs(960),
         }
     }
 }
@@ -135,6 +151,11 @@ struct Inner {
     tcp_local: Option<SocketAddr>,
     connections: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
     received: mpsc::Sender<Received>,
+    /// Accepted TCP connections open, in all and per source address.
+    accepted: AtomicUsize,
+    accepted_per_source: DashMap<IpAddr, usize>,
+    /// Accepted connections refused by the limits.
+    refused: AtomicU64,
 }
 
 /// Tries to give UDP and TCP one free port number when both ask for port 0.
@@ -229,6 +250,9 @@ impl Transports {
                 tcp_local,
                 connections: DashMap::new(),
                 received,
+                accepted: AtomicUsize::new(0),
+                accepted_per_source: DashMap::new(),
+                refused: AtomicU64::new(0),
             }),
         };
         if let Some(socket) = transports.inner.udp.clone() {
@@ -310,7 +334,7 @@ impl Transports {
             )
             .await;
             let error = match connect {
-                Ok(Ok(stream)) => return this.run_connection(stream, addr, rx).await,
+                Ok(Ok(stream)) => return this.run_connection(stream, addr, rx, None).await,
                 Ok(Err(error)) => error,
                 Err(_) => io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -350,10 +374,21 @@ impl Transports {
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
+                    let Some(slot) = self.admit(addr) else {
+                        drop(stream);
+                        continue;
+                    };
                     let (tx, rx) = mpsc::channel(self.inner.config.tcp_queue);
                     self.inner.connections.insert(addr, tx);
                     let this = self.clone();
-                    tokio::spawn(async move { this.run_connection(stream, addr, rx).await });
+                    tokio::spawn(async move {
+                        let limits = IdleLimits {
+                            first_message: this.inner.config.tcp_first_message_timeout,
+                            idle: this.inner.config.tcp_idle_timeout,
+                        };
+                        this.run_connection(stream, addr, rx, Some(limits)).await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -367,11 +402,43 @@ impl Transports {
         }
     }
 
+    /// Counts an accepted connection from `addr` against the limits; `None` (and a count
+    /// of the refusal, logged at a bounded rate) when it is over one of them.
+    fn admit(&self, addr: SocketAddr) -> Option<AcceptedSlot> {
+        let inner = &self.inner;
+        let ip = addr.ip().to_canonical();
+        let total = inner.accepted.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut per_source = inner.accepted_per_source.entry(ip).or_insert(0);
+        *per_source += 1;
+        let from_source = *per_source;
+        drop(per_source);
+        let slot = AcceptedSlot {
+            transports: self.clone(),
+            ip,
+        };
+        if total > inner.config.tcp_max_connections || from_source > inner.config.tcp_max_per_source
+        {
+            let refused = inner.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if refused.is_power_of_two() {
+                warn!(%addr, total, from_source, refused,
+                    "TCP connection refused: over the connection limits");
+            }
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Accepted TCP connections refused by the limits so far.
+    pub fn refused_connections(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+
     async fn run_connection(
         &self,
         stream: TcpStream,
         addr: SocketAddr,
         mut outgoing: mpsc::Receiver<Bytes>,
+        limits: Option<IdleLimits>,
     ) {
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
@@ -387,8 +454,16 @@ impl Transports {
         };
         debug!(%addr, "TCP connection up");
         let mut failure = None;
+        // Until its first message a connection has `first_message` in all; then each bit
+        // of traffic gives it `idle` more.
+        let mut idle_at = limits.map(|l| tokio::time::Instant::now() + l.first_message);
+        let mut spoke = false;
         loop {
             tokio::select! {
+                () = sleep_until_opt(idle_at) => {
+                    debug!(%addr, spoke, "idle TCP connection closed");
+                    break;
+                }
                 read = reader.read(&mut buf) => {
                     let n = match read {
                         // A clean close: the peer may open a new connection for its answers.
@@ -403,6 +478,7 @@ impl Transports {
                     framer.push(&buf[..n]);
                     let mut pong = false;
                     let mut broken = false;
+                    let mut delivered = false;
                     loop {
                         match framer.next_output() {
                             Ok(Some(FramerOutput::Message(bytes))) => {
@@ -414,9 +490,13 @@ impl Transports {
                                 if self.inner.received.send(received).await.is_err() {
                                     return;
                                 }
+                                delivered = true;
                             }
-                            Ok(Some(FramerOutput::Ping)) => pong = true,
-                            Ok(Some(FramerOutput::Pong)) => {}
+                            Ok(Some(FramerOutput::Ping)) => {
+                                pong = true;
+                                delivered = true;
+                            }
+                            Ok(Some(FramerOutput::Pong)) => delivered = true,
                             Ok(None) => break,
                             Err(error) => {
                                 warn!(%addr, %error, "closing TCP connection on unframeable input");
@@ -427,6 +507,10 @@ impl Transports {
                     }
                     if pong && writer.write_all(b"\r\n").await.is_err() {
                         break;
+                    }
+                    if spoke || delivered {
+                        spoke = true;
+                        idle_at = limits.map(|l| tokio::time::Instant::now() + l.idle);
                     }
                     if broken {
                         break;
@@ -439,6 +523,9 @@ impl Transports {
                         failure = Some(error);
                         break;
                     }
+                    if spoke {
+                        idle_at = limits.map(|l| tokio::time::Instant::now() + l.idle);
+                    }
                 }
             }
         }
@@ -450,6 +537,40 @@ impl Transports {
         if let Some(error) = failure {
             self.report_failure(addr, error).await;
         }
+    }
+}
+
+/// How long an accepted connection may stay silent.
+#[derive(Debug, Clone, Copy)]
+struct IdleLimits {
+    first_message: Duration,
+    idle: Duration,
+}
+
+/// An accepted connection counted against the limits until dropped.
+struct AcceptedSlot {
+    transports: Transports,
+    ip: IpAddr,
+}
+
+impl Drop for AcceptedSlot {
+    fn drop(&mut self) {
+        let inner = &self.transports.inner;
+        inner.accepted.fetch_sub(1, Ordering::AcqRel);
+        inner
+            .accepted_per_source
+            .remove_if_mut(&self.ip, |_, count| {
+                *count -= 1;
+                *count == 0
+            });
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
