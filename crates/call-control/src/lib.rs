@@ -7,6 +7,7 @@ pub mod http_server;
 pub mod ids;
 pub mod metrics;
 pub mod model;
+pub mod redact;
 pub mod runtime;
 pub mod service;
 pub mod store;

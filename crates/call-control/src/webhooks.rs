@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::ids::new_id;
+use crate::redact::loggable_url;
 use crate::store::{OutboxEntry, Store, StoreError};
 
 /// Header naming the event type.
@@ -336,7 +337,8 @@ impl Delivery {
                 store.mark_delivered(&entry.id).await?;
             }
             Attempt::Failed(error) if attempts >= self.config.max_attempts => {
-                warn!(delivery = %entry.id, url = %hook.url, attempts, %error, "webhook given up");
+                warn!(delivery = %entry.id, url = %loggable_url(&hook.url), attempts, %error,
+                    "webhook given up");
                 store.mark_dead(&entry.id, &error).await?;
             }
             Attempt::Failed(error) => {
@@ -373,7 +375,8 @@ impl Delivery {
         match response {
             Ok(response) if response.status().is_success() => Attempt::Delivered,
             Ok(response) => Attempt::Failed(format!("HTTP {}", response.status().as_u16())),
-            Err(error) => Attempt::Failed(error.to_string()),
+            // reqwest's message names the URL, whose query may hold the receiver's token.
+            Err(error) => Attempt::Failed(error.without_url().to_string()),
         }
     }
 }

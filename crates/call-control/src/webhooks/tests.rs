@@ -232,6 +232,36 @@ async fn delivery_is_given_up_after_max_attempts() {
 }
 
 #[tokio::test]
+async fn a_failed_delivery_keeps_the_error_but_not_the_urls_token() {
+    let (store, _dir) = temp_store().await;
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port");
+    let url = format!("http://{refused}/hook?token=s3cret");
+    subscribe(&store, &url, &["call.ringing"]).await;
+    let webhooks = Webhooks::start_with(store.clone(), fast(1));
+    webhooks
+        .emit("org_a", "call.ringing", serde_json::json!({"id": "call_3"}))
+        .await
+        .expect("emit");
+    let delivery: String = sqlx::query_scalar("SELECT id FROM webhook_outbox")
+        .fetch_one(store.pool())
+        .await
+        .expect("one delivery");
+    let record = loop {
+        let record = store.get_delivery(&delivery).await.expect("delivery row");
+        if record.state != DeliveryState::Pending {
+            break record;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(record.state, DeliveryState::Dead);
+    let error = record.last_error.expect("the error is kept");
+    assert!(!error.contains("s3cret"), "{error}");
+    webhooks.stop();
+}
+
+#[tokio::test]
 async fn pending_deliveries_of_a_previous_run_are_sent() {
     let (store, _dir) = temp_store().await;
     let (url, mut requests) = receiver(0).await;

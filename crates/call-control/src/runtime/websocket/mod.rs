@@ -123,20 +123,5 @@ impl AgentRuntime for Websocket {
     }
 }
 
-/// The URL without its query and credentials, for logs (both may carry secrets).
-fn loggable_url(url: &str) -> String {
-    let without_query = url.split(['?', '#']).next().unwrap_or(url);
-    match without_query.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, host)| host);
-            format!("{scheme}://{host}/{path}")
-        }
-        None => without_query.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,8 @@ use super::messages::{
     StreamMessage, DTMF_TRACK, INBOUND_TRACK,
 };
 use super::payload::{Downlink, Uplink, WireFormat};
-use super::{loggable_url, Websocket};
+use super::Websocket;
+use crate::redact::loggable_url;
 use crate::runtime::audio::load_wav;
 use crate::runtime::{CallMetadata, RuntimeError, RuntimeInput, RuntimeOutput, RuntimeSession};
 

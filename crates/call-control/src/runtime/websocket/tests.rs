@@ -16,6 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::session::abnormal_close;
 use super::*;
+use crate::redact::loggable_url;
 use crate::runtime::{Direction, RuntimeInput, RuntimeOutput};
 
 const WAIT: Duration = Duration::from_secs(10);
