@@ -119,9 +119,21 @@ async fn an_agent_with_calls_is_archived_and_refuses_new_ones() {
     let all = api.get(&format!("{AGENTS}?include_archived=true")).await;
     assert_eq!(all.body["pagination"]["total"], json!(1));
     assert_eq!(all.data()[0]["id"], json!(agent));
+    assert_eq!(all.data()[0]["status"], json!("archived"));
     let bad = api.get(&format!("{AGENTS}?include_archived=yes")).await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.body["error"]["details"]["fields"]["include_archived"].is_string());
+
+    // Only DELETE archives: a PATCH to `archived` is refused.
+    let other = api.agent("active", "hi").await;
+    let to_archived = api
+        .patch(&format!("{AGENTS}/{other}"), json!({"status": "archived"}))
+        .await;
+    assert_eq!(to_archived.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        to_archived.body["error"]["details"]["fields"]["status"],
+        json!("\"archived\" is not one of draft, active, paused")
+    );
 
     // Read-only: no edit, not even back to active.
     let patched = api.patch(&path, json!({"status": "active"})).await;
