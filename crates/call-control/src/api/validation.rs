@@ -39,7 +39,15 @@ impl Body {
                 message: "the request body must be a JSON object".to_owned(),
             }),
             Err(err) => Err(ApiError::InvalidJson {
-                message: format!("the request body is not valid JSON: {err}"),
+                message: format!(
+                    "the request body is not valid JSON: {} at line {}, column {}",
+                    match err.classify() {
+                        serde_json::error::Category::Eof => "it ends too early",
+                        _ => "unexpected text",
+                    },
+                    err.line(),
+                    err.column()
+                ),
             }),
         }
     }
@@ -594,10 +602,13 @@ mod tests {
             Body::parse(b"[1]"),
             Err(ApiError::InvalidJson { .. })
         ));
-        assert!(matches!(
-            Body::parse(b"{"),
-            Err(ApiError::InvalidJson { .. })
-        ));
+        let Err(ApiError::InvalidJson { message }) = Body::parse(b"{") else {
+            panic!("expected invalid JSON");
+        };
+        assert_eq!(
+            message,
+            "the request body is not valid JSON: it ends too early at line 1, column 1"
+        );
         assert!(Body::parse(b"  ").is_ok());
     }
 }
