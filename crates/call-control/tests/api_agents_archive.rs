@@ -1,7 +1,8 @@
 //! Guards `DELETE /agents/{id}` keeping every record's `agent_id` pointing at an agent that
 //! exists: an agent that calls name is archived (status `archived`, readable by id, hidden from
-//! lists unless `?include_archived=true`, refusing edits, new calls, number assignments, and
-//! inbound calls to its numbers over real SIP); an agent that nothing names is deleted.
+//! lists unless `?include_archived=true`, refusing edits, new calls and test runs, number
+//! assignments, and inbound calls to its numbers over real SIP); an agent that nothing names is
+//! deleted.
 
 mod api_support;
 
@@ -154,6 +155,17 @@ async fn an_agent_with_calls_is_archived_and_refuses_new_ones() {
         refused.body["error"]["details"]["status"],
         json!("archived")
     );
+
+    // No test runs either.
+    let run = api
+        .post(
+            "/api/public/v1/test-calls",
+            json!({"target_type": "agent", "target_id": agent, "mode": "bot",
+                   "scenario_prompt": "Hello", "consent_to_charge": true}),
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", run.body);
+    assert_eq!(run.code(), "agent_not_active");
 
     // No new numbers assigned to it; the number it had keeps pointing at it.
     let assign = api
