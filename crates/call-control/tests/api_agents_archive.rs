@@ -1,7 +1,8 @@
 //! Guards `DELETE /agents/{id}` keeping every record's `agent_id` pointing at an agent that
 //! exists: an agent that calls name is archived (status `archived`, readable by id, hidden from
-//! lists unless `?include_archived=true`, refusing edits, new calls, number assignments, and
-//! inbound calls to its numbers over real SIP); an agent that nothing names is deleted.
+//! lists unless `?include_archived=true`, refusing edits, new calls and test runs, number
+//! assignments, and inbound calls to its numbers over real SIP); an agent that nothing names is
+//! deleted.
 
 mod api_support;
 
@@ -119,9 +120,21 @@ async fn an_agent_with_calls_is_archived_and_refuses_new_ones() {
     let all = api.get(&format!("{AGENTS}?include_archived=true")).await;
     assert_eq!(all.body["pagination"]["total"], json!(1));
     assert_eq!(all.data()[0]["id"], json!(agent));
+    assert_eq!(all.data()[0]["status"], json!("archived"));
     let bad = api.get(&format!("{AGENTS}?include_archived=yes")).await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.body["error"]["details"]["fields"]["include_archived"].is_string());
+
+    // Only DELETE archives: a PATCH to `archived` is refused.
+    let other = api.agent("active", "hi").await;
+    let to_archived = api
+        .patch(&format!("{AGENTS}/{other}"), json!({"status": "archived"}))
+        .await;
+    assert_eq!(to_archived.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        to_archived.body["error"]["details"]["fields"]["status"],
+        json!("\"archived\" is not one of draft, active, paused")
+    );
 
     // Read-only: no edit, not even back to active.
     let patched = api.patch(&path, json!({"status": "active"})).await;
@@ -142,6 +155,17 @@ async fn an_agent_with_calls_is_archived_and_refuses_new_ones() {
         refused.body["error"]["details"]["status"],
         json!("archived")
     );
+
+    // No test runs either.
+    let run = api
+        .post(
+            "/api/public/v1/test-calls",
+            json!({"target_type": "agent", "target_id": agent, "mode": "bot",
+                   "scenario_prompt": "Hello", "consent_to_charge": true}),
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", run.body);
+    assert_eq!(run.code(), "agent_not_active");
 
     // No new numbers assigned to it; the number it had keeps pointing at it.
     let assign = api

@@ -676,6 +676,12 @@ async fn resolve(state: &AppState, org: &str, target: &Target) -> Result<Resolve
         .get_agent(org, &agent_id)
         .await
         .map_err(|err| ApiError::from_store(err, "agent", &agent_id))?;
+    if agent.status == crate::model::AgentStatus::Archived {
+        return Err(ApiError::AgentNotActive {
+            agent_id,
+            status: agent.status.to_string(),
+        });
+    }
     let bot_number = &state.config.test_calls.bot_number;
     let target_number = match (&target.target_number, target.direction) {
         (Some(number), _) => number.clone(),

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -38,7 +39,15 @@ impl Body {
                 message: "the request body must be a JSON object".to_owned(),
             }),
             Err(err) => Err(ApiError::InvalidJson {
-                message: format!("the request body is not valid JSON: {err}"),
+                message: format!(
+                    "the request body is not valid JSON: {} at line {}, column {}",
+                    match err.classify() {
+                        serde_json::error::Category::Eof => "it ends too early",
+                        _ => "unexpected text",
+                    },
+                    err.line(),
+                    err.column()
+                ),
             }),
         }
     }
@@ -313,6 +322,19 @@ impl Body {
         self.map.clear();
     }
 
+    /// Takes a field and deserializes it with serde; absent or null gives `None`. A value
+    /// serde refuses is reported in the API's words ([`serde_problem`]), never the parser's.
+    pub fn typed<T: DeserializeOwned>(&mut self, field: &str) -> Option<T> {
+        let value = self.take(field)?;
+        match serde_json::from_value(value.clone()) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                self.invalid(field, serde_problem(&err.to_string(), &value));
+                None
+            }
+        }
+    }
+
     /// Takes a nested object (absent or null gives `None`); validate it, then hand it back with
     /// [`Body::absorb`].
     pub fn object(&mut self, field: &str) -> Option<Body> {
@@ -380,6 +402,55 @@ pub fn shown(value: &Value) -> String {
         Value::Object(_) => "an object".to_owned(),
         other => other.to_string(),
     }
+}
+
+/// A serde message about `value` in the API's words: `unknown variant `x`, expected one of
+/// `a`, `b`` becomes `"x" is not one of a, b`, `missing field `url`` becomes
+/// `url is required`, an invalid type says what was given; backquotes never show.
+pub fn serde_problem(message: &str, value: &Value) -> String {
+    // serde_json appends " at line L column C" when it knows a position.
+    let message = message
+        .rsplit_once(" at line ")
+        .map_or(message, |(head, _)| head);
+    let names = |list: &str| -> String {
+        list.split([',', ' '])
+            .filter(|word| word.starts_with('`'))
+            .map(|word| word.trim_matches('`'))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        if let Some((given, expected)) = rest.split_once("`, expected ") {
+            return format!("{given:?} is not one of {}", names(expected));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((given, _)) = rest.split_once('`') {
+            return format!("{given} is not a known field");
+        }
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return format!("{} is required", rest.trim_end_matches('`'));
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        if let Some((_, expected)) = rest.split_once(", expected ") {
+            return format!(
+                "must be {}, not {}",
+                expected.replace('`', ""),
+                shown(value)
+            );
+        }
+    }
+    if let Some(rest) = message.strip_prefix("invalid value: ") {
+        if let Some((_, expected)) = rest.split_once(", expected ") {
+            return format!(
+                "must be {}, not {}",
+                expected.replace('`', ""),
+                shown(value)
+            );
+        }
+    }
+    message.replace('`', "\"")
 }
 
 /// `"jump" is not one of say, tone, ...`: the value given and the names allowed.
@@ -517,15 +588,53 @@ mod tests {
     }
 
     #[test]
+    fn serde_messages_are_put_in_the_api_words() {
+        let status = serde_problem(
+            "unknown variant `published`, expected one of `draft`, `active`, `paused`",
+            &Value::String("published".into()),
+        );
+        assert_eq!(status, "\"published\" is not one of draft, active, paused");
+        let pair = serde_problem(
+            "unknown variant `x`, expected `a` or `b` at line 1 column 3",
+            &Value::String("x".into()),
+        );
+        assert_eq!(pair, "\"x\" is not one of a, b");
+        assert_eq!(
+            serde_problem("missing field `url`", &Value::Null),
+            "url is required"
+        );
+        assert_eq!(
+            serde_problem(
+                "invalid type: string \"7\", expected u32",
+                &Value::String("7".into())
+            ),
+            "must be u32, not \"7\""
+        );
+        let mut body = Body::parse(br#"{"mode": "fast", "n": null}"#).expect("object");
+        assert_eq!(body.typed::<crate::model::AgentStatus>("mode"), None);
+        assert_eq!(body.typed::<u32>("n"), None, "null is not given");
+        let Err(ApiError::Validation { fields }) = body.finish() else {
+            panic!("expected a validation error");
+        };
+        assert_eq!(
+            fields["mode"],
+            "\"fast\" is not one of draft, active, paused, archived"
+        );
+    }
+
+    #[test]
     fn rejects_non_objects() {
         assert!(matches!(
             Body::parse(b"[1]"),
             Err(ApiError::InvalidJson { .. })
         ));
-        assert!(matches!(
-            Body::parse(b"{"),
-            Err(ApiError::InvalidJson { .. })
-        ));
+        let Err(ApiError::InvalidJson { message }) = Body::parse(b"{") else {
+            panic!("expected invalid JSON");
+        };
+        assert_eq!(
+            message,
+            "the request body is not valid JSON: it ends too early at line 1, column 1"
+        );
         assert!(Body::parse(b"  ").is_ok());
     }
 }

@@ -341,6 +341,32 @@ pub(crate) mod tests {
             Err(StoreError::NotFound)
         ));
 
+        // A test run naming an agent keeps it too (the run's row as version 2 of the schema
+        // has it, so that this test does not depend on the run's Rust shape).
+        let tested = agent("org_a", 4);
+        store.insert_agent(&tested).await.expect("insert");
+        sqlx::query(
+            "INSERT INTO test_call_runs (id, org_id, target_type, target_id, agent_id, direction, \
+             target_number, scenario_prompt, mode, status, network_profile, charge_multiplier, \
+             estimated_cost_cents, created_at, updated_at) VALUES \
+             ('tcr_1', 'org_a', 'agent', ?, ?, 'outbound', '+15550100000', 'hi', 'bot', \
+              'completed', 'clean', 2, 8, ?, ?)",
+        )
+        .bind(&tested.id)
+        .bind(&tested.id)
+        .bind(ts(&at(4)))
+        .bind(ts(&at(4)))
+        .execute(&store.pool)
+        .await
+        .expect("run");
+        assert_eq!(
+            store
+                .remove_agent("org_a", &tested.id, at(5))
+                .await
+                .expect("remove"),
+            AgentRemoval::Archived
+        );
+
         let (listed, total) = store
             .list_agents("org_a", false, 50, 0)
             .await
@@ -351,6 +377,10 @@ pub(crate) mod tests {
             "archived agents are not listed"
         );
         let (listed, total) = store.list_agents("org_a", true, 50, 0).await.expect("list");
-        assert_eq!((total, listed[0].id.as_str()), (1, used.id.as_str()));
+        let ids: Vec<&str> = listed.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(
+            (total, ids),
+            (2, vec![tested.id.as_str(), used.id.as_str()])
+        );
     }
 }
