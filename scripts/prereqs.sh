@@ -2,12 +2,15 @@
 # Installs the system packages dialcore needs, with apt, only when they are missing:
 #   pkg-config + libopus-dev  (audiopus links the system libopus)
 #   sip-tester                (SIPp, the SIP peer of the interop and end-to-end tests)
+#   python3 + python3-venv    (the Pipecat agent test installs Pipecat from PyPI into a venv)
 set -euo pipefail
 
 missing=()
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists opus 2>/dev/null || missing+=(libopus-dev)
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
