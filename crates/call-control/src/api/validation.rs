@@ -491,18 +491,8 @@ where
 
 /// Whether `cidr` is an IPv4 or IPv6 network (`10.0.0.0/8`, `2001:db8::/32`) or a single address.
 pub fn is_cidr(cidr: &str) -> bool {
-    let (addr, prefix) = match cidr.split_once('/') {
-        Some((addr, prefix)) => (addr, Some(prefix)),
-        None => (cidr, None),
-    };
-    let Ok(ip) = addr.parse::<IpAddr>() else {
-        return false;
-    };
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    match prefix {
-        None => true,
-        Some(p) => !p.is_empty() && p.len() <= 3 && p.parse::<u8>().is_ok_and(|n| n <= max),
-    }
+    // The parser the engine matches sources with: what is accepted here is what it uses.
+    cidr.trim() == cidr && crate::engine::inbound::parse_network(cidr).is_some()
 }
 
 /// Whether `host` is an IP address or a DNS name (letters, digits, `-`, `.`; at most 253).

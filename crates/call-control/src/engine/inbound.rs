@@ -48,36 +48,24 @@ pub async fn accept_loop(shared: Arc<Shared>, mut incoming: IncomingCalls) {
 /// `2001:db8::/32`, or plain addresses). Unparsable entries match nothing.
 pub fn allowed(networks: &[String], ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
-    networks.iter().any(|network| contains(network, ip))
+    parse_networks(networks)
+        .iter()
+        .any(|network| network.contains(&ip))
 }
 
-fn contains(network: &str, ip: IpAddr) -> bool {
-    let (address, prefix) = match network.trim().split_once('/') {
-        Some((address, prefix)) => (address, prefix.parse::<u32>().ok()),
-        None => (network.trim(), None),
-    };
-    let Ok(base) = address.parse::<IpAddr>() else {
-        return false;
-    };
-    match (base.to_canonical(), ip) {
-        (IpAddr::V4(base), IpAddr::V4(ip)) => {
-            let prefix = prefix.unwrap_or(32);
-            if prefix > 32 {
-                return false;
-            }
-            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
-            u32::from(base) & mask == u32::from(ip) & mask
-        }
-        (IpAddr::V6(base), IpAddr::V6(ip)) => {
-            let prefix = prefix.unwrap_or(128);
-            if prefix > 128 {
-                return false;
-            }
-            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
-            u128::from(base) & mask == u128::from(ip) & mask
-        }
-        _ => false,
-    }
+/// A trunk's `allowed_networks` as networks: CIDRs, or plain addresses as one-address
+/// networks. Entries that do not parse (validated when the trunk was written) are skipped.
+pub fn parse_networks(networks: &[String]) -> Vec<IpNet> {
+    networks.iter().filter_map(|n| parse_network(n)).collect()
+}
+
+/// One entry of `allowed_networks`: a CIDR, or a plain address as a one-address network.
+pub fn parse_network(network: &str) -> Option<IpNet> {
+    let network = network.trim();
+    network
+        .parse::<IpNet>()
+        .ok()
+        .or_else(|| network.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 /// The dialled number as E.164: `+` added when the carrier left it out.

@@ -74,16 +74,7 @@ pub fn media_config(
 /// behind NAT advertises a private address but sends from these). Entries that do not
 /// parse (validated when the trunk was written) are skipped.
 pub fn media_networks(trunk_networks: &[String], signalling: Option<IpAddr>) -> Vec<IpNet> {
-    let mut networks: Vec<IpNet> = trunk_networks
-        .iter()
-        .filter_map(|network| {
-            let network = network.trim();
-            network
-                .parse::<IpNet>()
-                .ok()
-                .or_else(|| network.parse::<IpAddr>().ok().map(IpNet::from))
-        })
-        .collect();
+    let mut networks = super::inbound::parse_networks(trunk_networks);
     networks.extend(signalling.map(|ip| IpNet::from(ip.to_canonical())));
     networks
 }
