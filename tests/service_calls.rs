@@ -211,13 +211,8 @@ async fn outbound_call_through_a_trunk_that_challenges_is_authenticated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_call_is_answered_by_the_echo_agent_until_the_caller_hangs_up() {
     let svc = TestService::start().await;
-    svc.agent_with_number(
-        "127.0.0.1:5999".parse().expect("addr"),
-        "+15550002222",
-        json!({"type": "echo"}),
-        &["127.0.0.0/8"],
-    )
-    .await;
+    svc.loopback_agent("+15550002222", json!({"type": "echo"}))
+        .await;
     let outcome = run_caller(
         sipp::Sipp::client(sipp::Scenario::file("service/caller_media.xml"), svc.sip)
             .service("+15550002222")
@@ -247,13 +242,8 @@ async fn inbound_call_is_answered_by_the_echo_agent_until_the_caller_hangs_up() 
 async fn inbound_call_to_an_unknown_number_gets_404() {
     let svc = TestService::start().await;
     // The caller is a carrier we know (a trunk allows loopback), calling a number we lack.
-    svc.agent_with_number(
-        "127.0.0.1:5999".parse().expect("addr"),
-        "+15550004444",
-        json!({"type": "echo"}),
-        &["127.0.0.0/8"],
-    )
-    .await;
+    svc.loopback_agent("+15550004444", json!({"type": "echo"}))
+        .await;
     expect_refusal(&svc, "service/caller_rejected_404.xml", "+15559999999").await;
 }
 
@@ -403,13 +393,8 @@ async fn hanging_up_a_ringing_call_shows_cancelled_at_once_and_ends_on_the_answe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_call_while_the_store_fails_gets_503_with_retry_after() {
     let svc = TestService::start().await;
-    svc.agent_with_number(
-        "127.0.0.1:5999".parse().expect("addr"),
-        "+15550004444",
-        json!({"type": "echo"}),
-        &["127.0.0.0/8"],
-    )
-    .await;
+    svc.loopback_agent("+15550004444", json!({"type": "echo"}))
+        .await;
     // The database goes away under the running service.
     svc.handle.as_ref().expect("running").store.close().await;
     expect_refusal(&svc, "service/caller_rejected_503.xml", "+15550004444").await;

@@ -139,6 +139,14 @@ impl TestService {
             .await
     }
 
+    /// An active agent with `runtime` and `number` on a trunk whose carrier calls in from
+    /// loopback (`127.0.0.0/8`), as SIPp does in these tests.
+    pub async fn loopback_agent(&self, number: &str, runtime: Value) -> Agent {
+        let carrier = "127.0.0.1:5999".parse().expect("literal address");
+        self.agent_with_number(carrier, number, runtime, &["127.0.0.0/8"])
+            .await
+    }
+
     /// An active agent with the given runtime, a trunk to `carrier` (allowing
     /// inbound calls from `allowed`) and one number on it.
     pub async fn agent_with_number(
