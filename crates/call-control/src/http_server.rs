@@ -23,18 +23,17 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::http::{Request, Response, StatusCode};
+use axum::http::Request;
 use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::api::response_meta;
+use crate::api::ApiError;
 use crate::config::HttpConfig;
 
 /// How long the accept loop pauses after an accept error (e.g. out of file descriptors).
@@ -212,7 +211,10 @@ impl Connection {
                 let response = match response {
                     Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},
-                    Err(_) => timed_out(request_timeout),
+                    Err(_) => ApiError::RequestTimeout {
+                        limit: request_timeout,
+                    }
+                    .into_response(),
                 };
                 // Busy until the body is sent: a download in progress is not idle.
                 Ok::<_, Infallible>(response.map(|body| TrackedBody {
@@ -300,17 +302,4 @@ impl Drop for InFlight {
         self.slot.touch(self.started);
         self.slot.busy.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// 408 in the API's error format.
-fn timed_out(limit: Duration) -> Response<Body> {
-    let body = json!({
-        "error": {
-            "code": "request_timeout",
-            "message": format!("the request was not answered within {} ms", limit.as_millis()),
-            "details": {},
-        },
-        "meta": response_meta(),
-    });
-    (StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response()
 }

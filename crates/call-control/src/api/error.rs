@@ -176,6 +176,12 @@ pub enum ApiError {
         /// Length of the file in bytes.
         length: u64,
     },
+    /// The request was not answered in time (408 `request_timeout`).
+    #[error("the request was not answered within {} ms", limit.as_millis())]
+    RequestTimeout {
+        /// The limit (`[http] request_timeout_ms`).
+        limit: std::time::Duration,
+    },
     /// A store failure (500 `internal_error`; details are logged, not returned).
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -227,6 +233,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::CallNotPlaced { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -256,6 +263,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => (*code).into(),
             ApiError::CallNotPlaced { .. } => "call_not_placed".into(),
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable".into(),
+            ApiError::RequestTimeout { .. } => "request_timeout".into(),
             ApiError::Store(StoreError::Conflict(_)) => "conflict".into(),
             ApiError::Store(_) | ApiError::Internal(_) => "internal_error".into(),
         }

@@ -40,7 +40,6 @@ use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use envelope::meta as response_meta;
 pub use error::ApiError;
 pub use middleware::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID};
 pub use rate_limit::RateLimiter;
