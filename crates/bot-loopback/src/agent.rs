@@ -76,6 +76,10 @@ pub enum RuntimeError {
     /// The agent's connection dropped mid-call (network runtimes).
     #[error("agent disconnected: {0}")]
     Disconnected(String),
+    /// The agent's address is one the service may not connect to (network runtimes): the
+    /// reason names the address and the setting that allows it.
+    #[error("agent destination refused: {0}")]
+    Refused(String),
 }
 
 /// What a runtime knows about its call.

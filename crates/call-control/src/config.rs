@@ -50,6 +50,7 @@ pub const KEYS: &[&str] = &[
     "agents.audio_dir",
     "websocket.connect_timeout_ms",
     "websocket.fallback_audio",
+    "security.allow_private_destinations",
     "log.format",
     "log.level",
 ];
@@ -127,6 +128,8 @@ pub struct Config {
     pub agents: AgentsConfig,
     /// `[websocket]`
     pub websocket: WebsocketConfig,
+    /// `[security]`
+    pub security: SecurityConfig,
     /// `[log]`
     pub log: LogConfig,
 }
@@ -275,6 +278,17 @@ pub struct WebsocketConfig {
     /// A WAV file (16-bit PCM, 8/16/48 kHz) played to the caller when the agent cannot be
     /// reached or drops mid-call, before the call ends (default none: it ends at once).
     pub fallback_audio: Option<PathBuf>,
+}
+
+/// `[security]`: what tenants may make the service reach.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SecurityConfig {
+    /// Whether webhook URLs, agent WebSocket URLs and trunk hosts may be (or resolve to)
+    /// loopback, private, link-local (cloud metadata), shared (CGNAT) or unique-local
+    /// addresses, and agent URLs may send their headers over unencrypted `ws://` (default
+    /// false: refused, checked on the resolved address when connecting). For single-tenant
+    /// and test setups. See [`crate::destinations`].
+    pub allow_private_destinations: bool,
 }
 
 /// `[log]`
@@ -432,6 +446,9 @@ impl Config {
             }
             "websocket.fallback_audio" => {
                 self.websocket.fallback_audio = (!value.is_empty()).then(|| PathBuf::from(value));
+            }
+            "security.allow_private_destinations" => {
+                self.security.allow_private_destinations = parse_bool(value).map_err(invalid)?
             }
             "log.format" => {
                 self.log.format = match value.to_ascii_lowercase().as_str() {
@@ -682,6 +699,14 @@ where
     T::Err: fmt::Display,
 {
     value.parse().map_err(|error: T::Err| error.to_string())
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
 }
 
 fn parse_optional<T>(value: &str) -> Result<Option<T>, String>
@@ -1002,6 +1027,34 @@ mod tests {
                 .expect_err("zero timeout");
         assert!(
             error.to_string().contains("`websocket.connect_timeout_ms`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn security_section_from_toml_and_environment() {
+        assert!(!Config::default().security.allow_private_destinations);
+        let config = Config::from_env_and_toml(
+            Some("[security]\nallow_private_destinations = true\n"),
+            env(&[]),
+        )
+        .expect("loads");
+        assert!(config.security.allow_private_destinations);
+        let config = Config::from_env_and_toml(
+            Some("[security]\nallow_private_destinations = true\n"),
+            env(&[("DIALCORE_SECURITY_ALLOW_PRIVATE_DESTINATIONS", "false")]),
+        )
+        .expect("loads");
+        assert!(!config.security.allow_private_destinations, "env wins");
+        let error = Config::from_env_and_toml(
+            None,
+            env(&[("DIALCORE_SECURITY_ALLOW_PRIVATE_DESTINATIONS", "maybe")]),
+        )
+        .expect_err("not a boolean");
+        assert!(
+            error
+                .to_string()
+                .contains("`security.allow_private_destinations`"),
             "{error}"
         );
     }

@@ -2,6 +2,7 @@
 pub mod api;
 pub mod audio_files;
 pub mod config;
+pub mod destinations;
 pub mod engine;
 pub mod http_server;
 pub mod ids;

@@ -12,6 +12,13 @@
 //! Every request carries `X-Dialcore-Signature: v1=<hex>`, the HMAC-SHA256
 //! of `"{timestamp}.{body}"` under the webhook's secret, with the timestamp
 //! (unix seconds) in `X-Dialcore-Timestamp` ([`sign`]).
+//!
+//! The receiver's address is checked when the request connects
+//! ([`crate::destinations`]): a URL whose host is, or resolves to, a loopback, private or
+//! link-local address is refused unless `[security] allow_private_destinations` is set, and
+//! the delivery is given up at once with the reason kept on it. Redirects are not followed
+//! (a 3xx is a failed attempt) and no proxy from the environment is used, so the address
+//! checked is the address the request goes to.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,6 +31,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::destinations::{DestinationError, DestinationPolicy};
 use crate::ids::new_id;
 use crate::redact::loggable_url;
 use crate::store::{OutboxEntry, Store, StoreError};
@@ -68,6 +76,8 @@ pub struct DispatchConfig {
     pub timeout: Duration,
     /// How often the outbox is polled when nothing wakes the dispatcher.
     pub poll_interval: Duration,
+    /// Which receivers' addresses may be connected to.
+    pub destinations: DestinationPolicy,
 }
 
 impl DispatchConfig {
@@ -80,6 +90,7 @@ impl DispatchConfig {
             timeout: config.webhooks.timeout(),
             poll_interval: (base_delay / 2)
                 .clamp(Duration::from_millis(20), Duration::from_secs(1)),
+            destinations: DestinationPolicy::from_config(config),
         }
     }
 }
@@ -120,6 +131,11 @@ impl Webhooks {
         let client = reqwest::Client::builder()
             .timeout(dispatch.timeout)
             .user_agent(concat!("dialcore-webhooks/", env!("CARGO_PKG_VERSION")))
+            // A redirect would send the request where no check was made (and turn the
+            // POST into a GET); a proxy would resolve the receiver's name itself.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(CheckedResolver(dispatch.destinations)))
             .build();
         match client {
             Ok(client) => {
@@ -237,6 +253,37 @@ pub fn backoff(base: Duration, attempts: u32) -> Duration {
 enum Attempt {
     Delivered,
     Failed(String),
+    /// The receiver's address is not allowed: retrying changes nothing.
+    Refused(String),
+}
+
+/// Resolves receivers' names and keeps only the addresses the policy allows, so the
+/// connection goes to a checked address (URLs with a literal IP skip resolvers: [`Delivery::post`]
+/// checks those).
+struct CheckedResolver(DestinationPolicy);
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0;
+        Box::pin(async move {
+            // The port is the URL's: the connector sets it on each address.
+            let addrs = policy.resolve(name.as_str(), 0).await?;
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The destination refusal somewhere in `error`'s sources, if that is why it failed.
+fn refusal(error: &reqwest::Error) -> Option<&DestinationError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(refused) = current.downcast_ref::<DestinationError>() {
+            return Some(refused);
+        }
+        source = current.source();
+    }
+    None
 }
 
 struct Dispatcher {
@@ -336,6 +383,10 @@ impl Delivery {
                 debug!(delivery = %entry.id, event = %entry.event, attempts, "webhook delivered");
                 store.mark_delivered(&entry.id).await?;
             }
+            Attempt::Refused(error) => {
+                warn!(delivery = %entry.id, webhook = %hook.id, %error, "webhook refused");
+                store.mark_dead(&entry.id, &error).await?;
+            }
             Attempt::Failed(error) if attempts >= self.config.max_attempts => {
                 warn!(delivery = %entry.id, url = %loggable_url(&hook.url), attempts, %error,
                     "webhook given up");
@@ -355,6 +406,16 @@ impl Delivery {
     }
 
     async fn post(&self, url: &str, secret: &str, entry: &OutboxEntry) -> Attempt {
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(parsed) => parsed,
+            Err(error) => return Attempt::Failed(format!("invalid URL: {error}")),
+        };
+        // A literal IP is connected to without a resolver: checked here.
+        if let Some(host) = parsed.host_str() {
+            if let Err(refused) = self.config.destinations.check_literal(host) {
+                return Attempt::Refused(refused.to_string());
+            }
+        }
         let body = match serde_json::to_vec(&entry.payload) {
             Ok(body) => body,
             Err(error) => return Attempt::Failed(format!("payload: {error}")),
@@ -363,7 +424,7 @@ impl Delivery {
         let signature = sign(secret, timestamp, &body);
         let response = self
             .client
-            .post(url)
+            .post(parsed)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(HEADER_EVENT, &entry.event)
             .header(HEADER_DELIVERY, &entry.id)
@@ -375,8 +436,11 @@ impl Delivery {
         match response {
             Ok(response) if response.status().is_success() => Attempt::Delivered,
             Ok(response) => Attempt::Failed(format!("HTTP {}", response.status().as_u16())),
-            // reqwest's message names the URL, whose query may hold the receiver's token.
-            Err(error) => Attempt::Failed(error.without_url().to_string()),
+            Err(error) => match refusal(&error) {
+                Some(refused) => Attempt::Refused(refused.to_string()),
+                // reqwest's message names the URL, whose query may hold the receiver's token.
+                None => Attempt::Failed(error.without_url().to_string()),
+            },
         }
     }
 }

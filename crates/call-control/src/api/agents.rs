@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
 use super::validation::{is_url, Body, FieldErrors};
+use crate::destinations::{DestinationPolicy, SETTING, SETTING_ENV};
 use super::AppState;
 use crate::ids;
 use crate::model::{Agent, AgentCallSettings, AgentStatus, Runtime, ScriptStep};
@@ -59,6 +60,7 @@ pub async fn create(
     };
     apply(&mut body, &mut agent);
     check_audio_files(&mut body, &agent.runtime, &state);
+    check_destination(&mut body, &agent.runtime, &state);
     body.finish()?;
     state.store.insert_agent(&agent).await?;
     envelope::created(&agent)
@@ -155,6 +157,7 @@ pub async fn update(
     apply(&mut body, &mut agent);
     if new_runtime {
         check_audio_files(&mut body, &agent.runtime, &state);
+        check_destination(&mut body, &agent.runtime, &state);
     }
     body.finish()?;
     agent.updated_at = Utc::now();
@@ -265,6 +268,30 @@ fn check_audio_files(body: &mut Body, runtime: &Runtime, state: &AppState) {
         if let Err(error) = crate::audio_files::resolve(dir, path, "[agents] audio_dir") {
             body.invalid(&format!("runtime.steps[{index}].audio"), error.to_string());
         }
+    }
+}
+
+/// A WebSocket agent whose URL is a literal loopback, private or link-local IP, or a
+/// `ws://` URL with headers (sent unencrypted), is refused now unless `[security]
+/// allow_private_destinations`; a name is checked when a call connects.
+fn check_destination(body: &mut Body, runtime: &Runtime, state: &AppState) {
+    let Runtime::Websocket { url, headers, .. } = runtime else {
+        return;
+    };
+    let policy = DestinationPolicy::from_config(&state.config);
+    if let Err(refused) = policy.check_url(url) {
+        body.invalid("runtime.url", refused.to_string());
+    } else if !policy.allows_private()
+        && !headers.is_empty()
+        && url.get(..5).is_some_and(|scheme| scheme.eq_ignore_ascii_case("ws://"))
+    {
+        body.invalid(
+            "runtime.url",
+            format!(
+                "{url:?} is ws:// and the agent has headers, which would cross the network \
+                 unencrypted: use wss:// (or set {SETTING}, or {SETTING_ENV}=true)"
+            ),
+        );
     }
 }
 

@@ -13,6 +13,7 @@ use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
 use super::validation::{is_cidr, is_host, Body};
 use super::AppState;
+use crate::destinations::DestinationPolicy;
 use crate::ids;
 use crate::model::{default_sip_port, Trunk, TrunkTransport};
 
@@ -55,7 +56,11 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
+    let new_host = body.has("host");
     apply(&mut body, &mut trunk);
+    if new_host {
+        check_host(&mut body, &trunk, &state);
+    }
     body.finish()?;
     state.store.insert_trunk(&trunk).await?;
     envelope::created(&trunk)
@@ -130,7 +135,11 @@ pub async fn update(
         .await
         .map_err(|err| ApiError::from_store(err, "trunk", &id))?;
     let mut body = Body::parse(&bytes)?;
+    let new_host = body.has("host");
     apply(&mut body, &mut trunk);
+    if new_host {
+        check_host(&mut body, &trunk, &state);
+    }
     body.finish()?;
     trunk.updated_at = Utc::now();
     state
@@ -162,6 +171,14 @@ pub async fn delete(
         .await
         .map_err(|err| ApiError::from_store(err, "trunk", &id))?;
     envelope::ok(json!({ "id": id, "deleted": true }))
+}
+
+/// A host that is a literal loopback, private or link-local IP is refused now (unless
+/// `[security] allow_private_destinations`); a name is checked when a call is placed.
+fn check_host(body: &mut Body, trunk: &Trunk, state: &AppState) {
+    if let Err(refused) = DestinationPolicy::from_config(&state.config).check_literal(&trunk.host) {
+        body.invalid("host", refused.to_string());
+    }
 }
 
 fn apply(body: &mut Body, trunk: &mut Trunk) {

@@ -14,6 +14,7 @@ use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
 use super::validation::{is_url, Body};
 use super::AppState;
+use crate::destinations::DestinationPolicy;
 use crate::ids;
 use crate::model::{events, Webhook};
 
@@ -46,6 +47,12 @@ pub async fn create(
         .is_some_and(|u| !is_url(u, &["http", "https"]))
     {
         body.invalid("url", "must be an http:// or https:// URL");
+    } else if let Some(Err(refused)) = url
+        .as_deref()
+        .map(|u| DestinationPolicy::from_config(&state.config).check_url(u))
+    {
+        // Names are checked when the delivery connects; a literal IP can be refused now.
+        body.invalid("url", refused.to_string());
     }
     let events = body.string_list("events", 64);
     if let Some(list) = &events {

@@ -175,7 +175,11 @@ impl CallTask {
                         Ok(Ok(())) => debug!("agent runtime finished"),
                         Ok(Err(error)) => {
                             warn!(%error, "agent runtime failed");
-                            self.lifecycle.handle_error(Instant::now(), runtime_end_reason(&error));
+                            self.lifecycle.handle_error_detail(
+                                Instant::now(),
+                                runtime_end_reason(&error),
+                                error.to_string(),
+                            );
                         }
                         Err(error) => {
                             warn!(%error, "agent runtime panicked");
@@ -564,10 +568,12 @@ pub fn outcome(outcome: Outcome) -> CallOutcome {
 }
 
 /// The record's `end_reason` when the runtime fails: `agent_unreachable`
-/// (never connected), `agent_disconnected` (dropped mid-call), else `runtime_error`.
+/// (never connected), `agent_destination_refused` (its address is not allowed),
+/// `agent_disconnected` (dropped mid-call), else `runtime_error`.
 fn runtime_end_reason(error: &RuntimeError) -> &'static str {
     match error {
         RuntimeError::Unreachable(_) => "agent_unreachable",
+        RuntimeError::Refused(_) => "agent_destination_refused",
         RuntimeError::Disconnected(_) => "agent_disconnected",
         _ => "runtime_error",
     }

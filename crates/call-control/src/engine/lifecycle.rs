@@ -486,6 +486,21 @@ impl Lifecycle {
         self.terminate(now, decided)
     }
 
+    /// [`Lifecycle::handle_error`] with what went wrong in words (the record's
+    /// `error_message`), kept only when this error is what ends the call.
+    pub fn handle_error_detail(
+        &mut self,
+        now: Instant,
+        reason: &'static str,
+        detail: String,
+    ) -> bool {
+        if matches!(self.phase, Phase::Ending | Phase::Done) {
+            return false;
+        }
+        self.detail = Some(detail);
+        self.handle_error(now, reason)
+    }
+
     /// Fires every timer whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for timer in TIMERS {

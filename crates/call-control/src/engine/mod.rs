@@ -48,6 +48,7 @@ use self::lifecycle::Requester;
 use self::rejections::RejectionLog;
 use self::test_route::{TestRoute, TestRoutes};
 use crate::config::Config;
+use crate::destinations::{DestinationError, DestinationPolicy};
 use crate::model::{events, Agent, Call, CallOutcome, CallStatus, Trunk, TrunkTransport};
 use crate::runtime::{BuiltinRuntimes, RuntimeFactory};
 use crate::store::{Store, StoreError};
@@ -93,6 +94,9 @@ pub enum EngineError {
     /// The engine is shutting down and takes no new calls.
     #[error("the call engine is shutting down")]
     ShuttingDown,
+    /// A trunk's host did not resolve to an address the service may call.
+    #[error("trunk host: {0}")]
+    Destination(#[from] DestinationError),
 }
 
 /// State shared by the engine and its call tasks.
@@ -112,6 +116,7 @@ pub struct Shared {
     per_minute_cents: i64,
     test_routes: TestRoutes,
     rejections: RejectionLog,
+    destinations: DestinationPolicy,
 }
 
 impl Shared {
@@ -232,6 +237,7 @@ impl CallEngine {
             per_minute_cents: config.credits.per_minute_cents,
             test_routes: TestRoutes::default(),
             rejections: RejectionLog::default(),
+            destinations: DestinationPolicy::from_config(config),
         });
         tokio::spawn(inbound::accept_loop(Arc::clone(&shared), incoming));
         info!(%sip_addr, "call engine started");
@@ -401,12 +407,18 @@ async fn run_outbound(
         session_id,
         1,
     );
-    let outgoing = match outgoing_call(&call, &trunk).await {
+    let outgoing = match outgoing_call(&call, &trunk, shared.destinations).await {
         Ok(outgoing) => outgoing.with_sdp(offer.to_string()),
         Err(error) => {
-            warn!(%error, trunk = %trunk.id, "trunk unreachable");
+            let reason = match error {
+                EngineError::Destination(DestinationError::Refused { .. }) => {
+                    "trunk_destination_refused"
+                }
+                _ => "trunk_unreachable",
+            };
+            warn!(%error, trunk = %trunk.id, reason, "INVITE not sent");
             let _ = stream.close().await;
-            return fail_unsent(shared, call, "trunk_unreachable", Some(error.to_string())).await;
+            return fail_unsent(shared, call, reason, Some(error.to_string())).await;
         }
     };
     let sip = match ua.invite(outgoing).await {
@@ -426,8 +438,14 @@ async fn run_outbound(
 }
 
 /// The INVITE of `call` through `trunk`: Request-URI `sip:+E164@host:port`,
-/// From the caller id, digest credentials when the trunk has them.
-pub async fn outgoing_call(call: &Call, trunk: &Trunk) -> Result<OutgoingCall, UaError> {
+/// From the caller id, digest credentials when the trunk has them. The host is
+/// resolved here and sent to only at an address `destinations` allows (checked
+/// when the call is placed, so a name that now resolves to loopback is refused).
+pub async fn outgoing_call(
+    call: &Call,
+    trunk: &Trunk,
+    destinations: DestinationPolicy,
+) -> Result<OutgoingCall, EngineError> {
     let host = if trunk.host.contains(':') && !trunk.host.starts_with('[') {
         format!("[{}]", trunk.host)
     } else {
@@ -439,7 +457,12 @@ pub async fn outgoing_call(call: &Call, trunk: &Trunk) -> Result<OutgoingCall, U
     };
     let target = format!("sip:{}@{host}:{}{transport}", call.phone_number, trunk.port);
     let from = format!("sip:{}@{host}", call.from_number);
-    let mut outgoing = OutgoingCall::to(&target, &from).await?;
+    let addrs = destinations.resolve(&trunk.host, trunk.port).await?;
+    let addr = addrs
+        .into_iter()
+        .next()
+        .expect("resolve returns at least one address or an error");
+    let mut outgoing = OutgoingCall::to_addr(&target, &from, addr)?;
     if let Some(username) = trunk.username.as_ref().filter(|u| !u.is_empty()) {
         outgoing = outgoing.with_credentials(Credentials {
             username: username.clone(),

@@ -70,6 +70,7 @@ impl BuiltinRuntimes {
             websocket: WebsocketSettings {
                 connect_timeout: config.websocket.connect_timeout(),
                 fallback_audio: config.websocket.fallback_audio.clone(),
+                destinations: crate::destinations::DestinationPolicy::from_config(config),
             },
             audio_dir: config.agents.audio_dir.clone(),
         }

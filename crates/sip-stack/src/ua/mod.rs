@@ -161,16 +161,21 @@ impl OutgoingCall {
     /// A call to `target` (a SIP URI; its host must resolve), from `from`
     /// (a SIP URI). The transport follows `;transport=tcp` in the target.
     pub async fn to(target: &str, from: &str) -> Result<Self, UaError> {
-        let uri = Uri::try_from(target).map_err(|e| UaError::InvalidUri {
-            uri: target.to_string(),
-            reason: e.to_string(),
-        })?;
+        let uri = parse_target(target)?;
+        let addr = resolve(&uri).await?;
+        Self::to_addr(target, from, addr)
+    }
+
+    /// A call to `target` sent to `addr`, which the caller resolved (and checked) from
+    /// the target's host: nothing is resolved here, so the INVITE goes where the caller
+    /// decided.
+    pub fn to_addr(target: &str, from: &str, addr: SocketAddr) -> Result<Self, UaError> {
+        let uri = parse_target(target)?;
         let transport = if target.to_ascii_lowercase().contains("transport=tcp") {
             TransportKind::Tcp
         } else {
             TransportKind::Udp
         };
-        let addr = resolve(&uri).await?;
         Ok(Self {
             request_uri: uri,
             peer: Peer { transport, addr },
@@ -200,6 +205,13 @@ impl OutgoingCall {
         self.peer = Peer { transport, addr };
         self
     }
+}
+
+fn parse_target(target: &str) -> Result<Uri, UaError> {
+    Uri::try_from(target).map_err(|e| UaError::InvalidUri {
+        uri: target.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Resolves a URI's host and port (default 5060).

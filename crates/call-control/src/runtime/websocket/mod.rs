@@ -39,6 +39,13 @@
 //! ends with outcome `agent_hangup` once the audio sent before was played.
 //! After its close frame the agent is sent nothing more (no `stop`).
 //!
+//! Destinations: the URL's host is resolved by the runtime and every address checked
+//! against [`WebsocketSettings::destinations`] before the TCP connection is made to an
+//! allowed one (the handshake then runs over that connection), so a loopback, private or
+//! link-local agent address is refused at connect time ([`RuntimeError::Refused`]), as is
+//! a `ws://` URL with headers (they would cross the network in clear), unless `[security]
+//! allow_private_destinations` allows both.
+//!
 //! Failures: no connection within the timeout ([`RuntimeError::Unreachable`])
 //! or a connection that ends before the agent hung up without a normal
 //! close (no close frame, a transport or protocol error, or a close frame
@@ -61,6 +68,7 @@ use futures_util::FutureExt;
 pub use payload::WireFormat;
 
 use super::{AgentRuntime, CallMetadata, RuntimeError, RuntimeSession};
+use crate::destinations::DestinationPolicy;
 
 /// Settings of the WebSocket runtime shared by all agents (`[websocket]`
 /// in the service's configuration).
@@ -71,6 +79,9 @@ pub struct WebsocketSettings {
     /// A WAV file played to the caller when the agent cannot be reached or
     /// drops mid-call, before the call ends (none: it ends at once).
     pub fallback_audio: Option<PathBuf>,
+    /// Which agent addresses may be connected to; allowing private ones also allows
+    /// headers over `ws://`.
+    pub destinations: DestinationPolicy,
 }
 
 impl Default for WebsocketSettings {
@@ -78,6 +89,7 @@ impl Default for WebsocketSettings {
         Self {
             connect_timeout: Duration::from_secs(5),
             fallback_audio: None,
+            destinations: DestinationPolicy::default(),
         }
     }
 }

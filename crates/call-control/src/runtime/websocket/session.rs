@@ -7,6 +7,7 @@
 //! is dropped (counted, logged at the end); control messages wait for room.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{connect_async_with_config, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{client_async_tls_with_config, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::messages::{
@@ -30,6 +31,7 @@ use super::messages::{
 };
 use super::payload::{Downlink, Uplink, WireFormat};
 use super::Websocket;
+use crate::destinations::DestinationError;
 use crate::redact::loggable_url;
 use crate::runtime::audio::load_wav;
 use crate::runtime::{CallMetadata, RuntimeError, RuntimeInput, RuntimeOutput, RuntimeSession};
@@ -84,7 +86,10 @@ pub(super) async fn run(
     .await
 }
 
-/// Opens the WebSocket (TCP_NODELAY: every message is a frame of live audio).
+/// Opens the WebSocket (TCP_NODELAY: every message is a frame of live audio) to an
+/// address of the URL's host that the destination policy allows: the runtime resolves the
+/// host, checks every address, and runs the handshake (and TLS for `wss://`) over its own
+/// connection to a checked one.
 async fn connect(runtime: &Websocket) -> Result<Socket, RuntimeError> {
     let unreachable = RuntimeError::Unreachable;
     let mut request = runtime
@@ -92,6 +97,34 @@ async fn connect(runtime: &Websocket) -> Result<Socket, RuntimeError> {
         .as_str()
         .into_client_request()
         .map_err(|e| unreachable(format!("invalid URL: {e}")))?;
+    let secure = match request.uri().scheme_str() {
+        Some("wss") => true,
+        Some("ws") => false,
+        other => {
+            return Err(unreachable(format!(
+                "unsupported URL scheme {:?}",
+                other.unwrap_or("")
+            )))
+        }
+    };
+    let policy = runtime.settings.destinations;
+    if !secure && !runtime.headers.is_empty() && !policy.allows_private() {
+        return Err(RuntimeError::Refused(format!(
+            "the agent URL is ws:// and the agent has headers, which would cross the network \
+             unencrypted: use wss:// (or set {}, or {}=true)",
+            crate::destinations::SETTING,
+            crate::destinations::SETTING_ENV
+        )));
+    }
+    let host = request
+        .uri()
+        .host()
+        .ok_or_else(|| unreachable("the URL has no host".into()))?
+        .to_owned();
+    let port = request
+        .uri()
+        .port_u16()
+        .unwrap_or(if secure { 443 } else { 80 });
     for (name, value) in &runtime.headers {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| unreachable(format!("invalid header name {name:?}")))?;
@@ -103,18 +136,47 @@ async fn connect(runtime: &Websocket) -> Result<Socket, RuntimeError> {
     let limits = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_SIZE))
         .max_frame_size(Some(MAX_MESSAGE_SIZE));
-    let connecting = connect_async_with_config(request, Some(limits), true);
+    let connecting = async {
+        let addrs = policy
+            .resolve(&host, port)
+            .await
+            .map_err(|error| match error {
+                DestinationError::Refused { .. } => RuntimeError::Refused(error.to_string()),
+                _ => unreachable(error.to_string()),
+            })?;
+        let tcp = connect_tcp(&addrs).await.map_err(unreachable)?;
+        client_async_tls_with_config(request, tcp, Some(limits), None)
+            .await
+            .map_err(|error| unreachable(error.to_string()))
+    };
     match tokio::time::timeout(timeout, connecting).await {
         Err(_) => Err(unreachable(format!(
             "no WebSocket connection within {} ms",
             timeout.as_millis()
         ))),
-        Ok(Err(error)) => Err(unreachable(error.to_string())),
+        Ok(Err(error)) => Err(error),
         Ok(Ok((socket, response))) => {
             debug!(status = response.status().as_u16(), "agent connected");
             Ok(socket)
         }
     }
+}
+
+/// A TCP connection to the first of `addrs` that accepts one.
+async fn connect_tcp(addrs: &[SocketAddr]) -> Result<TcpStream, String> {
+    let mut last = String::from("no addresses");
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    debug!(%error, "TCP_NODELAY not set");
+                }
+                return Ok(tcp);
+            }
+            Err(error) => last = format!("{addr}: {error}"),
+        }
+    }
+    Err(last)
 }
 
 /// The state of one stream.

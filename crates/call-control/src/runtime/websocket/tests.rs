@@ -41,6 +41,8 @@ fn settings() -> WebsocketSettings {
     WebsocketSettings {
         connect_timeout: Duration::from_secs(5),
         fallback_audio: None,
+        // The agents of these tests listen on loopback.
+        destinations: crate::destinations::DestinationPolicy::new(true),
     }
 }
 
