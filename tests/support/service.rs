@@ -34,6 +34,8 @@ pub fn config_in(dir: &Path) -> Config {
     config.api.key = Some(API_KEY.to_string());
     config.webhooks.base_delay_ms = 100;
     config.webhooks.max_attempts = 5;
+    // Every peer of these tests (SIPp, agents, webhook receivers) listens on loopback.
+    config.security.allow_private_destinations = true;
     config
 }
 

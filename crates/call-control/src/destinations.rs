@@ -408,11 +408,18 @@ mod tests {
             }
         );
         let message = refused.to_string();
-        assert!(message.contains("127.0.0.1 is a loopback address"), "{message}");
+        assert!(
+            message.contains("127.0.0.1 is a loopback address"),
+            "{message}"
+        );
         assert!(message.contains(SETTING), "{message}");
         assert!(message.contains(SETTING_ENV), "{message}");
-        assert!(DestinationPolicy::default().check("dns.google", public).is_ok());
-        assert!(DestinationPolicy::new(true).check("localhost", loopback).is_ok());
+        assert!(DestinationPolicy::default()
+            .check("dns.google", public)
+            .is_ok());
+        assert!(DestinationPolicy::new(true)
+            .check("localhost", loopback)
+            .is_ok());
         assert!(!DestinationPolicy::default().allows_private());
     }
 
@@ -420,7 +427,10 @@ mod tests {
     fn a_name_that_resolves_to_a_refused_address_is_named_with_it() {
         let policy = DestinationPolicy::default();
         let message = policy
-            .filter("hooks.example", vec!["169.254.169.254:80".parse().expect("addr")])
+            .filter(
+                "hooks.example",
+                vec!["169.254.169.254:80".parse().expect("addr")],
+            )
             .expect_err("refused")
             .to_string();
         assert!(
@@ -457,19 +467,30 @@ mod tests {
         assert!(policy.check_literal("127.0.0.1").is_err());
         assert!(policy.check_literal("[::1]").is_err());
         assert!(policy.check_literal("::ffff:169.254.169.254").is_err());
-        assert!(policy.check_literal("localhost").is_ok(), "a name: checked when resolved");
+        assert!(
+            policy.check_literal("localhost").is_ok(),
+            "a name: checked when resolved"
+        );
         assert!(policy.check_literal("sip.example.com").is_ok());
         assert!(policy.check_literal("203.0.113.7").is_ok());
-        assert!(policy.check_url("http://2130706433/hook").is_err(), "normalised");
+        assert!(
+            policy.check_url("http://2130706433/hook").is_err(),
+            "normalised"
+        );
         assert!(policy.check_url("wss://[::1]:8443/agent").is_err());
         assert!(policy.check_url("https://hooks.example/x").is_ok());
-        assert!(DestinationPolicy::new(true).check_url("http://127.0.0.1/").is_ok());
+        assert!(DestinationPolicy::new(true)
+            .check_url("http://127.0.0.1/")
+            .is_ok());
     }
 
     #[tokio::test]
     async fn resolving_checks_what_a_name_resolves_to() {
         let policy = DestinationPolicy::default();
-        let error = policy.resolve("localhost", 5060).await.expect_err("refused");
+        let error = policy
+            .resolve("localhost", 5060)
+            .await
+            .expect_err("refused");
         assert!(
             matches!(error, DestinationError::Refused { ref host, class: AddressClass::Loopback, .. } if host == "localhost"),
             "{error}"

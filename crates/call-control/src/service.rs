@@ -241,6 +241,7 @@ mod tests {
         config.credits.starting_balance_cents = 250;
         config.http.listen = "127.0.0.1:0".parse().expect("address");
         config.sip.listen = "127.0.0.1:0".parse().expect("address");
+        config.security.allow_private_destinations = true;
         config
     }
 

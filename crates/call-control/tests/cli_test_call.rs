@@ -25,6 +25,10 @@ async fn start(dir: &tempfile::TempDir) -> ServiceHandle {
         ),
         ("DIALCORE_API_KEY", KEY.to_owned()),
         ("DIALCORE_LOG_LEVEL", "warn".to_owned()),
+        (
+            "DIALCORE_SECURITY_ALLOW_PRIVATE_DESTINATIONS",
+            "true".to_owned(),
+        ),
     ];
     let config = Config::from_env_and_toml(None, env.into_iter().map(|(k, v)| (k.to_owned(), v)))
         .expect("test configuration is valid");

@@ -43,6 +43,7 @@ async fn serve_binary(
         .env("DIALCORE_RECORDINGS_DIR", dir.path().join("recordings"))
         .env("DIALCORE_API_KEY", "sk_live_http_limits")
         .env("DIALCORE_LOG_LEVEL", "warn")
+        .env("DIALCORE_SECURITY_ALLOW_PRIVATE_DESTINATIONS", "true")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

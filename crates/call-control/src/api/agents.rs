@@ -12,8 +12,8 @@ use super::error::ApiError;
 use super::extract::{Id, JsonBody, Params};
 use super::middleware::OrgId;
 use super::validation::{is_url, Body, FieldErrors};
-use crate::destinations::{DestinationPolicy, SETTING, SETTING_ENV};
 use super::AppState;
+use crate::destinations::{DestinationPolicy, SETTING, SETTING_ENV};
 use crate::ids;
 use crate::model::{Agent, AgentCallSettings, AgentStatus, Runtime, ScriptStep};
 use crate::store::AgentRemoval;
@@ -283,7 +283,9 @@ fn check_destination(body: &mut Body, runtime: &Runtime, state: &AppState) {
         body.invalid("runtime.url", refused.to_string());
     } else if !policy.allows_private()
         && !headers.is_empty()
-        && url.get(..5).is_some_and(|scheme| scheme.eq_ignore_ascii_case("ws://"))
+        && url
+            .get(..5)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("ws://"))
     {
         body.invalid(
             "runtime.url",

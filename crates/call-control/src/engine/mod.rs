@@ -250,12 +250,38 @@ impl CallEngine {
 
     /// Places an outbound call already stored `queued`: the engine takes it
     /// from there (INVITE through `trunk`, statuses, timers, teardown).
-    /// Returns once the call's task is started.
+    /// Returns once the call's task is started. The trunk's host is called
+    /// only at an address `[security] allow_private_destinations` allows,
+    /// checked when the INVITE is built.
     pub async fn place_call(
         &self,
         call: Call,
         agent: Agent,
         trunk: Trunk,
+    ) -> Result<(), EngineError> {
+        let destinations = self.shared.destinations;
+        self.spawn_outbound(call, agent, trunk, destinations).await
+    }
+
+    /// [`CallEngine::place_call`] through a trunk the service itself made towards
+    /// its own test bot (a loopback address, whatever the destination policy):
+    /// never a trunk a tenant named.
+    pub async fn place_call_to_test_bot(
+        &self,
+        call: Call,
+        agent: Agent,
+        bot_trunk: Trunk,
+    ) -> Result<(), EngineError> {
+        self.spawn_outbound(call, agent, bot_trunk, DestinationPolicy::new(true))
+            .await
+    }
+
+    async fn spawn_outbound(
+        &self,
+        call: Call,
+        agent: Agent,
+        trunk: Trunk,
+        destinations: DestinationPolicy,
     ) -> Result<(), EngineError> {
         if self.shared.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
@@ -270,7 +296,7 @@ impl CallEngine {
         let span = tracing::info_span!("call", call_id = %call_id, direction = "outbound");
         tokio::spawn(
             async move {
-                run_outbound(&shared, ua, call, agent, trunk, commands).await;
+                run_outbound(&shared, ua, call, agent, trunk, destinations, commands).await;
                 shared.unregister(&call_id);
             }
             .instrument(span),
@@ -384,6 +410,7 @@ async fn run_outbound(
     call: Call,
     agent: Agent,
     trunk: Trunk,
+    destinations: DestinationPolicy,
     commands: mpsc::UnboundedReceiver<CallCommand>,
 ) {
     let host_ip = trunk.host.parse::<std::net::IpAddr>().ok();
@@ -407,7 +434,7 @@ async fn run_outbound(
         session_id,
         1,
     );
-    let outgoing = match outgoing_call(&call, &trunk, shared.destinations).await {
+    let outgoing = match outgoing_call(&call, &trunk, destinations).await {
         Ok(outgoing) => outgoing.with_sdp(offer.to_string()),
         Err(error) => {
             let reason = match error {

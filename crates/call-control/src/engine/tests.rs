@@ -37,6 +37,8 @@ async fn fixture(rtp_min: u16) -> Fixture {
     let recordings = tempfile::tempdir().expect("recordings dir");
     let mut config = Config::default();
     config.sip.listen = "127.0.0.1:0".parse().expect("literal");
+    // The far ends of these tests listen on loopback.
+    config.security.allow_private_destinations = true;
     config.rtp.port_min = rtp_min;
     config.rtp.port_max = rtp_min + 49;
     config.recordings.dir = recordings.path().to_path_buf();
@@ -483,6 +485,8 @@ async fn an_inbound_invite_during_a_store_timeout_gets_503_with_retry_after() {
         crate::store::test_support::starved_store(&f._dir, Duration::from_millis(100)).await;
     let mut config = Config::default();
     config.sip.listen = "127.0.0.1:0".parse().expect("literal");
+    // The far ends of these tests listen on loopback.
+    config.security.allow_private_destinations = true;
     config.rtp.port_min = 41_650;
     config.rtp.port_max = 41_699;
     config.recordings.dir = f.recordings.path().to_path_buf();

@@ -89,7 +89,7 @@ async fn outbound(
     // The bot's user agent listens already: the INVITE waits for `answer`.
     if let Err(error) = inner
         .engine
-        .place_call(call.clone(), agent.clone(), trunk)
+        .place_call_to_test_bot(call.clone(), agent.clone(), trunk)
         .await
     {
         warn!(%error, "agent leg not placed");

@@ -126,6 +126,8 @@ fn fast(max_attempts: u32) -> DispatchConfig {
         base_delay: Duration::from_millis(50),
         timeout: Duration::from_secs(5),
         poll_interval: Duration::from_millis(20),
+        // The receivers of these tests listen on loopback.
+        destinations: DestinationPolicy::new(true),
     }
 }
 

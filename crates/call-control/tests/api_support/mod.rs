@@ -77,6 +77,11 @@ pub fn config(dir: &tempfile::TempDir, rate_limit: u32) -> Config {
             BALANCE.to_string(),
         ),
         ("DIALCORE_CREDITS_PER_MINUTE_CENTS", "2".to_owned()),
+        // Trunks, agents and webhook receivers of these tests listen on loopback.
+        (
+            "DIALCORE_SECURITY_ALLOW_PRIVATE_DESTINATIONS",
+            "true".to_owned(),
+        ),
     ];
     Config::from_env_and_toml(None, env.into_iter().map(|(k, v)| (k.to_owned(), v)))
         .expect("test configuration is valid")
