@@ -293,3 +293,131 @@ async fn pending_deliveries_of_a_previous_run_are_sent() {
     assert_eq!(header(&request, HEADER_DELIVERY), "dlv_left_over");
     webhooks.stop();
 }
+
+/// The dispatcher settings of [`fast`] with the default destination policy.
+fn refusing(max_attempts: u32) -> DispatchConfig {
+    DispatchConfig {
+        destinations: DestinationPolicy::default(),
+        ..fast(max_attempts)
+    }
+}
+
+/// A loopback TCP listener that is never served: `assert_never_connected` tells whether
+/// anything reached it.
+fn silent_listener() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let port = listener.local_addr().expect("addr").port();
+    (listener, port)
+}
+
+/// Called once the dispatcher gave up: a connection it made would be queued by now.
+fn assert_never_connected(listener: &std::net::TcpListener) {
+    match listener.accept() {
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, from)) => panic!("the refused receiver was connected to from {from}"),
+        Err(error) => panic!("listener: {error}"),
+    }
+}
+
+/// Every delivery in the outbox, once none is pending any more.
+async fn settled_deliveries(store: &Store) -> Vec<crate::store::DeliveryRecord> {
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM webhook_outbox ORDER BY id")
+        .fetch_all(store.pool())
+        .await
+        .expect("deliveries");
+    let mut records = Vec::new();
+    for id in ids {
+        let record = loop {
+            let record = store.get_delivery(&id).await.expect("delivery row");
+            if record.state != DeliveryState::Pending {
+                break record;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        records.push(record);
+    }
+    records
+}
+
+#[tokio::test]
+async fn a_receiver_on_loopback_is_refused_when_connecting_and_never_reached() {
+    let (store, _dir) = temp_store().await;
+    let (listener, port) = silent_listener();
+    // A literal IP (no resolver runs for it), a name that resolves to loopback, and
+    // loopback in IPv6 clothes.
+    for url in [
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+        format!("http://[::ffff:7f00:1]:{port}/hook"),
+    ] {
+        subscribe(&store, &url, &["call.ringing"]).await;
+    }
+    let webhooks = Webhooks::start_with(store.clone(), refusing(5));
+    let queued = webhooks
+        .emit("org_a", "call.ringing", serde_json::json!({"id": "call_4"}))
+        .await
+        .expect("emit");
+    assert_eq!(queued, 3);
+    let records = settled_deliveries(&store).await;
+    assert_eq!(records.len(), 3);
+    for record in records {
+        assert_eq!(
+            record.state,
+            DeliveryState::Dead,
+            "refusals are not retried"
+        );
+        let error = record.last_error.expect("the reason is kept");
+        assert!(error.contains("loopback address"), "{error}");
+        assert!(
+            error.contains(crate::destinations::SETTING),
+            "the error names the setting: {error}"
+        );
+    }
+    assert_never_connected(&listener);
+    webhooks.stop();
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let (store, _dir) = temp_store().await;
+    let (second, second_port) = silent_listener();
+    let target = format!("http://127.0.0.1:{second_port}/elsewhere");
+    let redirect = |status: StatusCode| {
+        let target = target.clone();
+        post(move || async move { (status, [(axum::http::header::LOCATION, target)]) })
+    };
+    let app = axum::Router::new()
+        .route("/found", redirect(StatusCode::FOUND))
+        .route("/temporary", redirect(StatusCode::TEMPORARY_REDIRECT));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let first = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    subscribe(&store, &format!("http://{first}/found"), &["call.ended"]).await;
+    subscribe(
+        &store,
+        &format!("http://{first}/temporary"),
+        &["call.ended"],
+    )
+    .await;
+    // Loopback allowed, as in a test setup: the redirect alone is what is refused.
+    let webhooks = Webhooks::start_with(store.clone(), fast(1));
+    webhooks
+        .emit("org_a", "call.ended", serde_json::json!({"id": "call_5"}))
+        .await
+        .expect("emit");
+    let mut errors: Vec<String> = settled_deliveries(&store)
+        .await
+        .into_iter()
+        .map(|record| {
+            assert_eq!(record.state, DeliveryState::Dead);
+            record.last_error.expect("error kept")
+        })
+        .collect();
+    errors.sort();
+    assert_eq!(errors, ["HTTP 302", "HTTP 307"]);
+    assert_never_connected(&second);
+    webhooks.stop();
+}

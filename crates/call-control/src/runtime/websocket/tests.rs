@@ -1,6 +1,7 @@
 //! The runtime against a real WebSocket server (tokio-tungstenite) on
 //! loopback, with the test playing the bridge's side of the session.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -582,4 +583,80 @@ fn urls_are_logged_without_secrets() {
         "wss://agent.example:443/stream"
     );
     assert_eq!(loggable_url("ws://127.0.0.1:9000"), "ws://127.0.0.1:9000/");
+}
+
+/// A runtime for `url` with the default destination policy (private addresses refused).
+fn refusing(url: &str, headers: BTreeMap<String, String>) -> Box<Websocket> {
+    let settings = WebsocketSettings {
+        destinations: crate::destinations::DestinationPolicy::default(),
+        ..settings()
+    };
+    Box::new(Websocket::new(url, headers, WireFormat::Mulaw8k, settings))
+}
+
+#[tokio::test]
+async fn an_agent_on_loopback_is_refused_when_connecting_and_never_reached() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let port = listener.local_addr().expect("addr").port();
+    for url in [
+        format!("ws://127.0.0.1:{port}/agent"),
+        format!("ws://localhost:{port}/agent"),
+        format!("wss://localhost:{port}/agent"),
+        format!("ws://[::ffff:127.0.0.1]:{port}/agent"),
+        // The resolver reads this as 127.0.0.1: the check is on what it returns.
+        format!("ws://2130706433:{port}/agent"),
+    ] {
+        let (session, _input, _output) = RuntimeSession::channel(8);
+        let result = refusing(&url, BTreeMap::new())
+            .run(metadata(8000), session)
+            .await;
+        assert!(
+            matches!(&result, Err(RuntimeError::Refused(reason))
+                if reason.contains("loopback address")
+                    && reason.contains(crate::destinations::SETTING)),
+            "{url}: {result:?}"
+        );
+    }
+    // Every attempt is over: a connection made would be queued by now.
+    match listener.accept() {
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, from)) => panic!("the refused agent was connected to from {from}"),
+        Err(error) => panic!("listener: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn headers_over_unencrypted_ws_are_refused_unless_allowed() {
+    let headers: BTreeMap<String, String> =
+        [("Authorization".to_owned(), "Bearer agent-secret".to_owned())].into();
+    // Refused before the host is looked up or connected to.
+    let (session, _input, _output) = RuntimeSession::channel(8);
+    let result = refusing("ws://agent.example/stream", headers.clone())
+        .run(metadata(8000), session)
+        .await;
+    assert!(
+        matches!(&result, Err(RuntimeError::Refused(reason))
+            if reason.contains("ws://") && reason.contains("wss://")),
+        "{result:?}"
+    );
+    // With the setting, the headers go over ws:// (the server checks they arrive).
+    let (url, accept) = server().await;
+    let (session, input, _output) = RuntimeSession::channel(8);
+    let allowed = Box::new(Websocket::new(
+        &url,
+        [("X-Api-Key".to_owned(), "k123".to_owned())].into(),
+        WireFormat::Mulaw8k,
+        WebsocketSettings {
+            destinations: crate::destinations::DestinationPolicy::new(true),
+            ..settings()
+        },
+    ));
+    let task = tokio::spawn(allowed.run(metadata(8000), session));
+    let mut ws = ended(accept).await;
+    next_event(&mut ws, "start").await;
+    drop(input);
+    next_event(&mut ws, "stop").await;
+    let result = ended(task).await;
+    assert!(result.is_ok(), "{result:?}");
 }
