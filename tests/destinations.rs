@@ -263,11 +263,22 @@ async fn an_agent_websocket_naming_loopback_is_refused_when_the_call_connects() 
     let (agent_socket, agent_addr) = tcp_listener();
     let svc = refusing_service().await;
     // SIPp calls in from loopback; the trunk is only ever called from, never dialled.
-    svc.agent_with_number(
-        "127.0.0.1:5999".parse().expect("addr"),
-        "+15550003333",
-        json!({"type": "websocket", "url": format!("ws://localhost:{}/agent", agent_addr.port())}),
-        &["127.0.0.0/8"],
+    let agent = svc
+        .create(
+            "/agents",
+            json!({"name": "ws", "prompt": "hi", "status": "active", "runtime":
+                {"type": "websocket", "url": format!("ws://localhost:{}/agent", agent_addr.port())}}),
+        )
+        .await;
+    let trunk = svc
+        .create(
+            "/trunks",
+            json!({"name": "SIPp", "host": "localhost", "port": 5999, "allowed_networks": ["127.0.0.0/8"]}),
+        )
+        .await;
+    svc.create(
+        "/phone-numbers",
+        json!({"number": "+15550003333", "trunk_id": trunk["id"], "agent_id": agent["id"]}),
     )
     .await;
     let media_port = sipp::free_port(sipp::Transport::Udp).expect("media port");
