@@ -7,8 +7,9 @@
 //! setting was on, and by the name `localhost`, which the API cannot judge and the check at
 //! connect time must): the call fails with the reason on its record, and the socket
 //! receives nothing. The API refuses literal forbidden IPs with a 422 naming the field,
-//! the value and the setting. Nothing here sends outside 127.0.0.0/8: refused destinations
-//! are never connected to.
+//! the value and the setting. SIP-mode test runs, whose agent leg goes to the service's own
+//! bot on loopback, still work with the default. Nothing here sends outside 127.0.0.0/8:
+//! refused destinations are never connected to.
 
 #[path = "support/service.rs"]
 mod service;
@@ -340,6 +341,32 @@ async fn a_webhook_naming_loopback_is_given_up_with_the_reason_and_never_connect
     assert!(error.contains(SETTING), "{error}");
     assert_no_connection(&receiver);
     assert_nothing_received(&carrier);
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_test_runs_still_reach_the_services_own_bot_with_the_default_setting() {
+    let svc = refusing_service().await;
+    // The number's trunk is never dialled by a test run: the agent leg goes to the bot,
+    // which the service itself runs on its loopback SIP address.
+    let agent = echo_agent_on_trunk(&svc, "carrier.example", 5060, "+15550005555").await;
+    let created = svc
+        .create(
+            "/test-calls",
+            json!({"target_type": "agent", "target_id": agent, "direction": "outbound",
+                "mode": "sip", "consent_to_charge": true,
+                "scenario_prompt": "say Hello there.\nexpect_speech 5s\nhangup"}),
+        )
+        .await;
+    let run = svc
+        .wait_status(
+            &format!("/test-calls/{}", created["id"].as_str().expect("run id")),
+            &["completed", "failed"],
+            Duration::from_millis(100),
+            CALL_DONE,
+        )
+        .await;
+    assert_eq!(run["status"], "completed", "{run}");
     svc.stop().await;
 }
 
