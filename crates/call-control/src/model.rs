@@ -210,7 +210,9 @@ pub enum Runtime {
     Echo,
     /// Streams the call over a WebSocket in the Twilio Media Streams format.
     Websocket {
-        /// `ws://` or `wss://` URL of the agent.
+        /// `ws://` or `wss://` URL of the agent. Loopback, private and link-local
+        /// addresses (also what a name resolves to) and `ws://` with headers are refused
+        /// unless `[security] allow_private_destinations`.
         url: String,
         /// Extra headers sent when connecting.
         #[serde(default)]
@@ -361,7 +363,9 @@ pub struct Trunk {
     pub org_id: String,
     /// Display name.
     pub name: String,
-    /// Host name or IP address of the carrier's SIP server.
+    /// Host name or IP address of the carrier's SIP server. Loopback, private and
+    /// link-local addresses (also what a name resolves to when a call is placed) are
+    /// refused unless `[security] allow_private_destinations`.
     pub host: String,
     /// SIP port (default 5060).
     #[serde(default = "default_sip_port")]
@@ -599,7 +603,9 @@ pub struct Webhook {
     /// Owning organisation (never serialized).
     #[serde(skip)]
     pub org_id: String,
-    /// Where events are POSTed.
+    /// Where events are POSTed (redirects are not followed). Loopback, private and
+    /// link-local addresses (also what a name resolves to) are refused unless
+    /// `[security] allow_private_destinations`.
     pub url: String,
     /// Subscribed event names (see [`events`]).
     pub events: Vec<String>,
