@@ -469,7 +469,8 @@ pub fn finalize_partial(path: impl AsRef<Path>) -> Result<RecordingSummary, Reco
         .open(&path)
         .map_err(io)?;
     let length = file.metadata().map_err(io)?.len();
-    let mut head = vec![0; usize::try_from(length).map_or(MAX_HEADER_BYTES, |l| l.min(MAX_HEADER_BYTES))];
+    let mut head =
+        vec![0; usize::try_from(length).map_or(MAX_HEADER_BYTES, |l| l.min(MAX_HEADER_BYTES))];
     file.read_exact(&mut head).map_err(io)?;
     let layout = wav_layout(&head).map_err(broken)?;
     let block = u64::from(layout.block_align);
@@ -480,7 +481,8 @@ pub fn finalize_partial(path: impl AsRef<Path>) -> Result<RecordingSummary, Reco
     file.set_len(layout.data_start + data_len).map_err(io)?;
     file.seek(SeekFrom::Start(4)).map_err(io)?;
     file.write_all(&riff_len.to_le_bytes()).map_err(io)?;
-    file.seek(SeekFrom::Start(layout.data_start - 4)).map_err(io)?;
+    file.seek(SeekFrom::Start(layout.data_start - 4))
+        .map_err(io)?;
     file.write_all(&data_len32.to_le_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     let frame_bytes = block * layout.rate.frame_samples() as u64;
@@ -502,7 +504,10 @@ struct WavLayout {
 
 /// Walks the chunks of a WAV header (`RIFF`, `WAVE`, `fmt `, ..., `data`).
 fn wav_layout(head: &[u8]) -> Result<WavLayout, &'static str> {
-    let u16_at = |at: usize| head.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |at: usize| {
+        head.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let u32_at = |at: usize| {
         head.get(at..at + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
