@@ -566,7 +566,10 @@ async fn recover_recording(dir: &std::path::Path, call_id: &str) -> Option<Strin
         }
         Ok(Ok(_)) => info!(call_id, "partial recording holds no audio; removed"),
         Ok(Err(error)) => warn!(call_id, %error, "partial recording unusable; removed"),
-        Err(error) => warn!(call_id, %error, "partial recording not finalized"),
+        Err(error) => {
+            warn!(call_id, %error, "partial recording not finalized; left as it is");
+            return None;
+        }
     }
     if let Err(error) = std::fs::remove_file(&path) {
         warn!(call_id, %error, path = %path.display(), "partial recording not removed");
