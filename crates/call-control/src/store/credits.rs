@@ -171,7 +171,7 @@ impl Store {
     }
 
     /// Stamps `last_seen_at = now` on the calls `call_ids` that are not settled (one
-    /// statement per [`HEARTBEAT_BATCH`] ids, one transaction); returns how many.
+    /// statement per 500 ids, one transaction); returns how many.
     pub async fn heartbeat_calls(&self, call_ids: &[String], now: DateTime<Utc>) -> Result<u64> {
         if call_ids.is_empty() {
             return Ok(0);

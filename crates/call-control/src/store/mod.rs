@@ -34,7 +34,7 @@ use sqlx::{Row, SqlitePool};
 pub use agents::AgentRemoval;
 pub use calls::{CallFilter, UnfinishedCall};
 pub use credits::{Admission, CallAdmission, OrgUsage, Settlement};
-pub use idempotency::{KeptResponse, StoredResponse};
+pub use idempotency::{KeptResponse, StoredResponse, KEY_LIFETIME};
 pub use orgs::{hash_key, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
 pub use test_calls::{RecoveredTestCalls, TestBatchFilter, TestCallAdmission, TestRunFilter};
