@@ -37,6 +37,7 @@ pub const KEYS: &[&str] = &[
     "recordings.dir",
     "api.key",
     "api.rate_limit_per_minute",
+    "api.max_concurrent_calls_per_org",
     "credits.starting_balance_cents",
     "credits.per_minute_cents",
     "webhooks.max_attempts",
@@ -212,6 +213,11 @@ pub struct ApiConfig {
     pub key: Option<String>,
     /// Requests per minute allowed per API key (default 600).
     pub rate_limit_per_minute: u32,
+    /// Calls an organisation may have live at once (placed, ringing or answered; inbound
+    /// and outbound); one more is refused (429 `concurrent_call_limit`, SIP 486 inbound).
+    /// 0 (the default) means no limit: the credit reservation still bounds what a tenant
+    /// can spend.
+    pub max_concurrent_calls_per_org: u32,
 }
 
 /// `[credits]`
@@ -391,6 +397,9 @@ impl Config {
             }
             "api.rate_limit_per_minute" => {
                 self.api.rate_limit_per_minute = parse_positive(value).map_err(invalid)?
+            }
+            "api.max_concurrent_calls_per_org" => {
+                self.api.max_concurrent_calls_per_org = parse(value).map_err(invalid)?
             }
             "credits.starting_balance_cents" => {
                 self.credits.starting_balance_cents = parse(value).map_err(invalid)?
@@ -640,6 +649,7 @@ impl Default for ApiConfig {
         ApiConfig {
             key: None,
             rate_limit_per_minute: 600,
+            max_concurrent_calls_per_org: 0,
         }
     }
 }
@@ -649,6 +659,10 @@ impl fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field(
+                "max_concurrent_calls_per_org",
+                &self.max_concurrent_calls_per_org,
+            )
             .finish()
     }
 }
@@ -758,6 +772,7 @@ mod tests {
         assert_eq!(config.recordings.dir, PathBuf::from("./recordings"));
         assert_eq!(config.api.key, None);
         assert_eq!(config.api.rate_limit_per_minute, 600);
+        assert_eq!(config.api.max_concurrent_calls_per_org, 0);
         assert_eq!(config.credits.starting_balance_cents, 10000);
         assert_eq!(config.credits.per_minute_cents, 2);
         assert_eq!(config.webhooks.max_attempts, 8);
@@ -791,6 +806,7 @@ mod tests {
             [api]
             key = "sk_test_1"
             rate_limit_per_minute = 10
+            max_concurrent_calls_per_org = 4
             [credits]
             starting_balance_cents = 0
             per_minute_cents = 3
@@ -823,6 +839,7 @@ mod tests {
         );
         assert_eq!(config.api.key.as_deref(), Some("sk_test_1"));
         assert_eq!(config.api.rate_limit_per_minute, 10);
+        assert_eq!(config.api.max_concurrent_calls_per_org, 4);
         assert_eq!(config.credits.starting_balance_cents, 0);
         assert_eq!(config.credits.per_minute_cents, 3);
         assert_eq!(config.webhooks.max_attempts, 2);

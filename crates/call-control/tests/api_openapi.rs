@@ -1214,3 +1214,30 @@ async fn rate_limited_and_oversized_requests_answer_as_documented() {
     assert!(limited.body["error"]["details"]["reset_at"].is_string());
     spec.check("get", &agents, &limited);
 }
+
+#[tokio::test]
+async fn the_concurrent_call_limit_answers_as_documented() {
+    let api = TestApi::with_config(|config| config.api.max_concurrent_calls_per_org = 1).await;
+    let mut spec = Spec::new();
+    let calls = format!("{BASE}/calls");
+    let trunk = api.trunk(silent_udp_port()).await;
+    let agent = api.agent("active", "hello").await;
+    api.number("+14155550100", &trunk, Some(&agent)).await;
+    let body = json!({"agent_id": agent, "phone_number": "+14155550123"});
+    let first = api.post(&calls, body.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    spec.check("post", &calls, &first);
+    let limited = api.post(&calls, body).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.body
+    );
+    assert_eq!(limited.code(), "concurrent_call_limit");
+    spec.check("post", &calls, &limited);
+    let id = api_support::id_of(&first);
+    let hangup = api.post(&format!("{calls}/{id}/hangup"), json!({})).await;
+    assert_eq!(hangup.status, StatusCode::ACCEPTED, "{}", hangup.body);
+    api.state.engine.wait_idle().await;
+}

@@ -67,6 +67,14 @@ pub enum RecordError {
     /// Spawning the writer thread failed.
     #[error("cannot spawn the recording writer thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// [`finalize_partial`] found a file it cannot make whole.
+    #[error("WAV file {path} cannot be finalized: {why}")]
+    NotRepairable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 /// What a finished recording holds.
@@ -436,6 +444,107 @@ fn run_writer(commands: Receiver<Command>) {
     }
 }
 
+/// Most bytes of a WAV header read by [`finalize_partial`] to find the `data` chunk.
+const MAX_HEADER_BYTES: usize = 4096;
+
+/// Makes whole a recording whose writer never finalized it (the process was killed
+/// mid-call): the RIFF and `data` sizes in the header still say 0, so players see no audio.
+/// Sets them from the file's length (dropping a trailing partial sample frame) so that the
+/// file plays as far as it was written, and reports what it holds. Blocking file I/O.
+pub fn finalize_partial(path: impl AsRef<Path>) -> Result<RecordingSummary, RecordError> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+
+    let path = path.as_ref().to_path_buf();
+    let io = |error| RecordError::Wav {
+        path: path.clone(),
+        source: hound::Error::IoError(error),
+    };
+    let broken = |why| RecordError::NotRepairable {
+        path: path.clone(),
+        why,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    let length = file.metadata().map_err(io)?.len();
+    let mut head =
+        vec![0; usize::try_from(length).map_or(MAX_HEADER_BYTES, |l| l.min(MAX_HEADER_BYTES))];
+    file.read_exact(&mut head).map_err(io)?;
+    let layout = wav_layout(&head).map_err(broken)?;
+    let block = u64::from(layout.block_align);
+    let data_len = length.saturating_sub(layout.data_start) / block * block;
+    let riff_len = u32::try_from(layout.data_start + data_len - 8)
+        .map_err(|_| broken("larger than a WAV file can say (4 GiB)"))?;
+    let data_len32 = u32::try_from(data_len).map_err(|_| broken("larger than 4 GiB"))?;
+    file.set_len(layout.data_start + data_len).map_err(io)?;
+    file.seek(SeekFrom::Start(4)).map_err(io)?;
+    file.write_all(&riff_len.to_le_bytes()).map_err(io)?;
+    file.seek(SeekFrom::Start(layout.data_start - 4))
+        .map_err(io)?;
+    file.write_all(&data_len32.to_le_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    let frame_bytes = block * layout.rate.frame_samples() as u64;
+    Ok(RecordingSummary {
+        path,
+        sample_rate: layout.rate,
+        frames: data_len / frame_bytes,
+        dropped_frames: 0,
+    })
+}
+
+/// Where the samples of a WAV file start, and their layout.
+struct WavLayout {
+    rate: SampleRate,
+    block_align: u16,
+    /// Offset of the first sample (just after the `data` chunk header).
+    data_start: u64,
+}
+
+/// Walks the chunks of a WAV header (`RIFF`, `WAVE`, `fmt `, ..., `data`).
+fn wav_layout(head: &[u8]) -> Result<WavLayout, &'static str> {
+    let u16_at = |at: usize| {
+        head.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        head.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if head.get(0..4) != Some(b"RIFF") || head.get(8..12) != Some(b"WAVE") {
+        return Err("not a RIFF/WAVE file");
+    }
+    let mut at = 12;
+    let mut format = None;
+    loop {
+        let (Some(id), Some(size)) = (head.get(at..at + 4), u32_at(at + 4)) else {
+            return Err("no data chunk in the header");
+        };
+        let body = at + 8;
+        if id == b"data" {
+            let (rate, block_align) = format.ok_or("data chunk before the fmt chunk")?;
+            return Ok(WavLayout {
+                rate,
+                block_align,
+                data_start: body as u64,
+            });
+        }
+        if id == b"fmt " {
+            let hz = u32_at(body + 4).ok_or("truncated fmt chunk")?;
+            let block_align = u16_at(body + 12).ok_or("truncated fmt chunk")?;
+            let rate = SampleRate::from_hz(hz).ok_or("unsupported sample rate")?;
+            if block_align == 0 {
+                return Err("block align of 0");
+            }
+            format = Some((rate, block_align));
+        }
+        // Chunks are padded to an even size.
+        let size = usize::try_from(size).map_err(|_| "chunk too large")?;
+        at = body + size + (size & 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,5 +591,62 @@ mod tests {
         assert_eq!(&samples[320..324], &[0, -200, 0, -200]);
         assert_eq!(&samples[320 + 160..320 + 162], &[0, 0]);
         std::fs::remove_file(path).unwrap();
+    }
+
+    /// What a recording looks like after `kill -9`: samples on disk, header sizes of 0.
+    fn unfinalized(path: &Path, frames: usize, extra_bytes: usize) -> Vec<u8> {
+        let mut recorder = Recorder::create(path, SampleRate::Hz8000).unwrap();
+        for i in 0..frames {
+            recorder
+                .write_frame(Some(&[i as i16; 160]), Some(&[-(i as i16); 160]))
+                .unwrap();
+        }
+        let summary = recorder.finalize().unwrap();
+        assert_eq!(summary.frames, frames as u64);
+        let mut bytes = std::fs::read(path).unwrap();
+        let whole = bytes.clone();
+        let data = bytes.windows(4).position(|w| w == b"data").unwrap();
+        bytes[4..8].copy_from_slice(&0u32.to_le_bytes());
+        bytes[data + 4..data + 8].copy_from_slice(&0u32.to_le_bytes());
+        bytes.extend(std::iter::repeat_n(7u8, extra_bytes));
+        std::fs::write(path, &bytes).unwrap();
+        whole
+    }
+
+    #[test]
+    fn a_partial_recording_is_made_whole_from_its_length() {
+        let path = temp_path("partial");
+        let whole = unfinalized(&path, 3, 3);
+        let zero_data = hound::WavReader::open(&path).unwrap().len();
+        assert_eq!(zero_data, 0, "the header says nothing was recorded");
+        let summary = finalize_partial(&path).unwrap();
+        assert_eq!(summary.frames, 3);
+        assert_eq!(summary.sample_rate, SampleRate::Hz8000);
+        // Byte for byte what a finalized recording is; the partial sample frame is gone.
+        assert_eq!(std::fs::read(&path).unwrap(), whole);
+        let reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(reader.len(), 2 * 160 * 3);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn what_is_not_a_recording_is_refused_and_left_alone() {
+        let path = temp_path("garbage");
+        std::fs::write(&path, b"RIFX....WAVEfmt ").unwrap();
+        assert!(matches!(
+            finalize_partial(&path),
+            Err(RecordError::NotRepairable { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"RIFX....WAVEfmt ");
+        std::fs::write(&path, b"RIFF\0\0\0\0WAVEfmt \x10\0\0\0").unwrap();
+        assert!(matches!(
+            finalize_partial(&path),
+            Err(RecordError::NotRepairable { .. })
+        ));
+        std::fs::remove_file(path).unwrap();
+        assert!(matches!(
+            finalize_partial(temp_path("missing")),
+            Err(RecordError::Wav { .. })
+        ));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::body::to_bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -12,16 +13,17 @@ use chrono::Utc;
 use super::envelope::{self, Page};
 use super::error::ApiError;
 use super::extract::{Id, JsonBody, Params};
-use super::middleware::OrgId;
+use super::middleware::{IdempotencyClaim, OrgId};
 use super::template;
 use super::validation::{query_enum, Body, FieldErrors};
 use super::AppState;
+use crate::engine::billing;
 use crate::ids;
 use crate::model::{
     format_duration_secs, is_e164, AgentStatus, Call, CallDirection, CallOutcome, CallSettings,
     CallStatus,
 };
-use crate::store::{CallFilter, StoreError};
+use crate::store::{Admission, CallAdmission, CallFilter, KeptResponse, StoreError};
 
 /// Longest call `max_duration` accepted, in seconds (one day).
 pub const MAX_DURATION_SECS: u32 = 86_400;
@@ -67,7 +69,7 @@ pub(super) struct OutboundRequest {
     tag = "calls",
     operation_id = "createCall",
     summary = "Place an outbound call",
-    description = "Validates, picks the caller id (from_number, or one of the agent's numbers) and its trunk, checks that the balance covers one minute, renders {{variables}} into the prompt and greeting, stores the call `queued` and hands it to the engine.",
+    description = "Validates, picks the caller id (from_number, or one of the agent's numbers) and its trunk, renders {{variables}} into the prompt and greeting, then in one transaction reserves one minute of credit (the balance less what the organisation's live calls hold must cover it: else 402 insufficient_credits), takes one of the organisation's `[api] max_concurrent_calls_per_org` live-call slots (else 429 concurrent_call_limit), stores the call `queued` and, with `X-Idempotency-Key`, this response under the key; only then hands the call to the engine. At its end the call is charged each started minute after answer and the rest released. A retry with the same key replays this response and dials nothing, also after a crash; while the first request has not stored its call yet, a retry gets 409 idempotency_key_in_use.",
     params(crate::api::openapi::IdempotencyKey),
     request_body = crate::api::openapi::CallCreate,
     responses((status = 201, description = "The call, stored queued and handed to the engine", body = crate::api::openapi::Envelope<Call>), crate::api::openapi::PlaceCallErrors)
@@ -75,6 +77,7 @@ pub(super) struct OutboundRequest {
 pub async fn create(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
+    claim: Option<Extension<IdempotencyClaim>>,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let mut body = Body::parse(&bytes)?;
@@ -97,21 +100,35 @@ pub async fn create(
         variables,
         settings,
     };
-    let call = place_outbound(&state, &org.0, request, "phone_number").await?;
-    envelope::created(&call)
+    let claim = claim.map(|Extension(claim)| claim);
+    let (_, response) = place_outbound(
+        &state,
+        &org.0,
+        request,
+        "phone_number",
+        claim.as_ref(),
+        |call| envelope::created(call),
+    )
+    .await?;
+    Ok(response)
 }
 
 /// Places an outbound call as `POST /calls` does (also `POST /agents/{id}/test-call`):
-/// checks the numbers (`number_field` names the callee's field in errors), the agent, the
-/// caller id and the balance, stores the call `queued` and hands it to the engine.
+/// checks the numbers (`number_field` names the callee's field in errors), the agent and
+/// the caller id; builds the success response with `respond`; stores the call `queued`
+/// holding a minute of credit and a live-call slot, with that response under the request's
+/// idempotency key (`claim`), in one transaction; then hands the call to the engine.
+/// Returns the call and the response.
 pub(super) async fn place_outbound(
     state: &AppState,
     org: &str,
     request: OutboundRequest,
     number_field: &'static str,
-) -> Result<Call, ApiError> {
+    claim: Option<&IdempotencyClaim>,
+    respond: impl FnOnce(&Call) -> Result<Response, ApiError>,
+) -> Result<(Call, Response), ApiError> {
     let active = |status: AgentStatus| status == AgentStatus::Active;
-    place_outbound_with(state, org, request, number_field, active).await
+    place_outbound_with(state, org, request, number_field, active, claim, respond).await
 }
 
 /// [`place_outbound`] for an agent whose status passes `may_call` (else 422
@@ -122,7 +139,9 @@ pub(super) async fn place_outbound_with(
     request: OutboundRequest,
     number_field: &'static str,
     may_call: fn(AgentStatus) -> bool,
-) -> Result<Call, ApiError> {
+    claim: Option<&IdempotencyClaim>,
+    respond: impl FnOnce(&Call) -> Result<Response, ApiError>,
+) -> Result<(Call, Response), ApiError> {
     let org = org.to_owned();
     let OutboundRequest {
         agent_id,
@@ -175,15 +194,6 @@ pub(super) async fn place_outbound_with(
         .get_trunk(&org, &from.trunk_id)
         .await
         .map_err(|err| ApiError::from_store(err, "trunk", &from.trunk_id))?;
-
-    let required_cents = state.config.credits.per_minute_cents;
-    let balance_cents = state.store.balance_cents(&org).await?;
-    if balance_cents < required_cents {
-        return Err(ApiError::InsufficientCredits {
-            balance_cents,
-            required_cents,
-        });
-    }
 
     let call_id = ids::new_id(ids::CALL);
     let prompt = template::render(&agent.prompt, &variables);
@@ -251,7 +261,18 @@ pub(super) async fn place_outbound_with(
         ended_at: None,
         updated_at: now,
     };
-    state.store.insert_call(&call).await?;
+    let response = respond(&call)?;
+    let (parts, body) = response.into_parts();
+    let body = to_bytes(body, usize::MAX)
+        .await
+        .map_err(|err| ApiError::Internal(format!("buffering a response: {err}")))?;
+    let kept = claim.map(|claim| KeptResponse {
+        key: claim.key.clone(),
+        fingerprint: claim.fingerprint.clone(),
+        status: parts.status.as_u16(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    admit(state, &call, kept.as_ref()).await?;
     state
         .metrics
         .record_call_created(CallDirection::Outbound.as_str());
@@ -264,14 +285,55 @@ pub(super) async fn place_outbound_with(
         failed.outcome = Some(CallOutcome::Error);
         failed.end_reason = Some("engine_error".into());
         failed.ended_at = Some(Utc::now());
-        failed.updated_at = Utc::now();
-        state.store.update_call(&failed).await?;
+        failed.duration_seconds = Some(0.0);
+        // Nothing was used: the reservation goes back whole, and the key is free again
+        // (only a success is kept for replay).
+        state.store.finish_call(&failed, 0).await?;
+        if let Some(kept) = &kept {
+            state
+                .store
+                .idempotency_forget(&org, &kept.key, &kept.fingerprint)
+                .await?;
+        }
         return Err(ApiError::CallNotPlaced {
             call_id: call.id,
             reason,
         });
     }
-    Ok(call)
+    Ok((
+        call,
+        Response::from_parts(parts, axum::body::Body::from(body)),
+    ))
+}
+
+/// Stores `call` holding a minute of credit and a live-call slot of its organisation (with
+/// `kept` under its idempotency key), or says why not: 402 `insufficient_credits`, 429
+/// `concurrent_call_limit`, 409 `idempotency_key_in_use` (another request took the key
+/// between the middleware's look-up and now, e.g. on another node).
+async fn admit(state: &AppState, call: &Call, kept: Option<&KeptResponse>) -> Result<(), ApiError> {
+    let admission = Admission {
+        reserve_cents: billing::reservation_cents(state.config.credits.per_minute_cents),
+        max_live_calls: crate::engine::max_live_calls(&state.config),
+    };
+    match state.store.admit_call(call, admission, kept).await? {
+        CallAdmission::Admitted => Ok(()),
+        CallAdmission::InsufficientCredits {
+            balance_cents,
+            reserved_cents,
+            required_cents,
+        } => Err(ApiError::InsufficientCredits {
+            balance_cents,
+            reserved_cents,
+            required_cents,
+        }),
+        CallAdmission::ConcurrentCallLimit { live_calls, limit } => {
+            Err(ApiError::ConcurrentCallLimit { limit, live_calls })
+        }
+        CallAdmission::IdempotencyKeyTaken => Err(ApiError::Conflict {
+            code: "idempotency_key_in_use",
+            message: "a request with this idempotency key is still being served".into(),
+        }),
+    }
 }
 
 /// `GET /calls`: filters `status`, `agent_id`, `direction`; newest first.

@@ -91,15 +91,27 @@ pub enum ApiError {
         /// The archived agent.
         agent_id: String,
     },
-    /// The balance does not cover one minute (402 `insufficient_credits`).
+    /// The balance, less what the organisation's live calls hold, does not cover one minute
+    /// (402 `insufficient_credits`).
     #[error(
-        "balance of {balance_cents} cents is below the {required_cents} cents one minute costs"
+        "balance of {balance_cents} cents, less {reserved_cents} cents held by live calls, is below the {required_cents} cents one minute costs"
     )]
     InsufficientCredits {
         /// Current balance.
         balance_cents: i64,
+        /// Held by the organisation's live calls.
+        reserved_cents: i64,
         /// Needed to start a call.
         required_cents: i64,
+    },
+    /// The organisation has `[api] max_concurrent_calls_per_org` calls live (429
+    /// `concurrent_call_limit`).
+    #[error("{live_calls} calls are live; the organisation may have at most {limit} at once")]
+    ConcurrentCallLimit {
+        /// `api.max_concurrent_calls_per_org`.
+        limit: u32,
+        /// Calls of the organisation live now.
+        live_calls: u64,
     },
     /// A test-call request without `consent_to_charge: true` (400 `consent_required`);
     /// the details carry the estimate the request would be charged against.
@@ -227,9 +239,9 @@ impl ApiError {
             ApiError::InsufficientCredits { .. } | ApiError::InsufficientCreditsForTest { .. } => {
                 StatusCode::PAYMENT_REQUIRED
             }
-            ApiError::RateLimited { .. } | ApiError::TestRunLimit { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::TestRunLimit { .. }
+            | ApiError::ConcurrentCallLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::CallNotPlaced { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -259,6 +271,7 @@ impl ApiError {
                 "insufficient_credits".into()
             }
             ApiError::ConsentRequired { .. } => "consent_required".into(),
+            ApiError::ConcurrentCallLimit { .. } => "concurrent_call_limit".into(),
             ApiError::RateLimited { .. } | ApiError::TestRunLimit { .. } => "rate_limited".into(),
             ApiError::Conflict { code, .. } => (*code).into(),
             ApiError::CallNotPlaced { .. } => "call_not_placed".into(),
@@ -296,8 +309,16 @@ impl ApiError {
             }
             ApiError::InsufficientCredits {
                 balance_cents,
+                reserved_cents,
                 required_cents,
-            } => json!({ "balance_cents": balance_cents, "required_cents": required_cents }),
+            } => json!({
+                "balance_cents": balance_cents,
+                "reserved_cents": reserved_cents,
+                "required_cents": required_cents,
+            }),
+            ApiError::ConcurrentCallLimit { limit, live_calls } => {
+                json!({ "limit": limit, "live_calls": live_calls })
+            }
             ApiError::RateLimited {
                 limit, reset_at, ..
             } => json!({
@@ -361,6 +382,12 @@ impl IntoResponse for ApiError {
             if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
+        }
+        if let ApiError::ConcurrentCallLimit { .. } = &self {
+            // A slot frees when one of the organisation's calls ends: no time is known.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let ApiError::RangeNotSatisfiable { length } = &self {
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {

@@ -45,6 +45,18 @@ pub struct OrgId(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyId(pub String);
 
+/// The `X-Idempotency-Key` of the request being served and the request's fingerprint (a
+/// request extension set by [`idempotency`]), for handlers that keep their response in the
+/// transaction that creates what they create (`POST /calls` stores it with the call, before
+/// the call is dialled), so that no crash can leave the object made and the key free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// The key.
+    pub key: String,
+    /// [`fingerprint`] of the request.
+    pub fingerprint: String,
+}
+
 /// State of the idempotency middleware: the store and the keys of requests being served.
 #[derive(Clone)]
 pub struct Idempotency {
@@ -138,7 +150,10 @@ pub async fn authenticate(
 /// - only a success (2xx) is kept: a request refused (validation, authorisation, credits, a
 ///   missing object, ...) or failed (5xx) keeps nothing, so a corrected retry with the same
 ///   key is served;
-/// - a key still being served answers 409 `idempotency_key_in_use`.
+/// - a key still being served answers 409 `idempotency_key_in_use`, until the handler has
+///   kept its response itself ([`IdempotencyClaim`]: `POST /calls` keeps it with the call,
+///   before dialling): from then on a retry replays it, even if this process dies before
+///   answering.
 pub async fn idempotency(
     State(idem): State<Idempotency>,
     request: Request,
@@ -162,7 +177,11 @@ pub async fn idempotency(
         .map_err(|_| ApiError::PayloadTooLarge)?;
     let path = parts.uri.path().to_owned();
     let fingerprint = fingerprint(parts.method.as_str(), &path, &bytes);
-    let request = Request::from_parts(parts, Body::from(bytes));
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(IdempotencyClaim {
+        key: key.clone(),
+        fingerprint: fingerprint.clone(),
+    });
 
     if let Some(kept) = kept_response(&idem.store, &org.0, &key, &path).await? {
         return answer_kept(kept, &key, &fingerprint);

@@ -32,7 +32,7 @@ use super::calls::{self, OutboundRequest, RequestedSettings};
 use super::envelope::{self, Page};
 use super::error::ApiError;
 use super::extract::{Id, JsonBody, Params};
-use super::middleware::{ApiKeyId, OrgId};
+use super::middleware::{ApiKeyId, IdempotencyClaim, OrgId};
 use super::validation::{one_of, query_enum, Body, FieldErrors};
 use super::AppState;
 use crate::ids;
@@ -378,6 +378,7 @@ pub async fn agent_test_call(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
     Id(agent_id): Id,
+    claim: Option<Extension<IdempotencyClaim>>,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
     let mut body = Body::parse(&bytes)?;
@@ -397,14 +398,26 @@ pub async fn agent_test_call(
         variables: Default::default(),
         settings: RequestedSettings::default(),
     };
-    let call = calls::place_outbound_with(&state, &org.0, request, "to", testable).await?;
+    let claim = claim.map(|Extension(claim)| claim);
+    let (call, response) = calls::place_outbound_with(
+        &state,
+        &org.0,
+        request,
+        "to",
+        testable,
+        claim.as_ref(),
+        |call| {
+            envelope::created(AgentTestCall {
+                call_id: call.id.clone(),
+                status: "initiated",
+                to: call.to_number.clone(),
+                agent_id: call.agent_id.clone(),
+            })
+        },
+    )
+    .await?;
     tracing::info!(call_id = %call.id, agent_id = %call.agent_id, "agent test call placed");
-    envelope::created(AgentTestCall {
-        call_id: call.id,
-        status: "initiated",
-        to: call.to_number,
-        agent_id: call.agent_id,
-    })
+    Ok(response)
 }
 
 /// Whether an agent with `status` may be tested: a `draft` agent before it goes live, an

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
+use super::billing;
 use super::lifecycle::{
     Decision, End, FinalStatus, Lifecycle, LifecycleConfig, Outcome, Output, Progress, RemoteEnd,
     Requester,
@@ -225,7 +226,7 @@ impl CallTask {
             }
         };
         info!(status = %self.call.status, "call status");
-        self.persister.save(self.call.clone(), event, 0, None);
+        self.persister.save(self.call.clone(), event, None, None);
     }
 
     /// The end is decided while the far end confirms our CANCEL: the record
@@ -235,7 +236,7 @@ impl CallTask {
         self.call.outcome = Some(outcome(decision.outcome));
         self.call.end_reason = Some(decision.reason.to_owned());
         info!(status = %self.call.status, reason = decision.reason, "call ending");
-        self.persister.save(self.call.clone(), None, 0, None);
+        self.persister.save(self.call.clone(), None, None, None);
     }
 
     async fn on_sip(&mut self, event: Option<CallEvent>) {
@@ -489,12 +490,11 @@ impl CallTask {
         } else {
             self.call.duration_seconds = Some(0.0);
         }
-        let charge = if end.answered_at.is_some() {
-            let minutes = duration.as_secs().div_ceil(60).max(1) as i64;
-            minutes.saturating_mul(self.shared.per_minute_cents)
-        } else {
-            0
-        };
+        let charge = billing::charge_cents(
+            end.answered_at.is_some(),
+            duration,
+            self.shared.per_minute_cents,
+        );
         info!(
             status = %self.call.status,
             outcome = ?self.call.outcome,
@@ -507,7 +507,7 @@ impl CallTask {
         self.persister.save(
             self.call.clone(),
             Some(events::CALL_ENDED),
-            charge,
+            Some(charge),
             Some(done),
         );
         let _ = written.await;

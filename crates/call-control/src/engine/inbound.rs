@@ -4,7 +4,9 @@
 //! INVITE must come from the allowed networks of that number's trunk (403,
 //! before anything about the agent is revealed); the number must be
 //! assigned to an active agent (480); the offer must hold a codec we speak
-//! (488). Only then is a call record created and the call answered.
+//! (488); the organisation must have a minute of credit beside what its live
+//! calls hold (402) and be under its cap of live calls (486). Only then is a
+//! call record created, holding its reservation, and the call answered.
 //!
 //! A store that fails on the way (a pool timeout under load, a database
 //! gone) is said as it is: 503 with `Retry-After` and an error in the log,
@@ -21,6 +23,7 @@ use sip_stack::ua::{CallHandle, IncomingCall, IncomingCalls};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn, Instrument};
 
+use super::billing;
 use super::call::CallTask;
 use super::negotiate::{media_config, media_networks, supported_codecs};
 use super::rejections::Entry as RejectionEntry;
@@ -28,9 +31,10 @@ use super::test_route::TestRoute;
 use super::Shared;
 use crate::ids::new_id;
 use crate::model::{
-    format_duration_secs, Agent, AgentStatus, Call, CallDirection, CallSettings, CallStatus,
+    format_duration_secs, Agent, AgentStatus, Call, CallDirection, CallOutcome, CallSettings,
+    CallStatus,
 };
-use crate::store::StoreError;
+use crate::store::{Admission, CallAdmission, StoreError};
 
 /// How long a carrier is asked to wait (`Retry-After`) before it retries an
 /// INVITE we refused with 503 because the store or the media ports failed.
@@ -160,6 +164,18 @@ fn log_refusal(shared: &Shared, source: SocketAddr, number: &str, code: u16, why
                 info!(%source, count, "incoming calls refused from this source in the last minute")
             }
         }
+    }
+}
+
+/// The SIP answer to an INVITE its organisation cannot take: 402 Payment Required when the
+/// balance does not cover a minute beside what its live calls hold, 486 Busy Here when it
+/// has `[api] max_concurrent_calls_per_org` calls live.
+pub fn refusal_code(refused: CallAdmission) -> u16 {
+    match refused {
+        CallAdmission::ConcurrentCallLimit { .. } => 486,
+        CallAdmission::InsufficientCredits { .. } => 402,
+        // Not asked for inbound calls; a conflict, try again.
+        CallAdmission::IdempotencyKeyTaken | CallAdmission::Admitted => 503,
     }
 }
 
@@ -390,14 +406,37 @@ async fn answer_call(
         ended_at: None,
         updated_at: now,
     };
-    if let Err(failure) = shared.store.insert_call(&call).await {
-        refuse(&sip, store_failed(&failure, "new call record"));
-        return;
+    let admission = Admission {
+        reserve_cents: billing::reservation_cents(shared.per_minute_cents),
+        max_live_calls: shared.max_live_calls,
+    };
+    match shared.store.admit_call(&call, admission, None).await {
+        Ok(CallAdmission::Admitted) => {}
+        Ok(refused) => {
+            let code = refusal_code(refused);
+            info!(number, org_id = %call.org_id, code, refused = ?refused,
+                "incoming call refused by the organisation's credit or call limit");
+            refuse(&sip, code);
+            return;
+        }
+        Err(failure) => {
+            refuse(&sip, store_failed(&failure, "new call record"));
+            return;
+        }
     }
     let call_id = call.id.clone();
     let span = tracing::info_span!("call", call_id = %call_id, direction = "inbound");
     let Some(commands) = shared.register(&call_id) else {
         sip.reject(503);
+        let mut refused = call;
+        refused.status = CallStatus::Failed;
+        refused.outcome = Some(CallOutcome::Error);
+        refused.end_reason = Some("service_unavailable".into());
+        refused.ended_at = Some(Utc::now());
+        refused.duration_seconds = Some(0.0);
+        if let Err(error) = shared.store.finish_call(&refused, 0).await {
+            warn!(%error, call_id = %refused.id, "refused call not recorded");
+        }
         return;
     };
     if let Some(created) = created {

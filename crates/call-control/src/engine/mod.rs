@@ -16,6 +16,7 @@
 //! audio runs in a separate bridge task that never waits on the database
 //! ([`bot_loopback::bridge`], shared with the test bot).
 
+pub mod billing;
 pub mod call;
 pub mod inbound;
 pub mod lifecycle;
@@ -114,6 +115,7 @@ pub struct Shared {
     sdp_ip: IpAddr,
     inactivity_timeout: Option<Duration>,
     per_minute_cents: i64,
+    max_live_calls: Option<u32>,
     test_routes: TestRoutes,
     rejections: RejectionLog,
     destinations: DestinationPolicy,
@@ -184,12 +186,12 @@ impl CallEngine {
         webhooks: Webhooks,
         runtimes: Arc<dyn RuntimeFactory>,
     ) -> Result<CallEngine, EngineError> {
-        recover(&store, &webhooks).await?;
         let dir = config.recordings.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| EngineError::RecordingsDir {
             path: dir.clone(),
             source,
         })?;
+        recover(&store, &webhooks, &dir, config.credits.per_minute_cents).await?;
         let listen = config.sip.listen;
         let ua_config = UaConfig {
             transport: TransportConfig {
@@ -235,11 +237,13 @@ impl CallEngine {
             sdp_ip,
             inactivity_timeout: (!inactivity.is_zero()).then_some(inactivity),
             per_minute_cents: config.credits.per_minute_cents,
+            max_live_calls: max_live_calls(config),
             test_routes: TestRoutes::default(),
             rejections: RejectionLog::default(),
             destinations: DestinationPolicy::from_config(config),
         });
         tokio::spawn(inbound::accept_loop(Arc::clone(&shared), incoming));
+        tokio::spawn(billing::heartbeat_loop(Arc::downgrade(&shared)));
         info!(%sip_addr, "call engine started");
         Ok(CallEngine {
             shared,
@@ -515,7 +519,8 @@ async fn fail_unsent(
     call.error_message = detail;
     call.ended_at = Some(now);
     call.duration_seconds = Some(0.0);
-    if let Err(error) = shared.store.update_call(&call).await {
+    // Nothing was used: the reservation goes back whole.
+    if let Err(error) = shared.store.finish_call(&call, 0).await {
         warn!(%error, "failed call not recorded");
         return;
     }
@@ -530,11 +535,26 @@ async fn fail_unsent(
     }
 }
 
+/// The per-organisation cap on live calls (`[api] max_concurrent_calls_per_org`, 0: none).
+pub fn max_live_calls(config: &Config) -> Option<u32> {
+    Some(config.api.max_concurrent_calls_per_org).filter(|&cap| cap > 0)
+}
+
 /// Records every call a previous run left unfinished as over (`ended` when
 /// it had been answered, else `failed`), outcome `error`, reason
 /// `service_restart`, and reports it. A call whose end was already decided
-/// (a CANCEL of ours was out) keeps that end and only gets its `ended_at`.
-async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), EngineError> {
+/// (a CANCEL of ours was out) keeps that end.
+///
+/// The call ends where it was last known alive ([`billing::interrupted_end`]:
+/// its last heartbeat), not at this restart; it is charged for the time it
+/// talked until then and its reservation released. A recording the crash cut
+/// off gets its WAV header finalized and is served (an empty one is removed).
+async fn recover(
+    store: &Store,
+    webhooks: &Webhooks,
+    recordings_dir: &std::path::Path,
+    per_minute_cents: i64,
+) -> Result<(), EngineError> {
     let unfinished = store.unfinished_calls().await?;
     if !unfinished.is_empty() {
         info!(
@@ -542,8 +562,8 @@ async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), EngineError> 
             "recording calls left unfinished by the last run"
         );
     }
-    for mut call in unfinished {
-        let now = Utc::now();
+    for unfinished in unfinished {
+        let mut call = unfinished.call;
         if !call.status.is_terminal() {
             call.status = if call.answered_at.is_some() {
                 CallStatus::Ended
@@ -553,11 +573,18 @@ async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), EngineError> 
             call.outcome = Some(CallOutcome::Error);
             call.end_reason = Some("service_restart".to_owned());
         }
-        call.ended_at = Some(now);
-        call.duration_seconds = Some(call.answered_at.map_or(0.0, |at| {
-            (now - at).num_milliseconds().max(0) as f64 / 1000.0
-        }));
-        store.update_call(&call).await?;
+        let ended_at = billing::interrupted_end(&call, unfinished.last_seen_at);
+        let talked = billing::talked(&call, ended_at);
+        call.ended_at = Some(ended_at);
+        call.duration_seconds = Some(talked.as_millis() as f64 / 1000.0);
+        if call.recording_url.is_none() {
+            call.recording_url = recover_recording(recordings_dir, &call.id).await;
+        }
+        let charge = billing::charge_cents(call.answered_at.is_some(), talked, per_minute_cents);
+        if let Some(settled) = store.finish_call(&call, charge).await? {
+            info!(call_id = %call.id, duration_s = talked.as_secs_f64(),
+                charged_cents = settled.charged_cents, "interrupted call settled");
+        }
         if let Ok(data) = serde_json::to_value(&call) {
             if let Err(error) = webhooks.emit(&call.org_id, events::CALL_ENDED, data).await {
                 warn!(call_id = %call.id, %error, "call.ended not queued");
@@ -565,6 +592,39 @@ async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), EngineError> 
         }
     }
     Ok(())
+}
+
+/// The `recording_url` of call `call_id` whose recording a crash cut off, once its WAV
+/// header is finalized; `None` (and the file removed) when it holds no audio or cannot be
+/// made whole, or when there is no file.
+async fn recover_recording(dir: &std::path::Path, call_id: &str) -> Option<String> {
+    let path = dir.join(format!("{call_id}.wav"));
+    if !path.is_file() {
+        return None;
+    }
+    let repairing = path.clone();
+    let repaired =
+        tokio::task::spawn_blocking(move || media::record::finalize_partial(repairing)).await;
+    match repaired {
+        Ok(Ok(summary)) if summary.frames > 0 => {
+            info!(
+                call_id,
+                frames = summary.frames,
+                "partial recording finalized"
+            );
+            return Some(format!("/api/public/v1/calls/{call_id}/recording"));
+        }
+        Ok(Ok(_)) => info!(call_id, "partial recording holds no audio; removed"),
+        Ok(Err(error)) => warn!(call_id, %error, "partial recording unusable; removed"),
+        Err(error) => {
+            warn!(call_id, %error, "partial recording not finalized; left as it is");
+            return None;
+        }
+    }
+    if let Err(error) = std::fs::remove_file(&path) {
+        warn!(call_id, %error, path = %path.display(), "partial recording not removed");
+    }
+    None
 }
 
 #[cfg(test)]

@@ -3,13 +3,15 @@
 //! One small task per call takes snapshots of the record from the call
 //! task, so that the call task (and its timers) never waits on the
 //! database. For each snapshot it writes the record (retrying a failed
-//! write a few times), charges the credits it carries, then emits its
-//! webhook event: a status is persisted before it is reported.
+//! write a few times), then emits its webhook event: a status is persisted
+//! before it is reported. The last snapshot also settles the call's credit
+//! (charge for the time used, release of its reservation) in the same
+//! transaction as the record.
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 use crate::model::Call;
 use crate::store::Store;
@@ -21,7 +23,7 @@ const WRITE_ATTEMPTS: u32 = 5;
 struct Job {
     call: Call,
     event: Option<&'static str>,
-    charge_cents: i64,
+    settle: Option<i64>,
     done: Option<oneshot::Sender<()>>,
 }
 
@@ -38,19 +40,20 @@ impl Persister {
         Self { jobs }
     }
 
-    /// Queues a snapshot: written, then `charge_cents` charged to the
-    /// organisation, then `event` emitted with the record; `done` fires after.
+    /// Queues a snapshot: written (with `settle`, the last one: settled,
+    /// charging that many cents), then `event` emitted with the record; `done`
+    /// fires after.
     pub fn save(
         &self,
         call: Call,
         event: Option<&'static str>,
-        charge_cents: i64,
+        settle: Option<i64>,
         done: Option<oneshot::Sender<()>>,
     ) {
         let job = Job {
             call,
             event,
-            charge_cents,
+            settle,
             done,
         };
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
@@ -62,14 +65,9 @@ impl Persister {
 async fn run(store: Store, webhooks: Webhooks, mut jobs: mpsc::UnboundedReceiver<Job>) {
     while let Some(job) = jobs.recv().await {
         let call = &job.call;
-        if !write(&store, call).await {
+        if !write(&store, call, job.settle).await {
             // Not reported either: a webhook must not announce what is not stored.
             continue;
-        }
-        if job.charge_cents > 0 {
-            if let Err(error) = store.add_credits(&call.org_id, -job.charge_cents).await {
-                warn!(call_id = %call.id, %error, cents = job.charge_cents, "credits not charged");
-            }
         }
         if let Some(event) = job.event {
             match serde_json::to_value(call) {
@@ -87,10 +85,23 @@ async fn run(store: Store, webhooks: Webhooks, mut jobs: mpsc::UnboundedReceiver
     }
 }
 
-async fn write(store: &Store, call: &Call) -> bool {
+async fn write(store: &Store, call: &Call, settle: Option<i64>) -> bool {
     let mut delay = Duration::from_millis(20);
     for attempt in 1..=WRITE_ATTEMPTS {
-        match store.update_call(call).await {
+        let written = match settle {
+            None => store.update_call(call).await,
+            Some(cents) => store.finish_call(call, cents).await.map(|settled| {
+                if let Some(settled) = settled {
+                    info!(
+                        charged_cents = settled.charged_cents,
+                        released_cents = settled.released_cents,
+                        balance_cents = settled.balance_cents,
+                        "call settled"
+                    );
+                }
+            }),
+        };
+        match written {
             Ok(()) => return true,
             Err(error) if attempt < WRITE_ATTEMPTS => {
                 warn!(call_id = %call.id, %error, attempt, "call record write failed; retrying");

@@ -627,3 +627,103 @@ async fn an_expired_test_route_refuses_its_token() {
         }
     }
 }
+
+/// What a recording looks like after `kill -9`: `frames` frames on disk, header sizes of 0.
+fn unfinalized_recording(path: &std::path::Path, frames: usize) {
+    let mut recorder =
+        media::record::Recorder::create(path, media::codec::SampleRate::Hz8000).expect("create");
+    for _ in 0..frames {
+        recorder
+            .write_frame(Some(&[1000; 160]), Some(&[-1000; 160]))
+            .expect("frame");
+    }
+    recorder.finalize().expect("finalize");
+    let mut bytes = std::fs::read(path).expect("read");
+    let data = bytes
+        .windows(4)
+        .position(|w| w == b"data")
+        .expect("data chunk");
+    bytes[4..8].copy_from_slice(&0u32.to_le_bytes());
+    bytes[data + 4..data + 8].copy_from_slice(&0u32.to_le_bytes());
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[tokio::test]
+async fn recovery_ends_interrupted_calls_at_their_last_heartbeat_and_settles_them() {
+    let (store, _dir) = temp_store().await;
+    let key = store.create_key("acme", 100).await.expect("org");
+    let org = store.org_for_key(&key).await.expect("lookup").expect("org");
+    let recordings = tempfile::tempdir().expect("recordings dir");
+    let webhooks = Webhooks::start(store.clone(), &Config::default());
+    let admission = crate::store::Admission {
+        reserve_cents: 2,
+        max_live_calls: None,
+    };
+    let t0 = Utc::now() - chrono::Duration::seconds(600);
+    let mut talking = crate::store::test_support::call(&org, "agt_1", CallDirection::Outbound, 0);
+    talking.status = CallStatus::InProgress;
+    talking.started_at = Some(t0);
+    talking.answered_at = Some(t0 + chrono::Duration::seconds(1));
+    let mut ringing = crate::store::test_support::call(&org, "agt_1", CallDirection::Outbound, 1);
+    ringing.status = CallStatus::Ringing;
+    ringing.started_at = Some(t0);
+    for call in [&talking, &ringing] {
+        assert_eq!(
+            store
+                .admit_call(call, admission, None)
+                .await
+                .expect("admit"),
+            crate::store::CallAdmission::Admitted
+        );
+    }
+    // The last heartbeat of the talking call, 74 s after its answer: then the crash.
+    let last_seen = t0 + chrono::Duration::seconds(75);
+    store
+        .heartbeat_calls(std::slice::from_ref(&talking.id), last_seen)
+        .await
+        .expect("heartbeat");
+    unfinalized_recording(&recordings.path().join(format!("{}.wav", talking.id)), 50);
+    unfinalized_recording(&recordings.path().join(format!("{}.wav", ringing.id)), 0);
+
+    recover(&store, &webhooks, recordings.path(), 2)
+        .await
+        .expect("recovered");
+
+    let ended = store.get_call_any(&talking.id).await.expect("call");
+    assert_eq!(ended.status, CallStatus::Ended);
+    assert_eq!(ended.end_reason.as_deref(), Some("service_restart"));
+    assert_eq!(ended.ended_at, Some(last_seen));
+    assert_eq!(ended.duration_seconds, Some(74.0));
+    assert_eq!(
+        ended.recording_url,
+        Some(format!("/api/public/v1/calls/{}/recording", talking.id))
+    );
+    let wav = hound::WavReader::open(recordings.path().join(format!("{}.wav", talking.id)))
+        .expect("a valid WAV");
+    assert_eq!(wav.duration(), 50 * 160, "one second of audio, as written");
+
+    let failed = store.get_call_any(&ringing.id).await.expect("call");
+    assert_eq!(failed.status, CallStatus::Failed);
+    assert_eq!(failed.duration_seconds, Some(0.0));
+    assert_eq!(failed.recording_url, None);
+    assert!(
+        !recordings
+            .path()
+            .join(format!("{}.wav", ringing.id))
+            .exists(),
+        "a recording without audio is removed"
+    );
+
+    // Two started minutes charged; both holds released.
+    let usage = store.org_usage(&org).await.expect("usage");
+    assert_eq!(
+        (usage.balance_cents, usage.reserved_cents, usage.live_calls),
+        (96, 0, 0)
+    );
+    // Nothing is left for a second recovery to charge.
+    recover(&store, &webhooks, recordings.path(), 2)
+        .await
+        .expect("recovered again");
+    assert_eq!(store.org_usage(&org).await.expect("usage"), usage);
+    webhooks.stop();
+}

@@ -16,6 +16,15 @@ const COLUMNS: &str = "id, org_id, agent_id, status, outcome, direction, phone_n
     transcript, recording_url, media_stats, rendered_prompt, rendered_greeting, created_at, started_at, \
     answered_at, ended_at, updated_at";
 
+/// A call a previous run left unfinished, as restart recovery finds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnfinishedCall {
+    /// The record as last written.
+    pub call: Call,
+    /// The last heartbeat written while the call was live (`None` if none came).
+    pub last_seen_at: Option<chrono::DateTime<Utc>>,
+}
+
 /// Filters of `GET /calls`; `None` matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CallFilter {
@@ -28,51 +37,10 @@ pub struct CallFilter {
 }
 
 impl Store {
-    /// Stores a new call record ([`StoreError::Conflict`] if its id exists).
+    /// Stores a new call record ([`StoreError::Conflict`] if its id exists), holding no
+    /// reservation: calls the engine runs are stored with [`Store::admit_call`] instead.
     pub async fn insert_call(&self, call: &Call) -> Result<()> {
-        let sql = format!(
-            "INSERT INTO calls ({COLUMNS}) VALUES \
-             (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        );
-        sqlx::query(&sql)
-            .bind(&call.id)
-            .bind(&call.org_id)
-            .bind(&call.agent_id)
-            .bind(call.status.as_str())
-            .bind(call.outcome.map(|outcome| outcome.as_str()))
-            .bind(call.direction.as_str())
-            .bind(&call.phone_number)
-            .bind(&call.from_number)
-            .bind(&call.to_number)
-            .bind(serde_json::to_string(&call.variables)?)
-            .bind(serde_json::to_string(&call.call_settings)?)
-            .bind(i64::from(call.max_duration_secs))
-            .bind(i64::from(call.join_timeout_secs))
-            .bind(&call.sip_call_id)
-            .bind(call.sip_final_code.map(i64::from))
-            .bind(call.q850_cause.map(i64::from))
-            .bind(&call.end_reason)
-            .bind(&call.error_message)
-            .bind(call.duration_seconds)
-            .bind(serde_json::to_string(&call.transcript)?)
-            .bind(&call.recording_url)
-            .bind(
-                call.media_stats
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()?,
-            )
-            .bind(&call.rendered_prompt)
-            .bind(&call.rendered_greeting)
-            .bind(ts(&call.created_at))
-            .bind(call.started_at.as_ref().map(ts))
-            .bind(call.answered_at.as_ref().map(ts))
-            .bind(call.ended_at.as_ref().map(ts))
-            .bind(ts(&call.updated_at))
-            .execute(&self.pool)
-            .await
-            .map_err(|error| write_error(error, || format!("call {} exists", call.id)))?;
-        Ok(())
+        insert_call_on(&self.pool, call, None).await
     }
 
     /// The organisation's call `id` ([`StoreError::NotFound`] otherwise).
@@ -115,15 +83,105 @@ impl Store {
     /// Writes the whole call record, setting `updated_at` to now (the value in `call` is
     /// ignored); [`StoreError::NotFound`] if the call does not exist.
     pub async fn update_call(&self, call: &Call) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE calls SET agent_id = ?, status = ?, outcome = ?, direction = ?, \
-             phone_number = ?, from_number = ?, to_number = ?, variables = ?, call_settings = ?, \
-             max_duration_secs = ?, join_timeout_secs = ?, sip_call_id = ?, sip_final_code = ?, \
-             q850_cause = ?, end_reason = ?, error_message = ?, duration_seconds = ?, transcript = ?, \
-             recording_url = ?, media_stats = ?, rendered_prompt = ?, rendered_greeting = ?, \
-             started_at = ?, answered_at = ?, ended_at = ?, updated_at = ? \
-             WHERE org_id = ? AND id = ?",
-        )
+        update_call_on(&self.pool, call).await
+    }
+
+    /// Every call, of any organisation, that is not over (restart recovery): its status
+    /// is not terminal, or it shows the terminal status decided while a CANCEL of ours was
+    /// out but has no `ended_at` yet; each with its last heartbeat.
+    pub async fn unfinished_calls(&self) -> Result<Vec<UnfinishedCall>> {
+        let sql = format!(
+            "SELECT {COLUMNS}, last_seen_at FROM calls \
+             WHERE status NOT IN (?, ?, ?) OR ended_at IS NULL ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(CallStatus::Ended.as_str())
+            .bind(CallStatus::Failed.as_str())
+            .bind(CallStatus::Cancelled.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UnfinishedCall {
+                    call: call_from_row(row)?,
+                    last_seen_at: get_opt_ts(row, "last_seen_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Writes the whole record of `call` through `executor` (see [`Store::update_call`]).
+pub(super) async fn update_call_on<'e, E>(executor: E, call: &Call) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let done = sqlx::query(
+        "UPDATE calls SET agent_id = ?, status = ?, outcome = ?, direction = ?, \
+         phone_number = ?, from_number = ?, to_number = ?, variables = ?, call_settings = ?, \
+         max_duration_secs = ?, join_timeout_secs = ?, sip_call_id = ?, sip_final_code = ?, \
+         q850_cause = ?, end_reason = ?, error_message = ?, duration_seconds = ?, transcript = ?, \
+         recording_url = ?, media_stats = ?, rendered_prompt = ?, rendered_greeting = ?, \
+         started_at = ?, answered_at = ?, ended_at = ?, updated_at = ? \
+         WHERE org_id = ? AND id = ?",
+    )
+    .bind(&call.agent_id)
+    .bind(call.status.as_str())
+    .bind(call.outcome.map(|outcome| outcome.as_str()))
+    .bind(call.direction.as_str())
+    .bind(&call.phone_number)
+    .bind(&call.from_number)
+    .bind(&call.to_number)
+    .bind(serde_json::to_string(&call.variables)?)
+    .bind(serde_json::to_string(&call.call_settings)?)
+    .bind(i64::from(call.max_duration_secs))
+    .bind(i64::from(call.join_timeout_secs))
+    .bind(&call.sip_call_id)
+    .bind(call.sip_final_code.map(i64::from))
+    .bind(call.q850_cause.map(i64::from))
+    .bind(&call.end_reason)
+    .bind(&call.error_message)
+    .bind(call.duration_seconds)
+    .bind(serde_json::to_string(&call.transcript)?)
+    .bind(&call.recording_url)
+    .bind(
+        call.media_stats
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?,
+    )
+    .bind(&call.rendered_prompt)
+    .bind(&call.rendered_greeting)
+    .bind(call.started_at.as_ref().map(ts))
+    .bind(call.answered_at.as_ref().map(ts))
+    .bind(call.ended_at.as_ref().map(ts))
+    .bind(ts(&Utc::now()))
+    .bind(&call.org_id)
+    .bind(&call.id)
+    .execute(executor)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// Inserts `call` through `executor` (the pool, or a transaction), holding `reserved_cents`.
+pub(super) async fn insert_call_on<'e, E>(
+    executor: E,
+    call: &Call,
+    reserved_cents: Option<i64>,
+) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let sql = format!(
+        "INSERT INTO calls ({COLUMNS}, reserved_cents) VALUES \
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    sqlx::query(&sql)
+        .bind(&call.id)
+        .bind(&call.org_id)
         .bind(&call.agent_id)
         .bind(call.status.as_str())
         .bind(call.outcome.map(|outcome| outcome.as_str()))
@@ -151,39 +209,19 @@ impl Store {
         )
         .bind(&call.rendered_prompt)
         .bind(&call.rendered_greeting)
+        .bind(ts(&call.created_at))
         .bind(call.started_at.as_ref().map(ts))
         .bind(call.answered_at.as_ref().map(ts))
         .bind(call.ended_at.as_ref().map(ts))
-        .bind(ts(&Utc::now()))
-        .bind(&call.org_id)
-        .bind(&call.id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    /// Every call, of any organisation, that is not over (restart recovery): its status
-    /// is not terminal, or it shows the terminal status decided while a CANCEL of ours was
-    /// out but has no `ended_at` yet.
-    pub async fn unfinished_calls(&self) -> Result<Vec<Call>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM calls WHERE status NOT IN (?, ?, ?) OR ended_at IS NULL \
-             ORDER BY created_at, id"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(CallStatus::Ended.as_str())
-            .bind(CallStatus::Failed.as_str())
-            .bind(CallStatus::Cancelled.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(call_from_row).collect()
-    }
+        .bind(ts(&call.updated_at))
+        .bind(reserved_cents)
+        .execute(executor)
+        .await
+        .map_err(|error| write_error(error, || format!("call {} exists", call.id)))?;
+    Ok(())
 }
 
-fn call_from_row(row: &SqliteRow) -> Result<Call> {
+pub(super) fn call_from_row(row: &SqliteRow) -> Result<Call> {
     let outcome: Option<String> = row.try_get("outcome")?;
     let outcome = outcome
         .map(|text| {
@@ -444,7 +482,7 @@ pub(crate) mod tests {
             .await
             .expect("unfinished")
             .into_iter()
-            .map(|call| call.id)
+            .map(|unfinished| unfinished.call.id)
             .collect();
         assert_eq!(unfinished, ids_unfinished);
     }

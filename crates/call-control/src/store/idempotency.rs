@@ -23,6 +23,21 @@ pub struct StoredResponse {
     pub fingerprint: Option<String>,
 }
 
+/// A response to keep for an idempotency key, written by the handler itself in the
+/// transaction that creates what the request asked for (see [`Store::admit_call`]), so that
+/// no crash can leave the object created and the key unclaimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptResponse {
+    /// The client's `X-Idempotency-Key`.
+    pub key: String,
+    /// Fingerprint of the request (method, path, body).
+    pub fingerprint: String,
+    /// HTTP status of the response.
+    pub status: u16,
+    /// Response body.
+    pub body: String,
+}
+
 impl Store {
     /// The response kept for the organisation's idempotency key, unless it is older than
     /// [`KEY_LIFETIME`] at `now`.
@@ -63,22 +78,31 @@ impl Store {
         body: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let kept = KeptResponse {
+            key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            status,
+            body: body.to_owned(),
+        };
+        claim_on(&self.pool, org_id, &kept, now).await?;
+        Ok(())
+    }
+
+    /// Forgets the organisation's key if it holds the response to the request with
+    /// `fingerprint` (its request failed after all, so that a retry is served anew).
+    pub async fn idempotency_forget(
+        &self,
+        org_id: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO idempotency_keys \
-             (org_id, idempotency_key, request_fingerprint, status_code, body, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (org_id, idempotency_key) DO UPDATE SET \
-             request_fingerprint = excluded.request_fingerprint, \
-             status_code = excluded.status_code, body = excluded.body, \
-             created_at = excluded.created_at \
-             WHERE idempotency_keys.created_at <= ?",
+            "DELETE FROM idempotency_keys \
+             WHERE org_id = ? AND idempotency_key = ? AND request_fingerprint = ?",
         )
         .bind(org_id)
         .bind(key)
         .bind(fingerprint)
-        .bind(i64::from(status))
-        .bind(body)
-        .bind(ts(&now))
-        .bind(ts(&(now - KEY_LIFETIME)))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -92,6 +116,38 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// Claims the organisation's key for `kept` at `now` through `executor`: true when stored,
+/// false when the key is held by a response that has not expired (which is kept).
+pub(super) async fn claim_on<'e, E>(
+    executor: E,
+    org_id: &str,
+    kept: &KeptResponse,
+    now: DateTime<Utc>,
+) -> Result<bool>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let done = sqlx::query(
+        "INSERT INTO idempotency_keys \
+         (org_id, idempotency_key, request_fingerprint, status_code, body, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (org_id, idempotency_key) DO UPDATE SET \
+         request_fingerprint = excluded.request_fingerprint, \
+         status_code = excluded.status_code, body = excluded.body, \
+         created_at = excluded.created_at \
+         WHERE idempotency_keys.created_at <= ?",
+    )
+    .bind(org_id)
+    .bind(&kept.key)
+    .bind(&kept.fingerprint)
+    .bind(i64::from(kept.status))
+    .bind(&kept.body)
+    .bind(ts(&now))
+    .bind(ts(&(now - KEY_LIFETIME)))
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 #[cfg(test)]

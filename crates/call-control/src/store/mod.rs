@@ -14,6 +14,7 @@
 
 mod agents;
 mod calls;
+mod credits;
 mod extra_api;
 mod idempotency;
 mod numbers;
@@ -31,8 +32,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use agents::AgentRemoval;
-pub use calls::CallFilter;
-pub use idempotency::StoredResponse;
+pub use calls::{CallFilter, UnfinishedCall};
+pub use credits::{Admission, CallAdmission, OrgUsage, Settlement};
+pub use idempotency::{KeptResponse, StoredResponse, KEY_LIFETIME};
 pub use orgs::{hash_key, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
 pub use test_calls::{RecoveredTestCalls, TestBatchFilter, TestCallAdmission, TestRunFilter};
@@ -297,6 +299,8 @@ pub(crate) mod test_support {
     pub(crate) fn url_in(dir: &tempfile::TempDir) -> String {
         format!("sqlite://{}", dir.path().join("test.db").display())
     }
+
+    pub(crate) use super::calls::tests::call;
 
     /// A made-up time, `secs` seconds after a fixed origin.
     pub(crate) fn at(secs: i64) -> DateTime<Utc> {

@@ -300,13 +300,17 @@ pub enum PlaceCallErrors {
         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"dialcore\"`"))
     )]
     Unauthorized(ErrorBody),
-    /// `insufficient_credits`: the balance does not cover one minute.
+    /// `insufficient_credits`: the balance, less what the organisation's live calls hold
+    /// (one minute each), does not cover one minute (`details.balance_cents`,
+    /// `details.reserved_cents`, `details.required_cents`).
     #[response(status = 402)]
     InsufficientCredits(ErrorBody),
     /// `agent_not_found`.
     #[response(status = 404)]
     NotFound(ErrorBody),
-    /// `idempotency_key_in_use`.
+    /// `idempotency_key_in_use`: a request with the same `X-Idempotency-Key` is still being
+    /// served and its call is not stored yet (once it is stored, before it is dialled, a
+    /// retry replays its 201).
     #[response(status = 409)]
     Conflict(ErrorBody),
     /// `payload_too_large`.
@@ -317,7 +321,10 @@ pub enum PlaceCallErrors {
     /// `idempotency_key_reused`.
     #[response(status = 422)]
     Invalid(ErrorBody),
-    /// `rate_limited`: `details.reset_at` says when the key's window reopens (`Retry-After`).
+    /// `rate_limited`: `details.reset_at` says when the key's window reopens (`Retry-After`);
+    /// or `concurrent_call_limit`: the organisation has `[api] max_concurrent_calls_per_org`
+    /// calls live (`details.limit`, `details.live_calls`; a slot frees when one of them
+    /// ends, `Retry-After: 1`).
     #[response(
         status = 429,
         headers(("Retry-After" = u64, description = "Seconds until requests are accepted again"))
