@@ -212,7 +212,10 @@ pub enum Runtime {
     Websocket {
         /// `ws://` or `wss://` URL of the agent.
         url: String,
-        /// Extra headers sent when connecting.
+        /// Extra headers sent when connecting. Their values are write-only (they often carry
+        /// the agent's bearer token; stored encrypted): reads show each as `<redacted>`; a
+        /// PATCH that leaves `headers` out, or sends `<redacted>` back for a header, keeps
+        /// the stored value (`{}` removes them all).
         #[serde(default)]
         headers: BTreeMap<String, String>,
         /// Audio format of the Twilio Media Streams messages: absent or
