@@ -1083,4 +1083,36 @@ mod tests {
         config.api.key = Some("sk_live_secret".into());
         assert!(!format!("{config:?}").contains("sk_live_secret"));
     }
+
+    #[test]
+    fn secret_key_and_key_file_come_from_the_environment() {
+        let key = crate::secrets::SecretKey::generate();
+        let config = Config::from_env_and_toml(
+            None,
+            env(&[
+                ("DIALCORE_SECRET_KEY", &key.to_base64()),
+                ("DIALCORE_SECRET_KEY_FILE", "/etc/dialcore/secret.key"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(config.secret.key, Some(key.clone()));
+        assert_eq!(
+            config.secret.key_file.as_deref(),
+            Some(Path::new("/etc/dialcore/secret.key"))
+        );
+        assert!(!format!("{config:?}").contains(&key.to_base64()));
+        let unset = Config::from_env_and_toml(None, env(&[("DIALCORE_SECRET_KEY", "")]))
+            .expect("an empty value means none");
+        assert_eq!(unset.secret.key, None);
+
+        let bad = "0123456789abcdef";
+        let error = Config::from_env_and_toml(None, env(&[("DIALCORE_SECRET_KEY", bad)]))
+            .expect_err("16 characters are no key");
+        let message = error.to_string();
+        assert!(
+            message.contains("DIALCORE_SECRET_KEY") && message.contains("32 bytes"),
+            "{message}"
+        );
+        assert!(!message.contains(bad), "the value is not echoed: {message}");
+    }
 }
