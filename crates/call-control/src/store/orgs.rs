@@ -259,7 +259,7 @@ impl Store {
 }
 
 /// The part of an API key kept for display: its type tag (up to the last `_` of its first 8
-/// characters, e.g. `sk_live_`) and at most [`DISPLAY_CHARS`] characters of the rest, never
+/// characters, e.g. `sk_live_`) and at most 8 (`DISPLAY_CHARS`) characters of the rest, never
 /// more than a quarter of it (`sk_live_` + 8 of the 32 random characters of a generated
 /// key; `sk_test_k` of `sk_test_known`).
 pub fn display_prefix(key: &str) -> String {
