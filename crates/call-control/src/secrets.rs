@@ -77,6 +77,16 @@ pub enum SecretError {
         /// The column.
         column: &'static str,
     },
+    /// The database holds encrypted secrets but no key is configured and its key file is
+    /// missing: a new key would not read them.
+    #[error(
+        "the database holds encrypted secrets but no key was found: set {SECRET_KEY_VAR} or \
+         restore the key file {} from a backup", path.display()
+    )]
+    KeyLost {
+        /// Where the key file was looked for.
+        path: PathBuf,
+    },
     /// A value was sealed with another key than the one configured.
     #[error(
         "{column} was encrypted with secret key {sealed_with} but the configured key is \

@@ -165,7 +165,18 @@ impl Store {
                 .map(|key| Sealer::new(&key).into());
             return Ok(Store { pool, sealer });
         }
-        let key = secret.resolve_key(url)?;
+        let key = match secret.existing_key(url)? {
+            Some(key) => key,
+            None if Store::holds_sealed_values(&pool).await? => {
+                let path = secret
+                    .key_file
+                    .clone()
+                    .or_else(|| crate::secrets::default_key_file(url))
+                    .unwrap_or_default();
+                return Err(crate::secrets::SecretError::KeyLost { path }.into());
+            }
+            None => secret.resolve_key(url)?,
+        };
         let store = Store {
             pool,
             sealer: Some(Sealer::new(&key).into()),

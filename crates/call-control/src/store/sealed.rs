@@ -126,6 +126,25 @@ impl Store {
         })?)
     }
 
+    /// Whether any sealed column holds a sealed value (then a new key would read none).
+    pub(crate) async fn holds_sealed_values(pool: &sqlx::SqlitePool) -> Result<bool> {
+        for column in SEALED_TEXT_COLUMNS {
+            let sql = format!(
+                "SELECT 1 FROM {table} WHERE {col} LIKE '{SEALED_PREFIX}%' LIMIT 1",
+                col = column.column,
+                table = column.table
+            );
+            if sqlx::query(&sql).fetch_optional(pool).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        let agents = sqlx::query("SELECT 1 FROM agents WHERE runtime LIKE ? LIMIT 1")
+            .bind(format!("%\"{SEALED_PREFIX}%"))
+            .fetch_optional(pool)
+            .await?;
+        Ok(agents.is_some())
+    }
+
     /// Fails with [`SecretError::WrongKey`] when a sealed column holds a value sealed with
     /// another key than the store's: the service refuses to start rather than serve
     /// secrets it cannot read, or seal new ones with a second key.
@@ -358,6 +377,30 @@ mod tests {
             error,
             StoreError::Secret(SecretError::WrongKey { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_lost_key_file_is_reported_and_not_replaced() {
+        let (store, dir) = temp_store().await;
+        let mut agent = agent("org_a", 0);
+        agent.runtime = websocket("tok");
+        store.insert_agent(&agent).await.expect("agent");
+        store.close().await;
+        let url = url_in(&dir);
+        let key_file = crate::secrets::default_key_file(&url).expect("a file database");
+        std::fs::remove_file(&key_file).expect("the key file is lost");
+        let error = Store::open(&url)
+            .await
+            .expect_err("no new key for old secrets");
+        assert!(
+            matches!(&error, StoreError::Secret(SecretError::KeyLost { path }) if *path == key_file),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("restore the key file"),
+            "{error}"
+        );
+        assert!(!key_file.exists(), "no stray key is written in its place");
     }
 
     #[tokio::test]
