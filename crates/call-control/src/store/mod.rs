@@ -39,7 +39,7 @@ pub use calls::CallFilter;
 pub use idempotency::StoredResponse;
 pub use orgs::{display_prefix, hash_key, ApiKeyRecord, KeyCheck, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
-pub use sealed::SealedColumns;
+pub use sealed::{SealedColumn, AGENT_HEADER, SEALED_TEXT_COLUMNS, TRUNK_PASSWORD, WEBHOOK_SECRET};
 pub use test_calls::{RecoveredTestCalls, TestBatchFilter, TestCallAdmission, TestRunFilter};
 
 /// The database driver the store speaks (SQLite today).

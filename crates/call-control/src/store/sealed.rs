@@ -49,19 +49,6 @@ pub const AGENT_HEADER: SealedColumn = SealedColumn {
 /// The plain text columns whose every value is sealed.
 pub const SEALED_TEXT_COLUMNS: &[SealedColumn] = &[TRUNK_PASSWORD, WEBHOOK_SECRET];
 
-/// The names of every sealed column.
-pub struct SealedColumns;
-
-impl SealedColumns {
-    /// Every sealed column, the agent header values included.
-    pub fn all() -> impl Iterator<Item = SealedColumn> {
-        SEALED_TEXT_COLUMNS
-            .iter()
-            .copied()
-            .chain(std::iter::once(AGENT_HEADER))
-    }
-}
-
 impl Store {
     /// The stored form of `plaintext` for `column`.
     pub fn seal(&self, column: SealedColumn, plaintext: &str) -> Result<String> {
