@@ -320,6 +320,12 @@ async fn call_ended_webhook_is_signed_and_retried_until_delivered() {
         json!({"url": format!("http://{addr}/hook"), "events": ["call.ended"], "secret": "whsec_test_0123456789"}),
     )
     .await;
+    // Encrypted at rest, decrypted to sign each delivery below.
+    let stored = svc.stored("SELECT secret FROM webhooks").await;
+    assert!(
+        stored[0].starts_with("dcs1:") && !stored[0].contains("whsec_test"),
+        "{stored:?}"
+    );
     let (call_id, sipp) = busy_call(&svc).await;
     let deliveries = receiver.wait_for(2).await;
     let (first, second) = (&deliveries[0], &deliveries[1]);

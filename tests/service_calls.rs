@@ -194,6 +194,14 @@ async fn outbound_call_through_a_trunk_that_challenges_is_authenticated() {
         body["data"].get("password").is_none(),
         "password is write-only: {body}"
     );
+    // Encrypted at rest, decrypted for the call below to authenticate with it.
+    let stored = svc.stored("SELECT password FROM trunks").await;
+    assert!(
+        stored
+            .iter()
+            .all(|value| value.starts_with("dcs1:") && !value.contains("secret")),
+        "{stored:?}"
+    );
     let call_id = place(&svc, &agent.id, json!({"max_duration": "1s"})).await;
     let call = svc.wait_terminal(&call_id, CALL_DONE).await;
     assert_eq!(call["status"], "ended", "{call}");

@@ -398,6 +398,23 @@ async fn the_agent_hears_the_caller_plays_marks_clears_keeps_a_transcript_and_ha
     )
     .await;
     let agent = websocket_agent(&svc, sipp.address(), "+15550001111", &ai.url).await;
+    // The header value is write-only and encrypted at rest; the call below still sends it.
+    let (_, read) = svc
+        .request(
+            reqwest::Method::GET,
+            &format!("/agents/{agent}"),
+            None,
+            Some(&svc.key),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        read["data"]["runtime"]["headers"],
+        json!({"Authorization": "<redacted>"}),
+        "{read}"
+    );
+    let stored = svc.stored("SELECT runtime FROM agents").await;
+    assert!(!stored[0].contains("agent-secret"), "{stored:?}");
     let (status, body) = svc
         .post(
             "/calls",

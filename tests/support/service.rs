@@ -66,6 +66,23 @@ impl TestService {
         }
     }
 
+    /// The text values of `sql`'s first column as the database file holds them, read over
+    /// a connection of its own (what a copy of the file gives away).
+    pub async fn stored(&self, sql: &str) -> Vec<String> {
+        use sqlx::Row;
+        let url = format!("sqlite://{}", self.dir.path().join("dialcore.db").display());
+        let options =
+            <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url).expect("url");
+        let pool = sqlx::SqlitePool::connect_with(options)
+            .await
+            .expect("database file");
+        let rows = sqlx::query(sql).fetch_all(&pool).await.expect("query");
+        pool.close().await;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0).expect("text"))
+            .collect()
+    }
+
     /// Stops the service gracefully and gives back its directory.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(handle) = self.handle.take() {

@@ -54,6 +54,8 @@ pub const KEYS: &[&str] = &[
     "security.allow_private_destinations",
     "log.format",
     "log.level",
+    "secret.key",
+    "secret.key_file",
 ];
 
 /// Errors loading the configuration.
@@ -133,6 +135,56 @@ pub struct Config {
     pub security: SecurityConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[secret]`
+    pub secret: SecretConfig,
+}
+
+/// `[secret]`: the key that encrypts trunk passwords, webhook secrets and agent header
+/// values in the database (see [`crate::secrets`]).
+#[derive(Clone, Default, PartialEq)]
+pub struct SecretConfig {
+    /// The key (`DIALCORE_SECRET_KEY`: 32 bytes as base64 or hex); when absent, the key
+    /// file is used.
+    pub key: Option<crate::secrets::SecretKey>,
+    /// Where the key is kept when `key` is absent (`DIALCORE_SECRET_KEY_FILE`; default:
+    /// the database file's path with `.key` appended), created on first start.
+    pub key_file: Option<PathBuf>,
+}
+
+impl SecretConfig {
+    /// The key for the database at `database_url` ([`crate::secrets::SecretKey::resolve`]).
+    pub fn resolve_key(
+        &self,
+        database_url: &str,
+    ) -> Result<crate::secrets::SecretKey, crate::secrets::SecretError> {
+        crate::secrets::SecretKey::resolve(
+            self.key.as_ref(),
+            self.key_file.as_deref(),
+            database_url,
+        )
+    }
+
+    /// The key for the database at `database_url` if one exists
+    /// ([`crate::secrets::SecretKey::find_existing`]).
+    pub fn existing_key(
+        &self,
+        database_url: &str,
+    ) -> Result<Option<crate::secrets::SecretKey>, crate::secrets::SecretError> {
+        crate::secrets::SecretKey::find_existing(
+            self.key.as_ref(),
+            self.key_file.as_deref(),
+            database_url,
+        )
+    }
+}
+
+impl fmt::Debug for SecretConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretConfig")
+            .field("key", &self.key)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
 }
 
 /// `[http]`: the REST API listener.
@@ -465,6 +517,25 @@ impl Config {
                     "json" => LogFormat::Json,
                     _ => return Err(invalid("expected \"text\" or \"json\"".into())),
                 }
+            }
+            "secret.key" => {
+                self.secret.key = if value.is_empty() {
+                    None
+                } else {
+                    let parsed = crate::secrets::SecretKey::parse(value).map_err(|error| {
+                        ConfigError::InvalidValue {
+                            key: key.to_owned(),
+                            origin: origin.to_owned(),
+                            // A key that does not parse may still be most of a real one.
+                            value: "<redacted>".to_owned(),
+                            reason: error.to_string(),
+                        }
+                    })?;
+                    Some(parsed)
+                };
+            }
+            "secret.key_file" => {
+                self.secret.key_file = (!value.is_empty()).then(|| PathBuf::from(value));
             }
             "log.level" => {
                 tracing_subscriber::EnvFilter::try_new(value)
@@ -1081,5 +1152,37 @@ mod tests {
         let mut config = Config::default();
         config.api.key = Some("sk_live_secret".into());
         assert!(!format!("{config:?}").contains("sk_live_secret"));
+    }
+
+    #[test]
+    fn secret_key_and_key_file_come_from_the_environment() {
+        let key = crate::secrets::SecretKey::generate();
+        let config = Config::from_env_and_toml(
+            None,
+            env(&[
+                ("DIALCORE_SECRET_KEY", &key.to_base64()),
+                ("DIALCORE_SECRET_KEY_FILE", "/etc/dialcore/secret.key"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(config.secret.key, Some(key.clone()));
+        assert_eq!(
+            config.secret.key_file.as_deref(),
+            Some(Path::new("/etc/dialcore/secret.key"))
+        );
+        assert!(!format!("{config:?}").contains(&key.to_base64()));
+        let unset = Config::from_env_and_toml(None, env(&[("DIALCORE_SECRET_KEY", "")]))
+            .expect("an empty value means none");
+        assert_eq!(unset.secret.key, None);
+
+        let bad = "0123456789abcdef";
+        let error = Config::from_env_and_toml(None, env(&[("DIALCORE_SECRET_KEY", bad)]))
+            .expect_err("16 characters are no key");
+        let message = error.to_string();
+        assert!(
+            message.contains("DIALCORE_SECRET_KEY") && message.contains("32 bytes"),
+            "{message}"
+        );
+        assert!(!message.contains(bad), "the value is not echoed: {message}");
     }
 }

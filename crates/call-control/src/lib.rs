@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod redact;
 pub mod runtime;
+pub mod secrets;
 pub mod service;
 pub mod store;
 pub mod test_calls;

@@ -3,6 +3,8 @@
 //! ```text
 //! dialcore serve [--config dialcore.toml]   HTTP API + SIP listener until SIGINT/SIGTERM
 //! dialcore keys create --org NAME           prints a new API key for NAME (created if needed)
+//! dialcore keys list [--org NAME]           lists API keys (id, prefix, state), never the keys
+//! dialcore keys revoke ID                   revokes API key ID (401 `revoked` from then on)
 //! dialcore credits add --org NAME --cents N adds N cents to NAME's balance, prints the new one
 //! dialcore test-call --agent ID [--mode sip|bot] [--direction outbound|inbound] [--runs N]
 //!                    [--scenario FILE] [--network-profile P] [--url URL] [--api-key KEY]
@@ -69,6 +71,20 @@ enum KeysCommand {
         #[arg(long, value_name = "NAME")]
         org: String,
     },
+    /// Lists API keys: id, organisation, display prefix, creation and revocation times
+    /// (never the keys themselves).
+    List {
+        /// Only the keys of this organisation.
+        #[arg(long, value_name = "NAME")]
+        org: Option<String>,
+    },
+    /// Revokes an API key by its id (`key_...`, see `keys list`): requests with it are
+    /// answered 401 from then on.
+    Revoke {
+        /// Id of the key's record (`key_...`), not the key.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +105,8 @@ enum CreditsCommand {
 enum Task {
     Serve,
     CreateKey { org: String },
+    ListKeys { org: Option<String> },
+    RevokeKey { id: String },
     AddCredits { org: String, cents: i64 },
 }
 
@@ -101,6 +119,12 @@ fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Create { org },
         } => Task::CreateKey { org },
+        Command::Keys {
+            command: KeysCommand::List { org },
+        } => Task::ListKeys { org },
+        Command::Keys {
+            command: KeysCommand::Revoke { id },
+        } => Task::RevokeKey { id },
         Command::Credits {
             command: CreditsCommand::Add { org, cents },
         } => Task::AddCredits { org, cents },
@@ -123,6 +147,8 @@ fn main() -> ExitCode {
         match task {
             Task::Serve => serve(config).await,
             Task::CreateKey { org } => create_key(&config, &org).await,
+            Task::ListKeys { org } => list_keys(&config, org.as_deref()).await,
+            Task::RevokeKey { id } => revoke_key(&config, &id).await,
             Task::AddCredits { org, cents } => add_credits(&config, &org, cents).await,
         }
     });
@@ -174,6 +200,56 @@ async fn create_key(config: &Config, org: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn list_keys(config: &Config, org: Option<&str>) -> anyhow::Result<()> {
+    let store = open_service_database(config).await?;
+    let keys = store.all_api_keys().await.context("cannot list the keys");
+    store.close().await;
+    let mut keys = keys?;
+    if let Some(org) = org.map(str::trim) {
+        anyhow::ensure!(
+            keys.iter().any(|(name, _)| name == org),
+            "no API keys of an organisation named {org:?} in {}",
+            config.database.url
+        );
+        keys.retain(|(name, _)| name == org);
+    }
+    println!(
+        "{:<28}  {:<20}  {:<16}  {:<20}  REVOKED",
+        "ID", "ORGANISATION", "PREFIX", "CREATED"
+    );
+    for (org, key) in keys {
+        let time =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        println!(
+            "{:<28}  {:<20}  {:<16}  {:<20}  {}",
+            key.id,
+            org,
+            key.prefix,
+            time(key.created_at),
+            key.revoked_at.map_or_else(|| "-".to_owned(), time)
+        );
+    }
+    Ok(())
+}
+
+async fn revoke_key(config: &Config, id: &str) -> anyhow::Result<()> {
+    let id = id.trim();
+    let store = open_service_database(config).await?;
+    let revoked = store.revoke_api_key(None, id, chrono::Utc::now()).await;
+    store.close().await;
+    match revoked {
+        Ok(key) => {
+            println!("revoked {} ({}...)", key.id, key.prefix);
+            Ok(())
+        }
+        Err(call_control::store::StoreError::NotFound) => anyhow::bail!(
+            "no API key with id {id:?} in {} (ids look like key_...; see `dialcore keys list`)",
+            config.database.url
+        ),
+        Err(error) => Err(error).context("cannot revoke the key"),
+    }
+}
+
 async fn add_credits(config: &Config, org: &str, cents: i64) -> anyhow::Result<()> {
     anyhow::ensure!(cents != 0, "--cents must not be 0");
     let store = open_service_database(config).await?;
@@ -197,12 +273,14 @@ async fn add_credits(config: &Config, org: &str, cents: i64) -> anyhow::Result<(
 /// new empty database the running service does not know.
 async fn open_service_database(config: &Config) -> anyhow::Result<Store> {
     let url = &config.database.url;
-    Store::open_existing(url).await.with_context(|| {
-        format!(
-            "cannot open database {url} (is `dialcore serve` running with the same \
+    Store::open_existing(url, &config.secret)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open database {url} (is `dialcore serve` running with the same \
              --config / DIALCORE_DATABASE_URL? it creates the database on first start)"
-        )
-    })
+            )
+        })
 }
 
 /// Installs the global `tracing` subscriber: text or JSON lines on stderr (colours only on a

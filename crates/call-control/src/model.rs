@@ -202,7 +202,7 @@ pub use test_calls::{
 };
 
 /// How an agent's brain is reached (DESIGN.md, "Agent runtimes").
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Runtime {
     /// Plays back what it hears.
@@ -214,7 +214,10 @@ pub enum Runtime {
         /// addresses (also what a name resolves to) and `ws://` with headers are refused
         /// unless `[security] allow_private_destinations`.
         url: String,
-        /// Extra headers sent when connecting.
+        /// Extra headers sent when connecting. Their values are write-only (they often carry
+        /// the agent's bearer token; stored encrypted): reads show each as `<redacted>`; a
+        /// PATCH that leaves `headers` out, or sends `<redacted>` back for a header, keeps
+        /// the stored value (`{}` removes them all).
         #[serde(default)]
         headers: BTreeMap<String, String>,
         /// Audio format of the Twilio Media Streams messages: absent or
@@ -228,6 +231,28 @@ pub enum Runtime {
         /// The script, run in order.
         steps: Vec<ScriptStep>,
     },
+}
+
+impl std::fmt::Debug for Runtime {
+    /// Header values are left out: they often carry the agent's bearer token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Runtime::Echo => f.write_str("Echo"),
+            Runtime::Websocket {
+                url,
+                headers,
+                format,
+            } => f
+                .debug_struct("Websocket")
+                .field("url", &crate::redact::loggable_url(url))
+                .field("headers", &crate::redact::header_names(headers))
+                .field("format", format)
+                .finish(),
+            Runtime::Scripted { steps } => {
+                f.debug_struct("Scripted").field("steps", steps).finish()
+            }
+        }
+    }
 }
 
 /// One step of a scripted agent.
@@ -354,7 +379,7 @@ pub struct Agent {
 }
 
 /// A SIP trunk: where outbound calls go and inbound calls come from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Trunk {
     /// `trk_...`
     pub id: String,
@@ -393,6 +418,25 @@ pub struct Trunk {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Trunk {
+    /// The password is left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trunk")
+            .field("id", &self.id)
+            .field("org_id", &self.org_id)
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("transport", &self.transport)
+            .field("username", &self.username)
+            .field("password", &crate::redact::secret(self.password.as_deref()))
+            .field("allowed_networks", &self.allowed_networks)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
 }
 
 /// The default SIP port, 5060.
@@ -596,7 +640,7 @@ pub struct Call {
 }
 
 /// A webhook subscription.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Webhook {
     /// `whk_...`
     pub id: String,
@@ -619,6 +663,20 @@ pub struct Webhook {
     pub secret: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Webhook {
+    /// The secret and the URL's query (which often holds the receiver's token) are left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("org_id", &self.org_id)
+            .field("url", &crate::redact::loggable_url(&self.url))
+            .field("events", &self.events)
+            .field("secret", &crate::redact::secret(Some(&self.secret)))
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// Whether `number` is E.164 as DESIGN.md fixes it: `^\+[1-9]\d{1,14}$`.

@@ -16,6 +16,24 @@ pub fn loggable_url(url: &str) -> String {
     }
 }
 
+/// What `Debug` shows of a secret value.
+pub const REDACTED: &str = "<redacted>";
+
+/// A map of header names to values as `Debug` shows it: names kept, values [`REDACTED`].
+pub fn header_names(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<&str, &str> {
+    headers
+        .keys()
+        .map(|name| (name.as_str(), REDACTED))
+        .collect()
+}
+
+/// An optional secret as `Debug` shows it: whether it is set, never its value.
+pub fn secret(value: Option<&str>) -> Option<&'static str> {
+    value.map(|_| REDACTED)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,5 +48,39 @@ mod tests {
             loggable_url("https://user:pw@hooks.example:8443/a/b?k=v"),
             "https://hooks.example:8443/a/b"
         );
+    }
+
+    #[test]
+    fn debug_forms_of_models_leave_secrets_out() {
+        use crate::model::{Runtime, Trunk, TrunkTransport, Webhook};
+        let trunk = Trunk {
+            id: "trk_1".into(),
+            org_id: "org_1".into(),
+            name: "t".into(),
+            host: "127.0.0.1".into(),
+            port: 5060,
+            transport: TrunkTransport::Udp,
+            username: Some("user".into()),
+            password: Some("pw-in-debug".into()),
+            allowed_networks: vec![],
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let webhook = Webhook {
+            id: "whk_1".into(),
+            org_id: "org_1".into(),
+            url: "https://h.example/in?token=tok-in-debug".into(),
+            events: vec![],
+            secret: "whsec-in-debug".into(),
+            created_at: chrono::Utc::now(),
+        };
+        let runtime = Runtime::Websocket {
+            url: "wss://a.example/s?key=url-in-debug".into(),
+            headers: [("Authorization".to_owned(), "Bearer hdr-in-debug".to_owned())].into(),
+            format: None,
+        };
+        let shown = format!("{trunk:?} {webhook:?} {runtime:?}");
+        assert!(!shown.contains("in-debug"), "{shown}");
+        assert!(shown.contains("Authorization") && shown.contains("<redacted>"));
     }
 }

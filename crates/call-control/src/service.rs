@@ -90,7 +90,7 @@ impl Service {
                 config.recordings.dir.display()
             )
         })?;
-        let store = Store::open(&config.database.url)
+        let store = Store::open_with(&config.database.url, &config.secret)
             .await
             .with_context(|| format!("cannot open database {}", config.database.url))?;
         let generated_api_key = store

@@ -927,6 +927,36 @@ async fn every_endpoint_answers_as_the_document_declares() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     spec.check("delete", &webhook_item, &missing);
 
+    // API keys: a second key of the organisation, listed and revoked.
+    let api_keys = format!("{BASE}/api-keys");
+    let api_key_item = format!("{BASE}/api-keys/{{id}}");
+    let org_name = api.state.store.get_org(&org).await.expect("org").name;
+    let second_key = api
+        .state
+        .store
+        .create_key(&org_name, 0)
+        .await
+        .expect("second key");
+    let (second_id, _) = api
+        .state
+        .store
+        .key_and_org(&second_key)
+        .await
+        .expect("lookup")
+        .expect("known");
+    spec.get(&api, &api_keys, &api_keys).await;
+    let revoked = api.delete(&format!("{api_keys}/{second_id}")).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    spec.check("delete", &api_key_item, &revoked);
+    let missing = api.delete(&format!("{api_keys}/key_missing")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    spec.check("delete", &api_key_item, &missing);
+    let refused = api
+        .send(Method::GET, &api_keys, Some(&second_key), None, &[])
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    spec.check("get", &api_keys, &refused);
+
     // Test calls: an agent test call, a run and a batch carried to their end by the runner.
     let agent_test_call = format!("{BASE}/agents/{{id}}/test-call");
     let body = json!({"to": "+14155550197", "from_number": "+14155550100"});

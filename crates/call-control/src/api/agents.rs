@@ -63,7 +63,7 @@ pub async fn create(
     check_destination(&mut body, &agent.runtime, &state);
     body.finish()?;
     state.store.insert_agent(&agent).await?;
-    envelope::created(&agent)
+    envelope::created(readable(&agent))
 }
 
 /// `GET /agents`: archived agents only with `?include_archived=true`.
@@ -101,7 +101,7 @@ pub async fn list(
         .store
         .list_agents(&org.0, include_archived, page.limit.into(), page.offset)
         .await?;
-    envelope::list(agents, page, total)
+    envelope::list(agents.iter().map(readable).collect(), page, total)
 }
 
 /// `GET /agents/{id}`
@@ -124,7 +124,7 @@ pub async fn get(
         .get_agent(&org.0, &id)
         .await
         .map_err(|err| ApiError::from_store(err, "agent", &id))?;
-    envelope::ok(&agent)
+    envelope::ok(readable(&agent))
 }
 
 /// `PATCH /agents/{id}`: changes the fields present in the body.
@@ -166,7 +166,7 @@ pub async fn update(
         .update_agent(&agent)
         .await
         .map_err(|err| ApiError::from_store(err, "agent", &id))?;
-    envelope::ok(&agent)
+    envelope::ok(readable(&agent))
 }
 
 /// `DELETE /agents/{id}`: an agent that calls or test runs name is archived (kept with status
@@ -209,7 +209,11 @@ fn apply(body: &mut Body, agent: &mut Agent) {
     if let Some(status) = body.enumeration("status", SETTABLE_STATUSES) {
         agent.status = status;
     }
-    if let Some(runtime) = runtime(body) {
+    let headers_given = body
+        .peek("runtime")
+        .is_some_and(|runtime| runtime.get("headers").is_some());
+    if let Some(mut runtime) = runtime(body) {
+        keep_written_headers(&mut runtime, &agent.runtime, headers_given);
         agent.runtime = runtime;
     }
     if let Some(mut settings) = body.object("default_call_settings") {
@@ -230,6 +234,53 @@ fn apply(body: &mut Body, agent: &mut Agent) {
         }
         body.absorb(settings);
     }
+}
+
+/// What reads show of a WebSocket agent's header values (they are write-only: they often
+/// carry the agent's bearer token). Written back in a `PATCH`, it keeps the stored value.
+pub const REDACTED_HEADER_VALUE: &str = "<redacted>";
+
+/// The agent as reads show it: header names kept, their values [`REDACTED_HEADER_VALUE`].
+fn readable(agent: &Agent) -> Agent {
+    let mut agent = agent.clone();
+    if let Runtime::Websocket { headers, .. } = &mut agent.runtime {
+        for value in headers.values_mut() {
+            *value = REDACTED_HEADER_VALUE.to_owned();
+        }
+    }
+    agent
+}
+
+/// Write-only header values in a `PATCH` of a WebSocket runtime: a header given as
+/// [`REDACTED_HEADER_VALUE`] keeps its stored value (a client may send back what it read),
+/// and a runtime given without `headers` keeps every stored header (`"headers": {}` clears
+/// them).
+fn keep_written_headers(new: &mut Runtime, current: &Runtime, headers_given: bool) {
+    let (
+        Runtime::Websocket { headers, .. },
+        Runtime::Websocket {
+            headers: stored, ..
+        },
+    ) = (new, current)
+    else {
+        return;
+    };
+    if !headers_given {
+        headers.clone_from(stored);
+        return;
+    }
+    headers.retain(|name, value| {
+        if value != REDACTED_HEADER_VALUE {
+            return true;
+        }
+        match stored.get(name) {
+            Some(kept) => {
+                value.clone_from(kept);
+                true
+            }
+            None => false,
+        }
+    });
 }
 
 /// The statuses a client may set (`archived` comes from `DELETE` only).

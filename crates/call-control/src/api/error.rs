@@ -19,6 +19,12 @@ pub enum ApiError {
     /// Missing, malformed or unknown API key (401 `unauthorized`).
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// The API key was revoked (401 `unauthorized`, `details.reason` `revoked`).
+    #[error("this API key was revoked")]
+    KeyRevoked {
+        /// The id of the key's record.
+        key_id: String,
+    },
     /// No such object in the caller's organisation (404 `<resource>_not_found`).
     #[error("{resource} {id} not found")]
     NotFound {
@@ -222,7 +228,7 @@ impl ApiError {
     /// HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::KeyRevoked { .. } => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidJson { .. } | ApiError::ConsentRequired { .. } => {
@@ -254,7 +260,7 @@ impl ApiError {
     /// Machine-readable error code.
     pub fn code(&self) -> String {
         match self {
-            ApiError::Unauthorized => "unauthorized".into(),
+            ApiError::Unauthorized | ApiError::KeyRevoked { .. } => "unauthorized".into(),
             ApiError::NotFound { resource, .. } => format!("{resource}_not_found"),
             ApiError::NoRoute { .. } => "not_found".into(),
             ApiError::MethodNotAllowed => "method_not_allowed".into(),
@@ -285,6 +291,7 @@ impl ApiError {
     fn details(&self) -> Value {
         match self {
             ApiError::Unauthorized => json!({ "reason": UNAUTHORIZED_REASON }),
+            ApiError::KeyRevoked { key_id } => json!({ "reason": "revoked", "key_id": key_id }),
             ApiError::IdempotencyKeyReused { key } => json!({
                 "fields": { "X-Idempotency-Key": "already used for a request with another method, path or body" },
                 "idempotency_key": key,
@@ -394,7 +401,7 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::CONTENT_RANGE, value);
             }
         }
-        if matches!(self, ApiError::Unauthorized) {
+        if matches!(self, ApiError::Unauthorized | ApiError::KeyRevoked { .. }) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"dialcore\""),

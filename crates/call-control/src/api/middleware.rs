@@ -19,7 +19,7 @@ use super::validation::FieldErrors;
 use super::AppState;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoredResponse};
+use crate::store::{KeyCheck, Store, StoredResponse};
 
 /// Header carrying a client's idempotency key on POST requests.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
@@ -108,11 +108,11 @@ pub async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     let key = bearer_key(request.headers()).ok_or(ApiError::Unauthorized)?;
-    let (key_id, org_id) = state
-        .store
-        .key_and_org(&key)
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let (key_id, org_id) = match state.store.check_api_key(&key).await? {
+        KeyCheck::Valid { key_id, org_id } => (key_id, org_id),
+        KeyCheck::Revoked { key_id } => return Err(ApiError::KeyRevoked { key_id }),
+        KeyCheck::Unknown => return Err(ApiError::Unauthorized),
+    };
     let now = Utc::now();
     let rate = state
         .rate_limiter

@@ -15,6 +15,7 @@
 //! ```
 
 mod agents;
+mod api_keys;
 mod calls;
 mod envelope;
 mod error;
@@ -159,7 +160,9 @@ pub(crate) fn documented_routes() -> (
         .routes(routes!(test_calls::list_batches, test_calls::create_batch))
         .routes(routes!(test_calls::get_batch))
         .routes(routes!(webhooks::list, webhooks::create))
-        .routes(routes!(webhooks::get, webhooks::delete));
+        .routes(routes!(webhooks::get, webhooks::delete))
+        .routes(routes!(api_keys::list))
+        .routes(routes!(api_keys::revoke));
     let open = OpenApiRouter::new()
         .routes(routes!(service::healthz))
         .routes(routes!(service::metrics))

@@ -62,6 +62,7 @@ pub use twilio::{TwilioCallUpdate, TwilioErrorBody, TwilioErrors, TwilioStatusUp
         (name = "calls", description = "Outbound calls, call records, recordings"),
         (name = "test_calls", description = "Test-call runs and batches"),
         (name = "webhooks", description = "Event subscriptions"),
+        (name = "api_keys", description = "The organisation's API keys: records with a display prefix, never the keys; revocation"),
         (name = "twilio", description = "Twilio's REST API for hanging up, at the root, with HTTP Basic \
             (user: the organisation id, password: an API key), so that frameworks which hang up \
             through Twilio end dialcore calls unchanged"),

@@ -76,6 +76,11 @@ impl Body {
         self.map.get(field).is_some_and(|value| !value.is_null())
     }
 
+    /// `field` as JSON, left in place for the typed getters.
+    pub fn peek(&self, field: &str) -> Option<&Value> {
+        self.map.get(field)
+    }
+
     /// Takes `field` as JSON for a check of the caller's own; `None` when it is absent or
     /// `null` (an optional field not given).
     pub fn value(&mut self, field: &str) -> Option<Value> {

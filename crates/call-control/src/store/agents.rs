@@ -38,7 +38,7 @@ impl Store {
         .bind(&agent.prompt)
         .bind(&agent.greeting)
         .bind(agent.status.as_str())
-        .bind(serde_json::to_string(&agent.runtime)?)
+        .bind(serde_json::to_string(&self.seal_runtime(&agent.runtime)?)?)
         .bind(serde_json::to_string(&agent.default_call_settings)?)
         .bind(ts(&agent.created_at))
         .bind(ts(&agent.updated_at))
@@ -50,8 +50,16 @@ impl Store {
 
     /// The organisation's agent `id` ([`StoreError::NotFound`] otherwise).
     pub async fn get_agent(&self, org_id: &str, id: &str) -> Result<Agent> {
-        self.get_scoped("agents", COLUMNS, org_id, id, agent_from_row)
-            .await
+        let agent = self
+            .get_scoped("agents", COLUMNS, org_id, id, agent_from_row)
+            .await?;
+        self.open_agent(agent)
+    }
+
+    /// The agent as read, its header values decrypted.
+    fn open_agent(&self, mut agent: Agent) -> Result<Agent> {
+        agent.runtime = self.open_runtime(&agent.runtime)?;
+        Ok(agent)
     }
 
     /// One page of the organisation's agents, newest first, and how many it has in all;
@@ -65,8 +73,14 @@ impl Store {
     ) -> Result<(Vec<Agent>, u64)> {
         let archived = (!include_archived).then_some(AgentStatus::Archived.as_str());
         let filter = RowFilter::owned_by(org_id).and_ne("status", archived);
-        self.list_filtered("agents", COLUMNS, &filter, limit, offset, agent_from_row)
-            .await
+        let (agents, total) = self
+            .list_filtered("agents", COLUMNS, &filter, limit, offset, agent_from_row)
+            .await?;
+        let agents = agents
+            .into_iter()
+            .map(|agent| self.open_agent(agent))
+            .collect::<Result<_>>()?;
+        Ok((agents, total))
     }
 
     /// Removes the organisation's agent `id` without leaving a record that points nowhere:
@@ -119,7 +133,7 @@ impl Store {
         .bind(&agent.prompt)
         .bind(&agent.greeting)
         .bind(agent.status.as_str())
-        .bind(serde_json::to_string(&agent.runtime)?)
+        .bind(serde_json::to_string(&self.seal_runtime(&agent.runtime)?)?)
         .bind(serde_json::to_string(&agent.default_call_settings)?)
         .bind(ts(&agent.updated_at))
         .bind(&agent.org_id)

@@ -20,6 +20,7 @@ mod idempotency;
 mod numbers;
 mod orgs;
 mod outbox;
+mod sealed;
 mod test_calls;
 mod trunks;
 mod webhooks;
@@ -31,12 +32,16 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, SqlitePool};
 
+use crate::config::SecretConfig;
+use crate::secrets::Sealer;
+
 pub use agents::AgentRemoval;
 pub use calls::{CallFilter, UnfinishedCall};
 pub use credits::{Admission, CallAdmission, OrgUsage, Settlement};
 pub use idempotency::{KeptResponse, StoredResponse, KEY_LIFETIME};
-pub use orgs::{hash_key, DEFAULT_ORG};
+pub use orgs::{display_prefix, hash_key, ApiKeyRecord, KeyCheck, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
+pub use sealed::{SealedColumn, AGENT_HEADER, SEALED_TEXT_COLUMNS, TRUNK_PASSWORD, WEBHOOK_SECRET};
 pub use test_calls::{RecoveredTestCalls, TestBatchFilter, TestCallAdmission, TestRunFilter};
 
 /// The database driver the store speaks (SQLite today).
@@ -82,6 +87,10 @@ pub enum StoreError {
         /// Where the file was looked for.
         path: std::path::PathBuf,
     },
+    /// A secret column cannot be decrypted (wrong key, damaged value), or the key could not
+    /// be loaded.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     /// A column holds a value this version cannot read (written by a newer version, or
     /// edited by hand).
     #[error("column {column} holds an unreadable value {value:?}")]
@@ -97,23 +106,32 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    sealer: Option<std::sync::Arc<Sealer>>,
 }
 
 impl Store {
     /// Opens the database at `url` (`sqlite://path`, `sqlite::memory:`), creating the file
-    /// if missing, and brings its schema up to date.
+    /// if missing, and brings its schema up to date; its secrets are sealed with the key in
+    /// the key file next to it ([`crate::secrets::default_key_file`], created if missing).
     pub async fn open(url: &str) -> Result<Store> {
-        Store::connect(url, true).await
+        Store::open_with(url, &SecretConfig::default()).await
     }
 
-    /// Opens the database at `url` like [`Store::open`], but only if it exists
+    /// [`Store::open`] with the secret key of `secret` (the `[secret]` configuration).
+    pub async fn open_with(url: &str, secret: &SecretConfig) -> Result<Store> {
+        Store::connect(url, true, secret).await
+    }
+
+    /// Opens the database at `url` like [`Store::open_with`], but only if it exists
     /// ([`StoreError::Missing`] otherwise): for the admin commands that must work on the
-    /// database of a running service, never on a new empty one.
-    pub async fn open_existing(url: &str) -> Result<Store> {
-        Store::connect(url, false).await
+    /// database of a running service, never on a new empty one. It creates no key file and
+    /// seals no legacy plaintext (the service does that); without a key, reading or writing
+    /// a secret fails with [`crate::secrets::SecretError::NoKey`].
+    pub async fn open_existing(url: &str, secret: &SecretConfig) -> Result<Store> {
+        Store::connect(url, false, secret).await
     }
 
-    async fn connect(url: &str, create_if_missing: bool) -> Result<Store> {
+    async fn connect(url: &str, create_if_missing: bool, secret: &SecretConfig) -> Result<Store> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let mut options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(create_if_missing)
@@ -143,7 +161,31 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        if !create_if_missing {
+            let sealer = secret
+                .existing_key(url)?
+                .map(|key| Sealer::new(&key).into());
+            return Ok(Store { pool, sealer });
+        }
+        let key = match secret.existing_key(url)? {
+            Some(key) => key,
+            None if Store::holds_sealed_values(&pool).await? => {
+                let path = secret
+                    .key_file
+                    .clone()
+                    .or_else(|| crate::secrets::default_key_file(url))
+                    .unwrap_or_default();
+                return Err(crate::secrets::SecretError::KeyLost { path }.into());
+            }
+            None => secret.resolve_key(url)?,
+        };
+        let store = Store {
+            pool,
+            sealer: Some(Sealer::new(&key).into()),
+        };
+        store.check_secret_key().await?;
+        store.seal_plaintext_secrets().await?;
+        Ok(store)
     }
 
     /// The connection pool, for queries in `extra_*` files of other modules.
@@ -292,7 +334,13 @@ pub(crate) mod test_support {
             .connect_with(options)
             .await
             .expect("pool opens");
-        Store { pool }
+        let key = crate::config::SecretConfig::default()
+            .resolve_key(&url_in(dir))
+            .expect("the key of the store file");
+        Store {
+            pool,
+            sealer: Some(crate::secrets::Sealer::new(&key).into()),
+        }
     }
 
     /// The database URL of the store file in `dir`.
@@ -337,13 +385,16 @@ mod tests {
     async fn open_existing_refuses_a_missing_file_and_creates_nothing() {
         let (store, dir) = temp_store().await;
         store.close().await;
-        Store::open_existing(&url_in(&dir))
+        Store::open_existing(&url_in(&dir), &SecretConfig::default())
             .await
             .expect("opens the existing database");
         let missing = dir.path().join("elsewhere/none.db");
-        let err = Store::open_existing(&format!("sqlite://{}", missing.display()))
-            .await
-            .expect_err("a missing file is an error");
+        let err = Store::open_existing(
+            &format!("sqlite://{}", missing.display()),
+            &SecretConfig::default(),
+        )
+        .await
+        .expect_err("a missing file is an error");
         assert!(matches!(&err, StoreError::Missing { path } if *path == missing));
         assert!(err.to_string().contains("does not exist"));
         assert!(!missing.exists() && !dir.path().join("elsewhere").exists());

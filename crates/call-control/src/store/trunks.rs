@@ -3,6 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use super::sealed::TRUNK_PASSWORD;
 use super::{get_enum, get_int, get_json, get_ts, ts, write_error, Result, Store, StoreError};
 use crate::model::Trunk;
 
@@ -23,7 +24,7 @@ impl Store {
         .bind(i64::from(trunk.port))
         .bind(trunk.transport.as_str())
         .bind(&trunk.username)
-        .bind(&trunk.password)
+        .bind(self.seal_opt(TRUNK_PASSWORD, trunk.password.as_deref())?)
         .bind(serde_json::to_string(&trunk.allowed_networks)?)
         .bind(ts(&trunk.created_at))
         .bind(ts(&trunk.updated_at))
@@ -35,8 +36,10 @@ impl Store {
 
     /// The organisation's trunk `id`, password included ([`StoreError::NotFound`] otherwise).
     pub async fn get_trunk(&self, org_id: &str, id: &str) -> Result<Trunk> {
-        self.get_scoped("trunks", COLUMNS, org_id, id, trunk_from_row)
-            .await
+        let trunk = self
+            .get_scoped("trunks", COLUMNS, org_id, id, trunk_from_row)
+            .await?;
+        self.open_trunk(trunk)
     }
 
     /// One page of the organisation's trunks, newest first, and how many it has in all.
@@ -46,8 +49,14 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<Trunk>, u64)> {
-        self.list_scoped("trunks", COLUMNS, org_id, limit, offset, trunk_from_row)
-            .await
+        let (trunks, total) = self
+            .list_scoped("trunks", COLUMNS, org_id, limit, offset, trunk_from_row)
+            .await?;
+        let trunks = trunks
+            .into_iter()
+            .map(|trunk| self.open_trunk(trunk))
+            .collect::<Result<_>>()?;
+        Ok((trunks, total))
     }
 
     /// Writes every field of the trunk (as given, password and `updated_at` included).
@@ -61,7 +70,7 @@ impl Store {
         .bind(i64::from(trunk.port))
         .bind(trunk.transport.as_str())
         .bind(&trunk.username)
-        .bind(&trunk.password)
+        .bind(self.seal_opt(TRUNK_PASSWORD, trunk.password.as_deref())?)
         .bind(serde_json::to_string(&trunk.allowed_networks)?)
         .bind(ts(&trunk.updated_at))
         .bind(&trunk.org_id)
@@ -95,12 +104,21 @@ impl Store {
     pub async fn all_trunks(&self) -> Result<Vec<Trunk>> {
         let sql = format!("SELECT {COLUMNS} FROM trunks ORDER BY created_at, id");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-        rows.iter().map(trunk_from_row).collect()
+        rows.iter()
+            .map(|row| self.open_trunk(trunk_from_row(row)?))
+            .collect()
     }
 
     /// The trunk `id` of any organisation (engine use: the trunk of an inbound number).
     pub async fn get_trunk_any(&self, id: &str) -> Result<Trunk> {
-        self.get_any("trunks", COLUMNS, id, trunk_from_row).await
+        let trunk = self.get_any("trunks", COLUMNS, id, trunk_from_row).await?;
+        self.open_trunk(trunk)
+    }
+
+    /// The trunk as read, its secrets decrypted.
+    fn open_trunk(&self, mut trunk: Trunk) -> Result<Trunk> {
+        trunk.password = self.open_secret_opt(TRUNK_PASSWORD, trunk.password.as_deref())?;
+        Ok(trunk)
     }
 }
 

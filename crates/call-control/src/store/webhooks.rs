@@ -3,6 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use super::sealed::WEBHOOK_SECRET;
 use super::{get_json, get_ts, ts, write_error, Result, Store, StoreError};
 use crate::model::Webhook;
 
@@ -19,7 +20,7 @@ impl Store {
         .bind(&webhook.org_id)
         .bind(&webhook.url)
         .bind(serde_json::to_string(&webhook.events)?)
-        .bind(&webhook.secret)
+        .bind(self.seal(WEBHOOK_SECRET, &webhook.secret)?)
         .bind(ts(&webhook.created_at))
         .execute(&self.pool)
         .await
@@ -29,8 +30,10 @@ impl Store {
 
     /// The organisation's webhook `id`, secret included ([`StoreError::NotFound`] otherwise).
     pub async fn get_webhook(&self, org_id: &str, id: &str) -> Result<Webhook> {
-        self.get_scoped("webhooks", COLUMNS, org_id, id, webhook_from_row)
-            .await
+        let webhook = self
+            .get_scoped("webhooks", COLUMNS, org_id, id, webhook_from_row)
+            .await?;
+        self.open_webhook(webhook)
     }
 
     /// One page of the organisation's webhooks, newest first, and how many in all.
@@ -40,8 +43,14 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<Webhook>, u64)> {
-        self.list_scoped("webhooks", COLUMNS, org_id, limit, offset, webhook_from_row)
-            .await
+        let (webhooks, total) = self
+            .list_scoped("webhooks", COLUMNS, org_id, limit, offset, webhook_from_row)
+            .await?;
+        let webhooks = webhooks
+            .into_iter()
+            .map(|webhook| self.open_webhook(webhook))
+            .collect::<Result<_>>()?;
+        Ok((webhooks, total))
     }
 
     /// Deletes the organisation's webhook `id` and its pending deliveries.
@@ -66,7 +75,7 @@ impl Store {
         for row in &rows {
             let webhook = webhook_from_row(row)?;
             if webhook.events.iter().any(|name| name == event) {
-                subscribed.push(webhook);
+                subscribed.push(self.open_webhook(webhook)?);
             }
         }
         Ok(subscribed)
@@ -74,8 +83,16 @@ impl Store {
 
     /// The webhook `id` of any organisation, secret included (dispatcher use).
     pub async fn get_webhook_any(&self, id: &str) -> Result<Webhook> {
-        self.get_any("webhooks", COLUMNS, id, webhook_from_row)
-            .await
+        let webhook = self
+            .get_any("webhooks", COLUMNS, id, webhook_from_row)
+            .await?;
+        self.open_webhook(webhook)
+    }
+
+    /// The webhook as read, its secret decrypted.
+    fn open_webhook(&self, mut webhook: Webhook) -> Result<Webhook> {
+        webhook.secret = self.open_secret(WEBHOOK_SECRET, &webhook.secret)?;
+        Ok(webhook)
     }
 }
 

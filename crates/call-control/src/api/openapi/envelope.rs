@@ -66,7 +66,8 @@ pub struct ErrorObject {
     /// What happened, for people.
     pub message: String,
     /// Depends on the code: `fields` (field name to problem) for validation errors, `id` for
-    /// not found, `reset_at` and `limit` for rate limits, `reason` for 401 (what to send),
+    /// not found, `reset_at` and `limit` for rate limits, `reason` for 401 (what to send, or
+    /// `revoked` with the `key_id` for a revoked key),
     /// `length` for 416, ...
     #[schema(value_type = Object)]
     pub details: BTreeMap<String, serde_json::Value>,

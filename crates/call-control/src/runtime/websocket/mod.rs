@@ -95,12 +95,24 @@ impl Default for WebsocketSettings {
 }
 
 /// The runtime of one call of a `websocket` agent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Websocket {
     url: String,
     headers: BTreeMap<String, String>,
     format: WireFormat,
     settings: WebsocketSettings,
+}
+
+impl std::fmt::Debug for Websocket {
+    /// Header values and the URL's query and credentials are left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Websocket")
+            .field("url", &crate::redact::loggable_url(&self.url))
+            .field("headers", &crate::redact::header_names(&self.headers))
+            .field("format", &self.format)
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 impl Websocket {
