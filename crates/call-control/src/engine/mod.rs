@@ -53,6 +53,15 @@ use crate::runtime::{BuiltinRuntimes, RuntimeFactory};
 use crate::store::{Store, StoreError};
 use crate::webhooks::Webhooks;
 
+/// How often the trunk networks exempt from the SIP TCP per-source cap are read again
+/// (another node may have changed a trunk; this node's own API refreshes at once).
+const TRUNK_NETWORKS_REFRESH: Duration = Duration::from_secs(30);
+
+/// Trunk networks broader than these prefixes stay under the per-source TCP cap: a tenant
+/// that allows `0.0.0.0/0` must not lift the cap for every sender of the service.
+const EXEMPT_MIN_PREFIX_V4: u8 = 16;
+const EXEMPT_MIN_PREFIX_V6: u8 = 32;
+
 /// How long shutdown waits for live calls to end and be recorded.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -235,11 +244,46 @@ impl CallEngine {
         });
         tokio::spawn(inbound::accept_loop(Arc::clone(&shared), incoming));
         info!(%sip_addr, "call engine started");
-        Ok(CallEngine {
+        let engine = CallEngine {
             shared,
             ua,
             sip_addr,
-        })
+        };
+        let refresher = engine.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TRUNK_NETWORKS_REFRESH);
+            loop {
+                every.tick().await;
+                if refresher.shared.is_shutting_down() {
+                    return;
+                }
+                if let Err(error) = refresher.refresh_trunk_networks().await {
+                    warn!(%error, "trunk networks not refreshed");
+                }
+            }
+        });
+        Ok(engine)
+    }
+
+    /// Tells the SIP transport which networks are trunks' (every organisation's
+    /// `allowed_networks`, the narrower ones: see [`EXEMPT_MIN_PREFIX_V4`]): a carrier's
+    /// SBC may open many TCP connections from one address, so those are not held to the
+    /// per-source cap. Done at start, every [`TRUNK_NETWORKS_REFRESH`], and by the API
+    /// whenever a trunk is written or deleted. Returns the networks now exempt.
+    pub async fn refresh_trunk_networks(&self) -> Result<Vec<inbound::IpNet>, StoreError> {
+        let trunks = self.shared.store.all_trunks().await?;
+        let mut networks: Vec<inbound::IpNet> = trunks
+            .iter()
+            .flat_map(|trunk| inbound::parse_networks(&trunk.allowed_networks))
+            .filter(|network| match network {
+                inbound::IpNet::V4(v4) => v4.prefix_len() >= EXEMPT_MIN_PREFIX_V4,
+                inbound::IpNet::V6(v6) => v6.prefix_len() >= EXEMPT_MIN_PREFIX_V6,
+            })
+            .collect();
+        networks.sort();
+        networks.dedup();
+        self.ua.set_tcp_exempt_networks(networks.clone());
+        Ok(networks)
     }
 
     /// Places an outbound call already stored `queued`: the engine takes it
