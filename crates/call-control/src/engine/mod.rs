@@ -62,6 +62,19 @@ const TRUNK_NETWORKS_REFRESH: Duration = Duration::from_secs(30);
 const EXEMPT_MIN_PREFIX_V4: u8 = 16;
 const EXEMPT_MIN_PREFIX_V6: u8 = 32;
 
+/// The user agent's digest identity for trunks with `inbound_auth`: realm `dialcore`, a
+/// random nonce secret per process (a caller answers the node that challenged it: Kamailio's
+/// dispatcher keeps a Call-ID on one node), `[sip] digest_algorithms` in order.
+fn digest_config(config: &Config) -> sip_stack::auth::DigestServerConfig {
+    let mut digest = sip_stack::ua::default_digest_config();
+    let mut algorithms = config.sip.digest_algorithms.iter().copied();
+    if let Some(first) = algorithms.next() {
+        digest.algorithm = first;
+        digest.alternatives = algorithms.collect();
+    }
+    digest
+}
+
 /// How long shutdown waits for live calls to end and be recorded.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -202,6 +215,7 @@ impl CallEngine {
                 ..TransportConfig::default()
             },
             public_ip: config.sip.public_ip,
+            digest: digest_config(config),
             ..UaConfig::default()
         };
         let (ua, incoming) = UserAgent::start(ua_config).await?;

@@ -177,7 +177,7 @@ impl DigestServer {
         {
             return Err(AuthError::AlgorithmMismatch(answer.algorithm));
         }
-        if answer.uri != request_uri {
+        if !uri_matches(&answer.uri, request_uri) {
             return Err(AuthError::UriMismatch {
                 expected: request_uri.to_owned(),
                 got: answer.uri.clone(),
@@ -287,6 +287,29 @@ impl DigestServer {
     }
 }
 
+/// Whether an answer's digest-uri stands for the request-URI: the same text (RFC 3261
+/// 22.4), or the request-URI's host and port alone (`sip:192.0.2.1:5060` for
+/// `sip:+15551234567@192.0.2.1:5060;transport=udp`), which some user agents (SIPp among
+/// them) send. The digest covers the uri as sent, so either way the caller proved the
+/// password for this target; anything else (another host, port or scheme) does not match.
+fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+    if digest_uri == request_uri {
+        return true;
+    }
+    /// `scheme`, `host[:port]` of a SIP URI, lowercased, without user, parameters or headers.
+    fn target(uri: &str) -> Option<(String, String)> {
+        let (scheme, rest) = uri.split_once(':')?;
+        let rest = rest.split(['?', ';']).next()?;
+        let host_port = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        (!host_port.is_empty())
+            .then(|| (scheme.to_ascii_lowercase(), host_port.to_ascii_lowercase()))
+    }
+    let bare = digest_uri
+        .split_once(':')
+        .is_some_and(|(_, rest)| !rest.contains(['@', ';', '?']));
+    bare && target(digest_uri).is_some() && target(digest_uri) == target(request_uri)
+}
+
 /// Bytes of the HMAC kept in a nonce (128 bits).
 const NONCE_MAC_LEN: usize = 16;
 
@@ -324,6 +347,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_uri_is_the_request_uri_or_its_host_and_port() {
+        let request = "sip:+15550002222@127.0.0.1:5060;transport=UDP";
+        assert!(uri_matches(request, request));
+        assert!(uri_matches("sip:127.0.0.1:5060", request));
+        assert!(uri_matches("SIP:127.0.0.1:5060", request));
+        assert!(!uri_matches("sip:127.0.0.1:5061", request), "another port");
+        assert!(!uri_matches("sip:127.0.0.2:5060", request), "another host");
+        assert!(
+            !uri_matches("sips:127.0.0.1:5060", request),
+            "another scheme"
+        );
+        assert!(!uri_matches("sip:127.0.0.1", request), "port left out");
+        assert!(
+            !uri_matches("sip:+15559999999@127.0.0.1:5060", request),
+            "another user"
+        );
+        assert!(!uri_matches("sip:127.0.0.1:5060;x=y", request), "not bare");
+        assert!(!uri_matches("", request));
+    }
 
     #[test]
     fn hmac_matches_rfc_4231_test_case_2() {
