@@ -129,6 +129,8 @@ pub struct Shared {
     live: DashMap<String, mpsc::UnboundedSender<CallCommand>>,
     left: Notify,
     shutting_down: AtomicBool,
+    /// Wakes the trunk-network refresher at shutdown, so it lets go of the engine at once.
+    stopping: Notify,
     sdp_ip: IpAddr,
     inactivity_timeout: Option<Duration>,
     per_minute_cents: i64,
@@ -250,6 +252,7 @@ impl CallEngine {
             live: DashMap::new(),
             left: Notify::new(),
             shutting_down: AtomicBool::new(false),
+            stopping: Notify::new(),
             sdp_ip,
             inactivity_timeout: (!inactivity.is_zero()).then_some(inactivity),
             per_minute_cents: config.credits.per_minute_cents,
@@ -267,7 +270,10 @@ impl CallEngine {
         tokio::spawn(async move {
             let mut every = tokio::time::interval(TRUNK_NETWORKS_REFRESH);
             loop {
-                every.tick().await;
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = refresher.shared.stopping.notified() => return,
+                }
                 if refresher.shared.is_shutting_down() {
                     return;
                 }
@@ -404,6 +410,8 @@ impl CallEngine {
         let ua = self.ua.clone();
         async move {
             shared.shutting_down.store(true, Ordering::Release);
+            // A permit is kept if the refresher is busy refreshing: it stops on its next wait.
+            shared.stopping.notify_one();
             let live: Vec<_> = shared.live.iter().map(|e| e.value().clone()).collect();
             info!(live = live.len(), "call engine shutting down");
             for commands in live {

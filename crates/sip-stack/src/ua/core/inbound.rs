@@ -282,7 +282,7 @@ impl Core {
                         Verdict::Forbid(error)
                     }
                     Err(error) => {
-                        info!(call = id.0, %error, "INVITE answered no challenge of ours: 401");
+                        debug!(call = id.0, %error, "INVITE answered no challenge of ours: 401");
                         Verdict::Challenge { stale: false }
                     }
                 }
@@ -306,7 +306,8 @@ impl Core {
                 self.end(now, id, failed(401, "digest authentication required"));
             }
             Verdict::Forbid(error) => {
-                info!(call = id.0, %error, "INVITE failed digest authentication: 403");
+                // The application logs refusals at a bounded rate; this is per INVITE.
+                debug!(call = id.0, %error, "INVITE failed digest authentication: 403");
                 let response = self.uas_response(call, 403, None);
                 self.respond(now, &key, response);
                 self.end(now, id, failed(403, "digest authentication failed"));
