@@ -3,7 +3,8 @@
 //! - `inbound_auth`: SIPp callers on a trunk that requires digest authentication are
 //!   challenged (401 with MD5 and SHA-256 challenges), get a connected call with audio when
 //!   they answer with the password, 403 when they answer wrongly, and no call record either
-//!   way until they pass.
+//!   way until they pass; with `[sip] digest_algorithms = "SHA-256"` a SHA-256 answer (our
+//!   own user agent as the caller: SIPp 3.6 speaks only MD5) connects and the others do not.
 //! - Media from outside the trunk: RTP sent to a live call's port (read from the SDP the
 //!   service answered) from another loopback address is dropped and counted in the call
 //!   record's `media_stats.foreign_datagrams`.
@@ -21,9 +22,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use service::TestService;
+use sip_stack::auth::{Algorithm, Credentials};
 use sip_stack::sdp::{build_offer, Codec, Direction, SessionDescription};
 use sip_stack::transport::TransportConfig;
-use sip_stack::ua::{CallEvent, OutgoingCall, UaConfig, UserAgent};
+use sip_stack::ua::{CallEvent, CallHandle, OutgoingCall, UaConfig, UserAgent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -146,6 +148,86 @@ async fn an_invite_without_authorization_is_challenged() {
     assert_eq!(answered["to_number"], NUMBER, "{answered}");
 }
 
+/// A caller (our own user agent on loopback) dialling `NUMBER` with an offer for `media`,
+/// answering challenges with `credentials`: its user agent, the call, and the SDP answer
+/// (or the final failure code).
+async fn ua_caller(
+    svc: &TestService,
+    media: &UdpSocket,
+    credentials: Option<Credentials>,
+) -> (UserAgent, CallHandle, Result<String, u16>) {
+    let (ua, _incoming) = UserAgent::start(UaConfig {
+        transport: TransportConfig {
+            udp: Some("127.0.0.1:0".parse().expect("addr")),
+            tcp: None,
+            ..TransportConfig::default()
+        },
+        ..UaConfig::default()
+    })
+    .await
+    .expect("caller's user agent");
+    let offer = build_offer(
+        "127.0.0.1".parse().expect("ip"),
+        media.local_addr().expect("bound").port(),
+        &[Codec::pcmu()],
+        Direction::SendRecv,
+        1,
+        1,
+    );
+    let target = format!("sip:{NUMBER}@{}", svc.sip);
+    let mut outgoing = OutgoingCall::to(&target, "sip:+15557770000@127.0.0.1")
+        .await
+        .expect("target")
+        .with_sdp(offer.to_string());
+    if let Some(credentials) = credentials {
+        outgoing = outgoing.with_credentials(credentials);
+    }
+    let mut call = ua.invite(outgoing).await.expect("INVITE sent");
+    let answer = loop {
+        match tokio::time::timeout(CALL_DONE, call.next_event()).await {
+            Ok(Some(CallEvent::Answered { sdp })) => break Ok(sdp.expect("SDP answer")),
+            Ok(Some(CallEvent::Failed { code, .. })) => break Err(code),
+            Ok(Some(event)) if event.is_terminal() => panic!("not answered: {event:?}"),
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => panic!("no answer"),
+        }
+    };
+    (ua, call, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sha_256_answer_connects_when_the_service_offers_only_sha_256() {
+    let svc = TestService::start_with(|config| {
+        config.sip.digest_algorithms = vec![Algorithm::Sha256];
+    })
+    .await;
+    guarded_agent(&svc).await;
+    let media = UdpSocket::bind("127.0.0.1:0").await.expect("caller RTP");
+    let right = Credentials {
+        username: "sbc".into(),
+        password: "inbound-pw".into(),
+    };
+    let (ua, call, answer) = ua_caller(&svc, &media, Some(right)).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    call.hangup();
+    ua.shutdown(Duration::from_secs(2)).await;
+    let wrong = Credentials {
+        username: "sbc".into(),
+        password: "guessed".into(),
+    };
+    let (ua, _call, answer) = ua_caller(&svc, &media, Some(wrong)).await;
+    assert_eq!(answer, Err(403));
+    ua.shutdown(Duration::from_secs(2)).await;
+    let (ua, _call, answer) = ua_caller(&svc, &media, None).await;
+    assert_eq!(answer, Err(401));
+    ua.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(
+        call_records(&svc).await.len(),
+        1,
+        "only the right answer made a call"
+    );
+}
+
 /// One RTP packet: PCMU, 20 ms of loud (non-silent) samples.
 fn rtp_packet(seq: u16, ssrc: u32) -> Vec<u8> {
     let mut packet = vec![0x80, 0x00];
@@ -163,39 +245,9 @@ async fn rtp_from_outside_the_trunk_is_counted_on_the_call_record() {
     let carrier: SocketAddr = "127.0.0.1:5999".parse().expect("addr");
     svc.agent_with_number(carrier, NUMBER, json!({"type": "echo"}), &["127.0.0.1/32"])
         .await;
-    let (ua, _incoming) = UserAgent::start(UaConfig {
-        transport: TransportConfig {
-            udp: Some("127.0.0.1:0".parse().expect("addr")),
-            tcp: None,
-            ..TransportConfig::default()
-        },
-        ..UaConfig::default()
-    })
-    .await
-    .expect("caller's user agent");
     let media = UdpSocket::bind("127.0.0.1:0").await.expect("caller RTP");
-    let offer = build_offer(
-        "127.0.0.1".parse().expect("ip"),
-        media.local_addr().expect("bound").port(),
-        &[Codec::pcmu()],
-        Direction::SendRecv,
-        1,
-        1,
-    );
-    let target = format!("sip:{NUMBER}@{}", svc.sip);
-    let outgoing = OutgoingCall::to(&target, "sip:+15557770000@127.0.0.1")
-        .await
-        .expect("target")
-        .with_sdp(offer.to_string());
-    let mut call = ua.invite(outgoing).await.expect("INVITE sent");
-    let answer = loop {
-        match tokio::time::timeout(CALL_DONE, call.next_event()).await {
-            Ok(Some(CallEvent::Answered { sdp })) => break sdp.expect("SDP answer"),
-            Ok(Some(event)) if event.is_terminal() => panic!("not answered: {event:?}"),
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => panic!("no answer"),
-        }
-    };
+    let (ua, mut call, answer) = ua_caller(&svc, &media, None).await;
+    let answer = answer.expect("answered");
     let answer = SessionDescription::parse(&answer).expect("SDP answer parses");
     let audio = answer.audio().expect("audio in the answer");
     let port = audio.port;
