@@ -286,9 +286,9 @@ impl CallEngine {
     }
 
     /// Tells the SIP transport which networks are trunks' (every organisation's
-    /// `allowed_networks`, the narrower ones: see [`EXEMPT_MIN_PREFIX_V4`]): a carrier's
-    /// SBC may open many TCP connections from one address, so those are not held to the
-    /// per-source cap. Done at start, every [`TRUNK_NETWORKS_REFRESH`], and by the API
+    /// `allowed_networks` of /16 or narrower, IPv6 /32): a carrier's SBC may open many TCP
+    /// connections from one address, so those are not held to the per-source cap. Done
+    /// at start, every 30 s (for trunks other nodes changed), and by the API
     /// whenever a trunk is written or deleted. Returns the networks now exempt.
     pub async fn refresh_trunk_networks(&self) -> Result<Vec<inbound::IpNet>, StoreError> {
         let trunks = self.shared.store.all_trunks().await?;
