@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "http.shutdown_grace_ms",
     "sip.listen",
     "sip.public_ip",
+    "sip.digest_algorithms",
     "rtp.port_min",
     "rtp.port_max",
     "rtp.inactivity_timeout_secs",
@@ -231,6 +232,11 @@ pub struct SipConfig {
     pub listen: SocketAddr,
     /// Address advertised in SIP and SDP when behind NAT (default: the listen address).
     pub public_ip: Option<IpAddr>,
+    /// Digest algorithms offered to trunks with `inbound_auth`, one `WWW-Authenticate` each
+    /// in this order (RFC 8760: clients answer the first they support). Default
+    /// `MD5,SHA-256`: MD5 first because many carriers' devices know nothing else and fail
+    /// on a first challenge they cannot answer; `SHA-256,MD5` prefers SHA-256.
+    pub digest_algorithms: Vec<sip_stack::auth::Algorithm>,
 }
 
 /// `[rtp]`: media ports and timeouts.
@@ -425,6 +431,9 @@ impl Config {
             }
             "sip.listen" => self.sip.listen = parse(value).map_err(invalid)?,
             "sip.public_ip" => self.sip.public_ip = parse_optional(value).map_err(invalid)?,
+            "sip.digest_algorithms" => {
+                self.sip.digest_algorithms = parse_algorithms(value).map_err(invalid)?
+            }
             "rtp.port_min" => self.rtp.port_min = parse(value).map_err(invalid)?,
             "rtp.port_max" => self.rtp.port_max = parse(value).map_err(invalid)?,
             "rtp.inactivity_timeout_secs" => {
@@ -685,6 +694,10 @@ impl Default for SipConfig {
         SipConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
             public_ip: None,
+            digest_algorithms: vec![
+                sip_stack::auth::Algorithm::Md5,
+                sip_stack::auth::Algorithm::Sha256,
+            ],
         }
     }
 }
@@ -816,6 +829,22 @@ where
         return Err("must be greater than zero".into());
     }
     Ok(parsed)
+}
+
+/// `MD5,SHA-256`: digest algorithms, at least one, each once.
+fn parse_algorithms(value: &str) -> Result<Vec<sip_stack::auth::Algorithm>, String> {
+    let mut algorithms = Vec::new();
+    for name in value.split(',') {
+        let algorithm: sip_stack::auth::Algorithm = name
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected MD5 and/or SHA-256, comma-separated, not {name:?}"))?;
+        if algorithms.contains(&algorithm) {
+            return Err(format!("{algorithm} is listed twice"));
+        }
+        algorithms.push(algorithm);
+    }
+    Ok(algorithms)
 }
 
 #[cfg(test)]
@@ -965,6 +994,36 @@ mod tests {
         .expect("loads");
         assert_eq!(config.api.key, None);
         assert_eq!(config.sip.public_ip, None);
+    }
+
+    #[test]
+    fn digest_algorithms_are_a_list_in_order() {
+        use sip_stack::auth::Algorithm;
+        let config = Config::from_env_and_toml(None, env(&[])).expect("defaults");
+        assert_eq!(
+            config.sip.digest_algorithms,
+            [Algorithm::Md5, Algorithm::Sha256]
+        );
+        let config = Config::from_env_and_toml(
+            None,
+            env(&[("DIALCORE_SIP_DIGEST_ALGORITHMS", "sha-256, MD5")]),
+        )
+        .expect("loads");
+        assert_eq!(
+            config.sip.digest_algorithms,
+            [Algorithm::Sha256, Algorithm::Md5]
+        );
+        for bad in ["", "MD5,MD5", "SHA-512", "MD5,,SHA-256"] {
+            let error = Config::from_env_and_toml(
+                Some(&format!("[sip]\ndigest_algorithms = \"{bad}\"")),
+                env(&[]),
+            )
+            .expect_err(bad);
+            assert!(
+                matches!(error, ConfigError::InvalidValue { ref key, .. } if key == "sip.digest_algorithms"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -414,6 +414,11 @@ pub struct Trunk {
     #[serde(default)]
     #[schema(required = true)]
     pub allowed_networks: Vec<String>,
+    /// Digest credentials inbound INVITEs from this trunk must answer (a 401 challenge
+    /// first); null when inbound calls need none. Reads show the user name only.
+    #[serde(default, serialize_with = "serialize_inbound_auth")]
+    #[schema(value_type = Option<InboundAuthShown>, required = true)]
+    pub inbound_auth: Option<InboundAuth>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -433,10 +438,48 @@ impl std::fmt::Debug for Trunk {
             .field("username", &self.username)
             .field("password", &crate::redact::secret(self.password.as_deref()))
             .field("allowed_networks", &self.allowed_networks)
+            .field("inbound_auth", &self.inbound_auth)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .finish()
     }
+}
+
+/// The digest user name and password a trunk's inbound callers answer with.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+pub struct InboundAuth {
+    /// The user name.
+    pub username: String,
+    /// The password (write-only).
+    pub password: String,
+}
+
+impl std::fmt::Debug for InboundAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How a trunk's `inbound_auth` reads: the user name, never the password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct InboundAuthShown {
+    /// The digest user name inbound callers answer with.
+    pub username: String,
+}
+
+fn serialize_inbound_auth<S: Serializer>(
+    value: &Option<InboundAuth>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    value
+        .as_ref()
+        .map(|auth| InboundAuthShown {
+            username: auth.username.clone(),
+        })
+        .serialize(serializer)
 }
 
 /// The default SIP port, 5060.
@@ -524,6 +567,12 @@ pub struct MediaStats {
     /// MOS estimate (ITU-T G.107 E-model), 1.0 to 4.5.
     #[serde(serialize_with = "serialize_rounded")]
     pub mos: f64,
+    /// Datagrams to the call's media port dropped because they came from neither the
+    /// address the peer signalled nor the trunk's networks (e.g. an attempt to take over
+    /// the call's audio); each is also logged, at a bounded rate.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub foreign_datagrams: u64,
 }
 
 /// One transcript event the agent reported.
@@ -937,6 +986,10 @@ mod tests {
             username: Some("user".into()),
             password: Some("hunter2".into()),
             allowed_networks: vec!["10.0.0.0/8".into()],
+            inbound_auth: Some(InboundAuth {
+                username: "carrier".into(),
+                password: "inbound-secret".into(),
+            }),
             created_at: t0(),
             updated_at: t0(),
         };
@@ -945,6 +998,8 @@ mod tests {
         assert!(value.get("password").is_none());
         assert!(value.get("org_id").is_none());
         assert!(!value.to_string().contains("hunter2"));
+        assert_eq!(value["inbound_auth"], json!({"username": "carrier"}));
+        assert!(!value.to_string().contains("inbound-secret"));
         assert_eq!(value["transport"], json!("udp"));
         assert_eq!(value["created_at"], json!("2025-01-02T03:04:05Z"));
 

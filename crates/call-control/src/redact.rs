@@ -52,7 +52,7 @@ mod tests {
 
     #[test]
     fn debug_forms_of_models_leave_secrets_out() {
-        use crate::model::{Runtime, Trunk, TrunkTransport, Webhook};
+        use crate::model::{InboundAuth, Runtime, Trunk, TrunkTransport, Webhook};
         let trunk = Trunk {
             id: "trk_1".into(),
             org_id: "org_1".into(),
@@ -63,6 +63,10 @@ mod tests {
             username: Some("user".into()),
             password: Some("pw-in-debug".into()),
             allowed_networks: vec![],
+            inbound_auth: Some(InboundAuth {
+                username: "carrier".into(),
+                password: "inbound-in-debug".into(),
+            }),
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         };

@@ -506,7 +506,8 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let sip_port = silent_udp_port();
     let body = json!({"name": "carrier", "host": "127.0.0.1", "port": sip_port,
                       "transport": "udp", "username": "user", "password": "s3cret-pass",
-                      "allowed_networks": ["127.0.0.0/8"]});
+                      "allowed_networks": ["127.0.0.0/8"],
+                      "inbound_auth": {"username": "carrier", "password": "in-s3cret"}});
     spec.check_request("post", &trunks, &body);
     spec.refuses_without_required(&api, "post", &trunks, &trunks, &body)
         .await;
@@ -542,7 +543,8 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let missing = api.get(&format!("{trunks}/trk_missing")).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     spec.check("get", &trunk_item, &missing);
-    let change = json!({"password": null, "username": null, "port": 5062});
+    let change = json!({"password": null, "username": null, "port": 5062,
+                        "inbound_auth": {"username": "carrier", "password": "in-s3cret"}});
     spec.check_request("patch", &trunk_item, &change);
     let changed = api.patch(&format!("{trunks}/{bare_id}"), change).await;
     spec.check("patch", &trunk_item, &changed);
@@ -554,6 +556,13 @@ async fn every_endpoint_answers_as_the_document_declares() {
         .await;
     assert_eq!(bad_change.status, StatusCode::UNPROCESSABLE_ENTITY);
     spec.check("patch", &trunk_item, &bad_change);
+    let unauthenticated = json!({"inbound_auth": null});
+    spec.check_request("patch", &trunk_item, &unauthenticated);
+    let unauthenticated = api
+        .patch(&format!("{trunks}/{bare_id}"), unauthenticated)
+        .await;
+    assert_eq!(unauthenticated.data()["inbound_auth"], json!(null));
+    spec.check("patch", &trunk_item, &unauthenticated);
     let missing = api
         .patch(&format!("{trunks}/trk_missing"), json!({"name": "x"}))
         .await;
@@ -1190,6 +1199,7 @@ fn a_drifted_answer_fails_validation() {
     );
     let good = json!({"data": {"id": "trk_1", "name": "n", "host": "h", "port": 5060,
         "transport": "udp", "username": null, "has_password": false, "allowed_networks": [],
+        "inbound_auth": null,
         "created_at": "2025-01-02T03:04:05Z", "updated_at": "2025-01-02T03:04:05Z"},
         "meta": {"request_id": "req_1", "ts": "2025-01-02T03:04:05.000Z"}});
     spec.validate(&pointer, &good, "a trunk");
@@ -1204,8 +1214,14 @@ fn a_drifted_answer_fails_validation() {
         .remove("has_password");
     let mut bad_time = good.clone();
     bad_time["meta"]["ts"] = json!("yesterday");
+    let mut inbound_password = good.clone();
+    inbound_password["data"]["inbound_auth"] = json!({"username": "u", "password": "hunter2"});
+    let mut inbound_shown = good.clone();
+    inbound_shown["data"]["inbound_auth"] = json!({"username": "u"});
+    spec.validate(&pointer, &inbound_shown, "a trunk with inbound_auth");
     for (what, drifted) in [
         ("extra", extra),
+        ("inbound password", inbound_password),
         ("retyped", retyped),
         ("missing", missing),
         ("bad time", bad_time),

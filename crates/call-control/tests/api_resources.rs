@@ -224,6 +224,105 @@ async fn lists_page_with_limit_offset_and_total() {
 }
 
 #[tokio::test]
+async fn trunk_inbound_auth_is_validated_and_its_password_never_returned() {
+    let api = TestApi::start().await;
+    let created = api
+        .post(
+            "/api/public/v1/trunks",
+            json!({"name": "carrier", "host": "sip.example.com",
+                   "inbound_auth": {"username": "sbc-user", "password": "inbound-hunter2"}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(
+        created.data()["inbound_auth"],
+        json!({"username": "sbc-user"})
+    );
+    let id = id_of(&created);
+    let path = format!("/api/public/v1/trunks/{id}");
+    let renamed = api.patch(&path, json!({"name": "renamed"})).await;
+    assert_eq!(
+        renamed.data()["inbound_auth"],
+        json!({"username": "sbc-user"})
+    );
+    let list = api.get("/api/public/v1/trunks").await;
+    for reply in [&created, &renamed, &api.get(&path).await, &list] {
+        let text = String::from_utf8_lossy(&reply.bytes);
+        assert!(!text.contains("inbound-hunter2"), "password leaked: {text}");
+    }
+
+    // Bad shapes are named field by field, and change nothing.
+    for (body, fields) in [
+        (json!({"inbound_auth": "sbc-user:pw"}), vec!["inbound_auth"]),
+        (
+            json!({"inbound_auth": {}}),
+            vec!["inbound_auth.username", "inbound_auth.password"],
+        ),
+        (
+            json!({"inbound_auth": {"username": "sbc-user"}}),
+            vec!["inbound_auth.password"],
+        ),
+        (
+            json!({"inbound_auth": {"username": "", "password": "pw"}}),
+            vec!["inbound_auth.username"],
+        ),
+        (
+            json!({"inbound_auth": {"username": "u", "password": 5}}),
+            vec!["inbound_auth.password"],
+        ),
+        (
+            json!({"inbound_auth": {"username": "u", "password": "p", "realm": "x"}}),
+            vec!["inbound_auth.realm"],
+        ),
+    ] {
+        let refused = api.patch(&path, body.clone()).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            refused.body
+        );
+        let named = &refused.body["error"]["details"]["fields"];
+        for field in &fields {
+            assert!(
+                named.get(field).is_some(),
+                "{body}: {field} not named in {named}"
+            );
+        }
+        assert_eq!(
+            named.as_object().map(|m| m.len()),
+            Some(fields.len()),
+            "{named}"
+        );
+    }
+    let kept = api.get(&path).await;
+    assert_eq!(kept.data()["inbound_auth"], json!({"username": "sbc-user"}));
+    assert_eq!(kept.data()["name"], json!("renamed"));
+    let refused = api
+        .post(
+            "/api/public/v1/trunks",
+            json!({"name": "x", "host": "sip.example.com", "inbound_auth": {"username": "u"}}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let replaced = api
+        .patch(
+            &path,
+            json!({"inbound_auth": {"username": "other", "password": "pw2"}}),
+        )
+        .await;
+    assert_eq!(
+        replaced.data()["inbound_auth"],
+        json!({"username": "other"})
+    );
+    let removed = api.patch(&path, json!({"inbound_auth": null})).await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
+    assert_eq!(removed.data()["inbound_auth"], json!(null));
+    assert_eq!(api.get(&path).await.data()["inbound_auth"], json!(null));
+}
+
+#[tokio::test]
 async fn trunk_password_and_webhook_secret_are_never_returned() {
     let api = TestApi::start().await;
     let created = api

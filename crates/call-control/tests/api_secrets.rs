@@ -218,11 +218,13 @@ async fn agent_header_values_are_write_only_and_encrypted() {
 async fn trunk_passwords_and_webhook_secrets_never_come_back_and_are_encrypted() {
     let api = TestApi::start().await;
     let password = "trunk-pw-Zr8Kq1";
+    let inbound = "inbound-pw-Hc4Ns7";
     let trunk = api
         .post(
             &format!("{BASE}/trunks"),
             json!({"name": "carrier", "host": "127.0.0.1", "username": "u",
-                   "password": password}),
+                   "password": password,
+                   "inbound_auth": {"username": "carrier", "password": inbound}}),
         )
         .await;
     assert_eq!(trunk.status, StatusCode::CREATED, "{}", trunk.body);
@@ -248,22 +250,27 @@ async fn trunk_passwords_and_webhook_secrets_never_come_back_and_are_encrypted()
         assert_eq!(read.status, StatusCode::OK);
         let text = read.body.to_string();
         assert!(
-            !text.contains(password) && !text.contains(secret),
+            !text.contains(password) && !text.contains(secret) && !text.contains(inbound),
             "{path}: {text}"
         );
     }
 
     let passwords = raw_column(&api, "SELECT password FROM trunks").await;
+    let inbound_passwords = raw_column(&api, "SELECT inbound_auth_password FROM trunks").await;
     let secrets = raw_column(&api, "SELECT secret FROM webhooks").await;
-    for value in passwords.iter().chain(&secrets) {
+    for value in passwords.iter().chain(&inbound_passwords).chain(&secrets) {
         assert!(value.starts_with("dcs1:"), "{value}");
     }
     let bytes = file_bytes(&api);
-    assert!(!contains(&bytes, password) && !contains(&bytes, secret));
+    assert!(!contains(&bytes, password) && !contains(&bytes, secret) && !contains(&bytes, inbound));
     // The service reads them back as they were written.
     let org = api.org_of(&api.key).await;
     let stored = api.state.store.get_trunk(&org, &trunk_id).await.unwrap();
     assert_eq!(stored.password.as_deref(), Some(password));
+    assert_eq!(
+        stored.inbound_auth.map(|auth| auth.password).as_deref(),
+        Some(inbound)
+    );
     let stored = api.state.store.get_webhook(&org, &hook_id).await.unwrap();
     assert_eq!(stored.secret, secret);
 }

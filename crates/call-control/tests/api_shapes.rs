@@ -133,6 +133,7 @@ fn noisy_call(org: &str, transcript: Vec<TranscriptEntry>) -> Call {
             jitter_ms: 0.1 + 0.2,
             concealed_ms: 120,
             mos: 4.300_000_000_000_001,
+            foreign_datagrams: 3,
         }),
         rendered_prompt: None,
         rendered_greeting: None,
@@ -164,6 +165,7 @@ async fn numbers_are_clean_and_transcript_is_null_until_the_first_event() {
     assert_eq!(call["media_stats"]["loss_percent"], json!(0.9));
     assert_eq!(call["media_stats"]["jitter_ms"], json!(0.3));
     assert_eq!(call["media_stats"]["mos"], json!(4.3));
+    assert_eq!(call["media_stats"]["foreign_datagrams"], json!(3));
     assert_eq!(call["transcript"], Value::Null);
     for (name, value) in call["call_settings"].as_object().expect("call_settings") {
         assert!(!value.is_null(), "call_settings.{name} is null: {call}");

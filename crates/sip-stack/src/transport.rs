@@ -13,11 +13,12 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -43,7 +44,8 @@ pub struct TransportConfig {
     pub tcp_queue: usize,
     /// Most accepted TCP connections at once; more are closed at once.
     pub tcp_max_connections: usize,
-    /// Most accepted TCP connections from one IP address at once.
+    /// Most accepted TCP connections from one IP address at once, except from the networks
+    /// set with [`Transports::set_per_source_exempt`] (a carrier's SBC).
     pub tcp_max_per_source: usize,
     /// An accepted TCP connection must deliver its first whole message (or CRLF keepalive)
     /// within this long, however slowly it trickles bytes; then it is closed.
@@ -154,6 +156,8 @@ struct Inner {
     /// Accepted TCP connections open, in all and per source address.
     accepted: AtomicUsize,
     accepted_per_source: DashMap<IpAddr, usize>,
+    /// Sources not held to `tcp_max_per_source` (read on every accept, written rarely).
+    per_source_exempt: RwLock<Arc<Vec<IpNet>>>,
     /// Accepted connections refused by the limits.
     refused: AtomicU64,
 }
@@ -252,6 +256,7 @@ impl Transports {
                 received,
                 accepted: AtomicUsize::new(0),
                 accepted_per_source: DashMap::new(),
+                per_source_exempt: RwLock::new(Arc::new(Vec::new())),
                 refused: AtomicU64::new(0),
             }),
         };
@@ -402,19 +407,42 @@ impl Transports {
         }
     }
 
+    /// Replaces the networks whose accepted connections are not held to the per-source
+    /// cap (they still count against `tcp_max_connections`). Connections open now keep
+    /// their standing; the list applies from the next accept.
+    pub fn set_per_source_exempt(&self, networks: Vec<IpNet>) {
+        let networks = Arc::new(networks);
+        match self.inner.per_source_exempt.write() {
+            Ok(mut current) => *current = networks,
+            Err(poisoned) => *poisoned.into_inner() = networks,
+        }
+    }
+
+    fn is_per_source_exempt(&self, ip: IpAddr) -> bool {
+        let networks = match self.inner.per_source_exempt.read() {
+            Ok(current) => Arc::clone(&current),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        networks.iter().any(|network| network.contains(&ip))
+    }
+
     /// Counts an accepted connection from `addr` against the limits; `None` (and a count
     /// of the refusal, logged at a bounded rate) when it is over one of them.
     fn admit(&self, addr: SocketAddr) -> Option<AcceptedSlot> {
         let inner = &self.inner;
         let ip = addr.ip().to_canonical();
         let total = inner.accepted.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut per_source = inner.accepted_per_source.entry(ip).or_insert(0);
-        *per_source += 1;
-        let from_source = *per_source;
-        drop(per_source);
+        let exempt = self.is_per_source_exempt(ip);
+        let from_source = if exempt {
+            0
+        } else {
+            let mut per_source = inner.accepted_per_source.entry(ip).or_insert(0);
+            *per_source += 1;
+            *per_source
+        };
         let slot = AcceptedSlot {
             transports: self.clone(),
-            ip,
+            ip: (!exempt).then_some(ip),
         };
         if total > inner.config.tcp_max_connections || from_source > inner.config.tcp_max_per_source
         {
@@ -550,19 +578,20 @@ struct IdleLimits {
 /// An accepted connection counted against the limits until dropped.
 struct AcceptedSlot {
     transports: Transports,
-    ip: IpAddr,
+    /// The source it counts against, `None` for an exempt source.
+    ip: Option<IpAddr>,
 }
 
 impl Drop for AcceptedSlot {
     fn drop(&mut self) {
         let inner = &self.transports.inner;
         inner.accepted.fetch_sub(1, Ordering::AcqRel);
-        inner
-            .accepted_per_source
-            .remove_if_mut(&self.ip, |_, count| {
+        if let Some(ip) = self.ip {
+            inner.accepted_per_source.remove_if_mut(&ip, |_, count| {
                 *count -= 1;
                 *count == 0
             });
+        }
     }
 }
 

@@ -268,3 +268,62 @@ fn tracked_nonces_are_pruned_when_expired() {
     assert!(server.verify(&header, "INVITE", URI, t(200), users).is_ok());
     assert_eq!(server.tracked_nonces(), 1);
 }
+
+#[test]
+fn a_full_table_of_live_nonces_forgets_the_oldest_and_makes_it_stale() {
+    let mut config = DigestServerConfig::new("dialcore.example", b"s".to_vec());
+    config.nonce_lifetime = Duration::from_secs(60);
+    config.max_tracked_nonces = 2;
+    let mut server = DigestServer::new(config);
+    let challenges: Vec<Challenge> = (0..3).map(|i| server.challenge(t(i), false)).collect();
+    for (i, challenge) in challenges.iter().enumerate() {
+        let header = alice_answers(challenge, 1);
+        assert!(server
+            .verify(&header, "INVITE", URI, t(i as u64 + 1), users)
+            .is_ok());
+        assert!(server.tracked_nonces() <= 2, "bounded");
+    }
+    // The oldest nonce's count was forgotten: a replay of it is not accepted, its user is
+    // told to take a fresh nonce instead.
+    let replay = alice_answers(&challenges[0], 1);
+    assert_eq!(
+        server.verify(&replay, "INVITE", URI, t(4), users),
+        Err(AuthError::StaleNonce)
+    );
+    // Tracked ones still catch replays, and a nonce issued after keeps working.
+    let replay = alice_answers(&challenges[2], 1);
+    assert!(matches!(
+        server.verify(&replay, "INVITE", URI, t(4), users),
+        Err(AuthError::ReplayedNonceCount { .. })
+    ));
+    let fresh = server.challenge(t(5), false);
+    assert!(server
+        .verify(&alice_answers(&fresh, 1), "INVITE", URI, t(5), users)
+        .is_ok());
+    assert_eq!(server.tracked_nonces(), 2);
+}
+
+#[test]
+fn a_server_with_alternatives_offers_each_algorithm_and_accepts_answers_to_any() {
+    let mut config = DigestServerConfig::new("dialcore.example", b"s".to_vec());
+    config.algorithm = Algorithm::Sha256;
+    config.alternatives = vec![Algorithm::Md5, Algorithm::Sha256];
+    let mut server = DigestServer::new(config);
+    let offered = server.challenges(t(0), false);
+    let algorithms: Vec<Algorithm> = offered.iter().map(|c| c.algorithm).collect();
+    assert_eq!(
+        algorithms,
+        [Algorithm::Sha256, Algorithm::Md5],
+        "once each, preferred first"
+    );
+    assert_eq!(offered[0].nonce, offered[1].nonce);
+    for (i, challenge) in offered.iter().enumerate() {
+        let fresh = Challenge {
+            nonce: server.challenge(t(i as u64), false).nonce,
+            ..challenge.clone()
+        };
+        assert!(server
+            .verify(&alice_answers(&fresh, 1), "INVITE", URI, t(i as u64), users)
+            .is_ok());
+    }
+}

@@ -139,3 +139,34 @@ async fn a_silent_connection_is_closed_after_its_idle_time_and_keepalives_count(
     // Then silence: closed.
     assert!(closed_within(&mut client, Duration::from_secs(5)).await);
 }
+
+#[tokio::test]
+async fn a_trunk_network_exempt_from_the_per_source_cap_may_open_more() {
+    let (transports, addr) = listener(|config| config.tcp_max_per_source = 2).await;
+    // A carrier's SBC on loopback opens more connections than one source may.
+    transports.set_per_source_exempt(vec!["127.0.0.0/8".parse().expect("network")]);
+    let mut sbc = Vec::new();
+    for _ in 0..5 {
+        sbc.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    for stream in &sbc {
+        assert!(is_open(stream).await, "an exempt connection was closed");
+    }
+    assert_eq!(transports.refused_connections(), 0);
+    // Once the trunk is gone, the cap holds again for new connections (the five
+    // exempt ones do not count against it, and are kept).
+    transports.set_per_source_exempt(Vec::new());
+    let first = TcpStream::connect(addr).await.expect("connect");
+    let second = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    assert!(
+        closed_within(&mut third, Duration::from_secs(5)).await,
+        "over the cap kept"
+    );
+    assert!(is_open(&first).await && is_open(&second).await);
+    for stream in &sbc {
+        assert!(is_open(stream).await);
+    }
+    assert_eq!(transports.refused_connections(), 1);
+}

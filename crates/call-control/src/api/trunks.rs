@@ -1,5 +1,5 @@
-//! `/trunks`: the organisation's SIP trunks. The digest password is write-only: responses show
-//! `has_password` (the model's serialization), never the password.
+//! `/trunks`: the organisation's SIP trunks. The digest passwords are write-only: responses show
+//! `has_password` and `inbound_auth: {username}` (the model's serialization), never a password.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -15,7 +15,7 @@ use super::validation::{is_cidr, is_host, Body};
 use super::AppState;
 use crate::destinations::DestinationPolicy;
 use crate::ids;
-use crate::model::{default_sip_port, Trunk, TrunkTransport};
+use crate::model::{default_sip_port, InboundAuth, Trunk, TrunkTransport};
 
 /// Longest trunk name.
 const MAX_NAME: usize = 200;
@@ -53,6 +53,7 @@ pub async fn create(
         username: None,
         password: None,
         allowed_networks: Vec::new(),
+        inbound_auth: None,
         created_at: now,
         updated_at: now,
     };
@@ -63,6 +64,7 @@ pub async fn create(
     }
     body.finish()?;
     state.store.insert_trunk(&trunk).await?;
+    refresh_networks(&state).await;
     envelope::created(&trunk)
 }
 
@@ -112,7 +114,8 @@ pub async fn get(
     envelope::ok(&trunk)
 }
 
-/// `PATCH /trunks/{id}`: changes the fields present; `"password": null` removes the password.
+/// `PATCH /trunks/{id}`: changes the fields present; `"password": null` removes the password,
+/// `"inbound_auth": null` the authentication of inbound calls.
 #[utoipa::path(
     patch,
     path = "/api/public/v1/trunks/{id}",
@@ -147,6 +150,7 @@ pub async fn update(
         .update_trunk(&trunk)
         .await
         .map_err(|err| ApiError::from_store(err, "trunk", &id))?;
+    refresh_networks(&state).await;
     envelope::ok(&trunk)
 }
 
@@ -170,6 +174,7 @@ pub async fn delete(
         .delete_trunk(&org.0, &id)
         .await
         .map_err(|err| ApiError::from_store(err, "trunk", &id))?;
+    refresh_networks(&state).await;
     envelope::ok(json!({ "id": id, "deleted": true }))
 }
 
@@ -178,6 +183,14 @@ pub async fn delete(
 fn check_host(body: &mut Body, trunk: &Trunk, state: &AppState) {
     if let Err(refused) = DestinationPolicy::from_config(&state.config).check_literal(&trunk.host) {
         body.invalid("host", refused.to_string());
+    }
+}
+
+/// The trunk was written: the SIP listener's exemptions from the per-source TCP cap follow
+/// (a failure here leaves the old list until the engine's periodic refresh).
+async fn refresh_networks(state: &AppState) {
+    if let Err(error) = state.engine.refresh_trunk_networks().await {
+        tracing::warn!(%error, "trunk networks not refreshed after a trunk change");
     }
 }
 
@@ -220,5 +233,18 @@ fn apply(body: &mut Body, trunk: &mut Trunk) {
             }
         }
         trunk.allowed_networks = networks;
+    }
+    if let Some(inbound_auth) = body.nullable_object("inbound_auth") {
+        trunk.inbound_auth = inbound_auth.and_then(|mut auth| {
+            // Both are required each time: the password is never read back to merge with.
+            auth.require(&["username", "password"]);
+            let username = auth.string("username", MAX_CREDENTIAL);
+            let password = auth.string("password", MAX_CREDENTIAL);
+            body.absorb(auth);
+            Some(InboundAuth {
+                username: username?,
+                password: password?,
+            })
+        });
     }
 }

@@ -352,6 +352,22 @@ impl Body {
         }
     }
 
+    /// Takes a nested object that may be null: `None` when absent, `Some(None)` when null
+    /// (PATCH: remove it), `Some(Some(body))` to validate and hand back with [`Body::absorb`].
+    pub fn nullable_object(&mut self, field: &str) -> Option<Option<Body>> {
+        match self.map.remove(field)? {
+            Value::Null => Some(None),
+            Value::Object(map) => Some(Some(Body::from_map(format!("{}.", self.name(field)), map))),
+            other => {
+                self.invalid(
+                    field,
+                    format!("must be an object or null, not {}", shown(&other)),
+                );
+                None
+            }
+        }
+    }
+
     /// Merges the errors (and unknown fields) of a nested object taken with [`Body::object`].
     pub fn absorb(&mut self, nested: Body) {
         let Body {

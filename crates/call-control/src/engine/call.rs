@@ -250,7 +250,8 @@ impl CallTask {
             self.sip_done = true;
         }
         match event {
-            CallEvent::Confirmed => {}
+            // Authentication happens before the call task takes the call.
+            CallEvent::Confirmed | CallEvent::Authenticated { .. } => {}
             CallEvent::Trying => self.lifecycle.handle_trying(now),
             CallEvent::Ringing { .. } => self.lifecycle.handle_ringing(now),
             CallEvent::CancelAnswered { code } => {
@@ -526,6 +527,7 @@ impl CallTask {
                     jitter_ms: stats.stream.jitter_ms,
                     concealed_ms: stats.concealed_ms,
                     mos: stats.stream.mos,
+                    foreign_datagrams: stats.foreign_datagrams,
                 });
             }
             Err(error) => warn!(%error, "media stats lost"),

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use media::rtp_session::IpNet;
+pub use media::rtp_session::IpNet;
+use sip_stack::auth::Credentials;
 use sip_stack::sdp::{answer, Direction, SessionDescription};
-use sip_stack::ua::{CallHandle, IncomingCall, IncomingCalls};
+use sip_stack::ua::{CallEvent, CallHandle, IncomingCall, IncomingCalls};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn, Instrument};
 
@@ -32,7 +33,7 @@ use super::Shared;
 use crate::ids::new_id;
 use crate::model::{
     format_duration_secs, Agent, AgentStatus, Call, CallDirection, CallOutcome, CallSettings,
-    CallStatus,
+    CallStatus, InboundAuth,
 };
 use crate::store::{Admission, CallAdmission, StoreError};
 
@@ -97,7 +98,10 @@ struct Accepted {
 }
 
 async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
-    let IncomingCall { invite, call: sip } = incoming;
+    let IncomingCall {
+        invite,
+        call: mut sip,
+    } = incoming;
     if shared.is_shutting_down() {
         sip.reject(503);
         return;
@@ -113,7 +117,7 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
         None => match known_source(&shared, invite.source.addr).await {
             Err(code) => Err(code),
             Ok(()) => match invite.called_user.as_deref() {
-                Some(user) => trunk_route(&shared, &invite, user).await,
+                Some(user) => trunk_route(&shared, &invite, &mut sip, user).await,
                 None => {
                     log_refusal(&shared, invite.source.addr, "", 404, "no dialled number");
                     Err(404)
@@ -232,6 +236,7 @@ async fn test_route(
 async fn trunk_route(
     shared: &Shared,
     invite: &sip_stack::ua::IncomingInvite,
+    sip: &mut CallHandle,
     user: &str,
 ) -> Result<Accepted, u16> {
     let source = invite.source.addr;
@@ -262,6 +267,9 @@ async fn trunk_route(
         );
         return Err(403);
     }
+    if let Some(auth) = &trunk.inbound_auth {
+        authenticate(shared, sip, auth, source, &number).await?;
+    }
     let agent = match &owned.agent_id {
         Some(agent_id) => match shared.store.get_agent(&owned.org_id, agent_id).await {
             Ok(agent) if agent.status == AgentStatus::Active => Some(agent),
@@ -288,6 +296,36 @@ async fn trunk_route(
         created: None,
         media_networks: media_networks(&trunk.allowed_networks, Some(source.ip())),
     })
+}
+
+/// A trunk with `inbound_auth`: the user agent checks the INVITE's digest answer against
+/// the trunk's credentials and, when it fails, answers 401 (a fresh challenge: the first
+/// INVITE of every call) or 403 itself. `Err` carries that code, already sent.
+async fn authenticate(
+    shared: &Shared,
+    sip: &mut CallHandle,
+    auth: &InboundAuth,
+    source: SocketAddr,
+    number: &str,
+) -> Result<(), u16> {
+    sip.authenticate(Credentials {
+        username: auth.username.clone(),
+        password: auth.password.clone(),
+    });
+    while let Some(event) = sip.next_event().await {
+        match event {
+            CallEvent::Authenticated { .. } => return Ok(()),
+            CallEvent::Failed { code, .. } => {
+                if code == 403 {
+                    log_refusal(shared, source, number, 403, "wrong digest answer");
+                }
+                return Err(code);
+            }
+            CallEvent::Ended { .. } => return Err(487),
+            _ => {}
+        }
+    }
+    Err(503)
 }
 
 /// Negotiates media, records and answers an accepted call, then runs it.

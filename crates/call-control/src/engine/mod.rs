@@ -55,6 +55,28 @@ use crate::runtime::{BuiltinRuntimes, RuntimeFactory};
 use crate::store::{Store, StoreError};
 use crate::webhooks::Webhooks;
 
+/// How often the trunk networks exempt from the SIP TCP per-source cap are read again
+/// (another node may have changed a trunk; this node's own API refreshes at once).
+const TRUNK_NETWORKS_REFRESH: Duration = Duration::from_secs(30);
+
+/// Trunk networks broader than these prefixes stay under the per-source TCP cap: a tenant
+/// that allows `0.0.0.0/0` must not lift the cap for every sender of the service.
+const EXEMPT_MIN_PREFIX_V4: u8 = 16;
+const EXEMPT_MIN_PREFIX_V6: u8 = 32;
+
+/// The user agent's digest identity for trunks with `inbound_auth`: realm `dialcore`, a
+/// random nonce secret per process (a caller answers the node that challenged it: Kamailio's
+/// dispatcher keeps a Call-ID on one node), `[sip] digest_algorithms` in order.
+fn digest_config(config: &Config) -> sip_stack::auth::DigestServerConfig {
+    let mut digest = sip_stack::ua::default_digest_config();
+    let mut algorithms = config.sip.digest_algorithms.iter().copied();
+    if let Some(first) = algorithms.next() {
+        digest.algorithm = first;
+        digest.alternatives = algorithms.collect();
+    }
+    digest
+}
+
 /// How long shutdown waits for live calls to end and be recorded.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -112,6 +134,8 @@ pub struct Shared {
     live: DashMap<String, mpsc::UnboundedSender<CallCommand>>,
     left: Notify,
     shutting_down: AtomicBool,
+    /// Wakes the trunk-network refresher at shutdown, so it lets go of the engine at once.
+    stopping: Notify,
     sdp_ip: IpAddr,
     inactivity_timeout: Option<Duration>,
     per_minute_cents: i64,
@@ -200,6 +224,7 @@ impl CallEngine {
                 ..TransportConfig::default()
             },
             public_ip: config.sip.public_ip,
+            digest: digest_config(config),
             ..UaConfig::default()
         };
         let (ua, incoming) = UserAgent::start(ua_config).await?;
@@ -234,6 +259,7 @@ impl CallEngine {
             live: DashMap::new(),
             left: Notify::new(),
             shutting_down: AtomicBool::new(false),
+            stopping: Notify::new(),
             sdp_ip,
             inactivity_timeout: (!inactivity.is_zero()).then_some(inactivity),
             per_minute_cents: config.credits.per_minute_cents,
@@ -245,11 +271,49 @@ impl CallEngine {
         tokio::spawn(inbound::accept_loop(Arc::clone(&shared), incoming));
         tokio::spawn(billing::heartbeat_loop(Arc::downgrade(&shared)));
         info!(%sip_addr, "call engine started");
-        Ok(CallEngine {
+        let engine = CallEngine {
             shared,
             ua,
             sip_addr,
-        })
+        };
+        let refresher = engine.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TRUNK_NETWORKS_REFRESH);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = refresher.shared.stopping.notified() => return,
+                }
+                if refresher.shared.is_shutting_down() {
+                    return;
+                }
+                if let Err(error) = refresher.refresh_trunk_networks().await {
+                    warn!(%error, "trunk networks not refreshed");
+                }
+            }
+        });
+        Ok(engine)
+    }
+
+    /// Tells the SIP transport which networks are trunks' (every organisation's
+    /// `allowed_networks` of /16 or narrower, IPv6 /32): a carrier's SBC may open many TCP
+    /// connections from one address, so those are not held to the per-source cap. Done
+    /// at start, every 30 s (for trunks other nodes changed), and by the API
+    /// whenever a trunk is written or deleted. Returns the networks now exempt.
+    pub async fn refresh_trunk_networks(&self) -> Result<Vec<inbound::IpNet>, StoreError> {
+        let trunks = self.shared.store.all_trunks().await?;
+        let mut networks: Vec<inbound::IpNet> = trunks
+            .iter()
+            .flat_map(|trunk| inbound::parse_networks(&trunk.allowed_networks))
+            .filter(|network| match network {
+                inbound::IpNet::V4(v4) => v4.prefix_len() >= EXEMPT_MIN_PREFIX_V4,
+                inbound::IpNet::V6(v6) => v6.prefix_len() >= EXEMPT_MIN_PREFIX_V6,
+            })
+            .collect();
+        networks.sort();
+        networks.dedup();
+        self.ua.set_tcp_exempt_networks(networks.clone());
+        Ok(networks)
     }
 
     /// Places an outbound call already stored `queued`: the engine takes it
@@ -382,6 +446,8 @@ impl CallEngine {
         let ua = self.ua.clone();
         async move {
             shared.shutting_down.store(true, Ordering::Release);
+            // A permit is kept if the refresher is busy refreshing: it stops on its next wait.
+            shared.stopping.notify_one();
             let live: Vec<_> = shared.live.iter().map(|e| e.value().clone()).collect();
             info!(live = live.len(), "call engine shutting down");
             for commands in live {

@@ -85,6 +85,7 @@ fn trunk(org: &str, carrier: SocketAddr, allowed: &[&str]) -> Trunk {
         username: Some("user".into()),
         password: Some("secret".into()),
         allowed_networks: allowed.iter().map(|s| s.to_string()).collect(),
+        inbound_auth: None,
         created_at: now,
         updated_at: now,
     }

@@ -348,6 +348,7 @@ pub(crate) mod tests {
             jitter_ms: 1.5,
             concealed_ms: 200,
             mos: 4.3,
+            foreign_datagrams: 7,
         });
         call.started_at = Some(at(0));
         call.answered_at = Some(at(1));

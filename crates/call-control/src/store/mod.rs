@@ -41,7 +41,10 @@ pub use credits::{Admission, CallAdmission, OrgUsage, Settlement};
 pub use idempotency::{KeptResponse, StoredResponse, KEY_LIFETIME};
 pub use orgs::{display_prefix, hash_key, ApiKeyRecord, KeyCheck, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
-pub use sealed::{SealedColumn, AGENT_HEADER, SEALED_TEXT_COLUMNS, TRUNK_PASSWORD, WEBHOOK_SECRET};
+pub use sealed::{
+    SealedColumn, AGENT_HEADER, SEALED_TEXT_COLUMNS, TRUNK_INBOUND_PASSWORD, TRUNK_PASSWORD,
+    WEBHOOK_SECRET,
+};
 pub use test_calls::{RecoveredTestCalls, TestBatchFilter, TestCallAdmission, TestRunFilter};
 
 /// The database driver the store speaks (SQLite today).

@@ -31,6 +31,13 @@ pub const TRUNK_PASSWORD: SealedColumn = SealedColumn {
     name: "trunks.password",
 };
 
+/// `trunks.inbound_auth_password`: the digest password inbound callers answer with.
+pub const TRUNK_INBOUND_PASSWORD: SealedColumn = SealedColumn {
+    table: "trunks",
+    column: "inbound_auth_password",
+    name: "trunks.inbound_auth_password",
+};
+
 /// `webhooks.secret`: the signing secret.
 pub const WEBHOOK_SECRET: SealedColumn = SealedColumn {
     table: "webhooks",
@@ -47,7 +54,8 @@ pub const AGENT_HEADER: SealedColumn = SealedColumn {
 };
 
 /// The plain text columns whose every value is sealed.
-pub const SEALED_TEXT_COLUMNS: &[SealedColumn] = &[TRUNK_PASSWORD, WEBHOOK_SECRET];
+pub const SEALED_TEXT_COLUMNS: &[SealedColumn] =
+    &[TRUNK_PASSWORD, TRUNK_INBOUND_PASSWORD, WEBHOOK_SECRET];
 
 impl Store {
     /// The stored form of `plaintext` for `column`.

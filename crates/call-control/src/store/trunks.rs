@@ -3,19 +3,22 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::sealed::TRUNK_PASSWORD;
+use super::sealed::{TRUNK_INBOUND_PASSWORD, TRUNK_PASSWORD};
 use super::{get_enum, get_int, get_json, get_ts, ts, write_error, Result, Store, StoreError};
-use crate::model::Trunk;
+use crate::model::{InboundAuth, Trunk};
 
 const COLUMNS: &str = "id, org_id, name, host, port, transport, username, password, \
-                       allowed_networks, created_at, updated_at";
+                       allowed_networks, inbound_auth_username, inbound_auth_password, \
+                       created_at, updated_at";
 
 impl Store {
     /// Stores a new trunk ([`StoreError::Conflict`] if its id exists).
     pub async fn insert_trunk(&self, trunk: &Trunk) -> Result<()> {
+        let (inbound_username, inbound_password) = inbound_auth_columns(trunk);
         sqlx::query(
             "INSERT INTO trunks (id, org_id, name, host, port, transport, username, password, \
-             allowed_networks, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             allowed_networks, inbound_auth_username, inbound_auth_password, created_at, \
+             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&trunk.id)
         .bind(&trunk.org_id)
@@ -26,6 +29,8 @@ impl Store {
         .bind(&trunk.username)
         .bind(self.seal_opt(TRUNK_PASSWORD, trunk.password.as_deref())?)
         .bind(serde_json::to_string(&trunk.allowed_networks)?)
+        .bind(inbound_username)
+        .bind(self.seal_opt(TRUNK_INBOUND_PASSWORD, inbound_password.as_deref())?)
         .bind(ts(&trunk.created_at))
         .bind(ts(&trunk.updated_at))
         .execute(&self.pool)
@@ -61,9 +66,11 @@ impl Store {
 
     /// Writes every field of the trunk (as given, password and `updated_at` included).
     pub async fn update_trunk(&self, trunk: &Trunk) -> Result<()> {
+        let (inbound_username, inbound_password) = inbound_auth_columns(trunk);
         let done = sqlx::query(
             "UPDATE trunks SET name = ?, host = ?, port = ?, transport = ?, username = ?, \
-             password = ?, allowed_networks = ?, updated_at = ? WHERE org_id = ? AND id = ?",
+             password = ?, allowed_networks = ?, inbound_auth_username = ?, \
+             inbound_auth_password = ?, updated_at = ? WHERE org_id = ? AND id = ?",
         )
         .bind(&trunk.name)
         .bind(&trunk.host)
@@ -72,6 +79,8 @@ impl Store {
         .bind(&trunk.username)
         .bind(self.seal_opt(TRUNK_PASSWORD, trunk.password.as_deref())?)
         .bind(serde_json::to_string(&trunk.allowed_networks)?)
+        .bind(inbound_username)
+        .bind(self.seal_opt(TRUNK_INBOUND_PASSWORD, inbound_password.as_deref())?)
         .bind(ts(&trunk.updated_at))
         .bind(&trunk.org_id)
         .bind(&trunk.id)
@@ -118,6 +127,11 @@ impl Store {
     /// The trunk as read, its secrets decrypted.
     fn open_trunk(&self, mut trunk: Trunk) -> Result<Trunk> {
         trunk.password = self.open_secret_opt(TRUNK_PASSWORD, trunk.password.as_deref())?;
+        if let Some(auth) = trunk.inbound_auth.as_mut() {
+            auth.password = self
+                .open_secret_opt(TRUNK_INBOUND_PASSWORD, Some(&auth.password))?
+                .unwrap_or_default();
+        }
         Ok(trunk)
     }
 }
@@ -133,9 +147,35 @@ fn trunk_from_row(row: &SqliteRow) -> Result<Trunk> {
         username: row.try_get("username")?,
         password: row.try_get("password")?,
         allowed_networks: get_json(row, "allowed_networks")?,
+        inbound_auth: inbound_auth_from_row(row)?,
         created_at: get_ts(row, "created_at")?,
         updated_at: get_ts(row, "updated_at")?,
     })
+}
+
+/// The `inbound_auth_username` and `inbound_auth_password` values of a trunk. With
+/// [`inbound_auth_from_row`], the only code that touches these columns (the password is
+/// sealed by the caller, and opened in `open_trunk`).
+fn inbound_auth_columns(trunk: &Trunk) -> (Option<String>, Option<String>) {
+    match &trunk.inbound_auth {
+        Some(auth) => (Some(auth.username.clone()), Some(auth.password.clone())),
+        None => (None, None),
+    }
+}
+
+/// A trunk row's `inbound_auth`: both columns set, or none (a half-set pair is corrupt).
+fn inbound_auth_from_row(row: &SqliteRow) -> Result<Option<InboundAuth>> {
+    let username: Option<String> = row.try_get("inbound_auth_username")?;
+    let password: Option<String> = row.try_get("inbound_auth_password")?;
+    match (username, password) {
+        (Some(username), Some(password)) => Ok(Some(InboundAuth { username, password })),
+        (None, None) => Ok(None),
+        (Some(_), None) | (None, Some(_)) => Err(StoreError::Corrupt {
+            column: "inbound_auth_password",
+            value: "one of inbound_auth_username and inbound_auth_password without the other"
+                .into(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +197,10 @@ pub(crate) mod tests {
             username: Some("user".into()),
             password: Some("secret".into()),
             allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            inbound_auth: Some(InboundAuth {
+                username: "carrier".into(),
+                password: "inbound secret".into(),
+            }),
             created_at: at(secs),
             updated_at: at(secs),
         }
@@ -174,6 +218,7 @@ pub(crate) mod tests {
 
         trunk.transport = TrunkTransport::Tcp;
         trunk.password = None;
+        trunk.inbound_auth = None;
         trunk.allowed_networks.clear();
         trunk.port = 5060;
         trunk.updated_at = at(5);

@@ -155,6 +155,7 @@ pub(crate) fn bot_trunk(org_id: &str, bot: SocketAddr) -> Trunk {
         username: None,
         password: None,
         allowed_networks: Vec::new(),
+        inbound_auth: None,
         created_at: now,
         updated_at: now,
     }
@@ -240,6 +241,7 @@ pub(crate) fn bot_leg(
             jitter_ms: m.jitter_ms,
             concealed_ms: 0,
             mos: m.mos,
+            foreign_datagrams: 0,
         }),
         rendered_prompt: None,
         rendered_greeting: None,

@@ -97,6 +97,12 @@ pub enum CallEvent {
         /// The SDP answer.
         sdp: Option<String>,
     },
+    /// Inbound: the INVITE's digest answer matched the credentials given to
+    /// [`CallHandle::authenticate`](super::CallHandle::authenticate).
+    Authenticated {
+        /// The user name it answered with.
+        username: String,
+    },
     /// Inbound: the ACK for our 2xx arrived; the call is fully up.
     Confirmed,
     /// The peer sent a re-INVITE or UPDATE with a new offer (hold, media
@@ -160,8 +166,6 @@ pub struct IncomingInvite {
     pub source: Peer,
     /// The SDP offer, if the INVITE carried one.
     pub sdp: Option<String>,
-    /// The user that passed digest authentication, when the user agent requires it.
-    pub authenticated_user: Option<String>,
 }
 
 /// Parses a Reason header value for its Q.850 cause (RFC 3326).

@@ -41,7 +41,7 @@ use self::core::{Core, CoreOutput, Locals};
 pub use self::events::{
     parse_q850, CallEvent, EndReason, FailureCause, IncomingInvite, Party, TransportFailure, Q850,
 };
-use crate::auth::Credentials;
+use crate::auth::{Algorithm, Credentials, DigestServerConfig};
 use crate::dialog::LocalContact;
 use crate::message::{new_call_id, Peer, TransportKind, Uri};
 use crate::session_timer::SessionTimerConfig;
@@ -70,27 +70,20 @@ pub struct UaConfig {
     pub user_agent: String,
     /// Refresh sessions with UPDATE instead of re-INVITE.
     pub refresh_with_update: bool,
-    /// Challenge incoming INVITEs with digest authentication (401) and accept
-    /// only those that answer with a known user's password.
-    pub inbound_auth: Option<InboundAuth>,
+    /// Who we are in digest challenges of incoming INVITEs (realm, nonce secret,
+    /// algorithms, nonce lifetime). Which calls are challenged, and with whose password,
+    /// the application says per call ([`CallHandle::authenticate`]).
+    pub digest: DigestServerConfig,
 }
 
-/// Digest authentication of incoming INVITEs (RFC 3261 22.4, as a UAS).
-#[derive(Clone)]
-pub struct InboundAuth {
-    /// Realm, nonce secret, algorithm and nonce lifetime.
-    pub server: crate::auth::DigestServerConfig,
-    /// User name to password.
-    pub users: std::collections::HashMap<String, String>,
-}
-
-impl std::fmt::Debug for InboundAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InboundAuth")
-            .field("server", &self.server)
-            .field("users", &self.users.keys().collect::<Vec<_>>())
-            .finish()
-    }
+/// The digest identity of a user agent that was given none: realm `dialcore`, a random
+/// nonce secret (so only this process accepts its nonces), SHA-256 offered before MD5
+/// (RFC 8760), nonces valid 5 minutes.
+pub fn default_digest_config() -> DigestServerConfig {
+    let mut config = DigestServerConfig::new("dialcore", rand::random::<[u8; 32]>().to_vec());
+    config.algorithm = Algorithm::Sha256;
+    config.alternatives = vec![Algorithm::Md5];
+    config
 }
 
 impl Default for UaConfig {
@@ -103,7 +96,7 @@ impl Default for UaConfig {
             public_ip: None,
             user_agent: concat!("dialcore/", env!("CARGO_PKG_VERSION")).to_string(),
             refresh_with_update: false,
-            inbound_auth: None,
+            digest: default_digest_config(),
         }
     }
 }
@@ -271,6 +264,10 @@ pub(crate) enum Command {
         call: CallId,
         networks: Vec<IpNet>,
     },
+    Authenticate {
+        call: CallId,
+        credentials: Credentials,
+    },
 }
 
 enum Control {
@@ -393,6 +390,22 @@ impl CallHandle {
         });
     }
 
+    /// Inbound, before answering: requires the INVITE to carry a digest answer
+    /// (`Authorization`, RFC 3261 22.4) made with `credentials`. When it does,
+    /// [`CallEvent::Authenticated`] follows and the call waits to be rung or answered as
+    /// usual. When it does not, the user agent ends the call itself: 401 with a fresh
+    /// challenge (one `WWW-Authenticate` per configured algorithm; `stale=true` when only the
+    /// nonce had expired) when the INVITE carries no answer or one to a challenge that is
+    /// not ours any more, 403 when it answered our challenge with another user or a wrong
+    /// password (asking again would only invite guessing). The caller's ACK of the 401 or
+    /// 403 is the transaction layer's; its retry is a new incoming call.
+    pub fn authenticate(&self, credentials: Credentials) {
+        self.send(Command::Authenticate {
+            call: self.id,
+            credentials,
+        });
+    }
+
     /// Established: sends a re-INVITE with a new SDP offer (hold, media change).
     pub fn reinvite(&self, sdp: String) {
         self.send(Command::Reinvite { call: self.id, sdp });
@@ -467,6 +480,13 @@ impl UserAgent {
             control: self.control.clone(),
             events: rx,
         })
+    }
+
+    /// Sets the networks whose TCP connections are not held to the per-source cap
+    /// ([`TransportConfig::tcp_max_per_source`]): a carrier's SBC may open many
+    /// connections from one address. Replaces the previous list; the total cap still holds.
+    pub fn set_tcp_exempt_networks(&self, networks: Vec<IpNet>) {
+        self.transports.set_per_source_exempt(networks);
     }
 
     /// Counters (calls and transactions held).

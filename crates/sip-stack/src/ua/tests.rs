@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use super::core::{Core, CoreOutput, Locals};
 use super::{
-    CallEvent, CallId, Command, EndReason, FailureCause, InboundAuth, OutgoingCall, Party,
-    TransportFailure, UaConfig,
+    CallEvent, CallId, Command, EndReason, FailureCause, OutgoingCall, Party, TransportFailure,
+    UaConfig,
 };
-use crate::auth::{Credentials, DigestServerConfig};
+use crate::auth::{Algorithm, Credentials, DigestServerConfig};
 use crate::dialog::LocalContact;
 use crate::message::{parse, Peer, SipMessage, TransportKind, Uri};
 use crate::session_timer::SessionTimerConfig;
@@ -755,28 +755,95 @@ fn requests_for_unknown_dialogs_get_481_and_garbage_gets_400() {
     }
 }
 
+/// Bob's digest identity: SHA-256 offered first, MD5 after (RFC 8760).
 fn guarded() -> UaConfig {
+    let mut digest = DigestServerConfig::new("dialcore.test", b"node secret".to_vec());
+    digest.algorithm = Algorithm::Sha256;
+    digest.alternatives = vec![Algorithm::Md5];
     UaConfig {
-        inbound_auth: Some(InboundAuth {
-            server: DigestServerConfig::new("dialcore.test", b"node secret".to_vec()),
-            users: [("trunk".to_string(), "s3cret".to_string())].into(),
-        }),
+        digest,
         ..UaConfig::default()
     }
 }
 
+fn trunk_credentials(password: &str) -> Credentials {
+    Credentials {
+        username: "trunk".into(),
+        password: password.into(),
+    }
+}
+
+impl Net {
+    /// Bob's application requires the trunk's credentials of every INVITE that reaches it,
+    /// and answers those that pass. Returns the calls that passed.
+    fn bob_requires_digest(&mut self, answer: bool) -> Vec<CallId> {
+        let mut passed = Vec::new();
+        loop {
+            self.settle();
+            let Some(call) = self.bob_incoming.pop_front() else {
+                return passed;
+            };
+            self.bob.handle_command(
+                self.now,
+                Command::Authenticate {
+                    call,
+                    credentials: trunk_credentials("s3cret"),
+                },
+            );
+            self.settle();
+            let ok = self.bob_events.iter().any(|(id, e)| {
+                *id == call
+                    && matches!(e, CallEvent::Authenticated { username } if username == "trunk")
+            });
+            if ok {
+                passed.push(call);
+                self.bob
+                    .handle_command(self.now, Command::Ring { call, sdp: None });
+                if answer {
+                    self.bob.handle_command(
+                        self.now,
+                        Command::Answer {
+                            call,
+                            sdp: sdp(BOB),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn last_from(&self, side: Side, start: &str) -> String {
+        self.log
+            .iter()
+            .rev()
+            .find(|(from, text)| *from == side && text.starts_with(start))
+            .map(|(_, text)| text.clone())
+            .unwrap_or_else(|| panic!("no {start} sent"))
+    }
+}
+
 #[test]
-fn a_uas_requiring_digest_answers_only_callers_with_the_password() {
+fn a_uas_requiring_digest_challenges_then_answers_the_right_password() {
     let mut net = Net::new(UaConfig::default(), guarded());
-    net.invite_with(
-        1,
-        Some(Credentials {
-            username: "trunk".into(),
-            password: "s3cret".into(),
-        }),
-    );
-    net.bob_answers();
+    net.invite_with(1, Some(trunk_credentials("s3cret")));
+    let passed = net.bob_requires_digest(true);
+    assert_eq!(passed.len(), 1, "the second INVITE passed");
     assert_eq!(net.sent(Side::Bob, "SIP/2.0 401"), 1, "challenged once");
+    let challenge = net.last_from(Side::Bob, "SIP/2.0 401");
+    let offered: Vec<&str> = challenge
+        .lines()
+        .filter(|l| l.starts_with("WWW-Authenticate:"))
+        .collect();
+    assert_eq!(offered.len(), 2, "{challenge}");
+    assert!(offered[0].contains("algorithm=SHA-256") && offered[0].contains("qop=\"auth\""));
+    assert!(offered[1].contains("algorithm=MD5"));
+    // The 401 is ACKed within its transaction: one ACK for it, one for the 200.
+    assert_eq!(net.sent(Side::Alice, "ACK "), 2);
+    let retry = net.last_from(Side::Alice, "INVITE ");
+    assert!(
+        retry.contains("algorithm=SHA-256") && retry.contains("qop=auth"),
+        "{retry}"
+    );
     assert!(
         net.alice_events
             .iter()
@@ -784,32 +851,127 @@ fn a_uas_requiring_digest_answers_only_callers_with_the_password() {
         "{:?}",
         net.alice_events
     );
+    assert!(net
+        .bob_events
+        .iter()
+        .any(|(id, e)| *id == passed[0] && *e == CallEvent::Confirmed));
+    net.alice
+        .handle_command(net.now, Command::Hangup { call: CallId(1) });
+    net.drain();
+}
+
+#[test]
+fn a_uas_requiring_digest_accepts_md5_answers_too() {
+    // Bob offers only MD5 first here; his config accepts SHA-256 as well.
+    let mut config = guarded();
+    config.digest.algorithm = Algorithm::Md5;
+    config.digest.alternatives = vec![Algorithm::Sha256];
+    let mut net = Net::new(UaConfig::default(), config);
+    net.invite_with(1, Some(trunk_credentials("s3cret")));
+    assert_eq!(net.bob_requires_digest(true).len(), 1);
+    assert!(net
+        .last_from(Side::Alice, "INVITE ")
+        .contains("algorithm=MD5"));
+    net.alice
+        .handle_command(net.now, Command::Hangup { call: CallId(1) });
+    net.drain();
+}
+
+#[test]
+fn a_wrong_password_is_forbidden_after_the_challenge_and_no_answer_is_challenged() {
+    let mut net = Net::new(UaConfig::default(), guarded());
+    net.invite_with(2, Some(trunk_credentials("wrong")));
+    assert!(net.bob_requires_digest(true).is_empty(), "nobody passed");
+    assert_eq!(net.sent(Side::Bob, "SIP/2.0 401"), 1);
+    assert_eq!(net.sent(Side::Bob, "SIP/2.0 403"), 1);
+    assert!(matches!(
+        net.alice_events.last(),
+        Some((_, CallEvent::Failed { code: 403, .. }))
+    ));
+    assert_eq!(
+        net.sent(Side::Alice, "ACK "),
+        2,
+        "the 401 and the 403 are ACKed"
+    );
+    net.drain();
 
     let mut net = Net::new(UaConfig::default(), guarded());
-    net.invite_with(
-        2,
-        Some(Credentials {
-            username: "trunk".into(),
-            password: "wrong".into(),
-        }),
-    );
-    net.settle();
-    assert!(
-        net.bob_incoming.is_empty(),
-        "no call reaches the application"
-    );
+    net.invite(3);
+    assert!(net.bob_requires_digest(true).is_empty());
     assert!(matches!(
         net.alice_events.last(),
         Some((_, CallEvent::Failed { code: 401, .. }))
     ));
+    net.drain();
+}
 
+#[test]
+fn an_expired_nonce_gets_a_stale_challenge_and_the_retry_passes() {
+    let mut config = guarded();
+    config.digest.nonce_lifetime = Duration::from_millis(300);
+    let mut net = Net::new(UaConfig::default(), config);
+    net.invite_with(4, Some(trunk_credentials("s3cret")));
+    // The answer to the challenge is lost once: its retransmission (Timer A, 500 ms)
+    // arrives after the nonce expired.
+    let mut lost = 0;
+    net.drop = Box::new(move |from, text| {
+        let first_answer =
+            from == Side::Alice && text.starts_with("INVITE ") && text.contains("Authorization:");
+        if first_answer && lost == 0 {
+            lost += 1;
+            return true;
+        }
+        false
+    });
+    net.bob_requires_digest(true);
+    while net.advance()
+        && !net
+            .alice_events
+            .iter()
+            .any(|(_, e)| e.is_terminal() || matches!(e, CallEvent::Answered { .. }))
+    {
+        net.bob_requires_digest(true);
+    }
+    let stale: Vec<&(Side, String)> = net
+        .log
+        .iter()
+        .filter(|(from, text)| {
+            *from == Side::Bob && text.starts_with("SIP/2.0 401") && text.contains("stale=true")
+        })
+        .collect();
+    assert_eq!(stale.len(), 1, "one stale challenge");
+    assert!(
+        net.alice_events
+            .iter()
+            .any(|(_, e)| matches!(e, CallEvent::Answered { .. })),
+        "the retry with the new nonce passed: {:?}",
+        net.alice_events
+    );
+    net.alice
+        .handle_command(net.now, Command::Hangup { call: CallId(4) });
+    net.drain();
+}
+
+#[test]
+fn the_caller_cancels_an_authenticated_invite_while_it_rings() {
     let mut net = Net::new(UaConfig::default(), guarded());
-    net.invite(3);
+    net.invite_with(5, Some(trunk_credentials("s3cret")));
+    let passed = net.bob_requires_digest(false);
+    assert_eq!(passed.len(), 1);
+    assert!(net
+        .alice_events
+        .iter()
+        .any(|(_, e)| matches!(e, CallEvent::Ringing { code: 180, .. })));
+    net.alice
+        .handle_command(net.now, Command::Cancel { call: CallId(5) });
     net.settle();
-    assert!(net.bob_incoming.is_empty());
+    assert!(matches!(
+        net.bob_events.last(),
+        Some((id, CallEvent::Failed { code: 487, .. })) if *id == passed[0]
+    ));
     assert!(matches!(
         net.alice_events.last(),
-        Some((_, CallEvent::Failed { code: 401, .. }))
+        Some((_, CallEvent::Failed { code: 487, .. }))
     ));
     net.drain();
 }

@@ -118,6 +118,20 @@ pub struct TrunkCreate {
     /// CIDRs allowed to send inbound calls (at most 100); empty means none.
     #[schema(max_items = 100, nullable = false)]
     pub allowed_networks: Option<Vec<String>>,
+    /// Digest credentials inbound INVITEs from the trunk must answer (401 challenge);
+    /// omitted or null: none.
+    pub inbound_auth: Option<InboundAuthInput>,
+}
+
+/// A trunk's `inbound_auth` as written: both fields, each time (the password is write-only).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct InboundAuthInput {
+    /// Digest user name inbound callers answer with.
+    #[schema(min_length = 1, max_length = 256)]
+    pub username: String,
+    /// Their password (write-only: reads show `inbound_auth: {username}`).
+    #[schema(min_length = 1, max_length = 256, write_only)]
+    pub password: String,
 }
 
 /// `PATCH /trunks/{id}`: the fields given change; `"password": null` removes the password.
@@ -144,6 +158,8 @@ pub struct TrunkUpdate {
     /// CIDRs allowed to send inbound calls.
     #[schema(max_items = 100, nullable = false)]
     pub allowed_networks: Option<Vec<String>>,
+    /// Digest credentials inbound INVITEs must answer (both fields); null removes them.
+    pub inbound_auth: Option<InboundAuthInput>,
 }
 
 /// `POST /phone-numbers`.

@@ -112,16 +112,6 @@ impl Core {
                 return;
             }
         }
-        let authenticated_user = match self.authenticate(now, &invite) {
-            Ok(user) => user,
-            Err(challenge) => {
-                let mut response =
-                    response_for(&invite, StatusCode::Unauthorized, Some(&new_tag()));
-                push_before_length(&mut response, [challenge]);
-                self.respond(now, &key, response);
-                return;
-            }
-        };
         let local_tag = new_tag();
         let dialog = match Dialog::uas(&invite, &local_tag) {
             Ok(dialog) => dialog,
@@ -147,7 +137,6 @@ impl Core {
             call_id: call_id.clone(),
             source: from,
             sdp: body_text(&invite.body),
-            authenticated_user,
         };
         info!(call = id.0, sip_call_id = %call_id, from = %from.addr, "incoming INVITE");
         self.by_dialog.insert((call_id, local_tag.clone()), id);
@@ -263,40 +252,67 @@ impl Core {
         }
     }
 
-    /// Checks an INVITE's digest answer when inbound authentication is on:
-    /// `Ok(Some(user))` when it passes, `Ok(None)` when authentication is off,
-    /// `Err(WWW-Authenticate header)` with the challenge to send in a 401.
-    pub(super) fn authenticate(
-        &mut self,
-        now: Instant,
-        invite: &Request,
-    ) -> Result<Option<String>, Header> {
-        let (Some(server), Some(auth)) = (self.digest.as_mut(), self.config.inbound_auth.as_ref())
+    /// [`CallHandle::authenticate`](crate::ua::CallHandle::authenticate): checks the
+    /// INVITE's digest answer against `credentials`; passes it on as
+    /// [`CallEvent::Authenticated`], or ends the call with 401 (a fresh challenge) or 403.
+    pub(super) fn authenticate(&mut self, now: Instant, id: CallId, credentials: &Credentials) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let (Some(key), Role::Uas, Phase::Setup) = (call.invite_key.clone(), call.role, call.phase)
         else {
-            return Ok(None);
+            return;
         };
         let wall = self.anchor.1 + now.saturating_duration_since(self.anchor.0);
-        let stale = match invite.header("Authorization") {
-            None => false,
+        let verdict = match call.invite.header("Authorization") {
+            None => Verdict::Challenge { stale: false },
             Some(answer) => {
-                let uri = invite.uri.to_string();
-                match server.verify(answer, "INVITE", &uri, wall, |user| {
-                    auth.users.get(user).cloned()
-                }) {
-                    Ok(authenticated) => return Ok(Some(authenticated.username)),
-                    Err(AuthError::StaleNonce) => true,
+                let uri = call.invite.uri.to_string();
+                let password_for = |user: &str| {
+                    (user == credentials.username).then(|| credentials.password.clone())
+                };
+                match self
+                    .digest
+                    .verify(answer, "INVITE", &uri, wall, password_for)
+                {
+                    Ok(authenticated) => Verdict::Pass(authenticated.username),
+                    Err(AuthError::StaleNonce) => Verdict::Challenge { stale: true },
+                    // It answered our own challenge, wrongly.
+                    Err(error @ (AuthError::WrongResponse { .. } | AuthError::UnknownUser(_))) => {
+                        Verdict::Forbid(error)
+                    }
                     Err(error) => {
-                        info!(%error, "INVITE failed digest authentication");
-                        false
+                        debug!(call = id.0, %error, "INVITE answered no challenge of ours: 401");
+                        Verdict::Challenge { stale: false }
                     }
                 }
             }
         };
-        let challenge = server.challenge(wall, stale);
-        Err(Header::Other(
-            "WWW-Authenticate".into(),
-            challenge.to_string(),
-        ))
+        match verdict {
+            Verdict::Pass(username) => {
+                debug!(call = id.0, username, "INVITE passed digest authentication");
+                self.emit(id, CallEvent::Authenticated { username });
+            }
+            Verdict::Challenge { stale } => {
+                let challenges = self.digest.challenges(wall, stale);
+                let mut response = self.uas_response(call, 401, None);
+                push_before_length(
+                    &mut response,
+                    challenges
+                        .iter()
+                        .map(|c| Header::Other("WWW-Authenticate".into(), c.to_string())),
+                );
+                self.respond(now, &key, response);
+                self.end(now, id, failed(401, "digest authentication required"));
+            }
+            Verdict::Forbid(error) => {
+                // The application logs refusals at a bounded rate; this is per INVITE.
+                debug!(call = id.0, %error, "INVITE failed digest authentication: 403");
+                let response = self.uas_response(call, 403, None);
+                self.respond(now, &key, response);
+                self.end(now, id, failed(403, "digest authentication failed"));
+            }
+        }
     }
 
     pub(super) fn uas_response(&self, call: &Call, code: u16, sdp: Option<&str>) -> Response {
@@ -346,4 +362,14 @@ impl Core {
         );
         response
     }
+}
+
+/// What [`Core::authenticate`] decided about an INVITE's digest answer.
+enum Verdict {
+    /// It matches: the user name.
+    Pass(String),
+    /// No answer, or one to a challenge that is not (or no longer) ours: challenge again.
+    Challenge { stale: bool },
+    /// An answer to our challenge with the wrong user or password.
+    Forbid(AuthError),
 }

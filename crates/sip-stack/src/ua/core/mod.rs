@@ -127,8 +127,8 @@ pub(crate) struct Core {
     outputs: VecDeque<CoreOutput>,
     locals: Locals,
     next_incoming: u64,
-    /// Digest checking of incoming INVITEs, when configured.
-    digest: Option<DigestServer>,
+    /// Digest challenges and checks of incoming INVITEs the application asks for.
+    digest: DigestServer,
     /// Wall-clock time at `anchor.0`, so nonces get wall time from the `now` passed in.
     anchor: (Instant, SystemTime),
 }
@@ -168,10 +168,7 @@ impl Call {
 impl Core {
     pub(crate) fn new(config: UaConfig, locals: Locals) -> Self {
         let transactions = Transactions::new(config.timers);
-        let digest = config
-            .inbound_auth
-            .as_ref()
-            .map(|auth| DigestServer::new(auth.server.clone()));
+        let digest = DigestServer::new(config.digest.clone());
         Self {
             config,
             transactions,
@@ -285,6 +282,9 @@ impl Core {
                 retry_after,
             } => self.reject_retry_after(now, call, code, retry_after),
             Command::Reinvite { call, sdp } => self.reinvite(now, call, sdp),
+            Command::Authenticate { call, credentials } => {
+                self.authenticate(now, call, &credentials)
+            }
             Command::Trust { call, networks } => {
                 if let Some(call) = self.calls.get_mut(&call) {
                     call.trusted = networks;
