@@ -249,7 +249,11 @@ mod tests {
     fn speech_frames_are_recognised_and_silence_is_not() {
         let audio = EncodedAudio::prepare(LoadCodec::Pcmu, None).expect("shipped clips");
         let silence = vec![0xffu8; 160];
-        assert_eq!(audio.frame_of(&silence), None, "silence repeats: no echo timing");
+        assert_eq!(
+            audio.frame_of(&silence),
+            None,
+            "silence repeats: no echo timing"
+        );
         let recognised = (0..audio.frames())
             .filter(|n| audio.frame_of(audio.payload(*n)) == Some(*n as u32))
             .count();
@@ -259,7 +263,11 @@ mod tests {
             audio.frames()
         );
         let opus = EncodedAudio::prepare(LoadCodec::Opus, None).expect("shipped clips");
-        assert_eq!(opus.frame_of(opus.payload(10)), None, "Opus is not echoed exactly");
+        assert_eq!(
+            opus.frame_of(opus.payload(10)),
+            None,
+            "Opus is not echoed exactly"
+        );
     }
 
     #[test]

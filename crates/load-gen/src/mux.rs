@@ -40,7 +40,7 @@ enum Command {
     Open {
         id: u64,
         remote: SocketAddr,
-        params: StreamParams,
+        params: Box<StreamParams>,
     },
     Close {
         id: u64,
@@ -105,7 +105,7 @@ impl MediaMux {
         let _ = self.shards[key.shard].commands.send(Command::Open {
             id: key.id,
             remote,
-            params,
+            params: Box::new(params),
         });
     }
 
@@ -240,7 +240,7 @@ async fn run_shard(
                     let since = now.saturating_duration_since(epoch).as_micros() as u64;
                     let step = FRAME.as_micros() as u64;
                     let start = epoch + std::time::Duration::from_micros(since.div_ceil(step) * step);
-                    table.open(id, remote, Box::new(RtpStream::new(start, params)));
+                    table.open(id, remote, Box::new(RtpStream::new(start, *params)));
                     next_tick = next_tick.min(start);
                 }
                 Some(Command::Close { id, reply }) => {

@@ -314,8 +314,9 @@ impl Metric {
             Metric::RingingP99Ms => summary.ringing_ms.p99,
             Metric::EchoRttP99Ms => summary.echo_rtt_ms.p99,
             Metric::FailedCalls => Some(summary.failed as f64),
-            Metric::FailedPercent => (summary.calls > 0)
-                .then(|| summary.failed as f64 * 100.0 / summary.calls as f64),
+            Metric::FailedPercent => {
+                (summary.calls > 0).then(|| summary.failed as f64 * 100.0 / summary.calls as f64)
+            }
             Metric::OneWayCalls => Some(summary.one_way_calls as f64),
         }
     }
@@ -449,7 +450,11 @@ impl fmt::Display for Report {
         let s = &self.summary;
         let mut codes = String::new();
         for (code, n) in &s.final_codes {
-            let _ = write!(codes, "{}{code} x{n}", if codes.is_empty() { "" } else { ", " });
+            let _ = write!(
+                codes,
+                "{}{code} x{n}",
+                if codes.is_empty() { "" } else { ", " }
+            );
         }
         writeln!(
             f,
@@ -459,7 +464,11 @@ impl fmt::Display for Report {
             s.calls,
             if codes.is_empty() { "none" } else { &codes }
         )?;
-        writeln!(f, "peak live    {} calls over {:.1} s", s.peak_live, s.duration_s)?;
+        writeln!(
+            f,
+            "peak live    {} calls over {:.1} s",
+            s.peak_live, s.duration_s
+        )?;
         writeln!(
             f,
             "setup        180 p50 {} p99 {}; 200 p50 {} p99 {}",
@@ -488,7 +497,11 @@ impl fmt::Display for Report {
             ms(s.echo_rtt_ms.p99),
             s.echo_rtt_ms.count
         )?;
-        writeln!(f, "one-way      {} calls without audio back", s.one_way_calls)?;
+        writeln!(
+            f,
+            "one-way      {} calls without audio back",
+            s.one_way_calls
+        )?;
         if let Some(cpu) = s.generator_cpu_s {
             writeln!(
                 f,
@@ -513,7 +526,11 @@ impl fmt::Display for Report {
                 if check.passed { "ok" } else { "MISSED" }
             )?;
         }
-        write!(f, "result       {}", if self.passed { "passed" } else { "FAILED" })
+        write!(
+            f,
+            "result       {}",
+            if self.passed { "passed" } else { "FAILED" }
+        )
     }
 }
 
@@ -567,7 +584,10 @@ mod tests {
         bins[1] = 98;
         bins[7] = 2;
         let h = Percentiles::of_histogram(&bins);
-        assert_eq!((h.p50, h.p99, h.max, h.count), (Some(1.0), Some(7.0), Some(7.0), 100));
+        assert_eq!(
+            (h.p50, h.p99, h.max, h.count),
+            (Some(1.0), Some(7.0), Some(7.0), 100)
+        );
     }
 
     #[test]
@@ -580,13 +600,19 @@ mod tests {
         let t = timeline(&calls);
         assert_eq!(t.len(), 3);
         assert_eq!((t[0].started, t[0].answered, t[0].live), (2, 1, 1));
-        assert_eq!((t[1].started, t[1].answered, t[1].failed, t[1].live), (1, 1, 1, 1));
+        assert_eq!(
+            (t[1].started, t[1].answered, t[1].failed, t[1].live),
+            (1, 1, 1, 1)
+        );
         assert_eq!(t[2].live, 0);
     }
 
     #[test]
     fn a_failed_call_or_a_missed_threshold_fails_the_run() {
-        let calls = vec![answered(0, 0.0, 10.0, 1000.0), answered(1, 0.0, 30.0, 1000.0)];
+        let calls = vec![
+            answered(0, 0.0, 10.0, 1000.0),
+            answered(1, 0.0, 30.0, 1000.0),
+        ];
         let summary = Summary::of(&calls, &timeline(&calls), &[0; 4], 1.0, None, 0);
         assert!((summary.loss_percent - 1.0).abs() < 1e-9);
         let ok: Threshold = "loss_percent=1.5".parse().expect("valid");
@@ -609,10 +635,19 @@ mod tests {
     fn thresholds_are_checked_when_parsed() {
         let t: Threshold = "jitter_p99_ms=20".parse().expect("valid");
         assert_eq!((t.metric, t.limit), (Metric::JitterP99Ms, 20.0));
-        assert!(matches!("loss".parse::<Threshold>(), Err(ThresholdError::Shape(_))));
+        assert!(matches!(
+            "loss".parse::<Threshold>(),
+            Err(ThresholdError::Shape(_))
+        ));
         let unknown = "mos=4".parse::<Threshold>().expect_err("unknown");
         assert!(unknown.to_string().contains("loss_percent, jitter_p99_ms"));
-        assert!(matches!("loss_percent=-1".parse::<Threshold>(), Err(ThresholdError::Value { .. })));
-        assert!(matches!("loss_percent=x".parse::<Threshold>(), Err(ThresholdError::Value { .. })));
+        assert!(matches!(
+            "loss_percent=-1".parse::<Threshold>(),
+            Err(ThresholdError::Value { .. })
+        ));
+        assert!(matches!(
+            "loss_percent=x".parse::<Threshold>(),
+            Err(ThresholdError::Value { .. })
+        ));
     }
 }

@@ -310,8 +310,20 @@ mod tests {
     use super::*;
     use crate::audio::LoadCodec;
 
-    fn params(ssrc: u32, seq: u16, timestamp: u32, network: Option<(NetSimConfig, u64)>) -> StreamParams {
-        StreamParams { ssrc, seq, timestamp, payload_type: 0, rx_clock: 8000, network }
+    fn params(
+        ssrc: u32,
+        seq: u16,
+        timestamp: u32,
+        network: Option<(NetSimConfig, u64)>,
+    ) -> StreamParams {
+        StreamParams {
+            ssrc,
+            seq,
+            timestamp,
+            payload_type: 0,
+            rx_clock: 8000,
+            network,
+        }
     }
 
     fn audio() -> EncodedAudio {
@@ -357,7 +369,11 @@ mod tests {
         assert_eq!(burst.len() as u64, MAX_CATCH_UP);
         let last = burst.last().expect("frames");
         let ts = u32::from_be_bytes([last[4], last[5], last[6], last[7]]);
-        assert_eq!(ts, 50 * 160, "the frame due at 1 s carries the 1 s timestamp");
+        assert_eq!(
+            ts,
+            50 * 160,
+            "the frame due at 1 s carries the 1 s timestamp"
+        );
         let seq = u16::from_be_bytes([last[2], last[3]]);
         assert_eq!(seq, MAX_CATCH_UP as u16, "no gap in sequence numbers");
     }
@@ -384,18 +400,37 @@ mod tests {
             // Every other packet 4 ms late.
             let late = if seq % 2 == 1 { 4 } else { 0 };
             let at = t0 + Duration::from_millis(u64::from(seq) * 20 + late);
-            stream.on_datagram(at, &packet(seq, u32::from(seq) * 160, &silence), &audio, &mut hist);
+            stream.on_datagram(
+                at,
+                &packet(seq, u32::from(seq) * 160, &silence),
+                &audio,
+                &mut hist,
+            );
         }
         let report = stream.report();
         assert_eq!(report.received, 90);
         assert_eq!(report.lost, 10);
         assert!((report.loss_percent - 10.0).abs() < 0.2, "{report:?}");
-        assert!(report.jitter_ms > 1.0 && report.jitter_ms < 4.0, "{report:?}");
+        assert!(
+            report.jitter_ms > 1.0 && report.jitter_ms < 4.0,
+            "{report:?}"
+        );
         assert_eq!(hist.iter().sum::<u64>(), 89);
-        assert!(hist[4] > 40, "most deviations are the 4 ms offsets: {:?}", &hist[..6]);
-        assert_eq!(report.echo_rtt_ms, None, "silence is never taken for an echo");
+        assert!(
+            hist[4] > 40,
+            "most deviations are the 4 ms offsets: {:?}",
+            &hist[..6]
+        );
+        assert_eq!(
+            report.echo_rtt_ms, None,
+            "silence is never taken for an echo"
+        );
         stream.on_datagram(t0, b"not rtp", &audio, &mut hist);
-        assert_eq!(stream.report().received, 90, "non-RTP datagrams are ignored");
+        assert_eq!(
+            stream.report().received,
+            90,
+            "non-RTP datagrams are ignored"
+        );
     }
 
     #[test]
@@ -416,7 +451,10 @@ mod tests {
         let report = stream.report();
         assert!(report.echo_frames > 50, "{report:?}");
         let rtt = report.echo_rtt_ms.expect("echo recognised");
-        assert!((rtt - 20.0).abs() < 0.5, "sent at now-20 ms, back now: {rtt}");
+        assert!(
+            (rtt - 20.0).abs() < 0.5,
+            "sent at now-20 ms, back now: {rtt}"
+        );
     }
 
     #[test]
@@ -432,7 +470,10 @@ mod tests {
             now = stream.poll_timeout().max(now + Duration::from_micros(100));
         }
         let frames = 20 * 50;
-        assert!(sent < frames && sent > frames * 8 / 10, "sent {sent} of {frames}");
+        assert!(
+            sent < frames && sent > frames * 8 / 10,
+            "sent {sent} of {frames}"
+        );
         assert_eq!(stream.report().sent, sent);
     }
 }

@@ -118,7 +118,10 @@ impl Shared {
 /// Runs `config` to its end; `progress` is updated while it runs.
 pub async fn run(config: LoadConfig, progress: Arc<Progress>) -> Result<Report, LoadError> {
     validate(&config)?;
-    let audio = Arc::new(EncodedAudio::prepare(config.codec, config.audio.as_deref())?);
+    let audio = Arc::new(EncodedAudio::prepare(
+        config.codec,
+        config.audio.as_deref(),
+    )?);
     let peer = match config.answer_on {
         Some(_) => None,
         None => {
@@ -131,11 +134,13 @@ pub async fn run(config: LoadConfig, progress: Arc<Progress>) -> Result<Report, 
             Some((kind, outgoing.peer.addr))
         }
     };
-    let local_ip = config.local_ip.unwrap_or_else(|| match (config.answer_on, peer) {
-        (Some(listen), _) => listen.ip(),
-        (None, Some((_, addr))) if addr.ip().is_loopback() => addr.ip(),
-        _ => IpAddr::from([0, 0, 0, 0]),
-    });
+    let local_ip = config
+        .local_ip
+        .unwrap_or_else(|| match (config.answer_on, peer) {
+            (Some(listen), _) => listen.ip(),
+            (None, Some((_, addr))) if addr.ip().is_loopback() => addr.ip(),
+            _ => IpAddr::from([0, 0, 0, 0]),
+        });
     let sip_addr = config.answer_on.unwrap_or(SocketAddr::new(local_ip, 0));
     let ua_config = UaConfig {
         transport: TransportConfig {
@@ -175,7 +180,11 @@ pub async fn run(config: LoadConfig, progress: Arc<Progress>) -> Result<Report, 
             index += 1;
         }
     } else {
-        let schedule = Schedule::new(shared.config.profile, shared.config.calls, shared.config.rate);
+        let schedule = Schedule::new(
+            shared.config.profile,
+            shared.config.calls,
+            shared.config.rate,
+        );
         for index in 0..shared.config.calls {
             tokio::time::sleep_until((shared.t0 + schedule.start_of(index)).into()).await;
             calls.spawn(place(shared.clone(), index));
@@ -195,7 +204,9 @@ pub async fn run(config: LoadConfig, progress: Arc<Progress>) -> Result<Report, 
     };
     shared.ua.shutdown(Duration::from_secs(1)).await;
     let Ok(shared) = Arc::try_unwrap(shared) else {
-        return Err(LoadError::Invalid("calls still running at the end of the run".into()));
+        return Err(LoadError::Invalid(
+            "calls still running at the end of the run".into(),
+        ));
     };
     let totals = shared.mux.finish().await;
     let timeline = timeline(&records);
@@ -207,7 +218,12 @@ pub async fn run(config: LoadConfig, progress: Arc<Progress>) -> Result<Report, 
         cpu_s,
         totals.send_errors,
     );
-    Ok(Report::new(summary, &shared.config.thresholds, timeline, records))
+    Ok(Report::new(
+        summary,
+        &shared.config.thresholds,
+        timeline,
+        records,
+    ))
 }
 
 fn validate(config: &LoadConfig) -> Result<(), LoadError> {
@@ -221,7 +237,9 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
         )));
     }
     if config.answer_on.is_none() && config.hold.is_none() {
-        return Err(LoadError::Invalid("--hold is needed when placing calls".into()));
+        return Err(LoadError::Invalid(
+            "--hold is needed when placing calls".into(),
+        ));
     }
     Ok(())
 }
@@ -231,7 +249,14 @@ fn offer(shared: &Shared, rtp: SocketAddr, session: u64) -> SessionDescription {
         shared.config.codec.sdp_codec(),
         Codec::telephone_event(sdp::PayloadType::TELEPHONE_EVENT_DEFAULT),
     ];
-    sdp::build_offer(shared.local_ip, rtp.port(), &codecs, Direction::SendRecv, session, 1)
+    sdp::build_offer(
+        shared.local_ip,
+        rtp.port(),
+        &codecs,
+        Direction::SendRecv,
+        session,
+        1,
+    )
 }
 
 fn params(shared: &Shared, negotiated: &sdp::Negotiated, index: u64) -> StreamParams {
@@ -331,7 +356,11 @@ async fn place(shared: Arc<Shared>, index: u64) -> CallRecord {
 
 /// Holds an answered call for `hold`, then hangs up; returns true when the
 /// call is over (the far end hung up first, or the end was seen).
-async fn hold_or_remote_end(call: &mut CallHandle, hold: Duration, record: &mut CallRecord) -> bool {
+async fn hold_or_remote_end(
+    call: &mut CallHandle,
+    hold: Duration,
+    record: &mut CallRecord,
+) -> bool {
     let deadline = tokio::time::sleep(hold);
     tokio::pin!(deadline);
     loop {

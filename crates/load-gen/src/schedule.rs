@@ -148,7 +148,11 @@ mod tests {
         assert_eq!(s.started_by(secs(0.099)), 1);
         assert_eq!(s.started_by(secs(0.1)), 2);
         assert_eq!(s.started_by(secs(5.0)), 51);
-        assert_eq!(s.started_by(secs(100.0)), 100, "never more than the run's calls");
+        assert_eq!(
+            s.started_by(secs(100.0)),
+            100,
+            "never more than the run's calls"
+        );
     }
 
     #[test]
@@ -180,7 +184,10 @@ mod tests {
             for index in 0..500 {
                 let at = s.start_of(index);
                 assert!(at >= previous, "{profile}: starts are in order");
-                assert!(s.started_by(at) > index, "{profile}: call {index} is due at {at:?}");
+                assert!(
+                    s.started_by(at) > index,
+                    "{profile}: call {index} is due at {at:?}"
+                );
                 if at > Duration::ZERO {
                     let before = at - Duration::from_micros(1);
                     assert!(s.started_by(before) <= index, "{profile}: not due before");
