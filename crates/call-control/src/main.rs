@@ -61,6 +61,10 @@ enum Command {
     /// SIP loopback, with a progress bar and a summary of the measurements. Exits 1 when a
     /// run failed or missed a threshold.
     TestCall(cli::test_call::TestCallArgs),
+    /// Load-tests a SIP endpoint: places (or answers) many calls with real speech over SIP
+    /// and RTP, measures each (setup time, final code, loss, jitter, one-way audio, echo
+    /// round trip) and prints a summary. Exits 1 when a call failed or a threshold was missed.
+    Load(cli::load::LoadArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,7 +118,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `test-call` is a client of a running service: it needs none of its configuration.
     let task = match cli.command {
-        Command::TestCall(args) => return test_call(args),
+        Command::TestCall(args) => return run_client("test-call", cli::test_call::run(args)),
+        Command::Load(args) => return run_client("load", cli::load::run(args)),
         Command::Serve => Task::Serve,
         Command::Keys {
             command: KeysCommand::Create { org },
@@ -161,8 +166,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// `dialcore test-call`: a client of a running service; it needs no configuration.
-fn test_call(args: cli::test_call::TestCallArgs) -> ExitCode {
+/// Runs a client subcommand (`test-call`, a client of a running service; `load`, a SIP
+/// client or server): neither needs the service's configuration. Errors that stop it from
+/// running at all exit 2.
+fn run_client(
+    name: &str,
+    client: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -170,10 +180,10 @@ fn test_call(args: cli::test_call::TestCallArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::test_call::run(args)) {
+    match runtime.block_on(client) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("dialcore test-call: {error:#}");
+            eprintln!("dialcore {name}: {error:#}");
             ExitCode::from(2)
         }
     }

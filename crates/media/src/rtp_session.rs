@@ -249,6 +249,17 @@ impl RtpSender {
         self.write(now, payload, timestamp, marker, pt, out)
     }
 
+    /// The same stream (SSRC, sequence numbers, timestamp, counters) going on
+    /// with another RTP clock: a codec change in place. The timestamp runs on
+    /// from where it was, counted in the new clock from the next packet.
+    pub fn with_clock_rate(&self, clock_rate: u32) -> RtpSender {
+        RtpSender {
+            clock_rate,
+            event_timestamp: None,
+            ..self.clone()
+        }
+    }
+
     /// The SSRC of this stream.
     pub fn ssrc(&self) -> Ssrc {
         self.ssrc

@@ -10,7 +10,7 @@ use bot_loopback::bridge::{Bridge, BridgeCommand, BridgeEnd, BridgeEvent};
 use chrono::Utc;
 use media::record::RecordingHandle;
 use media::rtp_session::IpNet;
-use media::stream::{MediaEngine, StreamHandle};
+use media::stream::StreamHandle;
 use sip_stack::sdp::{negotiated, SessionDescription};
 use sip_stack::ua::{CallEvent, CallHandle, EndReason, FailureCause, Party};
 use tokio::sync::{mpsc, oneshot};
@@ -22,7 +22,7 @@ use super::lifecycle::{
     Decision, End, FinalStatus, Lifecycle, LifecycleConfig, Outcome, Output, Progress, RemoteEnd,
     Requester,
 };
-use super::negotiate::{frames_per_digit, media_config, reopen_on, same_stream};
+use super::negotiate::{frames_per_digit, media_config};
 use super::persist::Persister;
 use super::transcript::TranscriptLimit;
 use super::Shared;
@@ -44,8 +44,6 @@ struct Active {
     bridge: JoinHandle<BridgeEnd>,
     commands: mpsc::UnboundedSender<BridgeCommand>,
     runtime: Option<JoinHandle<Result<(), RuntimeError>>>,
-    /// The one-port engine of a reopened stream (lives as long as it).
-    _engine: Option<MediaEngine>,
 }
 
 /// One call's task state.
@@ -136,7 +134,7 @@ impl CallTask {
         self.lifecycle.handle_incoming(now);
         self.sip.ring(None);
         self.sip.answer(answer_sdp);
-        self.start_media(stream, None, telephone_event);
+        self.start_media(stream, telephone_event);
         self.lifecycle.handle_answered(now);
     }
 
@@ -320,19 +318,13 @@ impl CallTask {
         let wanted =
             media_config(&negotiated, &self.media_networks).map_err(|_| "unsupported_codec")?;
         let telephone_event = wanted.telephone_event_pt.is_some();
-        let provisional = self.provisional.take().ok_or("no_stream")?;
-        if same_stream(&super::negotiate::provisional_config(&[]), &wanted) {
-            provisional
-                .set_remote(negotiated.remote, None)
-                .map_err(|_| "media_closed")?;
-            self.start_media(provisional, None, telephone_event);
-        } else {
-            let local = provisional.local_addr();
-            let _ = provisional.close().await;
-            let (engine, stream) = reopen_on(local, &self.shared.media_base, wanted)
-                .map_err(|_| "media_reopen_failed")?;
-            self.start_media(stream, Some(engine), telephone_event);
-        }
+        let mut stream = self.provisional.take().ok_or("no_stream")?;
+        // The offer's port is kept: the stream takes the answer's codec in place.
+        stream
+            .reconfigure(wanted)
+            .await
+            .map_err(|_| "media_reconfigure_failed")?;
+        self.start_media(stream, telephone_event);
         Ok(())
     }
 
@@ -353,12 +345,7 @@ impl CallTask {
     }
 
     /// Starts recording, the agent runtime and the bridge on `stream`.
-    fn start_media(
-        &mut self,
-        stream: StreamHandle,
-        engine: Option<MediaEngine>,
-        telephone_event: bool,
-    ) {
+    fn start_media(&mut self, stream: StreamHandle, telephone_event: bool) {
         let rate = stream.app_rate();
         let recording = self.open_recording(rate);
         let metadata = CallMetadata {
@@ -412,7 +399,6 @@ impl CallTask {
             bridge: tokio::spawn(bridge.run(commands_rx).in_current_span()),
             commands,
             runtime,
-            _engine: engine,
         });
     }
 

@@ -127,7 +127,6 @@ pub struct Shared {
     store: Store,
     webhooks: Webhooks,
     media: MediaEngine,
-    media_base: EngineConfig,
     recordings: Option<RecordingWriter>,
     recordings_dir: PathBuf,
     runtimes: Arc<dyn RuntimeFactory>,
@@ -232,13 +231,12 @@ impl CallEngine {
             .local_addr(TransportKind::Udp)
             .or_else(|| ua.local_addr(TransportKind::Tcp))
             .unwrap_or(listen);
-        let media_base = EngineConfig {
+        let media = MediaEngine::start(EngineConfig {
             bind_ip: listen.ip(),
             port_min: config.rtp.port_min,
             port_max: config.rtp.port_max,
             ..EngineConfig::default()
-        };
-        let media = MediaEngine::start(media_base.clone())?;
+        })?;
         let sdp_ip = config
             .sip
             .public_ip
@@ -252,7 +250,6 @@ impl CallEngine {
             store,
             webhooks,
             media,
-            media_base,
             recordings: Some(RecordingWriter::spawn()?),
             recordings_dir: dir,
             runtimes,

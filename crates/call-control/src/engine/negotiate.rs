@@ -1,20 +1,19 @@
-//! From SDP to media streams: the codecs we offer, the stream settings of a
-//! negotiated codec, and the outbound trick that keeps the offered port.
+//! From SDP to media streams: the codecs we offer and the stream settings of a
+//! negotiated codec.
 //!
 //! An outbound offer needs an RTP port before the answer says which codec
-//! the stream will use, and [`MediaEngine::open`] binds the port and fixes
-//! the codec at once. So an outbound call opens a provisional stream
-//! ([`provisional_config`]: PCMU, sending nothing) to reserve the port for
-//! the offer. When the answer picks the same codec the stream is kept and
-//! pointed at the peer; otherwise it is closed and the negotiated stream
-//! is reopened on the same port by a one-port engine ([`reopen_on`]).
+//! the stream will use. So an outbound call opens a provisional stream
+//! ([`provisional_config`]: PCMU, sending nothing) whose port goes in the
+//! offer; the answer's codec then replaces it in place
+//! ([`StreamHandle::reconfigure`](media::stream::StreamHandle::reconfigure)),
+//! on the same port.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use media::codec::{CodecSpec, SampleRate};
 use media::rtp_session::{IpNet, PayloadType as RtpPayloadType};
-use media::stream::{EngineConfig, IdleAudio, MediaConfig, MediaEngine, OpenOptions, StreamHandle};
+use media::stream::{IdleAudio, MediaConfig};
 use sip_stack::sdp::{Codec, Negotiated};
 
 use super::EngineError;
@@ -88,35 +87,6 @@ pub fn provisional_config(allowed: &[IpNet]) -> MediaConfig {
     config.idle = IdleAudio::Nothing;
     config.inactivity_timeout = None;
     config
-}
-
-/// Whether a stream built with `current` can carry `wanted` once pointed
-/// at the peer (same codec, payload types, packetization and rate).
-pub fn same_stream(current: &MediaConfig, wanted: &MediaConfig) -> bool {
-    current.codec == wanted.codec
-        && current.payload_type == wanted.payload_type
-        && current.telephone_event_pt == wanted.telephone_event_pt
-        && current.remote_ptime_ms == wanted.remote_ptime_ms
-        && current.app_rate == wanted.app_rate
-}
-
-/// Opens `config` on exactly the RTP port of `local` (and the RTCP port
-/// above it) with an engine of its own, after the provisional stream on
-/// that port was closed. The engine must live as long as the stream.
-pub fn reopen_on(
-    local: SocketAddr,
-    base: &EngineConfig,
-    config: MediaConfig,
-) -> Result<(MediaEngine, StreamHandle), EngineError> {
-    let port = local.port();
-    let engine = MediaEngine::start(EngineConfig {
-        port_min: port,
-        port_max: port.saturating_add(1),
-        workers: 1,
-        ..base.clone()
-    })?;
-    let stream = engine.open(config, OpenOptions::default())?;
-    Ok((engine, stream))
 }
 
 /// Frames of pause the bridge leaves for each DTMF digit (100 ms tone and
@@ -204,14 +174,10 @@ mod tests {
         assert_eq!(config.payload_type, RtpPayloadType::PCMA);
         assert_eq!(config.app_rate, SampleRate::Hz8000);
         assert_eq!(config.remote, SocketAddr::new(local(), 40_000));
-        assert!(
-            !same_stream(&provisional_config(&[]), &config),
-            "reopen needed"
-        );
     }
 
     #[test]
-    fn pcmu_with_events_keeps_the_provisional_stream() {
+    fn pcmu_with_events_is_the_provisional_codec() {
         let offer = build_offer(
             local(),
             20_000,
@@ -228,7 +194,10 @@ mod tests {
             .expect("PCMU is offered");
         let negotiated = negotiated(&offer, &reply.sdp).expect("negotiated");
         let config = media_config(&negotiated, &[]).expect("supported");
-        assert!(same_stream(&provisional_config(&[]), &config));
+        let provisional = provisional_config(&[]);
+        assert_eq!(config.codec, provisional.codec);
+        assert_eq!(config.payload_type, provisional.payload_type);
+        assert_eq!(config.telephone_event_pt, provisional.telephone_event_pt);
     }
 
     #[test]

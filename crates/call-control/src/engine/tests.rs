@@ -215,7 +215,21 @@ async fn settle(f: &Fixture, call_id: &str) -> Call {
 
 #[tokio::test]
 async fn answered_call_with_audio_ends_at_max_duration() {
-    let f = fixture(41_000).await;
+    // The carrier answers PCMA (our provisional stream is PCMU: changed in place).
+    answered_call_with_audio(41_000, Codec::pcma(), "PCMA").await;
+}
+
+#[tokio::test]
+async fn a_call_answered_with_opus_gets_audio_on_the_offered_port_at_16_khz() {
+    // The peer sends to the port of our offer: the PCMU stream opened for it became Opus.
+    let opus = Codec::opus(PayloadType::new(111).expect("dynamic"));
+    answered_call_with_audio(41_800, opus, "opus").await;
+}
+
+/// An outbound call whose carrier answers with `codec` (and telephone-event), talks to
+/// the echo agent and is ended by the engine at its one-second maximum duration.
+async fn answered_call_with_audio(rtp_min: u16, codec: Codec, codec_name: &str) {
+    let f = fixture(rtp_min).await;
     let (_carrier, call, mut leg) = dial_carrier(&f, 10).await;
     assert_eq!(leg.invite.called_user.as_deref(), Some("+15551234567"));
     assert_eq!(leg.invite.caller_user.as_deref(), Some("+15550001111"));
@@ -229,9 +243,8 @@ async fn answered_call_with_audio_ends_at_max_duration() {
         .map(|c| c.name.clone())
         .collect();
     assert_eq!(names, ["opus", "PCMU", "PCMA", "telephone-event"]);
-    // The carrier answers PCMA (our provisional stream is PCMU: reopened on the same port).
     let ours = [
-        Codec::pcma(),
+        codec,
         Codec::telephone_event(PayloadType::TELEPHONE_EVENT_DEFAULT),
     ];
     let draft = answer(
@@ -245,15 +258,15 @@ async fn answered_call_with_audio_ends_at_max_duration() {
     )
     .expect("answer");
     let media = PeerMedia::start(PeerMediaConfig {
-        port_min: 41_060,
-        port_max: 41_099,
+        port_min: rtp_min + 60,
+        port_max: rtp_min + 99,
         workers: 1,
         ..PeerMediaConfig::default()
     })
     .expect("peer media");
     let mut stream = media
         .open(
-            media_config(&draft.negotiated, &[]).expect("pcma"),
+            media_config(&draft.negotiated, &[]).expect("supported codec"),
             Default::default(),
         )
         .expect("peer stream");
@@ -271,7 +284,7 @@ async fn answered_call_with_audio_ends_at_max_duration() {
     leg.call.answer(reply.sdp.to_string());
 
     // Talk (a loud square wave) and count what comes back from the echo agent.
-    let tone: Vec<i16> = (0..160)
+    let tone: Vec<i16> = (0..stream.app_rate().frame_samples())
         .map(|n| if (n / 10) % 2 == 0 { 8000 } else { -8000 })
         .collect();
     let mut inbound = stream.take_inbound().expect("inbound frames");
@@ -316,7 +329,7 @@ async fn answered_call_with_audio_ends_at_max_duration() {
         record.started_at.is_some() && record.answered_at.is_some() && record.ended_at.is_some()
     );
     let stats = record.media_stats.expect("media stats");
-    assert_eq!(stats.codec, "PCMA");
+    assert_eq!(stats.codec, codec_name);
     assert!(
         stats.packets_received > 10 && stats.packets_sent > 10,
         "{stats:?}"

@@ -114,6 +114,9 @@ pub enum EngineError {
     /// The stream's worker is gone (engine shut down or stream closed).
     #[error("media stream is closed")]
     Closed,
+    /// [`StreamHandle::reconfigure`] asked for what a live stream cannot change.
+    #[error("a live stream cannot change {0}")]
+    Unchangeable(&'static str),
 }
 
 /// Engine settings.
@@ -481,6 +484,29 @@ impl StreamHandle {
         })
     }
 
+    /// Changes the stream's codec, payload types, packetization, application
+    /// rate or peer in place, on the same ports, SSRC and sequence numbers
+    /// (see [`MediaStream::reconfigure`]). Frames queued for sending are
+    /// dropped; afterwards frames are 20 ms at the new [`app_rate`](Self::app_rate).
+    /// RTCP multiplexing, and the rate of a stream the engine records, cannot
+    /// change.
+    pub async fn reconfigure(&mut self, config: MediaConfig) -> Result<(), EngineError> {
+        let app_rate = config.app_rate;
+        if app_rate.frame_samples() > MAX_APP_FRAME {
+            return Err(EngineError::AppRate(app_rate.hz()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Reconfigure {
+            id: self.id,
+            config: Box::new(config),
+            reply,
+        })?;
+        answer.await.map_err(|_| EngineError::Closed)??;
+        self.app_rate = app_rate;
+        self.frame_samples = app_rate.frame_samples();
+        Ok(())
+    }
+
     /// Closes the stream (RTCP BYE sent, sockets released) and returns the
     /// final statistics and the recording's outcome.
     pub async fn close(mut self) -> Result<StreamClosed, EngineError> {
@@ -550,6 +576,11 @@ enum Command {
     ClearOutbound {
         id: u64,
     },
+    Reconfigure {
+        id: u64,
+        config: Box<MediaConfig>,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -561,6 +592,7 @@ impl std::fmt::Debug for Command {
             Command::SendDtmf { .. } => "SendDtmf",
             Command::SetRemote { .. } => "SetRemote",
             Command::ClearOutbound { .. } => "ClearOutbound",
+            Command::Reconfigure { .. } => "Reconfigure",
         };
         f.write_str(name)
     }
@@ -781,6 +813,11 @@ impl Worker {
                     while entry.outbound.try_recv().is_ok() {}
                 }
             }
+            Command::Reconfigure { id, config, reply } => {
+                if let Some(entry) = self.entry(id) {
+                    let _ = reply.send(reconfigure(entry, *config, now));
+                }
+            }
         }
     }
 
@@ -854,6 +891,28 @@ fn read_sockets(entry: &mut Entry, receive: &mut BytesMut) -> bool {
 }
 
 /// Sends the stream's queued datagrams and forwards its events.
+/// [`Command::Reconfigure`] on a worker's entry.
+fn reconfigure(
+    entry: &mut Entry,
+    config: MediaConfig,
+    now: std::time::Instant,
+) -> Result<(), EngineError> {
+    let current = entry.stream.config();
+    if config.rtcp_mux != current.rtcp_mux {
+        return Err(EngineError::Unchangeable(
+            "RTCP multiplexing (its sockets are bound)",
+        ));
+    }
+    if entry.recording.is_some() && config.app_rate != current.app_rate {
+        return Err(EngineError::Unchangeable("the rate of its recording"));
+    }
+    entry
+        .stream
+        .reconfigure(config, now, &mut rand::thread_rng())?;
+    while entry.outbound.try_recv().is_ok() {}
+    Ok(())
+}
+
 fn flush(entry: &mut Entry) {
     while let Some(transmit) = entry.stream.poll_transmit() {
         let socket = match transmit.component {

@@ -352,6 +352,24 @@ fn rank(kind: FrameKind) -> u8 {
     }
 }
 
+/// The payload formats a stream of `config` accepts: its codec and, when
+/// negotiated, telephone-event, both on the codec's RTP clock.
+fn payload_formats(config: &MediaConfig, clock_rate: u32) -> Vec<PayloadFormat> {
+    let mut formats = vec![PayloadFormat {
+        payload_type: config.payload_type,
+        clock_rate,
+        telephone_event: false,
+    }];
+    if let Some(payload_type) = config.telephone_event_pt {
+        formats.push(PayloadFormat {
+            payload_type,
+            clock_rate,
+            telephone_event: true,
+        });
+    }
+    formats
+}
+
 /// Longest packet the decoder is given room for: 120 ms.
 const MAX_PACKET_MS: usize = 120;
 /// Most frame periods one tick catches up after a stall.
@@ -390,20 +408,9 @@ impl MediaStream {
         let jitter = JitterBuffer::new(config.jitter.clone())?;
         config.dtmf.clock_rate = clock_rate;
         let dtmf_sender = DtmfSender::new(config.dtmf)?;
-        let mut formats = vec![PayloadFormat {
-            payload_type: config.payload_type,
-            clock_rate,
-            telephone_event: false,
-        }];
+        let formats = payload_formats(&config, clock_rate);
         let dtmf_receiver = match config.telephone_event_pt {
-            Some(payload_type) => {
-                formats.push(PayloadFormat {
-                    payload_type,
-                    clock_rate,
-                    telephone_event: true,
-                });
-                Some(DtmfReceiver::new(clock_rate)?)
-            }
+            Some(_) => Some(DtmfReceiver::new(clock_rate)?),
             None => None,
         };
         let receiver = RtpReceiver::new(
@@ -472,6 +479,37 @@ impl MediaStream {
             closed: false,
             config,
         })
+    }
+
+    /// Changes the stream's codec, payload types, packetization, rate or
+    /// peer in place (the answer to an offer picked another codec than the
+    /// stream was opened with): the same sockets, SSRC, sequence numbers,
+    /// RTCP session and receive statistics go on; the codec state, jitter
+    /// buffer, resamplers and queued audio start afresh for `config`.
+    pub fn reconfigure<R: Rng + ?Sized>(
+        &mut self,
+        config: MediaConfig,
+        now: Instant,
+        rng: &mut R,
+    ) -> Result<(), StreamError> {
+        let (anchor, ntp) = self.ntp_anchor;
+        let mut fresh = MediaStream::new(config, anchor, ntp, rng)?;
+        let clock_rate = fresh.sender.clock_rate();
+        fresh.sender = self.sender.with_clock_rate(clock_rate);
+        let formats = payload_formats(&fresh.config, clock_rate);
+        let old = std::mem::replace(self, fresh);
+        self.rtcp = old.rtcp;
+        self.receiver = old.receiver;
+        self.receiver.set_formats(formats);
+        self.receiver.set_sdp_addr(self.config.remote);
+        self.counters = old.counters;
+        self.created_at = old.created_at;
+        self.last_tick = old.last_tick;
+        self.next_tick = old.next_tick.max(now);
+        self.remote_ssrc = old.remote_ssrc;
+        self.latched_reported = old.latched_reported;
+        self.rtcp_source = old.rtcp_source;
+        Ok(())
     }
 
     // Getters.

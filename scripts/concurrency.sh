@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Concurrency benchmark: long inbound calls with speech to an echo agent of a
+# release `dialcore serve`, at several levels of concurrent calls, with two
+# generators side by side in the same run:
+#   - `dialcore load --codec pcma` (our generator: shipped speech, echo timed);
+#   - SIPp with tests/sipp/service/caller_speech_28s.xml (the sip-tester
+#     PCMA speech pcap played four times, about 27 s).
+# Calls ramp up at --rate; once all are up, the CPU time of the server and of
+# the generator is read from /proc over a --window second window, with the
+# server's resident memory. Per level and generator it prints: calls ok and
+# failed, RTP loss and jitter p50/p99 as the server measured them (the call
+# records' media_stats), the generator's own view (loss, jitter p99) for
+# `dialcore load`, CPU per call of the server and of the generator, and the
+# server's resident memory per live call.
+#
+# Usage: scripts/concurrency.sh [--levels "250 500 1000 2000"] [--rate 50]
+#                               [--hold 28] [--window 10] [--no-sipp]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+levels="250 500 1000 2000"
+rate=50
+hold=28
+window=10
+with_sipp=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --levels) levels=$2; shift ;;
+        --rate) rate=$2; shift ;;
+        --hold) hold=$2; shift ;;
+        --window) window=$2; shift ;;
+        --no-sipp) with_sipp=0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+scripts/prereqs.sh
+cargo build --release -p call-control --bin dialcore >&2
+# shellcheck source=lib/echo-service.sh
+source scripts/lib/echo-service.sh
+
+hz=$(getconf CLK_TCK)
+# CPU ticks (user + system, all threads) of a process.
+ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# Waits until every call of the level is up, then reads both processes' CPU over
+# the window. Prints: server_cores generator_cores server_rss_kb
+sample() { # generator_pid level
+    local gen=$1 level=$2
+    sleep "$(python3 -c "print($level / $rate + 2)")"
+    local s0 g0 s1 g1
+    s0=$(ticks "$service_pid"); g0=$(ticks "$gen")
+    sleep "$window"
+    s1=$(ticks "$service_pid"); g1=$(ticks "$gen" 2>/dev/null || echo "$g0")
+    python3 -c "print(($s1 - $s0) / $hz / $window, ($g1 - $g0) / $hz / $window)" | tr '\n' ' '
+    rss_kb "$service_pid"
+}
+
+# What the server measured on the level's calls: the newest $1 inbound call records.
+server_view() { # level
+    python3 - "$http" "$key" "$1" <<'PY'
+import json, sys, urllib.request
+http, key, level = sys.argv[1], sys.argv[2], int(sys.argv[3])
+calls, offset = [], 0
+while len(calls) < level:
+    url = f"http://{http}/api/public/v1/calls?direction=inbound&limit=200&offset={offset}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    page = json.load(urllib.request.urlopen(request))["data"]
+    if not page:
+        break
+    calls += page
+    offset += len(page)
+calls = calls[:level]
+ok = sum(1 for c in calls if c["status"] == "ended" and c["outcome"] == "caller_hangup")
+stats = [c["media_stats"] for c in calls if c.get("media_stats")]
+lost = sum(s["packets_lost"] for s in stats)
+got = sum(s["packets_received"] for s in stats)
+jit = sorted(s["jitter_ms"] for s in stats) or [0]
+p = lambda q: jit[min(len(jit) - 1, int(q * len(jit)))]
+print(ok, level - ok, "%.3f" % (100 * lost / max(1, lost + got)), "%.1f" % p(0.5), "%.1f" % p(0.99))
+PY
+}
+
+row() { # generator level server_view sample extra
+    local gen=$1 level=$2 view=$3 cpu=$4 extra=$5
+    read -r ok failed loss j50 j99 <<<"$view"
+    read -r scores gcores rss <<<"$cpu"
+    python3 - "$gen" "$level" "$ok" "$failed" "$loss" "$j50" "$j99" "$scores" "$gcores" "$rss" "$rss0" "$extra" <<'PY'
+import sys
+gen, level, ok, failed, loss, j50, j99, s, g, rss, rss0, extra = sys.argv[1:]
+level = int(level); s = float(s); g = float(g)
+per = lambda cores: "1/%d core" % (level / cores) if cores > 0 else "-"
+mem = (int(rss) - int(rss0)) / level
+print(f"| {level} | {gen} | {ok}/{failed} | {loss} % | {j50} / {j99} ms | {s:.2f} cores, {per(s)} | {g:.2f} cores, {per(g)} | {mem:.0f} kB | {extra} |")
+PY
+}
+
+echo "| concurrent calls | generator | ok/failed | loss (server) | jitter p50/p99 (server) | server CPU, per call | generator CPU, per call | server RSS per call | generator's view |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for level in $levels; do
+    sleep 3
+    rss0=$(rss_kb "$service_pid")
+    "$ROOT/target/release/dialcore" load "sip:+15550100000@127.0.0.1:$sip_port" \
+        --calls "$level" --rate "$rate" --hold "${hold}s" --codec pcma --json \
+        >"$work/load_$level.json" 2>/dev/null &
+    gen=$!
+    cpu=$(sample "$gen" "$level")
+    wait "$gen" || true
+    sleep 2
+    extra=$(python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))["summary"]
+print("loss %.3f %%, jitter p99 %s ms, echo rtt p50 %s ms" % (s["loss_percent"], s["jitter_ms"]["p99"], s["echo_rtt_ms"]["p50"]))
+' "$work/load_$level.json")
+    row "dialcore load" "$level" "$(server_view "$level")" "$cpu" "$extra"
+
+    if [ "$with_sipp" = 1 ]; then
+        sleep 3
+        rss0=$(rss_kb "$service_pid")
+            sipp -sf "$ROOT/tests/sipp/service/caller_speech_28s.xml" -t u1 -i 127.0.0.1 -p 0 \
+            -mp 30000 -s +15550100000 -r "$rate" -m "$level" -l "$level" -nostdin \
+            -timeout 300s "127.0.0.1:$sip_port" >/dev/null 2>&1 &
+        gen=$!
+        cpu=$(sample "$gen" "$level")
+        wait "$gen" || true
+        sleep 2
+        row "SIPp" "$level" "$(server_view "$level")" "$cpu" "-"
+    fi
+done
