@@ -273,7 +273,10 @@ async fn start_service(dir: &tempfile::TempDir) -> ServiceHandle {
         ("DIALCORE_API_KEY", KEY.to_owned()),
         ("DIALCORE_LOG_LEVEL", "warn".to_owned()),
         // The trunk the generator calls in on is on loopback.
-        ("DIALCORE_SECURITY_ALLOW_PRIVATE_DESTINATIONS", "true".to_owned()),
+        (
+            "DIALCORE_SECURITY_ALLOW_PRIVATE_DESTINATIONS",
+            "true".to_owned(),
+        ),
     ];
     let config = Config::from_env_and_toml(None, env.into_iter().map(|(k, v)| (k.to_owned(), v)))
         .expect("test configuration is valid");

@@ -34,6 +34,8 @@ use crate::runtime::{CallMetadata, RuntimeError, RuntimeSession};
 pub enum CallCommand {
     /// Hang up (cancel when not answered).
     Hangup(Requester),
+    /// The organisation's balance does not cover the call's next minute: end it.
+    CreditExhausted,
 }
 
 /// Messages between the bridge and the runtime, each way.
@@ -159,6 +161,13 @@ impl CallTask {
                 command = self.commands.recv(), if self.commands_open => match command {
                     Some(CallCommand::Hangup(by)) => {
                         self.lifecycle.handle_hangup(Instant::now(), by);
+                    }
+                    Some(CallCommand::CreditExhausted) => {
+                        self.lifecycle.handle_error_detail(
+                            Instant::now(),
+                            "insufficient_credits",
+                            "the organisation's balance does not cover another minute".into(),
+                        );
                     }
                     None => {
                         self.commands_open = false;
