@@ -26,6 +26,17 @@ use crate::model::Call;
 /// most this long before it really stopped.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Who charges a call when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pricing {
+    /// The engine: each started minute after answer ([`charge_cents`]).
+    PerMinute,
+    /// The test run it is the agent's leg of, at the run's own price (the estimate the
+    /// user consented to, both legs and the multiplier included): the engine charges
+    /// nothing more.
+    TestRun,
+}
+
 /// The credit a call holds while it runs: one minute, the least an answered call costs.
 pub fn reservation_cents(per_minute_cents: i64) -> i64 {
     per_minute_cents
