@@ -30,11 +30,8 @@ fn nowhere() -> SocketAddr {
     "127.0.0.1:9".parse().expect("literal")
 }
 
-/// A service for test number `slot`, on RTP ports of its own.
-///
-/// The tests of this file run in parallel in one process; an outbound call
-/// answered with another codec than the provisional stream's reopens its
-/// port, and another service's allocator must not take the port meanwhile.
+/// A service for test number `slot`, on RTP ports of its own (the tests of this file
+/// run in parallel in one process).
 async fn service(slot: u16) -> TestService {
     TestService::start_with(|config| configure(config, slot)).await
 }
@@ -152,6 +149,7 @@ async fn assert_echo_run(svc: &TestService, run: &Value, agent_direction: &str) 
 async fn sip_outbound_and_inbound_runs_against_the_echo_agent() {
     let svc = service(1).await;
     let agent = echo_agent(&svc, "+15557010001").await;
+    let balance_before = balance(&svc).await;
 
     let outbound = create_run(
         &svc,
@@ -185,7 +183,39 @@ async fn sip_outbound_and_inbound_runs_against_the_echo_agent() {
 
     let agent_leg = call(&svc, inbound["call_id"].as_str().expect("call_id")).await;
     assert_eq!(agent_leg["to_number"], "+15557010001", "{agent_leg}");
+
+    // Each run is charged its own price (both legs, the multiplier), once: the engine does
+    // not charge the agent's leg by the minute on top.
+    let defaults = call_control::config::Config::default();
+    let mut expected = 0;
+    for run in [&outbound, &inbound] {
+        let leg = call(&svc, run["call_id"].as_str().expect("call_id")).await;
+        expected += call_control::model::test_call_cost_cents(
+            number(&leg["duration_seconds"], "duration"),
+            defaults.credits.per_minute_cents,
+            run["charge_multiplier"].as_u64().expect("multiplier") as u32,
+            call_control::model::TestMode::Sip,
+        );
+    }
+    assert!(expected > 0);
+    let mut spent = 0;
+    for _ in 0..50 {
+        spent = balance_before - balance(&svc).await;
+        if spent >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    spent = spent.max(balance_before - balance(&svc).await);
+    assert_eq!(spent, expected, "charged the runs' price and nothing else");
     svc.stop().await;
+}
+
+async fn balance(svc: &TestService) -> i64 {
+    let (status, org) = svc.get("/organization").await;
+    assert_eq!(status, 200, "{org}");
+    org["data"]["balance_cents"].as_i64().expect("balance")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

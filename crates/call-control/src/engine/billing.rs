@@ -6,20 +6,36 @@
 //! after answer and the hold is released ([`crate::store::Store::finish_call`]). While it
 //! is live, the engine stamps it every [`HEARTBEAT_INTERVAL`] in one batched write for
 //! all live calls (never on the audio path), so that after a crash recovery ends it where
-//! it was last known alive, not at the restart.
+//! it was last known alive, not at the restart. The same heartbeat keeps each answered
+//! call's hold ahead of its charge: before a call starts a minute it does not hold, the
+//! hold grows by what that minute costs ([`hold_needed_cents`]); when the balance, less
+//! every hold, cannot cover it, the call is ended (`insufficient_credits`), so a tenant
+//! cannot talk past its balance.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tracing::warn;
+use tracing::{info, warn};
 
+use super::call::CallCommand;
 use super::Shared;
 use crate::model::Call;
 
 /// How often the live calls' `last_seen_at` is written: after a crash a call is ended at
 /// most this long before it really stopped.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Who charges a call when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pricing {
+    /// The engine: each started minute after answer ([`charge_cents`]).
+    PerMinute,
+    /// The test run it is the agent's leg of, at the run's own price (the estimate the
+    /// user consented to, both legs and the multiplier included): the engine charges
+    /// nothing more.
+    TestRun,
+}
 
 /// The credit a call holds while it runs: one minute, the least an answered call costs.
 pub fn reservation_cents(per_minute_cents: i64) -> i64 {
@@ -34,6 +50,17 @@ pub fn charge_cents(answered: bool, talked: Duration, per_minute_cents: i64) -> 
     }
     let minutes = i64::try_from(talked.as_secs().div_ceil(60).max(1)).unwrap_or(i64::MAX);
     minutes.saturating_mul(per_minute_cents)
+}
+
+/// What an answered call must hold at `now` so that its charge stays covered until the
+/// heartbeat after next: every minute it will have started by then.
+pub fn hold_needed_cents(
+    answered_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    per_minute_cents: i64,
+) -> i64 {
+    let talked = (now - answered_at).to_std().unwrap_or(Duration::ZERO);
+    charge_cents(true, talked + 2 * HEARTBEAT_INTERVAL, per_minute_cents)
 }
 
 /// Where a call a crash interrupted ended: its last heartbeat, or when it was answered,
@@ -63,12 +90,14 @@ pub async fn heartbeat_loop(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        beat(&shared).await;
+        beat(&shared, Utc::now()).await;
     }
 }
 
-/// One heartbeat: one batched write of every live call's `last_seen_at`.
-async fn beat(shared: &Arc<Shared>) {
+/// One heartbeat at `now`: one batched write of every live call's `last_seen_at`, then
+/// the holds of the answered calls that are about to start a minute they do not hold are
+/// grown, and the calls whose organisation cannot cover it are told to end.
+pub(super) async fn beat(shared: &Arc<Shared>, now: DateTime<Utc>) {
     let live: Vec<String> = shared
         .live
         .iter()
@@ -77,8 +106,36 @@ async fn beat(shared: &Arc<Shared>) {
     if live.is_empty() {
         return;
     }
-    if let Err(error) = shared.store.heartbeat_calls(&live, Utc::now()).await {
-        warn!(%error, calls = live.len(), "heartbeat of live calls not written");
+    let answered = match shared.store.heartbeat_calls(&live, now).await {
+        Ok(answered) => answered,
+        Err(error) => {
+            warn!(%error, calls = live.len(), "heartbeat of live calls not written");
+            return;
+        }
+    };
+    let per_minute = shared.per_minute_cents;
+    for hold in answered {
+        let Some(held) = hold.reserved_cents else {
+            continue;
+        };
+        let missing = hold_needed_cents(hold.answered_at, now, per_minute) - held;
+        if missing <= 0 {
+            continue;
+        }
+        match shared
+            .store
+            .extend_hold(&hold.org_id, &hold.call_id, missing)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                info!(call_id = %hold.call_id, "credit exhausted; ending the call");
+                if let Some(commands) = shared.live.get(&hold.call_id) {
+                    let _ = commands.send(CallCommand::CreditExhausted);
+                }
+            }
+            Err(error) => warn!(call_id = %hold.call_id, %error, "credit hold not extended"),
+        }
     }
 }
 
@@ -99,6 +156,20 @@ mod tests {
         assert_eq!(charge_cents(true, secs(60), 2), 2);
         assert_eq!(charge_cents(true, secs(61), 2), 4);
         assert_eq!(charge_cents(true, secs(3600), 0), 0);
+    }
+
+    #[test]
+    fn the_hold_covers_the_minute_the_next_heartbeats_reach() {
+        let answered = at(0);
+        let secs = |s: i64| at(0) + chrono::Duration::seconds(s);
+        assert_eq!(hold_needed_cents(answered, secs(10), 5), 5, "first minute");
+        assert_eq!(hold_needed_cents(answered, secs(55), 5), 5);
+        assert_eq!(
+            hold_needed_cents(answered, secs(57), 5),
+            10,
+            "second minute ahead"
+        );
+        assert_eq!(hold_needed_cents(answered, secs(125), 5), 15);
     }
 
     #[test]

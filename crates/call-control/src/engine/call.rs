@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
-use super::billing;
+use super::billing::{self, Pricing};
 use super::lifecycle::{
     Decision, End, FinalStatus, Lifecycle, LifecycleConfig, Outcome, Output, Progress, RemoteEnd,
     Requester,
@@ -34,6 +34,8 @@ use crate::runtime::{CallMetadata, RuntimeError, RuntimeSession};
 pub enum CallCommand {
     /// Hang up (cancel when not answered).
     Hangup(Requester),
+    /// The organisation's balance does not cover the call's next minute: end it.
+    CreditExhausted,
 }
 
 /// Messages between the bridge and the runtime, each way.
@@ -67,6 +69,8 @@ pub struct CallTask {
     bridge_events_tx: mpsc::UnboundedSender<BridgeEvent>,
     /// What the transcript has used of its bounds.
     transcript_limit: TranscriptLimit,
+    /// Who charges the call when it ends.
+    pricing: Pricing,
 }
 
 impl CallTask {
@@ -103,7 +107,13 @@ impl CallTask {
             bridge_events,
             bridge_events_tx,
             transcript_limit: TranscriptLimit::default(),
+            pricing: Pricing::PerMinute,
         }
+    }
+
+    /// The call is the agent's leg of a test run, which charges it (not the engine).
+    pub fn priced_by_test_run(&mut self) {
+        self.pricing = Pricing::TestRun;
     }
 
     /// Outbound: the INVITE went out with `offer`, whose port `provisional` holds.
@@ -159,6 +169,13 @@ impl CallTask {
                 command = self.commands.recv(), if self.commands_open => match command {
                     Some(CallCommand::Hangup(by)) => {
                         self.lifecycle.handle_hangup(Instant::now(), by);
+                    }
+                    Some(CallCommand::CreditExhausted) => {
+                        self.lifecycle.handle_error_detail(
+                            Instant::now(),
+                            "insufficient_credits",
+                            "the organisation's balance does not cover another minute".into(),
+                        );
                     }
                     None => {
                         self.commands_open = false;
@@ -477,11 +494,14 @@ impl CallTask {
         } else {
             self.call.duration_seconds = Some(0.0);
         }
-        let charge = billing::charge_cents(
-            end.answered_at.is_some(),
-            duration,
-            self.shared.per_minute_cents,
-        );
+        let charge = match self.pricing {
+            Pricing::PerMinute => billing::charge_cents(
+                end.answered_at.is_some(),
+                duration,
+                self.shared.per_minute_cents,
+            ),
+            Pricing::TestRun => 0,
+        };
         info!(
             status = %self.call.status,
             outcome = ?self.call.outcome,

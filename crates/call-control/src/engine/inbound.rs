@@ -477,11 +477,15 @@ async fn answer_call(
         }
         return;
     };
+    let test_leg = created.is_some();
     if let Some(created) = created {
         // The run may have given up waiting; the call goes on regardless.
         let _ = created.send(call_id.clone());
     }
     let mut task = CallTask::new(Arc::clone(&shared), call, agent, sip, commands);
+    if test_leg {
+        task.priced_by_test_run();
+    }
     async move {
         info!(%source, number, "incoming call answered");
         task.answer_inbound(stream, reply.sdp.to_string(), telephone_event);

@@ -44,6 +44,7 @@ use sip_stack::ua::{OutgoingCall, UaConfig, UaError, UserAgent};
 use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn, Instrument};
 
+use self::billing::Pricing;
 use self::call::{CallCommand, CallTask};
 use self::lifecycle::Requester;
 use self::rejections::RejectionLog;
@@ -325,7 +326,8 @@ impl CallEngine {
         trunk: Trunk,
     ) -> Result<(), EngineError> {
         let destinations = self.shared.destinations;
-        self.spawn_outbound(call, agent, trunk, destinations).await
+        self.spawn_outbound(call, agent, trunk, destinations, Pricing::PerMinute)
+            .await
     }
 
     /// [`CallEngine::place_call`] through a trunk the service itself made towards
@@ -337,7 +339,8 @@ impl CallEngine {
         agent: Agent,
         bot_trunk: Trunk,
     ) -> Result<(), EngineError> {
-        self.spawn_outbound(call, agent, bot_trunk, DestinationPolicy::new(true))
+        let destinations = DestinationPolicy::new(true);
+        self.spawn_outbound(call, agent, bot_trunk, destinations, Pricing::TestRun)
             .await
     }
 
@@ -347,6 +350,7 @@ impl CallEngine {
         agent: Agent,
         trunk: Trunk,
         destinations: DestinationPolicy,
+        pricing: Pricing,
     ) -> Result<(), EngineError> {
         if self.shared.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
@@ -361,7 +365,12 @@ impl CallEngine {
         let span = tracing::info_span!("call", call_id = %call_id, direction = "outbound");
         tokio::spawn(
             async move {
-                run_outbound(&shared, ua, call, agent, trunk, destinations, commands).await;
+                let route = Route {
+                    trunk,
+                    destinations,
+                    pricing,
+                };
+                run_outbound(&shared, ua, call, agent, route, commands).await;
                 shared.unregister(&call_id);
             }
             .instrument(span),
@@ -471,15 +480,26 @@ impl CallEngine {
 }
 
 /// Sends the INVITE and runs the call to its end.
+/// Where an outbound call goes, and who charges it.
+struct Route {
+    trunk: Trunk,
+    destinations: DestinationPolicy,
+    pricing: Pricing,
+}
+
 async fn run_outbound(
     shared: &Arc<Shared>,
     ua: UserAgent,
     call: Call,
     agent: Agent,
-    trunk: Trunk,
-    destinations: DestinationPolicy,
+    route: Route,
     commands: mpsc::UnboundedReceiver<CallCommand>,
 ) {
+    let Route {
+        trunk,
+        destinations,
+        pricing,
+    } = route;
     let host_ip = trunk.host.parse::<std::net::IpAddr>().ok();
     let media_networks = negotiate::media_networks(&trunk.allowed_networks, host_ip);
     let stream = match shared.media.open(
@@ -527,6 +547,9 @@ async fn run_outbound(
     sip.trust_sources(media_networks.clone());
     info!(to = %call.phone_number, from = %call.from_number, trunk = %trunk.id, "INVITE sent");
     let mut task = CallTask::new(Arc::clone(shared), call, agent, sip, commands);
+    if pricing == Pricing::TestRun {
+        task.priced_by_test_run();
+    }
     task.invite_sent(offer, stream, media_networks);
     task.run().await;
 }

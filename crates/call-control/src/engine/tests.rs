@@ -92,8 +92,15 @@ fn trunk(org: &str, carrier: SocketAddr, allowed: &[&str]) -> Trunk {
 }
 
 async fn queued_call(f: &Fixture, join_timeout_secs: u32) -> Call {
+    let call = outbound_call(f, join_timeout_secs);
+    f.store.insert_call(&call).await.expect("call stored");
+    call
+}
+
+/// A queued outbound call of `f`'s agent, not stored yet.
+fn outbound_call(f: &Fixture, join_timeout_secs: u32) -> Call {
     let now = Utc::now();
-    let call = Call {
+    Call {
         id: new_id("call"),
         org_id: f.org.clone(),
         agent_id: f.agent.id.clone(),
@@ -123,9 +130,7 @@ async fn queued_call(f: &Fixture, join_timeout_secs: u32) -> Call {
         answered_at: None,
         ended_at: None,
         updated_at: now,
-    };
-    f.store.insert_call(&call).await.expect("call stored");
-    call
+    }
 }
 
 /// A test route of run `run_id` to the fixture's agent, from +15550100000 to +15550100001.
@@ -740,4 +745,86 @@ async fn recovery_ends_interrupted_calls_at_their_last_heartbeat_and_settles_the
         .expect("recovered again");
     assert_eq!(store.org_usage(&org).await.expect("usage"), usage);
     webhooks.stop();
+}
+
+#[tokio::test]
+async fn a_call_the_balance_cannot_carry_into_its_next_minute_is_ended() {
+    let f = fixture(41_900).await;
+    let per_minute = f.engine.shared.per_minute_cents;
+    let balance = f.store.balance_cents(&f.org).await.expect("balance");
+    // Credit for exactly one minute: the call is admitted, holding it.
+    f.store
+        .add_credits(&f.org, per_minute - balance)
+        .await
+        .expect("credits");
+    let call = outbound_call(&f, 10);
+    let admission = crate::store::Admission {
+        reserve_cents: billing::reservation_cents(per_minute),
+        max_live_calls: None,
+    };
+    assert_eq!(
+        f.store
+            .admit_call(&call, admission, None)
+            .await
+            .expect("admit"),
+        crate::store::CallAdmission::Admitted
+    );
+    let (_carrier, mut incoming, addr) = carrier().await;
+    f.engine
+        .place_call(call.clone(), f.agent.clone(), trunk(&f.org, addr, &[]))
+        .await
+        .expect("placed");
+    let leg = incoming.recv().await.expect("INVITE reaches the carrier");
+    let offer =
+        SessionDescription::parse(leg.invite.sdp.as_deref().expect("offer")).expect("offer parses");
+    let ours = [Codec::pcmu()];
+    let reply = answer(
+        &offer,
+        "127.0.0.1".parse().expect("ip"),
+        9,
+        &ours,
+        Direction::SendRecv,
+        5,
+        1,
+    )
+    .expect("answer");
+    leg.call.answer(reply.sdp.to_string());
+    let mut answered_at = None;
+    for _ in 0..100 {
+        let record = f.store.get_call_any(&call.id).await.expect("call");
+        if let Some(at) = record.answered_at {
+            answered_at = Some(at);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let answered_at = answered_at.expect("the answer is recorded");
+
+    // 30 s in, the first minute still covers the next heartbeats: nothing happens.
+    billing::beat(
+        &f.engine.shared,
+        answered_at + chrono::Duration::seconds(30),
+    )
+    .await;
+    assert_eq!(f.engine.live_calls(), 1, "the call goes on");
+    // Just before the second minute: the hold cannot grow, the call is ended.
+    billing::beat(
+        &f.engine.shared,
+        answered_at + chrono::Duration::seconds(58),
+    )
+    .await;
+    let record = settle(&f, &call.id).await;
+    assert_eq!(record.status, CallStatus::Ended);
+    assert_eq!(record.outcome, Some(CallOutcome::Error));
+    assert_eq!(record.end_reason.as_deref(), Some("insufficient_credits"));
+    assert!(
+        record
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("balance")),
+        "{record:?}"
+    );
+    let usage = f.store.org_usage(&f.org).await.expect("usage");
+    assert_eq!(usage.reserved_cents, 0, "the hold is released");
+    assert_eq!(usage.balance_cents, 0, "one minute charged");
 }

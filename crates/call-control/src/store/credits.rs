@@ -18,7 +18,7 @@ use sqlx::Row;
 
 use super::calls::{insert_call_on, update_call_on};
 use super::idempotency::{claim_on, KeptResponse};
-use super::{ts, Result, Store, StoreError};
+use super::{get_opt_ts, ts, Result, Store, StoreError};
 use crate::model::Call;
 
 /// Call ids stamped by one heartbeat statement.
@@ -68,6 +68,19 @@ pub struct Settlement {
     pub released_cents: i64,
     /// The organisation's balance after the charge.
     pub balance_cents: i64,
+}
+
+/// An answered live call and the credit it holds, as its heartbeat found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveHold {
+    /// The call.
+    pub call_id: String,
+    /// Its organisation.
+    pub org_id: String,
+    /// When it was answered.
+    pub answered_at: DateTime<Utc>,
+    /// What it holds (`None`: admitted without a reservation, before holds existed).
+    pub reserved_cents: Option<i64>,
 }
 
 /// An organisation's balance and what its live calls hold.
@@ -171,27 +184,81 @@ impl Store {
     }
 
     /// Stamps `last_seen_at = now` on the calls `call_ids` that are not settled (one
-    /// statement per 500 ids, one transaction); returns how many.
-    pub async fn heartbeat_calls(&self, call_ids: &[String], now: DateTime<Utc>) -> Result<u64> {
+    /// statement per 500 ids, one transaction); returns the answered ones among them, with
+    /// what they hold (for [`Store::extend_hold`]).
+    pub async fn heartbeat_calls(
+        &self,
+        call_ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LiveHold>> {
         if call_ids.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let stamp = ts(&now);
         let mut tx = self.pool().begin().await?;
-        let mut stamped = 0;
+        let mut answered = Vec::new();
         for batch in call_ids.chunks(HEARTBEAT_BATCH) {
             let sql = format!(
-                "UPDATE calls SET last_seen_at = ? WHERE settled_at IS NULL AND id IN ({})",
+                "UPDATE calls SET last_seen_at = ? WHERE settled_at IS NULL AND id IN ({}) \
+                 RETURNING id, org_id, answered_at, reserved_cents",
                 vec!["?"; batch.len()].join(", ")
             );
             let mut query = sqlx::query(&sql).bind(&stamp);
             for id in batch {
                 query = query.bind(id);
             }
-            stamped += query.execute(&mut *tx).await?.rows_affected();
+            for row in query.fetch_all(&mut *tx).await? {
+                let Some(answered_at) = get_opt_ts(&row, "answered_at")? else {
+                    continue;
+                };
+                let reserved: Option<i64> = row.try_get("reserved_cents")?;
+                answered.push(LiveHold {
+                    call_id: row.try_get("id")?,
+                    org_id: row.try_get("org_id")?,
+                    answered_at,
+                    reserved_cents: reserved,
+                });
+            }
         }
         tx.commit().await?;
-        Ok(stamped)
+        Ok(answered)
+    }
+
+    /// Adds `cents` to what the live call holds, if the organisation's balance minus every
+    /// hold covers them (one transaction, the same rule as [`Store::admit_call`]); false
+    /// when it does not, or when the call is settled or holds nothing.
+    pub async fn extend_hold(&self, org_id: &str, call_id: &str, cents: i64) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let held = sqlx::query(
+            "UPDATE orgs SET reserved_cents = reserved_cents + ? \
+             WHERE id = ? AND balance_cents - reserved_cents >= ?",
+        )
+        .bind(cents)
+        .bind(org_id)
+        .bind(cents)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if held == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let extended = sqlx::query(
+            "UPDATE calls SET reserved_cents = reserved_cents + ? \
+             WHERE org_id = ? AND id = ? AND settled_at IS NULL AND reserved_cents IS NOT NULL",
+        )
+        .bind(cents)
+        .bind(org_id)
+        .bind(call_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if extended == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The organisation's balance and what its live calls hold ([`StoreError::NotFound`]
@@ -419,7 +486,8 @@ mod tests {
     async fn heartbeats_stamp_live_calls_only() {
         let (store, _dir) = temp_store().await;
         let org = org(&store, 1000).await;
-        let live = call(&org, "agt_1", CallDirection::Outbound, 0);
+        let mut live = call(&org, "agt_1", CallDirection::Outbound, 0);
+        live.answered_at = Some(live.created_at);
         let settled = call(&org, "agt_1", CallDirection::Outbound, 1);
         for admitted in [&live, &settled] {
             store
@@ -430,7 +498,17 @@ mod tests {
         store.finish_call(&settled, 0).await.expect("settle");
         let now = Utc::now();
         let ids = vec![live.id.clone(), settled.id.clone(), "call_gone".to_owned()];
-        assert_eq!(store.heartbeat_calls(&ids, now).await.expect("beat"), 1);
+        let holds = store.heartbeat_calls(&ids, now).await.expect("beat");
+        assert_eq!(
+            holds,
+            vec![LiveHold {
+                call_id: live.id.clone(),
+                org_id: org.clone(),
+                answered_at: live.created_at,
+                reserved_cents: Some(2),
+            }],
+            "the answered live call and what it holds"
+        );
         let seen: Vec<_> = store
             .unfinished_calls()
             .await
@@ -444,7 +522,68 @@ mod tests {
         );
         let later = now + Duration::seconds(2);
         let many: Vec<String> = std::iter::repeat_n(live.id.clone(), HEARTBEAT_BATCH + 1).collect();
-        assert_eq!(store.heartbeat_calls(&many, later).await.expect("beat"), 2);
-        assert_eq!(store.heartbeat_calls(&[], later).await.expect("beat"), 0);
+        assert_eq!(
+            store
+                .heartbeat_calls(&many, later)
+                .await
+                .expect("beat")
+                .len(),
+            2
+        );
+        assert!(store
+            .heartbeat_calls(&[], later)
+            .await
+            .expect("beat")
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hold_grows_only_while_the_balance_covers_every_hold() {
+        let (store, _dir) = temp_store().await;
+        let org = org(&store, 10).await;
+        let talking = call(&org, "agt_1", CallDirection::Outbound, 0);
+        store
+            .admit_call(&talking, admission(4, None), None)
+            .await
+            .expect("admit");
+        assert!(store
+            .extend_hold(&org, &talking.id, 4)
+            .await
+            .expect("extend"));
+        let usage = store.org_usage(&org).await.expect("usage");
+        assert_eq!(usage.reserved_cents, 8);
+        assert!(
+            !store
+                .extend_hold(&org, &talking.id, 4)
+                .await
+                .expect("extend"),
+            "10 less 8 held does not cover 4 more"
+        );
+        assert_eq!(
+            store.org_usage(&org).await.expect("usage").reserved_cents,
+            8
+        );
+        let settled = store
+            .finish_call(&talking, 8)
+            .await
+            .expect("settle")
+            .expect("once");
+        assert_eq!(settled.released_cents, 8, "the grown hold is released");
+        assert_eq!(settled.balance_cents, 2);
+        assert_eq!(
+            store.org_usage(&org).await.expect("usage").reserved_cents,
+            0
+        );
+        assert!(
+            !store
+                .extend_hold(&org, &talking.id, 1)
+                .await
+                .expect("extend"),
+            "a settled call holds nothing more"
+        );
+        assert_eq!(
+            store.org_usage(&org).await.expect("usage").reserved_cents,
+            0
+        );
     }
 }

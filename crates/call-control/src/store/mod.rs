@@ -37,7 +37,7 @@ use crate::secrets::Sealer;
 
 pub use agents::AgentRemoval;
 pub use calls::{CallFilter, UnfinishedCall};
-pub use credits::{Admission, CallAdmission, OrgUsage, Settlement};
+pub use credits::{Admission, CallAdmission, LiveHold, OrgUsage, Settlement};
 pub use idempotency::{KeptResponse, StoredResponse, KEY_LIFETIME};
 pub use orgs::{display_prefix, hash_key, ApiKeyRecord, KeyCheck, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
