@@ -32,7 +32,7 @@ mod outcome;
 
 use crate::agent::{AgentRuntime, CallMetadata, Direction as CallDirection, RuntimeSession};
 use crate::brain::{Brain, BrainReport};
-use crate::bridge::{Bridge, BridgeCommand, BridgeEvent};
+use crate::bridge::{Bridge, BridgeEvent};
 use crate::in_process;
 use crate::measure::{Measurements, Party};
 use crate::netprofile::NetworkProfile;
@@ -446,7 +446,6 @@ impl TestBot {
         let mut brain_task = tokio::spawn(Box::new(brain).run(metadata, session).in_current_span());
         let mut brain_result = None;
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let (commands, commands_rx) = mpsc::unbounded_channel();
         let bridge = Bridge {
             stream,
             recording: None,
@@ -456,7 +455,7 @@ impl TestBot {
             telephone_event: negotiated.telephone_event_pt.is_some(),
             frames_per_digit: FRAMES_PER_DIGIT,
         };
-        let bridge_task = tokio::spawn(bridge.run(commands_rx).in_current_span());
+        let bridge = bridge.start();
         let limit = tokio::time::sleep(spec.max_duration);
         tokio::pin!(limit);
         let mut ended_by_sip = false;
@@ -500,28 +499,22 @@ impl TestBot {
         if !ended_by_sip {
             call.hangup();
         }
-        let _ = commands.send(BridgeCommand::Stop);
-        let link = match bridge_task.await {
-            Ok(end) => match end.stream.close().await {
-                Ok(closed) => {
-                    let s = closed.stats.stream;
-                    LinkStats {
-                        packets_sent: s.packets_sent,
-                        packets_received: s.packets_received,
-                        packets_lost: s.packets_lost,
-                        packets_dropped_outbound: 0,
-                        loss_percent: s.loss_percent,
-                        jitter_ms: s.jitter_ms,
-                        mos: s.mos,
-                    }
+        let end = bridge.stop().await;
+        let link = match end.stream.close().await {
+            Ok(closed) => {
+                let s = closed.stats.stream;
+                LinkStats {
+                    packets_sent: s.packets_sent,
+                    packets_received: s.packets_received,
+                    packets_lost: s.packets_lost,
+                    packets_dropped_outbound: 0,
+                    loss_percent: s.loss_percent,
+                    jitter_ms: s.jitter_ms,
+                    mos: s.mos,
                 }
-                Err(error) => {
-                    warn!(%error, "media stats lost");
-                    LinkStats::default()
-                }
-            },
+            }
             Err(error) => {
-                warn!(%error, "bridge task failed");
+                warn!(%error, "media stats lost");
                 LinkStats::default()
             }
         };

@@ -4,20 +4,22 @@
 //! and by the test bot for its own leg, so both sides of a test call move
 //! audio, marks, DTMF and hang-ups the same way.
 //!
-//! One task per call, paced by the media stream's inbound frames (one every
-//! 20 ms, silence included). On each frame it hands the frame to the
-//! runtime, plays one frame of the runtime's queue ([`Playout`]; silence
-//! when empty), records both sides, and reports what the call task needs
-//! (RTP activity, transcript entries, the agent's hang-up) over a channel.
-//! It never waits on the database, and never on the runtime: a runtime too
-//! slow to take its frames loses them.
+//! No task of its own: [`Bridge::start`] attaches a [`FrameHook`] to the media
+//! stream, which the media worker runs on every 20 ms tick among many calls'
+//! streams. On each tick the hook hands the inbound frame to the runtime, takes
+//! what the runtime produced since the last tick into the [`Playout`], and writes
+//! the next frame of it (silence when empty) back in the same tick; it records
+//! both sides and reports what the call task needs (RTP activity, transcript
+//! entries, the agent's hang-up) over a channel. It never waits on the
+//! database, and never on the runtime: a runtime too slow to take its frames
+//! loses them.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use media::record::RecordingHandle;
-use media::stream::{AudioFrame, FrameKind, MediaEvent, StreamHandle};
-use tokio::sync::mpsc;
+use media::stream::{AudioFrame, FrameHook, FrameKind, MediaEvent, StreamHandle};
+use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use crate::agent::{RuntimeInput, RuntimeOutput};
@@ -44,15 +46,6 @@ pub enum BridgeEvent {
     Hangup,
 }
 
-/// What the call task tells the bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BridgeCommand {
-    /// The far end moved its media (re-INVITE).
-    SetRemote(SocketAddr),
-    /// Stop and hand the stream back.
-    Stop,
-}
-
 /// What the bridge hands back when it stops.
 #[derive(Debug)]
 pub struct BridgeEnd {
@@ -62,7 +55,7 @@ pub struct BridgeEnd {
     pub recording: Option<RecordingHandle>,
 }
 
-/// The bridge of one call.
+/// The bridge of one call, before it starts.
 pub struct Bridge {
     /// The call's media stream.
     pub stream: StreamHandle,
@@ -81,92 +74,169 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Runs until told to stop or the stream closes.
-    pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<BridgeCommand>) -> BridgeEnd {
-        let frame_samples = self.stream.app_rate().frame_samples();
-        let mut playout = Playout::new(frame_samples, MAX_QUEUED_SAMPLES, self.frames_per_digit);
-        let mut out = vec![0i16; frame_samples];
-        let mut inbound = self.stream.take_inbound();
-        let mut media_events = self.stream.take_events();
-        let mut pending: VecDeque<RuntimeInput> = VecDeque::new();
-        let mut outputs_open = true;
-        let mut since_activity = ACTIVITY_EVERY_FRAMES;
-        let mut recording_errors = 0u64;
-        loop {
-            tokio::select! {
-                biased;
-                command = commands.recv() => match command {
-                    Some(BridgeCommand::SetRemote(remote)) => {
-                        if let Err(error) = self.stream.set_remote(remote, None) {
-                            debug!(%error, "media stream gone; remote not updated");
-                        }
-                    }
-                    Some(BridgeCommand::Stop) | None => break,
-                },
-                frame = recv_opt(&mut inbound) => {
-                    let Some(frame) = frame else { break };
-                    since_activity = since_activity.saturating_add(1);
-                    if matches!(frame.kind(), FrameKind::Voice | FrameKind::Recovered)
-                        && since_activity >= ACTIVITY_EVERY_FRAMES
-                    {
-                        since_activity = 0;
-                        let _ = self.events.send(BridgeEvent::Activity);
-                    }
-                    flush_inputs(&self.runtime_in, &mut pending);
-                    // Dropped when the runtime is behind: the audio path never waits.
-                    let _ = self.runtime_in.try_send(RuntimeInput::Audio(frame));
-                    playout.next_frame(&mut out);
-                    let _ = self.stream.try_send_frame(&out);
-                    if let Some(recording) = &mut self.recording {
-                        if recording.write_frame(Some(frame.samples()), Some(&out)).is_err() {
-                            recording_errors += 1;
-                        }
-                    }
-                    while let Some(event) = playout.poll_event() {
-                        self.on_playout(event, &mut pending).await;
-                    }
-                    flush_inputs(&self.runtime_in, &mut pending);
-                }
-                output = self.runtime_out.recv(), if outputs_open => match output {
-                    Some(output) => {
-                        self.on_output(output, &mut playout);
-                        while let Some(event) = playout.poll_event() {
-                            self.on_playout(event, &mut pending).await;
-                        }
-                    }
-                    None => outputs_open = false,
-                },
-                event = recv_unbounded_opt(&mut media_events) => match event {
-                    Some(MediaEvent::Dtmf(digit)) => {
-                        let _ = self.events.send(BridgeEvent::Activity);
-                        pending.push_back(RuntimeInput::Dtmf(digit.digit));
-                        flush_inputs(&self.runtime_in, &mut pending);
-                    }
-                    Some(other) => debug!(event = ?other, "media event"),
-                    None => media_events = None,
-                },
-            }
+    /// Attaches the bridge to its stream: from the next tick on, the media worker moves
+    /// the call's audio through it.
+    pub fn start(self) -> RunningBridge {
+        let (hook, end) = BridgeHook::new(
+            self.stream.app_rate().frame_samples(),
+            self.runtime_in,
+            self.runtime_out,
+            self.events,
+            self.recording,
+            self.telephone_event,
+            self.frames_per_digit,
+        );
+        let attached = self.stream.attach(Box::new(hook));
+        if let Err(error) = &attached {
+            debug!(%error, "media stream gone; bridge not attached");
         }
-        if recording_errors > 0 || playout.dropped_samples() > 0 {
-            debug!(
-                recording_errors,
-                dropped_agent_samples = playout.dropped_samples(),
-                "bridge stopped with losses"
-            );
-        }
-        BridgeEnd {
+        RunningBridge {
             stream: self.stream,
-            recording: self.recording,
+            end,
+        }
+    }
+}
+
+/// A bridge attached to its stream.
+#[derive(Debug)]
+pub struct RunningBridge {
+    stream: StreamHandle,
+    end: oneshot::Receiver<Option<RecordingHandle>>,
+}
+
+impl RunningBridge {
+    /// The far end moved its media (re-INVITE).
+    pub fn set_remote(&self, remote: SocketAddr) {
+        if let Err(error) = self.stream.set_remote(remote, None) {
+            debug!(%error, "media stream gone; remote not updated");
         }
     }
 
-    fn on_output(&mut self, output: RuntimeOutput, playout: &mut Playout) {
+    /// Detaches the bridge and hands the stream and the recording back.
+    pub async fn stop(self) -> BridgeEnd {
+        let _ = self.stream.detach().await;
+        let recording = self.end.await.ok().flatten();
+        BridgeEnd {
+            stream: self.stream,
+            recording,
+        }
+    }
+}
+
+/// The bridge as the media worker runs it, on every tick of the call's stream. Sans-IO
+/// apart from the non-blocking ends of its channels: tests drive it frame by frame.
+pub struct BridgeHook {
+    playout: Playout,
+    runtime_in: mpsc::Sender<RuntimeInput>,
+    runtime_out: mpsc::Receiver<RuntimeOutput>,
+    events: mpsc::UnboundedSender<BridgeEvent>,
+    pending: VecDeque<RuntimeInput>,
+    recording: Option<RecordingHandle>,
+    recording_errors: u64,
+    since_activity: u32,
+    telephone_event: bool,
+    dtmf: VecDeque<String>,
+    done: Option<oneshot::Sender<Option<RecordingHandle>>>,
+}
+
+impl FrameHook for BridgeHook {
+    fn on_frame(&mut self, inbound: &[i16], kind: FrameKind, out: &mut [i16]) -> bool {
+        self.since_activity = self.since_activity.saturating_add(1);
+        if matches!(kind, FrameKind::Voice | FrameKind::Recovered)
+            && self.since_activity >= ACTIVITY_EVERY_FRAMES
+        {
+            self.since_activity = 0;
+            let _ = self.events.send(BridgeEvent::Activity);
+        }
+        flush_inputs(&self.runtime_in, &mut self.pending);
+        if let Ok(frame) = AudioFrame::new(inbound, kind) {
+            // Dropped when the runtime is behind: the audio path never waits.
+            let _ = self.runtime_in.try_send(RuntimeInput::Audio(frame));
+        }
+        while let Ok(output) = self.runtime_out.try_recv() {
+            self.on_output(output);
+        }
+        self.playout.next_frame(out);
+        if let Some(recording) = &mut self.recording {
+            if recording.write_frame(Some(inbound), Some(out)).is_err() {
+                self.recording_errors += 1;
+            }
+        }
+        while let Some(event) = self.playout.poll_event() {
+            self.on_playout(event);
+        }
+        flush_inputs(&self.runtime_in, &mut self.pending);
+        true
+    }
+
+    fn on_event(&mut self, event: &MediaEvent) -> bool {
+        match event {
+            MediaEvent::Dtmf(digit) => {
+                let _ = self.events.send(BridgeEvent::Activity);
+                self.pending.push_back(RuntimeInput::Dtmf(digit.digit));
+                flush_inputs(&self.runtime_in, &mut self.pending);
+            }
+            other => debug!(event = ?other, "media event"),
+        }
+        true
+    }
+
+    fn poll_dtmf(&mut self) -> Option<String> {
+        self.dtmf.pop_front()
+    }
+
+    fn on_detach(mut self: Box<Self>) {
+        if self.recording_errors > 0 || self.playout.dropped_samples() > 0 {
+            debug!(
+                recording_errors = self.recording_errors,
+                dropped_agent_samples = self.playout.dropped_samples(),
+                "bridge stopped with losses"
+            );
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.send(self.recording.take());
+        }
+    }
+}
+
+impl BridgeHook {
+    /// The hook of a stream with `frame_samples` per 20 ms, talking to a runtime over
+    /// `runtime_in` / `runtime_out` and to the call task over `events`; the receiver gets
+    /// the recording back when the hook is detached.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        frame_samples: usize,
+        runtime_in: mpsc::Sender<RuntimeInput>,
+        runtime_out: mpsc::Receiver<RuntimeOutput>,
+        events: mpsc::UnboundedSender<BridgeEvent>,
+        recording: Option<RecordingHandle>,
+        telephone_event: bool,
+        frames_per_digit: u32,
+    ) -> (BridgeHook, oneshot::Receiver<Option<RecordingHandle>>) {
+        let (done, end) = oneshot::channel();
+        let hook = BridgeHook {
+            playout: Playout::new(frame_samples, MAX_QUEUED_SAMPLES, frames_per_digit),
+            runtime_in,
+            runtime_out,
+            events,
+            pending: VecDeque::new(),
+            recording,
+            recording_errors: 0,
+            since_activity: ACTIVITY_EVERY_FRAMES,
+            telephone_event,
+            dtmf: VecDeque::new(),
+            done: Some(done),
+        };
+        (hook, end)
+    }
+
+    fn on_output(&mut self, output: RuntimeOutput) {
         match output {
-            RuntimeOutput::Audio(samples) => playout.push_audio(samples),
-            RuntimeOutput::Mark(id) => playout.push_mark(id),
-            RuntimeOutput::Clear => playout.clear(),
-            RuntimeOutput::Dtmf(digits) => playout.push_dtmf(digits),
-            RuntimeOutput::Hangup => playout.push_hangup(),
+            RuntimeOutput::Audio(samples) => self.playout.push_audio(samples),
+            RuntimeOutput::Mark(id) => self.playout.push_mark(id),
+            RuntimeOutput::Clear => self.playout.clear(),
+            RuntimeOutput::Dtmf(digits) => self.playout.push_dtmf(digits),
+            RuntimeOutput::Hangup => self.playout.push_hangup(),
             RuntimeOutput::Transcript {
                 role,
                 text,
@@ -179,17 +249,12 @@ impl Bridge {
         }
     }
 
-    async fn on_playout(&mut self, event: PlayoutEvent, pending: &mut VecDeque<RuntimeInput>) {
+    fn on_playout(&mut self, event: PlayoutEvent) {
         match event {
             PlayoutEvent::Mark { id, cleared } => {
-                pending.push_back(RuntimeInput::Mark { id, cleared })
+                self.pending.push_back(RuntimeInput::Mark { id, cleared })
             }
-            PlayoutEvent::Dtmf(digits) if self.telephone_event => {
-                // A round trip to the media worker, not to the network.
-                if let Err(error) = self.stream.send_dtmf(&digits).await {
-                    debug!(%error, digits, "DTMF not sent");
-                }
-            }
+            PlayoutEvent::Dtmf(digits) if self.telephone_event => self.dtmf.push_back(digits),
             PlayoutEvent::Dtmf(digits) => {
                 debug!(digits, "no telephone-event negotiated; DTMF skipped")
             }
@@ -217,18 +282,190 @@ fn flush_inputs(runtime_in: &mpsc::Sender<RuntimeInput>, pending: &mut VecDeque<
     }
 }
 
-async fn recv_opt(receiver: &mut Option<mpsc::Receiver<AudioFrame>>) -> Option<AudioFrame> {
-    match receiver {
-        Some(receiver) => receiver.recv().await,
-        None => None,
-    }
-}
+#[cfg(test)]
+mod tests {
+    use media::codec::dtmf::DtmfDigit;
 
-async fn recv_unbounded_opt(
-    receiver: &mut Option<mpsc::UnboundedReceiver<MediaEvent>>,
-) -> Option<MediaEvent> {
-    match receiver {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
+    use super::*;
+
+    const FRAME: usize = 160;
+
+    /// A hook with its runtime's and call task's ends, driven frame by frame.
+    struct Harness {
+        hook: Box<BridgeHook>,
+        to_runtime: mpsc::Receiver<RuntimeInput>,
+        from_runtime: mpsc::Sender<RuntimeOutput>,
+        events: mpsc::UnboundedReceiver<BridgeEvent>,
+        end: oneshot::Receiver<Option<RecordingHandle>>,
+    }
+
+    fn harness(runtime_capacity: usize) -> Harness {
+        let (runtime_in, to_runtime) = mpsc::channel(runtime_capacity);
+        let (from_runtime, runtime_out) = mpsc::channel(64);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (hook, end) =
+            BridgeHook::new(FRAME, runtime_in, runtime_out, events_tx, None, true, 10);
+        Harness {
+            hook: Box::new(hook),
+            to_runtime,
+            from_runtime,
+            events,
+            end,
+        }
+    }
+
+    impl Harness {
+        /// One tick with `inbound` as the far end's frame; the frame sent back.
+        fn tick(&mut self, inbound: i16) -> Vec<i16> {
+            let mut out = vec![i16::MIN; FRAME];
+            assert!(self
+                .hook
+                .on_frame(&[inbound; FRAME], FrameKind::Voice, &mut out));
+            out
+        }
+
+        fn say(&self, output: RuntimeOutput) {
+            self.from_runtime.try_send(output).expect("room");
+        }
+
+        fn inputs(&mut self) -> Vec<RuntimeInput> {
+            std::iter::from_fn(|| self.to_runtime.try_recv().ok()).collect()
+        }
+    }
+
+    fn marks(inputs: &[RuntimeInput]) -> Vec<(u64, bool)> {
+        inputs
+            .iter()
+            .filter_map(|input| match input {
+                RuntimeInput::Mark { id, cleared } => Some((*id, *cleared)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn audio_the_runtime_queued_leaves_in_the_next_tick_and_the_far_end_reaches_it() {
+        let mut h = harness(16);
+        assert_eq!(
+            h.tick(5),
+            vec![0; FRAME],
+            "silence while the runtime says nothing"
+        );
+        h.say(RuntimeOutput::Audio(vec![700; FRAME * 2]));
+        assert_eq!(
+            h.tick(6),
+            vec![700; FRAME],
+            "played in the tick after it arrived"
+        );
+        assert_eq!(h.tick(7), vec![700; FRAME]);
+        assert_eq!(h.tick(8), vec![0; FRAME]);
+        let heard: Vec<i16> = h
+            .inputs()
+            .iter()
+            .filter_map(|input| match input {
+                RuntimeInput::Audio(frame) => Some(frame.samples()[0]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            heard,
+            vec![5, 6, 7, 8],
+            "every inbound frame reached the runtime"
+        );
+    }
+
+    #[test]
+    fn a_mark_is_echoed_once_the_audio_before_it_was_sent_and_clear_drops_the_rest() {
+        let mut h = harness(16);
+        h.say(RuntimeOutput::Audio(vec![1; FRAME]));
+        h.say(RuntimeOutput::Mark(1));
+        h.say(RuntimeOutput::Audio(vec![2; FRAME * 3]));
+        h.say(RuntimeOutput::Mark(2));
+        assert_eq!(h.tick(0), vec![1; FRAME]);
+        assert_eq!(
+            marks(&h.inputs()),
+            vec![(1, false)],
+            "reached with its audio"
+        );
+        assert_eq!(h.tick(0), vec![2; FRAME]);
+        assert!(marks(&h.inputs()).is_empty());
+        h.say(RuntimeOutput::Clear);
+        assert_eq!(h.tick(0), vec![0; FRAME], "cleared at once");
+        assert_eq!(
+            marks(&h.inputs()),
+            vec![(2, true)],
+            "the pending mark, as cleared"
+        );
+    }
+
+    #[test]
+    fn digits_both_ways_and_the_agents_hang_up_after_its_audio() {
+        let mut h = harness(16);
+        h.say(RuntimeOutput::Dtmf("12".into()));
+        h.tick(0);
+        assert_eq!(
+            h.hook.poll_dtmf().as_deref(),
+            Some("12"),
+            "handed to the stream"
+        );
+        assert_eq!(h.hook.poll_dtmf(), None);
+        let digit = MediaEvent::Dtmf(DtmfDigit {
+            digit: '5',
+            duration_ms: 100,
+            rtp_timestamp: 0,
+        });
+        assert!(
+            h.hook.on_event(&digit),
+            "the bridge takes its stream's events"
+        );
+        assert!(h
+            .inputs()
+            .iter()
+            .any(|i| matches!(i, RuntimeInput::Dtmf('5'))));
+        // Audio after the digits waits while they sound (10 frames each here).
+        h.say(RuntimeOutput::Audio(vec![4; FRAME]));
+        let resumed = (0..30).position(|_| h.tick(0) == vec![4; FRAME]);
+        assert!(
+            resumed.is_some_and(|k| k >= 18),
+            "two digits' pause first: {resumed:?}"
+        );
+
+        let mut h = harness(16);
+        h.say(RuntimeOutput::Audio(vec![3; FRAME]));
+        h.say(RuntimeOutput::Hangup);
+        assert_eq!(h.tick(0), vec![3; FRAME]);
+        let events: Vec<BridgeEvent> = std::iter::from_fn(|| h.events.try_recv().ok()).collect();
+        assert!(
+            !events.contains(&BridgeEvent::Hangup),
+            "not before its audio is out"
+        );
+        h.tick(0);
+        let events: Vec<BridgeEvent> = std::iter::from_fn(|| h.events.try_recv().ok()).collect();
+        assert!(events.contains(&BridgeEvent::Hangup), "{events:?}");
+    }
+
+    #[test]
+    fn a_runtime_too_slow_for_its_frames_loses_them_and_the_audio_goes_on() {
+        let mut h = harness(2);
+        for k in 0..10 {
+            h.tick(k);
+        }
+        assert_eq!(
+            h.inputs().len(),
+            2,
+            "what fit; the rest was dropped, nothing waited"
+        );
+        assert_eq!(h.tick(0), vec![0; FRAME]);
+    }
+
+    #[test]
+    fn detaching_hands_the_recording_back() {
+        let mut h = harness(4);
+        h.tick(0);
+        h.hook.on_detach();
+        assert!(
+            matches!(h.end.try_recv(), Ok(None)),
+            "no recording, handed back"
+        );
     }
 }

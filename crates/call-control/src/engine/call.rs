@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bot_loopback::bridge::{Bridge, BridgeCommand, BridgeEnd, BridgeEvent};
+use bot_loopback::bridge::{Bridge, BridgeEnd, BridgeEvent, RunningBridge};
 use chrono::Utc;
 use media::record::RecordingHandle;
 use media::rtp_session::IpNet;
@@ -43,8 +43,7 @@ const RUNTIME_CHANNEL: usize = 64;
 
 /// Media of an answered call.
 struct Active {
-    bridge: JoinHandle<BridgeEnd>,
-    commands: mpsc::UnboundedSender<BridgeCommand>,
+    bridge: RunningBridge,
     runtime: Option<JoinHandle<Result<(), RuntimeError>>>,
 }
 
@@ -357,7 +356,7 @@ impl CallTask {
         };
         if let Some(active) = &self.active {
             let remote = std::net::SocketAddr::new(ip, audio.port);
-            let _ = active.commands.send(BridgeCommand::SetRemote(remote));
+            active.bridge.set_remote(remote);
         }
     }
 
@@ -402,7 +401,6 @@ impl CallTask {
                 None
             }
         };
-        let (commands, commands_rx) = mpsc::unbounded_channel();
         let bridge = Bridge {
             stream,
             recording,
@@ -413,8 +411,7 @@ impl CallTask {
             frames_per_digit: frames_per_digit(),
         };
         self.active = Some(Active {
-            bridge: tokio::spawn(bridge.run(commands_rx).in_current_span()),
-            commands,
+            bridge: bridge.start(),
             runtime,
         });
     }
@@ -462,10 +459,8 @@ impl CallTask {
             let _ = stream.close().await;
         }
         if let Some(active) = self.active.take() {
-            let _ = active.commands.send(BridgeCommand::Stop);
-            if let Ok(bridge_end) = active.bridge.await {
-                self.close_media(bridge_end).await;
-            }
+            let bridge_end = active.bridge.stop().await;
+            self.close_media(bridge_end).await;
             if let Some(runtime) = active.runtime {
                 // The runtime's input is closed: it should return at once.
                 match tokio::time::timeout(std::time::Duration::from_secs(2), runtime).await {

@@ -159,6 +159,33 @@ pub struct OpenOptions {
     pub recording: Option<RecordingHandle>,
 }
 
+/// Application code the media worker runs on every 20 ms tick of one stream, in place
+/// of the stream's frame channels ([`StreamHandle::attach`]): it gets each decoded inbound
+/// frame and writes the frame to send in the same tick, so a reply ready now leaves now and
+/// no task or channel hop per frame is needed. It runs on the worker that drives many
+/// streams: it must never block, wait or do more than a frame's worth of work.
+pub trait FrameHook: Send {
+    /// One tick: `inbound` is what the far end sent in the last 20 ms (silence or
+    /// concealment included, as `kind` says). Write the frame to send into `out` (20 ms at
+    /// the stream's application rate) and return true, or return false to send nothing.
+    fn on_frame(&mut self, inbound: &[i16], kind: FrameKind, out: &mut [i16]) -> bool;
+
+    /// A media event of the stream (a DTMF digit received, ...); return true to keep it
+    /// from the stream's event channel.
+    fn on_event(&mut self, event: &MediaEvent) -> bool {
+        let _ = event;
+        false
+    }
+
+    /// Digits to send now as RFC 4733 telephone-events, asked after every tick.
+    fn poll_dtmf(&mut self) -> Option<String> {
+        None
+    }
+
+    /// The hook leaves the stream (detached, or the stream closed): the last call it gets.
+    fn on_detach(self: Box<Self>) {}
+}
+
 /// 20 ms of mono PCM, stored inline (no heap).
 #[derive(Clone, Copy)]
 pub struct AudioFrame {
@@ -321,6 +348,7 @@ impl MediaEngine {
             recording: options.recording,
             recording_errors: 0,
             bad_frames: 0,
+            hook: None,
         };
         commands
             .send(Command::Open(Box::new(entry)))
@@ -507,6 +535,21 @@ impl StreamHandle {
         Ok(())
     }
 
+    /// Hands the stream's frames to `hook`, run by the media worker on every tick, instead
+    /// of the inbound and outbound frame channels (see [`FrameHook`]). A hook attached
+    /// before replaces the earlier one (which is detached).
+    pub fn attach(&self, hook: Box<dyn FrameHook>) -> Result<(), EngineError> {
+        self.command(Command::Attach { id: self.id, hook })
+    }
+
+    /// Takes the hook off (its [`FrameHook::on_detach`] has run when this returns): the
+    /// frame channels carry the audio again.
+    pub async fn detach(&self) -> Result<(), EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Detach { id: self.id, reply })?;
+        answer.await.map_err(|_| EngineError::Closed)
+    }
+
     /// Closes the stream (RTCP BYE sent, sockets released) and returns the
     /// final statistics and the recording's outcome.
     pub async fn close(mut self) -> Result<StreamClosed, EngineError> {
@@ -581,6 +624,14 @@ enum Command {
         config: Box<MediaConfig>,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    Attach {
+        id: u64,
+        hook: Box<dyn FrameHook>,
+    },
+    Detach {
+        id: u64,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -593,6 +644,8 @@ impl std::fmt::Debug for Command {
             Command::SetRemote { .. } => "SetRemote",
             Command::ClearOutbound { .. } => "ClearOutbound",
             Command::Reconfigure { .. } => "Reconfigure",
+            Command::Attach { .. } => "Attach",
+            Command::Detach { .. } => "Detach",
         };
         f.write_str(name)
     }
@@ -611,6 +664,8 @@ struct Entry {
     recording: Option<RecordingHandle>,
     recording_errors: u64,
     bad_frames: u64,
+    /// The application's code, run in the tick instead of the frame channels.
+    hook: Option<Box<dyn FrameHook>>,
 }
 
 /// Streams whose sockets became readable, and the worker to wake.
@@ -714,30 +769,10 @@ impl Worker {
     fn tick_all(&mut self) {
         let now = tokio::time::Instant::now().into_std();
         for entry in self.slots.iter_mut().flatten() {
-            let outgoing = match entry.outbound.try_recv() {
-                Ok(frame) if frame.len() == entry.stream.frame().len() => Some(frame),
-                Ok(_) => {
-                    entry.bad_frames += 1;
-                    None
-                }
-                Err(_) => None,
-            };
-            let outgoing = outgoing.as_ref().map(AudioFrame::samples);
-            match entry.stream.tick(now, outgoing) {
-                Ok(kind) => {
-                    let inbound = entry.stream.frame();
-                    if let Ok(frame) = AudioFrame::new(inbound, kind) {
-                        // A full channel drops the frame: the audio path
-                        // never waits for the application.
-                        let _ = entry.inbound.try_send(frame);
-                    }
-                    if let Some(recording) = &mut entry.recording {
-                        if recording.write_frame(Some(inbound), outgoing).is_err() {
-                            entry.recording_errors += 1;
-                        }
-                    }
-                }
-                Err(error) => tracing::debug!(id = entry.id, %error, "media tick failed"),
+            if entry.hook.is_some() {
+                tick_hooked(entry, now);
+            } else {
+                tick_channels(entry, now);
             }
             flush(entry);
         }
@@ -781,6 +816,9 @@ impl Worker {
                     );
                 }
                 let recording = entry.recording.take();
+                if let Some(hook) = entry.hook.take() {
+                    hook.on_detach();
+                }
                 // The sockets are freed before the reply: whoever awaits it
                 // may bind the same port at once (a stream reopened with the
                 // negotiated codec).
@@ -817,6 +855,20 @@ impl Worker {
                 if let Some(entry) = self.entry(id) {
                     let _ = reply.send(reconfigure(entry, *config, now));
                 }
+            }
+            Command::Attach { id, hook } => match self.entry(id) {
+                Some(entry) => {
+                    if let Some(previous) = entry.hook.replace(hook) {
+                        previous.on_detach();
+                    }
+                }
+                None => hook.on_detach(),
+            },
+            Command::Detach { id, reply } => {
+                if let Some(hook) = self.entry(id).and_then(|entry| entry.hook.take()) {
+                    hook.on_detach();
+                }
+                let _ = reply.send(());
             }
         }
     }
@@ -891,6 +943,64 @@ fn read_sockets(entry: &mut Entry, receive: &mut BytesMut) -> bool {
 }
 
 /// Sends the stream's queued datagrams and forwards its events.
+/// One tick of a stream whose application is on the channels.
+fn tick_channels(entry: &mut Entry, now: std::time::Instant) {
+    let outgoing = match entry.outbound.try_recv() {
+        Ok(frame) if frame.len() == entry.stream.frame().len() => Some(frame),
+        Ok(_) => {
+            entry.bad_frames += 1;
+            None
+        }
+        Err(_) => None,
+    };
+    let outgoing = outgoing.as_ref().map(AudioFrame::samples);
+    match entry.stream.tick(now, outgoing) {
+        Ok(kind) => {
+            let inbound = entry.stream.frame();
+            if let Ok(frame) = AudioFrame::new(inbound, kind) {
+                // A full channel drops the frame: the audio path never waits for the
+                // application.
+                let _ = entry.inbound.try_send(frame);
+            }
+            if let Some(recording) = &mut entry.recording {
+                if recording.write_frame(Some(inbound), outgoing).is_err() {
+                    entry.recording_errors += 1;
+                }
+            }
+        }
+        Err(error) => tracing::debug!(id = entry.id, %error, "media tick failed"),
+    }
+}
+
+/// One tick of a stream with a [`FrameHook`]: the hook answers the frame in the tick.
+fn tick_hooked(entry: &mut Entry, now: std::time::Instant) {
+    let Some(hook) = entry.hook.as_mut() else {
+        return;
+    };
+    match entry
+        .stream
+        .tick_with(now, |inbound, kind, out| hook.on_frame(inbound, kind, out))
+    {
+        Ok(_) => {
+            if let Some(recording) = &mut entry.recording {
+                let inbound = entry.stream.frame();
+                if recording
+                    .write_frame(Some(inbound), entry.stream.reply())
+                    .is_err()
+                {
+                    entry.recording_errors += 1;
+                }
+            }
+        }
+        Err(error) => tracing::debug!(id = entry.id, %error, "media tick failed"),
+    }
+    while let Some(digits) = hook.poll_dtmf() {
+        if let Err(error) = entry.stream.send_dtmf(now, &digits) {
+            tracing::debug!(id = entry.id, %error, digits, "DTMF not sent");
+        }
+    }
+}
+
 /// [`Command::Reconfigure`] on a worker's entry.
 fn reconfigure(
     entry: &mut Entry,
@@ -925,7 +1035,13 @@ fn flush(entry: &mut Entry) {
         }
     }
     while let Some(event) = entry.stream.poll_event() {
-        let _ = entry.events.send(event);
+        let taken = entry
+            .hook
+            .as_mut()
+            .is_some_and(|hook| hook.on_event(&event));
+        if !taken {
+            let _ = entry.events.send(event);
+        }
     }
 }
 

@@ -70,8 +70,8 @@ mod engine;
 mod tx;
 
 pub use engine::{
-    AudioFrame, EngineConfig, EngineError, MediaEngine, OpenOptions, StreamClosed, StreamHandle,
-    MAX_APP_FRAME,
+    AudioFrame, EngineConfig, EngineError, FrameHook, MediaEngine, OpenOptions, StreamClosed,
+    StreamHandle, MAX_APP_FRAME,
 };
 pub use tx::{Component, Transmit};
 
@@ -310,6 +310,9 @@ pub struct MediaStream {
     queued_kind: FrameKind,
     packet_samples: usize,
     frame: Vec<i16>,
+    /// The frame [`MediaStream::tick_with`]'s application wrote, and whether it was sent.
+    reply: Vec<i16>,
+    reply_sent: bool,
     silence: Vec<i16>,
     codec_frame: Vec<i16>,
     payload: Vec<u8>,
@@ -458,6 +461,8 @@ impl MediaStream {
             queued_kind: FrameKind::Silence,
             packet_samples: codec_rate.hz() as usize * config.remote_ptime_ms as usize / 1000,
             frame: vec![0; app_frame],
+            reply: vec![0; app_frame],
+            reply_sent: false,
             silence: vec![0; app_frame],
             codec_frame: vec![0; codec_frame],
             payload: vec![0; MAX_PAYLOAD_BYTES],
@@ -621,9 +626,6 @@ impl MediaStream {
         now: Instant,
         outgoing: Option<&[i16]>,
     ) -> Result<FrameKind, StreamError> {
-        if self.closed {
-            return Err(StreamError::Closed);
-        }
         if let Some(pcm) = outgoing {
             if pcm.len() != self.frame.len() {
                 return Err(StreamError::FrameLength {
@@ -631,6 +633,43 @@ impl MediaStream {
                     actual: pcm.len(),
                 });
             }
+        }
+        self.begin_tick(now)?;
+        self.frame_kind = self.play_inbound(now)?;
+        self.send_outbound(now, outgoing)?;
+        self.end_tick(now)?;
+        Ok(self.frame_kind)
+    }
+
+    /// [`tick`](Self::tick) for an application that answers the inbound frame in the same
+    /// tick: `reply` gets the frame just decoded (and how it was made) and writes the frame
+    /// to send into its third argument, returning false to send nothing. So audio ready now
+    /// leaves now, not one frame period later.
+    pub fn tick_with(
+        &mut self,
+        now: Instant,
+        reply: impl FnOnce(&[i16], FrameKind, &mut [i16]) -> bool,
+    ) -> Result<FrameKind, StreamError> {
+        self.begin_tick(now)?;
+        self.frame_kind = self.play_inbound(now)?;
+        let mut out = std::mem::take(&mut self.reply);
+        let send = reply(&self.frame, self.frame_kind, &mut out);
+        let sent = self.send_outbound(now, send.then_some(&out[..]));
+        self.reply = out;
+        self.reply_sent = send;
+        sent?;
+        self.end_tick(now)?;
+        Ok(self.frame_kind)
+    }
+
+    /// The frame the last [`tick_with`](Self::tick_with) sent, if it sent one.
+    pub fn reply(&self) -> Option<&[i16]> {
+        self.reply_sent.then_some(&self.reply[..])
+    }
+
+    fn begin_tick(&mut self, now: Instant) -> Result<(), StreamError> {
+        if self.closed {
+            return Err(StreamError::Closed);
         }
         let periods = match self.last_tick {
             Some(last) => {
@@ -647,13 +686,14 @@ impl MediaStream {
         self.pending_samples = self
             .pending_samples
             .wrapping_add(self.frame_step.wrapping_mul(periods));
-
         self.poll_dtmf_in(now);
-        self.frame_kind = self.play_inbound(now)?;
-        self.send_outbound(now, outgoing)?;
+        Ok(())
+    }
+
+    fn end_tick(&mut self, now: Instant) -> Result<(), StreamError> {
         self.send_rtcp(now)?;
         self.check_inactivity(now);
-        Ok(self.frame_kind)
+        Ok(())
     }
 
     // Commands.
@@ -1118,6 +1158,47 @@ mod tests {
         let ts = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
         assert_eq!(ts(&second).wrapping_sub(ts(&first)), 320);
         assert!(second[1] & 0x80 != 0, "a new talkspurt is marked");
+    }
+
+    #[test]
+    fn tick_with_answers_the_inbound_frame_in_the_same_tick() {
+        let (mut a, mut b, t0) = pair(CodecSpec::Pcmu, PayloadType::PCMU);
+        b.config.idle = IdleAudio::Nothing;
+        let speech: Vec<i16> = (0..160)
+            .map(|i| if i % 20 < 10 { 6000 } else { -6000 })
+            .collect();
+        let mut heard_at = None;
+        for k in 0..20u32 {
+            let now = t0 + FRAME * k;
+            a.tick(now, Some(&speech)).unwrap();
+            deliver(&mut a, addr(1000), &mut b, now);
+            // b echoes what it decodes, in the tick it decodes it.
+            let mut seen = false;
+            b.tick_with(now, |inbound, kind, out| {
+                seen = kind == FrameKind::Voice && inbound.iter().any(|s| s.unsigned_abs() > 3000);
+                out.copy_from_slice(inbound);
+                seen
+            })
+            .unwrap();
+            if seen {
+                let echoed = b.reply().expect("the reply was sent").to_vec();
+                let transmit = b.poll_transmit().expect("sent in this tick");
+                assert_eq!(transmit.component, Component::Rtp);
+                let decoded: Vec<i16> = transmit.payload[12..]
+                    .iter()
+                    .map(|&code| crate::codec::g711::ulaw_to_linear(code))
+                    .collect();
+                assert_eq!(decoded, echoed, "the packet carries this tick's reply");
+                heard_at.get_or_insert(k);
+            } else {
+                assert!(b.reply().is_none());
+                assert!(b.poll_transmit().is_none(), "nothing to send: nothing sent");
+            }
+        }
+        assert!(
+            heard_at.is_some(),
+            "the jitter buffer let the speech through"
+        );
     }
 
     #[test]
