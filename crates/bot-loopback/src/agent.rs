@@ -202,4 +202,19 @@ pub trait AgentRuntime: Send + 'static {
         metadata: CallMetadata,
         session: RuntimeSession,
     ) -> BoxFuture<'static, Result<(), RuntimeError>>;
+
+    /// A runtime that needs nothing but each frame (no I/O, no waiting, no marks) may
+    /// run inside the media worker's tick instead of as a task: it returns its per-frame
+    /// form here, and the bridge answers every inbound frame in the tick it is decoded,
+    /// with no task or channel for the call. `None` (the default): run as a task.
+    fn in_tick(&self) -> Option<Box<dyn TickRuntime>> {
+        None
+    }
+}
+
+/// The per-frame form of a runtime ([`AgentRuntime::in_tick`]), run by the media worker.
+pub trait TickRuntime: Send {
+    /// One inbound 20 ms frame of the far end; write the reply into `out` (same length)
+    /// and return true, or return false to send silence.
+    fn on_frame(&mut self, inbound: &[i16], out: &mut [i16]) -> bool;
 }

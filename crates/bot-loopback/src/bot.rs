@@ -32,7 +32,7 @@ mod outcome;
 
 use crate::agent::{AgentRuntime, CallMetadata, Direction as CallDirection, RuntimeSession};
 use crate::brain::{Brain, BrainReport};
-use crate::bridge::{Bridge, BridgeEvent};
+use crate::bridge::{Bridge, BridgeEvent, BridgeRuntime};
 use crate::in_process;
 use crate::measure::{Measurements, Party};
 use crate::netprofile::NetworkProfile;
@@ -449,8 +449,10 @@ impl TestBot {
         let bridge = Bridge {
             stream,
             recording: None,
-            runtime_in,
-            runtime_out,
+            runtime: BridgeRuntime::Task {
+                input: runtime_in,
+                output: runtime_out,
+            },
             events: events_tx,
             telephone_event: negotiated.telephone_event_pt.is_some(),
             frames_per_digit: FRAMES_PER_DIGIT,

@@ -22,7 +22,7 @@ use media::stream::{AudioFrame, FrameHook, FrameKind, MediaEvent, StreamHandle};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use crate::agent::{RuntimeInput, RuntimeOutput};
+use crate::agent::{RuntimeInput, RuntimeOutput, TickRuntime};
 use crate::playout::{Playout, PlayoutEvent};
 
 /// RTP activity is reported at most once per this many frames (0.5 s).
@@ -55,16 +55,27 @@ pub struct BridgeEnd {
     pub recording: Option<RecordingHandle>,
 }
 
+/// Where the bridge's agent runs.
+pub enum BridgeRuntime {
+    /// A task of its own, reached over its session's channels.
+    Task {
+        /// Inputs to the runtime.
+        input: mpsc::Sender<RuntimeInput>,
+        /// Outputs of the runtime.
+        output: mpsc::Receiver<RuntimeOutput>,
+    },
+    /// In the media tick ([`crate::agent::AgentRuntime::in_tick`]).
+    InTick(Box<dyn TickRuntime>),
+}
+
 /// The bridge of one call, before it starts.
 pub struct Bridge {
     /// The call's media stream.
     pub stream: StreamHandle,
     /// The recording of the call, if recorded.
     pub recording: Option<RecordingHandle>,
-    /// Inputs to the runtime.
-    pub runtime_in: mpsc::Sender<RuntimeInput>,
-    /// Outputs of the runtime.
-    pub runtime_out: mpsc::Receiver<RuntimeOutput>,
+    /// The agent.
+    pub runtime: BridgeRuntime,
     /// Reports to the call task.
     pub events: mpsc::UnboundedSender<BridgeEvent>,
     /// Whether telephone-events were negotiated (DTMF can be sent).
@@ -79,8 +90,7 @@ impl Bridge {
     pub fn start(self) -> RunningBridge {
         let (hook, end) = BridgeHook::new(
             self.stream.app_rate().frame_samples(),
-            self.runtime_in,
-            self.runtime_out,
+            self.runtime,
             self.events,
             self.recording,
             self.telephone_event,
@@ -127,8 +137,7 @@ impl RunningBridge {
 /// apart from the non-blocking ends of its channels: tests drive it frame by frame.
 pub struct BridgeHook {
     playout: Playout,
-    runtime_in: mpsc::Sender<RuntimeInput>,
-    runtime_out: mpsc::Receiver<RuntimeOutput>,
+    runtime: BridgeRuntime,
     events: mpsc::UnboundedSender<BridgeEvent>,
     pending: VecDeque<RuntimeInput>,
     recording: Option<RecordingHandle>,
@@ -148,15 +157,24 @@ impl FrameHook for BridgeHook {
             self.since_activity = 0;
             let _ = self.events.send(BridgeEvent::Activity);
         }
-        flush_inputs(&self.runtime_in, &mut self.pending);
-        if let Ok(frame) = AudioFrame::new(inbound, kind) {
-            // Dropped when the runtime is behind: the audio path never waits.
-            let _ = self.runtime_in.try_send(RuntimeInput::Audio(frame));
+        match &mut self.runtime {
+            BridgeRuntime::InTick(runtime) => {
+                if !runtime.on_frame(inbound, out) {
+                    out.fill(0);
+                }
+            }
+            BridgeRuntime::Task { input, .. } => {
+                flush_inputs(input, &mut self.pending);
+                if let Ok(frame) = AudioFrame::new(inbound, kind) {
+                    // Dropped when the runtime is behind: the audio path never waits.
+                    let _ = input.try_send(RuntimeInput::Audio(frame));
+                }
+                while let Some(output) = self.next_output() {
+                    self.on_output(output);
+                }
+                self.playout.next_frame(out);
+            }
         }
-        while let Ok(output) = self.runtime_out.try_recv() {
-            self.on_output(output);
-        }
-        self.playout.next_frame(out);
         if let Some(recording) = &mut self.recording {
             if recording.write_frame(Some(inbound), Some(out)).is_err() {
                 self.recording_errors += 1;
@@ -165,7 +183,7 @@ impl FrameHook for BridgeHook {
         while let Some(event) = self.playout.poll_event() {
             self.on_playout(event);
         }
-        flush_inputs(&self.runtime_in, &mut self.pending);
+        self.flush();
         true
     }
 
@@ -173,8 +191,10 @@ impl FrameHook for BridgeHook {
         match event {
             MediaEvent::Dtmf(digit) => {
                 let _ = self.events.send(BridgeEvent::Activity);
-                self.pending.push_back(RuntimeInput::Dtmf(digit.digit));
-                flush_inputs(&self.runtime_in, &mut self.pending);
+                if matches!(self.runtime, BridgeRuntime::Task { .. }) {
+                    self.pending.push_back(RuntimeInput::Dtmf(digit.digit));
+                    self.flush();
+                }
             }
             other => debug!(event = ?other, "media event"),
         }
@@ -200,14 +220,12 @@ impl FrameHook for BridgeHook {
 }
 
 impl BridgeHook {
-    /// The hook of a stream with `frame_samples` per 20 ms, talking to a runtime over
-    /// `runtime_in` / `runtime_out` and to the call task over `events`; the receiver gets
-    /// the recording back when the hook is detached.
-    #[allow(clippy::too_many_arguments)]
+    /// The hook of a stream with `frame_samples` per 20 ms, running `runtime` and talking
+    /// to the call task over `events`; the receiver gets the recording back when the hook
+    /// is detached.
     pub fn new(
         frame_samples: usize,
-        runtime_in: mpsc::Sender<RuntimeInput>,
-        runtime_out: mpsc::Receiver<RuntimeOutput>,
+        runtime: BridgeRuntime,
         events: mpsc::UnboundedSender<BridgeEvent>,
         recording: Option<RecordingHandle>,
         telephone_event: bool,
@@ -216,8 +234,7 @@ impl BridgeHook {
         let (done, end) = oneshot::channel();
         let hook = BridgeHook {
             playout: Playout::new(frame_samples, MAX_QUEUED_SAMPLES, frames_per_digit),
-            runtime_in,
-            runtime_out,
+            runtime,
             events,
             pending: VecDeque::new(),
             recording,
@@ -228,6 +245,21 @@ impl BridgeHook {
             done: Some(done),
         };
         (hook, end)
+    }
+
+    /// The next output of a task runtime, if one is waiting.
+    fn next_output(&mut self) -> Option<RuntimeOutput> {
+        match &mut self.runtime {
+            BridgeRuntime::Task { output, .. } => output.try_recv().ok(),
+            BridgeRuntime::InTick(_) => None,
+        }
+    }
+
+    /// Hands queued marks and digits to a task runtime while it has room.
+    fn flush(&mut self) {
+        if let BridgeRuntime::Task { input, .. } = &self.runtime {
+            flush_inputs(input, &mut self.pending);
+        }
     }
 
     fn on_output(&mut self, output: RuntimeOutput) {
@@ -303,8 +335,11 @@ mod tests {
         let (runtime_in, to_runtime) = mpsc::channel(runtime_capacity);
         let (from_runtime, runtime_out) = mpsc::channel(64);
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (hook, end) =
-            BridgeHook::new(FRAME, runtime_in, runtime_out, events_tx, None, true, 10);
+        let runtime = BridgeRuntime::Task {
+            input: runtime_in,
+            output: runtime_out,
+        };
+        let (hook, end) = BridgeHook::new(FRAME, runtime, events_tx, None, true, 10);
         Harness {
             hook: Box::new(hook),
             to_runtime,
@@ -456,6 +491,19 @@ mod tests {
             "what fit; the rest was dropped, nothing waited"
         );
         assert_eq!(h.tick(0), vec![0; FRAME]);
+    }
+
+    #[test]
+    fn an_echo_in_the_tick_answers_each_frame_in_the_tick_it_arrives() {
+        let (events_tx, _events) = mpsc::unbounded_channel();
+        let runtime = BridgeRuntime::InTick(Box::new(crate::agent::echo::Echo));
+        let (hook, _end) = BridgeHook::new(FRAME, runtime, events_tx, None, true, 10);
+        let mut hook = Box::new(hook);
+        for k in 1..5i16 {
+            let mut out = vec![0; FRAME];
+            assert!(hook.on_frame(&[k * 10; FRAME], FrameKind::Voice, &mut out));
+            assert_eq!(out, vec![k * 10; FRAME], "tick {k}: no frame of delay");
+        }
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The `echo` runtime: plays back what it hears, frame by frame.
 //!
-//! Each inbound 20 ms frame is queued for playback as it arrives, so the
-//! caller hears itself one frame period (plus the jitter buffer) later:
-//! useful for tests and for measuring the round trip of the audio path.
+//! Each inbound 20 ms frame is played back as it arrives: run in the media
+//! tick ([`TickRuntime`]) the caller hears itself after its jitter buffer and
+//! nothing more; run as a task, one frame period later. Useful for tests and
+//! for measuring the round trip of the audio path.
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use super::{
     AgentRuntime, CallMetadata, RuntimeError, RuntimeInput, RuntimeOutput, RuntimeSession,
+    TickRuntime,
 };
 
 /// The echo runtime.
@@ -26,6 +28,18 @@ impl AgentRuntime for Echo {
         session: RuntimeSession,
     ) -> BoxFuture<'static, Result<(), RuntimeError>> {
         run(session).boxed()
+    }
+
+    fn in_tick(&self) -> Option<Box<dyn TickRuntime>> {
+        Some(Box::new(Echo))
+    }
+}
+
+impl TickRuntime for Echo {
+    /// The frame heard is the frame played back, in the same tick.
+    fn on_frame(&mut self, inbound: &[i16], out: &mut [i16]) -> bool {
+        out.copy_from_slice(inbound);
+        true
     }
 }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bot_loopback::bridge::{Bridge, BridgeEnd, BridgeEvent, RunningBridge};
+use bot_loopback::bridge::{Bridge, BridgeEnd, BridgeEvent, BridgeRuntime, RunningBridge};
 use chrono::Utc;
 use media::record::RecordingHandle;
 use media::rtp_session::IpNet;
@@ -386,33 +386,42 @@ impl CallTask {
             sip_call_id: self.call.sip_call_id.clone(),
             sample_rate: rate.hz(),
         };
-        let (session, runtime_in, runtime_out) = RuntimeSession::channel(RUNTIME_CHANNEL);
-        let runtime = match self.shared.runtimes.create(&self.agent, &metadata) {
-            Ok(runtime) => {
-                info!(runtime = runtime.kind(), "agent runtime started");
-                Some(tokio::spawn(
-                    runtime.run(metadata, session).in_current_span(),
-                ))
-            }
+        let (runtime, task) = match self.shared.runtimes.create(&self.agent, &metadata) {
+            Ok(runtime) => match runtime.in_tick() {
+                Some(in_tick) => {
+                    info!(
+                        runtime = runtime.kind(),
+                        "agent runtime runs in the media tick"
+                    );
+                    (BridgeRuntime::InTick(in_tick), None)
+                }
+                None => {
+                    info!(runtime = runtime.kind(), "agent runtime started");
+                    let (session, input, output) = RuntimeSession::channel(RUNTIME_CHANNEL);
+                    let task = tokio::spawn(runtime.run(metadata, session).in_current_span());
+                    (BridgeRuntime::Task { input, output }, Some(task))
+                }
+            },
             Err(error) => {
                 warn!(%error, "agent runtime unavailable");
                 self.lifecycle
                     .handle_error(Instant::now(), "runtime_unavailable");
-                None
+                // No runtime: the bridge's channels lead nowhere until the call ends.
+                let (_session, input, output) = RuntimeSession::channel(1);
+                (BridgeRuntime::Task { input, output }, None)
             }
         };
         let bridge = Bridge {
             stream,
             recording,
-            runtime_in,
-            runtime_out,
+            runtime,
             events: self.bridge_events_tx.clone(),
             telephone_event,
             frames_per_digit: frames_per_digit(),
         };
         self.active = Some(Active {
             bridge: bridge.start(),
-            runtime,
+            runtime: task,
         });
     }
 
