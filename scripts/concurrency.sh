@@ -14,7 +14,9 @@
 # server's resident memory per live call.
 #
 # Usage: scripts/concurrency.sh [--levels "250 500 1000 2000"] [--rate 50]
-#                               [--hold 28] [--window 10] [--no-sipp]
+#                               [--hold 28] [--window 10] [--no-sipp] [--binary PATH]
+# --binary runs that dialcore build (e.g. one of an earlier commit, for a before/after
+# comparison) instead of building target/release/dialcore.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -24,6 +26,7 @@ rate=50
 hold=28
 window=10
 with_sipp=1
+binary=
 while [ $# -gt 0 ]; do
     case "$1" in
         --levels) levels=$2; shift ;;
@@ -31,6 +34,7 @@ while [ $# -gt 0 ]; do
         --hold) hold=$2; shift ;;
         --window) window=$2; shift ;;
         --no-sipp) with_sipp=0 ;;
+        --binary) binary=$(realpath "$2"); shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -38,7 +42,11 @@ while [ $# -gt 0 ]; do
 done
 
 scripts/prereqs.sh
-cargo build --release -p call-control --bin dialcore >&2
+if [ -z "$binary" ]; then
+    cargo build --release -p call-control --bin dialcore >&2
+    binary="$ROOT/target/release/dialcore"
+fi
+DIALCORE_BIN=$binary
 # shellcheck source=lib/echo-service.sh
 source scripts/lib/echo-service.sh
 
@@ -104,7 +112,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 for level in $levels; do
     sleep 3
     rss0=$(rss_kb "$service_pid")
-    "$ROOT/target/release/dialcore" load "sip:+15550100000@127.0.0.1:$sip_port" \
+    "$binary" load "sip:+15550100000@127.0.0.1:$sip_port" \
         --calls "$level" --rate "$rate" --hold "${hold}s" --codec pcma --json \
         >"$work/load_$level.json" 2>/dev/null &
     gen=$!

@@ -1,8 +1,8 @@
 # Sourced by the load scripts: starts a release `dialcore serve` on its own
 # temporary database, with an echo agent on +15550100000 behind a trunk that
 # accepts calls from loopback. Sets: ROOT, work, http, sip_port, key,
-# service_pid, pids (killed on exit), api(), id_of(). Needs `cargo build
-# --release -p call-control --bin dialcore` done first.
+# service_pid, pids (killed on exit), api(), id_of(). Runs $DIALCORE_BIN, by default
+# target/release/dialcore (built by the caller).
 
 ROOT=${ROOT:-$(pwd)}
 work=$(mktemp -d)
@@ -21,7 +21,7 @@ DIALCORE_HTTP_LISTEN=$http DIALCORE_SIP_LISTEN=127.0.0.1:$sip_port \
 DIALCORE_DATABASE_URL="sqlite://$work/dialcore.db" DIALCORE_RECORDINGS_DIR="$work/recordings" \
 DIALCORE_API_KEY=$key DIALCORE_API_RATE_LIMIT_PER_MINUTE=100000 DIALCORE_LOG_LEVEL=warn \
 DIALCORE_SECURITY_ALLOW_PRIVATE_DESTINATIONS=true \
-    "$ROOT/target/release/dialcore" serve >"$work/service.log" 2>&1 &
+    "${DIALCORE_BIN:-$ROOT/target/release/dialcore}" serve >"$work/service.log" 2>&1 &
 service_pid=$!
 pids+=($service_pid)
 for _ in $(seq 100); do
