@@ -322,9 +322,15 @@ impl RecordingHandle {
                 dropped_frames: self.dropped_frames,
             });
         }
-        for i in 0..frame {
-            self.batch.push(caller.get(i).copied().unwrap_or(0));
-            self.batch.push(agent.get(i).copied().unwrap_or(0));
+        // Interleave into zeroed room (a short side stays padded with silence).
+        let start = self.batch.len();
+        self.batch.resize(start + 2 * frame, 0);
+        let room = &mut self.batch[start..];
+        for (pair, sample) in room.chunks_exact_mut(2).zip(caller) {
+            pair[0] = *sample;
+        }
+        for (pair, sample) in room.chunks_exact_mut(2).zip(agent) {
+            pair[1] = *sample;
         }
         if self.batch.len() >= 2 * frame * BATCH_FRAMES {
             self.send_batch()?;
