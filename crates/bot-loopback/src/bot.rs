@@ -30,15 +30,15 @@ use tracing::{info, warn, Instrument};
 mod negotiate;
 mod outcome;
 
-use crate::agent::{AgentRuntime, CallMetadata, Direction as CallDirection, RuntimeSession};
 use crate::brain::{Brain, BrainReport};
-use crate::bridge::{Bridge, BridgeEvent, BridgeRuntime};
 use crate::in_process;
 use crate::measure::{Measurements, Party};
 use crate::netprofile::NetworkProfile;
 use crate::relay::{RelayError, RelayPeers, RelaySockets};
 use crate::script::Script;
 use crate::speech::{check_wav, SpeechError};
+use agent_bridge::agent::{AgentRuntime, CallMetadata, Direction as CallDirection, RuntimeSession};
+use agent_bridge::bridge::{Bridge, BridgeEvent, BridgeRuntime};
 
 use self::negotiate::{media_config, metadata, session_id, supported_codecs};
 pub(crate) use self::outcome::{assemble, lossless_mos, LinkStats, SipTimes};

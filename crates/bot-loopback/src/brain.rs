@@ -13,13 +13,13 @@ use media::codec::SampleRate;
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use crate::agent::{
-    AgentRuntime, CallMetadata, RuntimeError, RuntimeInput, RuntimeOutput, RuntimeSession,
-};
 use crate::measure::{Span, Timeline, Utterance};
 use crate::script::{Command, Script, Speech};
 use crate::speech::{self, SpeechError};
 use crate::vad::{Vad, VadConfig, VadEvent};
+use agent_bridge::agent::{
+    AgentRuntime, CallMetadata, RuntimeError, RuntimeInput, RuntimeOutput, RuntimeSession,
+};
 
 /// Frame duration (ms).
 const FRAME_MS: u64 = 20;

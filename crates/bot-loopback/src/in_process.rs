@@ -2,7 +2,7 @@
 //! no SIP and no RTP. One 20 ms tick drives both sides: each side's
 //! [`Playout`] hands out one frame, which the other side receives as its
 //! inbound frame; marks, DTMF and hang-ups follow the same rules as the
-//! [`crate::bridge`].
+//! [`agent_bridge::bridge`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -13,11 +13,13 @@ use media::stream::{AudioFrame, FrameKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, Instrument};
 
-use crate::agent::{AgentRuntime, CallMetadata, RuntimeInput, RuntimeOutput, RuntimeSession};
 use crate::bot::{assemble, lossless_mos, BotError, LinkStats, RunReport, RunSpec, SipTimes};
 use crate::brain::Brain;
 use crate::measure::Party;
-use crate::playout::{Playout, PlayoutEvent};
+use agent_bridge::agent::{
+    AgentRuntime, CallMetadata, RuntimeInput, RuntimeOutput, RuntimeSession,
+};
+use agent_bridge::playout::{Playout, PlayoutEvent};
 
 const FRAME: Duration = Duration::from_millis(20);
 const CHANNEL: usize = 64;
@@ -126,8 +128,8 @@ pub(crate) async fn run(
         let frame_samples = agent_metadata.frame_samples();
         let mut bot_metadata = agent_metadata.clone();
         bot_metadata.direction = match agent_metadata.direction {
-            crate::agent::Direction::Inbound => crate::agent::Direction::Outbound,
-            crate::agent::Direction::Outbound => crate::agent::Direction::Inbound,
+            agent_bridge::agent::Direction::Inbound => agent_bridge::agent::Direction::Outbound,
+            agent_bridge::agent::Direction::Outbound => agent_bridge::agent::Direction::Inbound,
         };
         let (mut brain, report_rx) = Brain::new(spec.scenario.clone());
         if let Some(rate) = SampleRate::from_hz(agent_metadata.sample_rate) {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bot_loopback::agent::{
+use agent_bridge::agent::{
     AgentRuntime, CallMetadata, Direction, RuntimeError, RuntimeInput, RuntimeOutput,
     RuntimeSession,
 };

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use bot_loopback::agent::echo::Echo;
-use bot_loopback::agent::{CallMetadata, Direction};
+use agent_bridge::agent::echo::Echo;
+use agent_bridge::agent::{CallMetadata, Direction};
 use bot_loopback::{
     run_in_process, BotConfig, NetworkProfile, Party, RunReport, RunSpec, Script, TestBot,
 };

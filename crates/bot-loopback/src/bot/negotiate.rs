@@ -8,7 +8,7 @@ use media::stream::{IdleAudio, MediaConfig};
 use sip_stack::sdp::{Codec, Negotiated, PayloadType};
 
 use super::BotError;
-use crate::agent::{CallMetadata, Direction as CallDirection};
+use agent_bridge::agent::{CallMetadata, Direction as CallDirection};
 
 /// The SDP session id of a run (from its seed).
 pub(crate) fn session_id(seed: u64) -> u64 {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bot_loopback::bridge::{Bridge, BridgeEnd, BridgeEvent, BridgeRuntime, RunningBridge};
+use agent_bridge::bridge::{Bridge, BridgeEnd, BridgeEvent, BridgeRuntime, RunningBridge};
 use chrono::Utc;
 use media::record::RecordingHandle;
 use media::rtp_session::IpNet;

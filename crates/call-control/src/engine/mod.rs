@@ -14,7 +14,7 @@
 //! with SIP events, commands, bridge reports and its one timer; its
 //! records go through a per-call writer (persisted, then reported); its
 //! audio runs in a separate bridge task that never waits on the database
-//! ([`bot_loopback::bridge`], shared with the test bot).
+//! ([`agent_bridge::bridge`], shared with the test bot).
 
 pub mod billing;
 pub mod call;

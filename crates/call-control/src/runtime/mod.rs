@@ -12,7 +12,7 @@
 //! cleared. Time, for a runtime, is the stream of inbound frames: one every
 //! 20 ms of the call.
 //!
-//! The interface itself lives in [`bot_loopback::agent`] (re-exported here)
+//! The interface itself lives in [`agent_bridge::agent`] (re-exported here)
 //! so that the test bot's brain implements the same trait. The runtimes here
 //! are [`echo`], [`scripted`] and [`websocket`] (the customer's AI over a
 //! WebSocket, in the message format of Twilio Media Streams).
@@ -20,11 +20,11 @@
 pub mod audio;
 use std::path::PathBuf;
 
-pub use bot_loopback::agent::echo;
+pub use agent_bridge::agent::echo;
 pub mod scripted;
 pub mod websocket;
 
-pub use bot_loopback::agent::{
+pub use agent_bridge::agent::{
     AgentRuntime, CallMetadata, Direction, RuntimeError, RuntimeInput, RuntimeOutput,
     RuntimeSession,
 };
