@@ -10,10 +10,14 @@
 //!   [`MissedTickBehavior::Skip`]: after a stall the next tick comes on the
 //!   regular grid, and the stream's RTP timestamp accounts for the frames
 //!   that were skipped;
-//! - sockets are not read by a task each: every stream has a waker of its
-//!   own, registered through `UdpSocket::poll_recv_from`, which puts the
-//!   stream on the worker's ready list and wakes the worker; the worker then
-//!   reads only the sockets that have data, until they would block;
+//! - sockets are not read by a task each, and a datagram wakes nobody: on
+//!   each tick the worker first reads every stream's sockets until they would
+//!   block (tokio's readiness makes a socket with nothing cost no system
+//!   call), each datagram with the kernel's receive timestamp
+//!   ([`super::arrival`]), so the jitter buffer and the statistics see the
+//!   real arrival times, then ticks the stream. A packet is never needed
+//!   before the tick that plays it, and one wake-up per 20 ms serves all of a
+//!   worker's streams;
 //! - received datagrams are split off a shared receive buffer (a `BytesMut`
 //!   refilled 64 KiB at a time), so no allocation happens per packet;
 //! - commands from [`StreamHandle`]s (stats, close, re-INVITE, DTMF) come
@@ -32,19 +36,19 @@ use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::BytesMut;
-use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{
-    Component, FrameKind, MediaConfig, MediaEvent, MediaStats, MediaStream, StreamError, FRAME,
+    arrival, Component, FrameKind, MediaConfig, MediaEvent, MediaStats, MediaStream, StreamError,
+    FRAME,
 };
 use crate::codec::SampleRate;
 use crate::record::{RecordError, RecordingHandle, RecordingSummary};
@@ -57,7 +61,8 @@ pub const MAX_APP_FRAME: usize = 320;
 const RECEIVE_CHUNK: usize = 64 * 1024;
 /// Room for one datagram.
 const MAX_DATAGRAM: usize = 2048;
-/// Datagrams read from one stream's sockets before the others get a turn.
+/// Datagrams read from one stream's sockets per tick at most (a flood beyond it
+/// waits in, and overflows, the socket's buffer).
 const READ_BUDGET: usize = 64;
 
 /// Errors of the media engine.
@@ -341,7 +346,6 @@ impl MediaEngine {
             stream,
             rtp,
             rtcp,
-            waker: None,
             inbound: inbound_tx,
             outbound: outbound_rx,
             events: events_tx,
@@ -657,7 +661,6 @@ struct Entry {
     stream: MediaStream,
     rtp: UdpSocket,
     rtcp: Option<UdpSocket>,
-    waker: Option<(Arc<SocketWaker>, Waker)>,
     inbound: mpsc::Sender<AudioFrame>,
     outbound: mpsc::Receiver<AudioFrame>,
     events: mpsc::UnboundedSender<MediaEvent>,
@@ -668,41 +671,9 @@ struct Entry {
     hook: Option<Box<dyn FrameHook>>,
 }
 
-/// Streams whose sockets became readable, and the worker to wake.
-#[derive(Debug, Default)]
-struct ReadySet {
-    slots: Mutex<Vec<usize>>,
-    task: Mutex<Option<Waker>>,
-}
-
-/// The waker given to a stream's sockets: queues the stream's slot.
-#[derive(Debug)]
-struct SocketWaker {
-    slot: usize,
-    queued: AtomicBool,
-    ready: Arc<ReadySet>,
-}
-
-impl Wake for SocketWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        lock(&self.ready.slots).push(self.slot);
-        if let Some(task) = lock(&self.ready.task).take() {
-            task.wake();
-        }
-    }
-}
-
 enum Wakeup {
     Tick,
     Command(Option<Command>),
-    Sockets,
 }
 
 struct Worker {
@@ -711,9 +682,9 @@ struct Worker {
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
     index: HashMap<u64, usize>,
-    ready: Arc<ReadySet>,
-    ready_scratch: Vec<usize>,
     receive: BytesMut,
+    /// Room for a datagram's control messages (its receive timestamp).
+    control: Vec<u8>,
 }
 
 impl Worker {
@@ -724,9 +695,8 @@ impl Worker {
             slots: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
-            ready: Arc::default(),
-            ready_scratch: Vec::new(),
             receive: BytesMut::with_capacity(RECEIVE_CHUNK),
+            control: Vec::new(),
         }
     }
 
@@ -736,7 +706,6 @@ impl Worker {
                 Wakeup::Tick => self.tick_all(),
                 Wakeup::Command(Some(command)) => self.handle_command(command),
                 Wakeup::Command(None) => return,
-                Wakeup::Sockets => self.read_ready(),
             }
             // Socket reads count against tokio's cooperative budget; give
             // the runtime its turn when it is spent rather than spin.
@@ -745,30 +714,20 @@ impl Worker {
     }
 
     fn poll_wakeup(&mut self, cx: &mut Context<'_>) -> Poll<Wakeup> {
-        {
-            let mut task = lock(&self.ready.task);
-            if !task
-                .as_ref()
-                .is_some_and(|waker| waker.will_wake(cx.waker()))
-            {
-                *task = Some(cx.waker().clone());
-            }
-        }
         if self.interval.poll_tick(cx).is_ready() {
             return Poll::Ready(Wakeup::Tick);
         }
         if let Poll::Ready(command) = self.commands.poll_recv(cx) {
             return Poll::Ready(Wakeup::Command(command));
         }
-        if !lock(&self.ready.slots).is_empty() {
-            return Poll::Ready(Wakeup::Sockets);
-        }
         Poll::Pending
     }
 
     fn tick_all(&mut self) {
         let now = tokio::time::Instant::now().into_std();
+        let clock = arrival::Clock::at(now);
         for entry in self.slots.iter_mut().flatten() {
+            read_sockets(entry, &mut self.receive, &mut self.control, &clock);
             if entry.hook.is_some() {
                 tick_hooked(entry, now);
             } else {
@@ -776,25 +735,6 @@ impl Worker {
             }
             flush(entry);
         }
-    }
-
-    fn read_ready(&mut self) {
-        std::mem::swap(&mut *lock(&self.ready.slots), &mut self.ready_scratch);
-        let mut ready = std::mem::take(&mut self.ready_scratch);
-        for &slot in &ready {
-            let Some(Some(entry)) = self.slots.get_mut(slot) else {
-                continue;
-            };
-            let more = read_sockets(entry, &mut self.receive);
-            flush(entry);
-            if more {
-                if let Some((waker, _)) = &entry.waker {
-                    waker.wake_by_ref();
-                }
-            }
-        }
-        ready.clear();
-        self.ready_scratch = ready;
     }
 
     fn handle_command(&mut self, command: Command) {
@@ -873,21 +813,13 @@ impl Worker {
         }
     }
 
-    fn insert(&mut self, mut entry: Entry) {
+    fn insert(&mut self, entry: Entry) {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
         });
-        let waker = Arc::new(SocketWaker {
-            slot,
-            queued: AtomicBool::new(false),
-            ready: self.ready.clone(),
-        });
-        entry.waker = Some((waker.clone(), Waker::from(waker.clone())));
         self.index.insert(entry.id, slot);
         self.slots[slot] = Some(entry);
-        // Register the socket wakers (and read anything already there).
-        waker.wake_by_ref();
     }
 
     fn remove(&mut self, id: u64) -> Option<Entry> {
@@ -902,44 +834,40 @@ impl Worker {
     }
 }
 
-/// Reads both sockets of `entry` until they would block (registering its
-/// waker) or the budget is spent; returns whether data may be left.
-fn read_sockets(entry: &mut Entry, receive: &mut BytesMut) -> bool {
-    let Some((waker, task_waker)) = &entry.waker else {
-        return false;
-    };
-    waker.queued.store(false, Ordering::Release);
-    let mut cx = Context::from_waker(task_waker);
+/// Reads both sockets of `entry` until they would block (or the tick's budget is
+/// spent: the rest waits for the next tick), each datagram at its kernel arrival time.
+fn read_sockets(
+    entry: &mut Entry,
+    receive: &mut BytesMut,
+    control: &mut Vec<u8>,
+    clock: &arrival::Clock,
+) {
     let mut budget = READ_BUDGET;
     let sockets = [Some(&entry.rtp), entry.rtcp.as_ref()];
     for socket in sockets.into_iter().flatten() {
-        loop {
-            if budget == 0 {
-                return true;
-            }
+        while budget > 0 {
             budget -= 1;
             if receive.capacity() < MAX_DATAGRAM {
                 receive.reserve(RECEIVE_CHUNK);
             }
             receive.resize(MAX_DATAGRAM, 0);
-            let mut buffer = ReadBuf::new(&mut receive[..]);
-            match socket.poll_recv_from(&mut cx, &mut buffer) {
-                Poll::Ready(Ok(from)) => {
-                    let len = buffer.filled().len();
-                    let datagram = receive.split_to(len).freeze();
-                    let now = tokio::time::Instant::now().into_std();
-                    if let Err(error) = entry.stream.handle_datagram(now, from, datagram) {
+            match arrival::try_recv_stamped(socket, &mut receive[..], control) {
+                Ok((len, from, stamp)) => {
+                    receive.truncate(len);
+                    let datagram = receive.split().freeze();
+                    let at = clock.instant_of(stamp);
+                    if let Err(error) = entry.stream.handle_datagram(at, from, datagram) {
                         tracing::trace!(id = entry.id, %from, %error, "datagram rejected");
                     }
                 }
-                Poll::Ready(Err(error)) => {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
                     tracing::debug!(id = entry.id, %error, "RTP socket receive error");
+                    break;
                 }
-                Poll::Pending => break,
             }
         }
     }
-    false
 }
 
 /// Sends the stream's queued datagrams and forwards its events.
@@ -1048,7 +976,10 @@ fn flush(entry: &mut Entry) {
 fn try_bind(ip: IpAddr, port: u16) -> Result<Option<StdUdpSocket>, EngineError> {
     let addr = SocketAddr::new(ip, port);
     match StdUdpSocket::bind(addr) {
-        Ok(socket) => Ok(Some(socket)),
+        Ok(socket) => {
+            arrival::enable_timestamps(&socket);
+            Ok(Some(socket))
+        }
         Err(error) if error.kind() == io::ErrorKind::AddrInUse => Ok(None),
         Err(source) => Err(EngineError::Socket { addr, source }),
     }
@@ -1066,10 +997,6 @@ fn to_tokio(socket: StdUdpSocket, addr: SocketAddr) -> Result<UdpSocket, EngineE
         .set_nonblocking(true)
         .and_then(|()| UdpSocket::from_std(socket))
         .map_err(|source| EngineError::Socket { addr, source })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

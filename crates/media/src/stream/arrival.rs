@@ -1,0 +1,156 @@
+//! When a datagram really arrived: UDP reads with the kernel's receive
+//! timestamps (`SO_TIMESTAMPNS`), so that a worker may read its sockets once
+//! per 20 ms tick instead of waking for every datagram, and the jitter buffer
+//! and the RFC 3550 jitter still see each packet's own arrival time.
+
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Room for the timestamp control message.
+const CMSG_SPACE: usize = 64;
+
+/// Asks the kernel to stamp every datagram received on `socket` (best effort:
+/// without it, arrivals are taken at the time of the read).
+pub(super) fn enable_timestamps(socket: &StdUdpSocket) {
+    if let Err(error) = setsockopt(socket.as_raw_fd(), sockopt::ReceiveTimestampns, &true) {
+        tracing::debug!(%error, "no kernel receive timestamps; arrivals taken at read time");
+    }
+}
+
+/// The monotonic clock and the wall clock read together, to place kernel
+/// (wall-clock) receive timestamps on the monotonic clock.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clock {
+    now: Instant,
+    wall: Duration,
+}
+
+impl Clock {
+    /// Both clocks, read now (`now` is the monotonic one).
+    pub(super) fn at(now: Instant) -> Clock {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Clock { now, wall }
+    }
+
+    /// The monotonic time of a kernel timestamp (`now` when there is none, or
+    /// when it is in the future of the wall clock read).
+    pub(super) fn instant_of(&self, stamp: Option<Duration>) -> Instant {
+        match stamp {
+            Some(stamp) => self
+                .now
+                .checked_sub(self.wall.saturating_sub(stamp))
+                .unwrap_or(self.now),
+            None => self.now,
+        }
+    }
+}
+
+/// Reads one datagram without waiting, with its kernel receive timestamp;
+/// `WouldBlock` when there is none.
+pub(super) fn try_recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<(usize, SocketAddr, Option<Duration>)> {
+    socket.try_io(Interest::READABLE, || {
+        cmsg.clear();
+        cmsg.reserve(CMSG_SPACE);
+        let mut iov = [IoSliceMut::new(buf)];
+        let message = recvmsg::<SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(io::Error::from)?;
+        let mut stamp = None;
+        for control in message.cmsgs() {
+            if let ControlMessageOwned::ScmTimestampns(time) = control {
+                let secs = u64::try_from(time.tv_sec()).unwrap_or(0);
+                let nanos = u32::try_from(time.tv_nsec()).unwrap_or(0);
+                stamp = Some(Duration::new(secs, nanos));
+            }
+        }
+        let from = message
+            .address
+            .as_ref()
+            .and_then(socket_addr)
+            .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+        Ok((message.bytes, from, stamp))
+    })
+}
+
+fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::new(v4.ip().into(), v4.port())));
+    }
+    let v6 = address.as_sockaddr_in6()?;
+    Some(SocketAddr::V6(SocketAddrV6::new(
+        v6.ip(),
+        v6.port(),
+        v6.flowinfo(),
+        v6.scope_id(),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_timestamp_is_placed_on_the_monotonic_clock() {
+        let now = Instant::now();
+        let clock = Clock {
+            now,
+            wall: Duration::from_secs(1_000),
+        };
+        let arrived = clock.instant_of(Some(Duration::from_millis(999_985)));
+        assert_eq!(now - arrived, Duration::from_millis(15));
+        assert_eq!(clock.instant_of(None), now);
+        assert_eq!(
+            clock.instant_of(Some(Duration::from_secs(1_001))),
+            now,
+            "a stamp ahead of the wall clock read is taken as now"
+        );
+    }
+
+    #[tokio::test]
+    async fn datagrams_come_with_the_time_they_arrived() {
+        let std_socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+        std_socket.set_nonblocking(true).expect("nonblocking");
+        enable_timestamps(&std_socket);
+        let socket = UdpSocket::from_std(std_socket).expect("tokio socket");
+        let addr = socket.local_addr().expect("addr");
+        let sender = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+        sender.send_to(b"first", addr).expect("send");
+        let sent_at = Instant::now();
+        std::thread::sleep(Duration::from_millis(30));
+        socket.readable().await.expect("readable");
+        let mut buf = [0u8; 64];
+        let mut cmsg = Vec::new();
+        let (len, from, stamp) = try_recv_stamped(&socket, &mut buf, &mut cmsg).expect("read");
+        assert_eq!(&buf[..len], b"first");
+        assert_eq!(from, sender.local_addr().expect("addr"));
+        let clock = Clock::at(Instant::now());
+        let arrived = clock.instant_of(stamp);
+        assert!(stamp.is_some(), "the kernel stamped it");
+        assert!(
+            clock.now - arrived >= Duration::from_millis(25),
+            "the arrival, not the read, 30 ms later: {:?}",
+            clock.now - arrived
+        );
+        assert!(arrived + Duration::from_millis(5) >= sent_at);
+        let none = try_recv_stamped(&socket, &mut buf, &mut cmsg).expect_err("nothing left");
+        assert_eq!(none.kind(), io::ErrorKind::WouldBlock);
+    }
+}
