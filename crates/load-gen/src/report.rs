@@ -48,6 +48,27 @@ pub struct CallRecord {
     pub one_way_audio: bool,
 }
 
+impl CallRecord {
+    /// Call `index` as it starts `started_ms` into the run: nothing measured yet, failed
+    /// until it is answered.
+    pub fn started(index: u64, sip_call_id: String, started_ms: f64) -> CallRecord {
+        CallRecord {
+            index,
+            sip_call_id,
+            started_ms,
+            ringing_ms: None,
+            answer_ms: None,
+            ended_ms: started_ms,
+            final_code: None,
+            outcome: Outcome::Failed,
+            error: None,
+            ended_by: None,
+            rtp: None,
+            one_way_audio: false,
+        }
+    }
+}
+
 /// Percentiles of one measurement over the calls that have it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Percentiles {

@@ -273,20 +273,7 @@ async fn place(shared: Arc<Shared>, index: u64) -> CallRecord {
     shared.progress.started.fetch_add(1, Ordering::Relaxed);
     let (key, rtp) = shared.mux.assign();
     let local_offer = offer(&shared, rtp, index + 1);
-    let mut record = CallRecord {
-        index,
-        sip_call_id: String::new(),
-        started_ms: shared.since_start(started),
-        ringing_ms: None,
-        answer_ms: None,
-        ended_ms: 0.0,
-        final_code: None,
-        outcome: Outcome::Failed,
-        error: None,
-        ended_by: None,
-        rtp: None,
-        one_way_audio: false,
-    };
+    let mut record = CallRecord::started(index, String::new(), shared.since_start(started));
     let from = format!("sip:load-{index}@{}", shared.local_ip);
     let outgoing = match OutgoingCall::to(&shared.config.target, &from).await {
         Ok(outgoing) => outgoing,
@@ -405,20 +392,11 @@ async fn answer(
 ) -> CallRecord {
     let started = Instant::now();
     shared.progress.started.fetch_add(1, Ordering::Relaxed);
-    let mut record = CallRecord {
+    let mut record = CallRecord::started(
         index,
-        sip_call_id: call.sip_call_id().to_owned(),
-        started_ms: shared.since_start(started),
-        ringing_ms: None,
-        answer_ms: None,
-        ended_ms: 0.0,
-        final_code: None,
-        outcome: Outcome::Failed,
-        error: None,
-        ended_by: None,
-        rtp: None,
-        one_way_audio: false,
-    };
+        call.sip_call_id().to_owned(),
+        shared.since_start(started),
+    );
     let (key, rtp) = shared.mux.assign();
     let supported = [
         shared.config.codec.sdp_codec(),
