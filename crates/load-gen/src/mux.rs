@@ -1,6 +1,9 @@
 //! The generator's media: a few shards (one per core), each one UDP socket
 //! and one task driving the RTP of many calls on a shared clock. No task,
-//! socket or timer per call: a call is an entry in its shard's table.
+//! socket or timer per call: a call is an entry in its shard's table. A shard
+//! wakes once per 20 ms tick, reads what arrived since the last one (each
+//! datagram at its kernel receive timestamp, so jitter is measured exactly),
+//! then sends every call's next frame.
 //!
 //! Every call of a shard advertises the shard's address in its SDP; the far
 //! end's packets are told apart by their source address (each call has its
@@ -14,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use media::stream::arrival::{enable_timestamps, try_recv_stamped, Clock};
 use rand::Rng;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -172,7 +176,9 @@ fn bind(addr: SocketAddr) -> io::Result<StdUdpSocket> {
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    Ok(socket.into())
+    let socket: StdUdpSocket = socket.into();
+    enable_timestamps(&socket);
+    Ok(socket)
 }
 
 struct Entry {
@@ -227,6 +233,7 @@ async fn run_shard(
     let mut unmatched = 0u64;
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
+    let mut control = Vec::new();
     let epoch = Instant::now();
     let mut next_tick = epoch + FRAME;
     loop {
@@ -252,14 +259,17 @@ async fn run_shard(
                 }
                 None => return,
             },
-            received = rtp.recv_from(&mut buf) => {
-                let mut next = received;
+            _ = tokio::time::sleep_until(next_tick.into()) => {
+                let now = Instant::now();
+                // What arrived since the last tick, each datagram at its kernel arrival
+                // time: no wake-up per datagram.
+                let clock = Clock::at(now);
                 loop {
-                    match next {
-                        Ok((len, from)) => {
-                            let now = Instant::now();
+                    match try_recv_stamped(&rtp, &mut buf, &mut control) {
+                        Ok((len, from, stamp)) => {
+                            let at = clock.instant_of(stamp);
                             match table.find(from, &buf[..len]) {
-                                Some(entry) => entry.stream.on_datagram(now, &buf[..len], &audio, &mut deviations),
+                                Some(entry) => entry.stream.on_datagram(at, &buf[..len], &audio, &mut deviations),
                                 None => unmatched += 1,
                             }
                         }
@@ -269,13 +279,9 @@ async fn run_shard(
                             break;
                         }
                     }
-                    next = rtp.try_recv_from(&mut buf);
                 }
-            }
-            // RTCP from the far end is read and dropped.
-            _ = rtcp.recv_from(&mut rtcp_buf) => {}
-            _ = tokio::time::sleep_until(next_tick.into()) => {
-                let now = Instant::now();
+                // RTCP from the far end is read and dropped.
+                while rtcp.try_recv_from(&mut rtcp_buf).is_ok() {}
                 let mut earliest = now + FRAME;
                 for entry in table.entries.values_mut() {
                     let remote = entry.remote;

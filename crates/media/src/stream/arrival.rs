@@ -21,7 +21,7 @@ const CMSG_SPACE: usize = 64;
 
 /// Asks the kernel to stamp every datagram received on `socket` (best effort:
 /// without it, arrivals are taken at the time of the read).
-pub(super) fn enable_timestamps(socket: &StdUdpSocket) {
+pub fn enable_timestamps(socket: &StdUdpSocket) {
     if let Err(error) = setsockopt(socket.as_raw_fd(), sockopt::ReceiveTimestampns, &true) {
         tracing::debug!(%error, "no kernel receive timestamps; arrivals taken at read time");
     }
@@ -30,14 +30,14 @@ pub(super) fn enable_timestamps(socket: &StdUdpSocket) {
 /// The monotonic clock and the wall clock read together, to place kernel
 /// (wall-clock) receive timestamps on the monotonic clock.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Clock {
+pub struct Clock {
     now: Instant,
     wall: Duration,
 }
 
 impl Clock {
     /// Both clocks, read now (`now` is the monotonic one).
-    pub(super) fn at(now: Instant) -> Clock {
+    pub fn at(now: Instant) -> Clock {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -46,7 +46,7 @@ impl Clock {
 
     /// The monotonic time of a kernel timestamp (`now` when there is none, or
     /// when it is in the future of the wall clock read).
-    pub(super) fn instant_of(&self, stamp: Option<Duration>) -> Instant {
+    pub fn instant_of(&self, stamp: Option<Duration>) -> Instant {
         match stamp {
             Some(stamp) => self
                 .now
@@ -59,7 +59,7 @@ impl Clock {
 
 /// Reads one datagram without waiting, with its kernel receive timestamp;
 /// `WouldBlock` when there is none.
-pub(super) fn try_recv_stamped(
+pub fn try_recv_stamped(
     socket: &UdpSocket,
     buf: &mut [u8],
     cmsg: &mut Vec<u8>,

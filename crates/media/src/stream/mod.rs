@@ -66,7 +66,7 @@
 //! allocate (parsing a received RTCP compound packet, queueing DTMF digits,
 //! events).
 
-mod arrival;
+pub mod arrival;
 mod engine;
 mod tx;
 
