@@ -7,10 +7,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use call_control::config::Config;
 use call_control::service::{Service, ServiceHandle};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
+
+mod api_support;
 
 const KEY: &str = "sk_live_loadtest0123456789abcdefghij";
 
@@ -258,28 +259,11 @@ async fn answering_sipps_calls_measures_them_the_same_way() {
     );
 }
 
+/// A service on loopback (its trunks there too: the shared test configuration allows
+/// private destinations), with the known API key.
 async fn start_service(dir: &tempfile::TempDir) -> ServiceHandle {
-    let env = [
-        ("DIALCORE_HTTP_LISTEN", "127.0.0.1:0".to_owned()),
-        ("DIALCORE_SIP_LISTEN", "127.0.0.1:0".to_owned()),
-        (
-            "DIALCORE_DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("load.db").display()),
-        ),
-        (
-            "DIALCORE_RECORDINGS_DIR",
-            dir.path().join("recordings").display().to_string(),
-        ),
-        ("DIALCORE_API_KEY", KEY.to_owned()),
-        ("DIALCORE_LOG_LEVEL", "warn".to_owned()),
-        // The trunk the generator calls in on is on loopback.
-        (
-            "DIALCORE_SECURITY_ALLOW_PRIVATE_DESTINATIONS",
-            "true".to_owned(),
-        ),
-    ];
-    let config = Config::from_env_and_toml(None, env.into_iter().map(|(k, v)| (k.to_owned(), v)))
-        .expect("test configuration is valid");
+    let mut config = api_support::config(dir, 100_000);
+    config.api.key = Some(KEY.to_owned());
     Service::start(config).await.expect("service starts")
 }
 
