@@ -13,7 +13,7 @@ use sip_stack::sdp::{Codec, PayloadType};
 /// Silence between the shipped phrases when they are played back to back.
 const PHRASE_GAP_MS: usize = 400;
 /// Largest payload of one 20 ms frame (Opus at the highest bitrate fits).
-const MAX_PAYLOAD: usize = 1500;
+pub const MAX_PAYLOAD: usize = 1500;
 
 /// The codec a run offers (and answers with).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::audio::EncodedAudio;
-use crate::rtp::{RtpReport, RtpStream, StreamParams, DEVIATION_BINS, FRAME};
+use crate::rtp::{RtpReport, RtpStream, StreamParams, DEVIATION_BINS, FRAME, MAX_DATAGRAM};
 
 /// Socket buffers asked for: a shard's calls send and receive in bursts.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -234,6 +234,7 @@ async fn run_shard(
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
     let mut control = Vec::new();
+    let mut packet = vec![0u8; MAX_DATAGRAM];
     let epoch = Instant::now();
     let mut next_tick = epoch + FRAME;
     loop {
@@ -285,7 +286,7 @@ async fn run_shard(
                 let mut earliest = now + FRAME;
                 for entry in table.entries.values_mut() {
                     let remote = entry.remote;
-                    entry.stream.on_tick(now, &audio, |datagram| {
+                    entry.stream.on_tick(now, &audio, &mut packet, |datagram| {
                         if rtp.try_send_to(datagram, remote).is_err() {
                             send_errors += 1;
                         }

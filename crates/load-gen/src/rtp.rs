@@ -22,6 +22,8 @@ const MAX_ECHO_SAMPLES: usize = 1024;
 const MAX_ECHO_DELAY: Duration = Duration::from_secs(3);
 /// Largest RTP header we write.
 pub const HEADER_LEN: usize = 12;
+/// Room for one datagram we send: the header and the largest encoded frame.
+pub const MAX_DATAGRAM: usize = HEADER_LEN + crate::audio::MAX_PAYLOAD;
 /// Bins of the transit-deviation histogram: one per millisecond, the last one
 /// for everything above.
 pub const DEVIATION_BINS: usize = 1001;
@@ -148,8 +150,15 @@ impl RtpStream {
     }
 
     /// Sends every frame due by `now` (and, through a simulated network,
-    /// every frame whose arrival time has come): `send` gets each datagram.
-    pub fn on_tick(&mut self, now: Instant, audio: &EncodedAudio, mut send: impl FnMut(&[u8])) {
+    /// every frame whose arrival time has come): `send` gets each datagram, built in
+    /// `buf` (at least [`MAX_DATAGRAM`] bytes, reused across calls and ticks).
+    pub fn on_tick(
+        &mut self,
+        now: Instant,
+        audio: &EncodedAudio,
+        buf: &mut [u8],
+        mut send: impl FnMut(&[u8]),
+    ) {
         let due = if now < self.started {
             0
         } else {
@@ -164,7 +173,6 @@ impl RtpStream {
                 .wrapping_add((skipped as u32).wrapping_mul(audio.timestamp_step()));
             self.frames_due += skipped;
         }
-        let mut buf = [0u8; HEADER_LEN + 1500];
         while self.frames_due < due {
             let frame = self.frames_due;
             let packet = InFlight {
@@ -181,14 +189,14 @@ impl RtpStream {
                     sim.send(self.started + FRAME * frame as u32, packet);
                 }
                 None => {
-                    let len = self.write(&packet, audio, &mut buf);
+                    let len = self.write(&packet, audio, buf);
                     self.sent += 1;
                     send(&buf[..len]);
                 }
             }
         }
         while let Some(arrival) = self.netsim.as_mut().and_then(|sim| sim.poll_arrival(now)) {
-            let len = self.write(&arrival.packet, audio, &mut buf);
+            let len = self.write(&arrival.packet, audio, buf);
             self.sent += 1;
             send(&buf[..len]);
         }
@@ -332,7 +340,7 @@ mod tests {
 
     fn collect(stream: &mut RtpStream, now: Instant, audio: &EncodedAudio) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        stream.on_tick(now, audio, |p| out.push(p.to_vec()));
+        stream.on_tick(now, audio, &mut [0; MAX_DATAGRAM], |p| out.push(p.to_vec()));
         out
     }
 
@@ -446,7 +454,9 @@ mod tests {
             for p in previous.drain(..) {
                 stream.on_datagram(now, &p, &audio, &mut hist);
             }
-            stream.on_tick(now, &audio, |p| previous.push(p.to_vec()));
+            stream.on_tick(now, &audio, &mut [0; MAX_DATAGRAM], |p| {
+                previous.push(p.to_vec())
+            });
         }
         let report = stream.report();
         assert!(report.echo_frames > 50, "{report:?}");
@@ -466,7 +476,7 @@ mod tests {
         let mut sent = 0u64;
         let mut now = t0;
         while now < t0 + Duration::from_secs(20) {
-            stream.on_tick(now, &audio, |_| sent += 1);
+            stream.on_tick(now, &audio, &mut [0; MAX_DATAGRAM], |_| sent += 1);
             now = stream.poll_timeout().max(now + Duration::from_micros(100));
         }
         let frames = 20 * 50;

@@ -853,8 +853,8 @@ fn read_sockets(
             receive.resize(MAX_DATAGRAM, 0);
             match arrival::try_recv_stamped(socket, &mut receive[..], control) {
                 Ok((len, from, stamp)) => {
-                    receive.truncate(len);
-                    let datagram = receive.split().freeze();
+                    // The rest stays in the buffer: the next resize fills only `len` bytes.
+                    let datagram = receive.split_to(len).freeze();
                     let at = clock.instant_of(stamp);
                     if let Err(error) = entry.stream.handle_datagram(at, from, datagram) {
                         tracing::trace!(id = entry.id, %from, %error, "datagram rejected");
