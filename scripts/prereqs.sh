@@ -3,6 +3,7 @@
 #   pkg-config + libopus-dev  (audiopus links the system libopus)
 #   sip-tester                (SIPp, the SIP peer of the interop and end-to-end tests)
 #   python3 + python3-venv    (the Pipecat agent test installs Pipecat from PyPI into a venv)
+#   curl                      (the load scripts drive the service's REST API with it)
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,7 @@ pkg-config --exists opus 2>/dev/null || missing+=(libopus-dev)
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}" >&2
