@@ -3,7 +3,9 @@
 //! socket or timer per call: a call is an entry in its shard's table. A shard
 //! wakes once per 20 ms tick, reads what arrived since the last one (each
 //! datagram at its kernel receive timestamp, so jitter is measured exactly),
-//! then sends every call's next frame.
+//! then sends every call's next frame. The sockets are plain non-blocking
+//! ones, not registered with tokio's reactor: nobody waits for them to be
+//! readable, and registered, every datagram would wake the I/O driver.
 //!
 //! Every call of a shard advertises the shard's address in its SDP; the far
 //! end's packets are told apart by their source address (each call has its
@@ -20,7 +22,6 @@ use std::time::Instant;
 use media::stream::arrival::{enable_timestamps, try_recv_stamped, Clock};
 use rand::Rng;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -149,7 +150,7 @@ impl MediaMux {
 
 /// An even port for RTP and the next one for RTCP (which the far end sends to
 /// unless told otherwise: it must not land on somebody else's socket).
-fn bind_pair(ip: IpAddr) -> io::Result<(UdpSocket, UdpSocket)> {
+fn bind_pair(ip: IpAddr) -> io::Result<(StdUdpSocket, StdUdpSocket)> {
     let mut rng = rand::thread_rng();
     let mut last_error = None;
     for _ in 0..BIND_ATTEMPTS {
@@ -162,7 +163,7 @@ fn bind_pair(ip: IpAddr) -> io::Result<(UdpSocket, UdpSocket)> {
             }
         };
         match bind(SocketAddr::new(ip, port + 1)) {
-            Ok(rtcp) => return Ok((UdpSocket::from_std(rtp)?, UdpSocket::from_std(rtcp)?)),
+            Ok(rtcp) => return Ok((rtp, rtcp)),
             Err(error) => last_error = Some(error),
         }
     }
@@ -222,8 +223,8 @@ impl Table {
 }
 
 async fn run_shard(
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
+    rtp: StdUdpSocket,
+    rtcp: StdUdpSocket,
     mut commands: mpsc::UnboundedReceiver<Command>,
     audio: Arc<EncodedAudio>,
 ) {
@@ -282,12 +283,12 @@ async fn run_shard(
                     }
                 }
                 // RTCP from the far end is read and dropped.
-                while rtcp.try_recv_from(&mut rtcp_buf).is_ok() {}
+                while rtcp.recv_from(&mut rtcp_buf).is_ok() {}
                 let mut earliest = now + FRAME;
                 for entry in table.entries.values_mut() {
                     let remote = entry.remote;
                     entry.stream.on_tick(now, &audio, &mut packet, |datagram| {
-                        if rtp.try_send_to(datagram, remote).is_err() {
+                        if rtp.send_to(datagram, remote).is_err() {
                             send_errors += 1;
                         }
                     });

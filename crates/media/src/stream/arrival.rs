@@ -4,6 +4,11 @@
 //! and the RFC 3550 jitter still see each packet's own arrival time. The kernel
 //! turns timestamping on lazily when the first socket asks for it: the first
 //! datagrams after that may carry the time they were read instead.
+//!
+//! The sockets read here are plain non-blocking sockets, not registered with
+//! the runtime's reactor: a registered socket makes every arriving datagram
+//! (and every freed send buffer) an epoll event that wakes the I/O driver,
+//! although nobody waits for it. Read on a tick, a socket needs no readiness.
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket as StdUdpSocket};
@@ -13,8 +18,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
 };
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 /// Room for the timestamp control message.
 const CMSG_SPACE: usize = 64;
@@ -60,36 +63,34 @@ impl Clock {
 /// Reads one datagram without waiting, with its kernel receive timestamp;
 /// `WouldBlock` when there is none.
 pub fn try_recv_stamped(
-    socket: &UdpSocket,
+    socket: &StdUdpSocket,
     buf: &mut [u8],
     cmsg: &mut Vec<u8>,
 ) -> io::Result<(usize, SocketAddr, Option<Duration>)> {
-    socket.try_io(Interest::READABLE, || {
-        cmsg.clear();
-        cmsg.reserve(CMSG_SPACE);
-        let mut iov = [IoSliceMut::new(buf)];
-        let message = recvmsg::<SockaddrStorage>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(cmsg),
-            MsgFlags::MSG_DONTWAIT,
-        )
-        .map_err(io::Error::from)?;
-        let mut stamp = None;
-        for control in message.cmsgs() {
-            if let ControlMessageOwned::ScmTimestampns(time) = control {
-                let secs = u64::try_from(time.tv_sec()).unwrap_or(0);
-                let nanos = u32::try_from(time.tv_nsec()).unwrap_or(0);
-                stamp = Some(Duration::new(secs, nanos));
-            }
+    cmsg.clear();
+    cmsg.reserve(CMSG_SPACE);
+    let mut iov = [IoSliceMut::new(buf)];
+    let message = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let mut stamp = None;
+    for control in message.cmsgs() {
+        if let ControlMessageOwned::ScmTimestampns(time) = control {
+            let secs = u64::try_from(time.tv_sec()).unwrap_or(0);
+            let nanos = u32::try_from(time.tv_nsec()).unwrap_or(0);
+            stamp = Some(Duration::new(secs, nanos));
         }
-        let from = message
-            .address
-            .as_ref()
-            .and_then(socket_addr)
-            .ok_or_else(|| io::Error::other("datagram without a source address"))?;
-        Ok((message.bytes, from, stamp))
-    })
+    }
+    let from = message
+        .address
+        .as_ref()
+        .and_then(socket_addr)
+        .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+    Ok((message.bytes, from, stamp))
 }
 
 fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
@@ -126,12 +127,11 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn datagrams_come_with_the_time_they_arrived() {
-        let std_socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
-        std_socket.set_nonblocking(true).expect("nonblocking");
-        enable_timestamps(&std_socket);
-        let socket = UdpSocket::from_std(std_socket).expect("tokio socket");
+    #[test]
+    fn datagrams_come_with_the_time_they_arrived() {
+        let socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.set_nonblocking(true).expect("nonblocking");
+        enable_timestamps(&socket);
         let addr = socket.local_addr().expect("addr");
         let sender = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
         let mut buf = [0u8; 64];
@@ -143,7 +143,6 @@ mod tests {
         for attempt in 0..10u8 {
             sender.send_to(&[attempt], addr).expect("send");
             std::thread::sleep(Duration::from_millis(30));
-            socket.readable().await.expect("readable");
             let (len, from, stamp) = try_recv_stamped(&socket, &mut buf, &mut cmsg).expect("read");
             assert_eq!(&buf[..len], &[attempt]);
             assert_eq!(from, sender.local_addr().expect("addr"));

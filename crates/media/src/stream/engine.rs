@@ -12,12 +12,13 @@
 //!   that were skipped;
 //! - sockets are not read by a task each, and a datagram wakes nobody: on
 //!   each tick the worker first reads every stream's sockets until they would
-//!   block (tokio's readiness makes a socket with nothing cost no system
-//!   call), each datagram with the kernel's receive timestamp
+//!   block, each datagram with the kernel's receive timestamp
 //!   ([`super::arrival`]), so the jitter buffer and the statistics see the
 //!   real arrival times, then ticks the stream. A packet is never needed
 //!   before the tick that plays it, and one wake-up per 20 ms serves all of a
-//!   worker's streams;
+//!   worker's streams. The sockets are not registered with tokio's reactor
+//!   either: there, each datagram (and each freed send buffer) would be an
+//!   epoll event waking the I/O driver for nothing;
 //! - received datagrams are split off a shared receive buffer (a `BytesMut`
 //!   refilled 64 KiB at a time), so no allocation happens per packet;
 //! - commands from [`StreamHandle`]s (stats, close, re-INVITE, DTMF) come
@@ -42,7 +43,6 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::BytesMut;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -329,11 +329,10 @@ impl MediaEngine {
         let now = tokio::time::Instant::now().into_std();
         let ntp = NtpTime::from_system_time(SystemTime::now());
         let stream = MediaStream::new(config, now, ntp, &mut rand::thread_rng())?;
-        let rtp = to_tokio(rtp, local)?;
-        let rtcp = match (rtcp, local_rtcp) {
-            (Some(socket), Some(addr)) => Some(to_tokio(socket, addr)?),
-            _ => None,
-        };
+        nonblocking(&rtp, local)?;
+        if let (Some(socket), Some(addr)) = (&rtcp, local_rtcp) {
+            nonblocking(socket, addr)?;
+        }
         let (inbound_tx, inbound_rx) = mpsc::channel(self.inner.config.inbound_frames.max(1));
         let (outbound_tx, outbound_rx) = mpsc::channel(self.inner.config.outbound_frames.max(1));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -659,8 +658,8 @@ impl std::fmt::Debug for Command {
 struct Entry {
     id: u64,
     stream: MediaStream,
-    rtp: UdpSocket,
-    rtcp: Option<UdpSocket>,
+    rtp: StdUdpSocket,
+    rtcp: Option<StdUdpSocket>,
     inbound: mpsc::Sender<AudioFrame>,
     outbound: mpsc::Receiver<AudioFrame>,
     events: mpsc::UnboundedSender<MediaEvent>,
@@ -707,8 +706,8 @@ impl Worker {
                 Wakeup::Command(Some(command)) => self.handle_command(command),
                 Wakeup::Command(None) => return,
             }
-            // Socket reads count against tokio's cooperative budget; give
-            // the runtime its turn when it is spent rather than spin.
+            // Commands count against tokio's cooperative budget; give the
+            // runtime its turn when it is spent rather than spin.
             tokio::task::consume_budget().await;
         }
     }
@@ -958,7 +957,7 @@ fn flush(entry: &mut Entry) {
             Component::Rtcp => entry.rtcp.as_ref().unwrap_or(&entry.rtp),
         };
         // UDP: a full socket buffer drops the datagram, as the network would.
-        if let Err(error) = socket.try_send_to(transmit.payload, transmit.destination) {
+        if let Err(error) = socket.send_to(transmit.payload, transmit.destination) {
             tracing::trace!(id = entry.id, %error, "RTP send failed");
         }
     }
@@ -992,10 +991,9 @@ fn local_addr(socket: &StdUdpSocket) -> Result<SocketAddr, EngineError> {
     })
 }
 
-fn to_tokio(socket: StdUdpSocket, addr: SocketAddr) -> Result<UdpSocket, EngineError> {
+fn nonblocking(socket: &StdUdpSocket, addr: SocketAddr) -> Result<(), EngineError> {
     socket
         .set_nonblocking(true)
-        .and_then(|()| UdpSocket::from_std(socket))
         .map_err(|source| EngineError::Socket { addr, source })
 }
 
