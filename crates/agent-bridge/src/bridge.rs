@@ -16,16 +16,18 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use media::record::RecordingHandle;
 use media::stream::{AudioFrame, FrameHook, FrameKind, MediaEvent, StreamHandle};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use crate::activity::ActivityClock;
 use crate::agent::{RuntimeInput, RuntimeOutput, TickRuntime};
 use crate::playout::{Playout, PlayoutEvent};
 
-/// RTP activity is reported at most once per this many frames (0.5 s).
+/// RTP activity is noted at most once per this many frames (0.5 s).
 const ACTIVITY_EVERY_FRAMES: u32 = 25;
 /// Most agent audio queued for playback: 10 minutes at 16 kHz.
 const MAX_QUEUED_SAMPLES: usize = 16_000 * 600;
@@ -33,8 +35,6 @@ const MAX_QUEUED_SAMPLES: usize = 16_000 * 600;
 /// What the bridge tells the call task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BridgeEvent {
-    /// RTP arrived from the far end.
-    Activity,
     /// A final transcript entry from the agent.
     Transcript {
         /// `agent` or `caller`.
@@ -96,6 +96,7 @@ impl Bridge {
             self.telephone_event,
             self.frames_per_digit,
         );
+        let activity = hook.activity.clone();
         let attached = self.stream.attach(Box::new(hook));
         if let Err(error) = &attached {
             debug!(%error, "media stream gone; bridge not attached");
@@ -103,6 +104,7 @@ impl Bridge {
         RunningBridge {
             stream: self.stream,
             end,
+            activity,
         }
     }
 }
@@ -112,9 +114,15 @@ impl Bridge {
 pub struct RunningBridge {
     stream: StreamHandle,
     end: oneshot::Receiver<Option<RecordingHandle>>,
+    activity: ActivityClock,
 }
 
 impl RunningBridge {
+    /// When RTP or DTMF from the far end was last heard (to within 0.5 s), if ever.
+    pub fn last_activity(&self) -> Option<std::time::Instant> {
+        self.activity.last()
+    }
+
     /// The far end moved its media (re-INVITE).
     pub fn set_remote(&self, remote: SocketAddr) {
         if let Err(error) = self.stream.set_remote(remote, None) {
@@ -143,6 +151,7 @@ pub struct BridgeHook {
     recording: Option<RecordingHandle>,
     recording_errors: u64,
     since_activity: u32,
+    activity: ActivityClock,
     telephone_event: bool,
     dtmf: VecDeque<String>,
     done: Option<oneshot::Sender<Option<RecordingHandle>>>,
@@ -155,7 +164,7 @@ impl FrameHook for BridgeHook {
             && self.since_activity >= ACTIVITY_EVERY_FRAMES
         {
             self.since_activity = 0;
-            let _ = self.events.send(BridgeEvent::Activity);
+            self.activity.touch(Instant::now());
         }
         match &mut self.runtime {
             BridgeRuntime::InTick(runtime) => {
@@ -190,7 +199,7 @@ impl FrameHook for BridgeHook {
     fn on_event(&mut self, event: &MediaEvent) -> bool {
         match event {
             MediaEvent::Dtmf(digit) => {
-                let _ = self.events.send(BridgeEvent::Activity);
+                self.activity.touch(Instant::now());
                 if matches!(self.runtime, BridgeRuntime::Task { .. }) {
                     self.pending.push_back(RuntimeInput::Dtmf(digit.digit));
                     self.flush();
@@ -240,6 +249,7 @@ impl BridgeHook {
             recording,
             recording_errors: 0,
             since_activity: ACTIVITY_EVERY_FRAMES,
+            activity: ActivityClock::new(Instant::now()),
             telephone_event,
             dtmf: VecDeque::new(),
             done: Some(done),

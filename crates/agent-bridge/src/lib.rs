@@ -7,12 +7,15 @@
 //!   frames and speaks chunks of audio, marks, `clear`, DTMF, transcript, hang-up) and the
 //!   echo runtime.
 //! - [`playout`]: the sans-IO playback queue (pacing, marks, clear, DTMF pauses).
+//! - [`activity`]: when the far end was last heard, read by the call task without a
+//!   message per packet.
 //! - [`bridge`]: the [`FrameHook`](media::stream::FrameHook) the media worker runs on
 //!   every tick of the call's stream, between the stream and the runtime; sans-IO apart
 //!   from the non-blocking ends of its channels, so tests drive it frame by frame.
 
 #![deny(missing_docs)]
 
+pub mod activity;
 pub mod agent;
 pub mod bridge;
 pub mod playout;

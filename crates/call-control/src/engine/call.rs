@@ -202,7 +202,14 @@ impl CallTask {
                         }
                     }
                 }
-                _ = sleep_until(deadline) => self.lifecycle.handle_timeout(Instant::now()),
+                _ = sleep_until(deadline) => {
+                    // The bridge notes activity without telling: look before the
+                    // inactivity deadline can fire.
+                    if let Some(heard) = self.active.as_ref().and_then(|a| a.bridge.last_activity()) {
+                        self.lifecycle.handle_media_activity(heard);
+                    }
+                    self.lifecycle.handle_timeout(Instant::now());
+                }
             }
         }
     }
@@ -445,7 +452,6 @@ impl CallTask {
 
     fn on_bridge(&mut self, event: BridgeEvent) {
         match event {
-            BridgeEvent::Activity => self.lifecycle.handle_media_activity(Instant::now()),
             BridgeEvent::Transcript { role, text } => self.add_transcript(role, text),
             BridgeEvent::Hangup => {
                 self.lifecycle

@@ -440,11 +440,13 @@ impl Lifecycle {
         self.finish(now, end);
     }
 
-    /// RTP arrived: pushes the inactivity deadline back.
-    pub fn handle_media_activity(&mut self, now: Instant) {
+    /// RTP was heard at `heard`: pushes the inactivity deadline back (never forward:
+    /// `heard` may be older than what armed it).
+    pub fn handle_media_activity(&mut self, heard: Instant) {
         if self.phase == Phase::InProgress {
             if let Some(limit) = self.config.inactivity_timeout {
-                self.timers[Timer::Inactivity as usize] = Some(now + limit);
+                let timer = &mut self.timers[Timer::Inactivity as usize];
+                *timer = Some(timer.map_or(heard + limit, |at| at.max(heard + limit)));
             }
         }
     }

@@ -27,6 +27,11 @@ struct Fixture {
 }
 
 async fn fixture(rtp_min: u16) -> Fixture {
+    fixture_with(rtp_min, |_| {}).await
+}
+
+/// [`fixture`] with its configuration changed by `tweak` first.
+async fn fixture_with(rtp_min: u16, tweak: impl FnOnce(&mut Config)) -> Fixture {
     let (store, dir) = temp_store().await;
     store.create_key("acme", 10_000).await.expect("org");
     let org = store
@@ -42,6 +47,7 @@ async fn fixture(rtp_min: u16) -> Fixture {
     config.rtp.port_min = rtp_min;
     config.rtp.port_max = rtp_min + 49;
     config.recordings.dir = recordings.path().to_path_buf();
+    tweak(&mut config);
     let webhooks = Webhooks::start(store.clone(), &config);
     let engine = CallEngine::start(&config, store.clone(), webhooks)
         .await
@@ -248,45 +254,7 @@ async fn answered_call_with_audio(rtp_min: u16, codec: Codec, codec_name: &str) 
         .map(|c| c.name.clone())
         .collect();
     assert_eq!(names, ["opus", "PCMU", "PCMA", "telephone-event"]);
-    let ours = [
-        codec,
-        Codec::telephone_event(PayloadType::TELEPHONE_EVENT_DEFAULT),
-    ];
-    let draft = answer(
-        &offer,
-        "127.0.0.1".parse().expect("ip"),
-        9,
-        &ours,
-        Direction::SendRecv,
-        5,
-        1,
-    )
-    .expect("answer");
-    let media = PeerMedia::start(PeerMediaConfig {
-        port_min: rtp_min + 60,
-        port_max: rtp_min + 99,
-        workers: 1,
-        ..PeerMediaConfig::default()
-    })
-    .expect("peer media");
-    let mut stream = media
-        .open(
-            media_config(&draft.negotiated, &[]).expect("supported codec"),
-            Default::default(),
-        )
-        .expect("peer stream");
-    let reply = answer(
-        &offer,
-        "127.0.0.1".parse().expect("ip"),
-        stream.local_addr().port(),
-        &ours,
-        Direction::SendRecv,
-        5,
-        1,
-    )
-    .expect("answer");
-    leg.call.ring(None);
-    leg.call.answer(reply.sdp.to_string());
+    let (_media, mut stream) = answer_with_audio(&mut leg, &offer, rtp_min, codec);
 
     // Talk (a loud square wave) and count what comes back from the echo agent.
     let tone: Vec<i16> = (0..stream.app_rate().frame_samples())
@@ -348,6 +316,119 @@ async fn answered_call_with_audio(rtp_min: u16, codec: Codec, codec_name: &str) 
         f.store.balance_cents(&f.org).await.expect("balance") < 10_000,
         "charged"
     );
+}
+
+#[tokio::test]
+async fn rtp_keeps_a_call_past_its_inactivity_timeout_and_its_absence_ends_it() {
+    // The bridge notes activity without waking the call task, which looks when its
+    // inactivity deadline comes: a call that keeps hearing RTP must not end there.
+    let f = fixture_with(42_600, |config| config.rtp.inactivity_timeout_secs = 1).await;
+    let (carrier, mut incoming, addr) = carrier().await;
+    let trunk = trunk(&f.org, addr, &[]);
+    for talking in [true, false] {
+        let mut call = outbound_call(&f, 10);
+        call.max_duration_secs = 4;
+        f.store.insert_call(&call).await.expect("call stored");
+        f.engine
+            .place_call(call.clone(), f.agent.clone(), trunk.clone())
+            .await
+            .expect("placed");
+        let mut leg = incoming.recv().await.expect("INVITE reaches the carrier");
+        let offer = SessionDescription::parse(leg.invite.sdp.as_deref().expect("offer"))
+            .expect("offer parses");
+        let (_media, mut stream) = answer_with_audio(&mut leg, &offer, 42_600, Codec::pcmu());
+        // Talk for the whole call, or for 1.5 s only (the stream sends nothing when it is
+        // given nothing). Activity is noted every 0.5 s.
+        let tone = vec![4000i16; stream.app_rate().frame_samples()];
+        let mut inbound = stream.take_inbound().expect("inbound frames");
+        let mut frames = 0;
+        loop {
+            tokio::select! {
+                event = leg.call.next_event() => match event {
+                    Some(CallEvent::Ended { .. }) | None => break,
+                    Some(_) => {}
+                },
+                Some(_) = inbound.recv() => {
+                    frames += 1;
+                    if talking || frames < 75 {
+                        let _ = stream.try_send_frame(&tone);
+                    }
+                }
+            }
+        }
+        let record = settle(&f, &call.id).await;
+        let duration = record.duration_seconds.expect("duration");
+        if talking {
+            assert_eq!(
+                record.end_reason.as_deref(),
+                Some("max_duration"),
+                "{record:?}"
+            );
+            assert!((4.0..4.5).contains(&duration), "{duration}");
+        } else {
+            assert_eq!(
+                record.end_reason.as_deref(),
+                Some("media_timeout"),
+                "{record:?}"
+            );
+            assert!(
+                (1.3..2.2).contains(&duration),
+                "heard until 0.5 s: {duration}"
+            );
+        }
+    }
+    drop(carrier);
+}
+
+/// Answers the engine's INVITE on `leg` with `codec` (and telephone-event), with a media
+/// stream of the test's own on ports from `rtp_min + 60`: the media engine (keep it) and
+/// the stream.
+fn answer_with_audio(
+    leg: &mut IncomingCall,
+    offer: &SessionDescription,
+    rtp_min: u16,
+    codec: Codec,
+) -> (PeerMedia, media::stream::StreamHandle) {
+    let ours = [
+        codec,
+        Codec::telephone_event(PayloadType::TELEPHONE_EVENT_DEFAULT),
+    ];
+    let draft = answer(
+        offer,
+        "127.0.0.1".parse().expect("ip"),
+        9,
+        &ours,
+        Direction::SendRecv,
+        5,
+        1,
+    )
+    .expect("answer");
+    let media = PeerMedia::start(PeerMediaConfig {
+        port_min: rtp_min + 60,
+        port_max: rtp_min + 99,
+        workers: 1,
+        ..PeerMediaConfig::default()
+    })
+    .expect("peer media");
+    let stream = media
+        .open(
+            media_config(&draft.negotiated, &[]).expect("supported codec"),
+            Default::default(),
+        )
+        .expect("peer stream");
+    let reply = answer(
+        offer,
+        "127.0.0.1".parse().expect("ip"),
+        stream.local_addr().port(),
+        &ours,
+        Direction::SendRecv,
+        5,
+        1,
+    )
+    .expect("answer");
+    leg.call.ring(None);
+    leg.call.answer(reply.sdp.to_string());
+    (media, stream)
 }
 
 #[tokio::test]
