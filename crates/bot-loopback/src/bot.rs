@@ -430,7 +430,7 @@ impl TestBot {
             }
         };
         let codec = negotiated.codec.name.clone();
-        let stream: StreamHandle = self.media.open(config, OpenOptions::default())?;
+        let stream: StreamHandle = self.media.open(config, OpenOptions::hooked())?;
         let relay = relay.start(
             RelayPeers {
                 bot_rtp: stream.local_addr(),

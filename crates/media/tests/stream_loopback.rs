@@ -46,7 +46,7 @@ async fn talk(
     dtmf: &'static str,
 ) -> (StreamHandle, Vec<i16>, String) {
     let rate = handle.app_rate();
-    let sender = handle.outbound_sender();
+    let sender = handle.outbound_sender().expect("frame channels");
     let mut inbound = handle.take_inbound().unwrap();
     let mut events = handle.take_events().unwrap();
     let producer = tokio::spawn(async move {
@@ -194,6 +194,7 @@ async fn engine_records_both_directions() {
             config(CodecSpec::Pcmu, 0, SampleRate::Hz8000),
             OpenOptions {
                 recording: Some(recording),
+                ..OpenOptions::default()
             },
         )
         .unwrap();

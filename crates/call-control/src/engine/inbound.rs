@@ -376,7 +376,10 @@ async fn answer_call(
         return;
     };
     let telephone_event = config.telephone_event_pt.is_some();
-    let stream = match shared.media.open(config, Default::default()) {
+    let stream = match shared
+        .media
+        .open(config, media::stream::OpenOptions::hooked())
+    {
         Ok(stream) => stream,
         Err(error) => {
             warn!(%error, "no media stream for an incoming call: 503");

@@ -504,7 +504,7 @@ async fn run_outbound(
     let media_networks = negotiate::media_networks(&trunk.allowed_networks, host_ip);
     let stream = match shared.media.open(
         negotiate::provisional_config(&media_networks),
-        OpenOptions::default(),
+        OpenOptions::hooked(),
     ) {
         Ok(stream) => stream,
         Err(error) => {

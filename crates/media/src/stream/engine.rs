@@ -11,8 +11,8 @@
 //!   regular grid, and the stream's RTP timestamp accounts for the frames
 //!   that were skipped;
 //! - sockets are not read by a task each, and a datagram wakes nobody: on
-//!   each tick the worker first reads every stream's sockets until they would
-//!   block, each datagram with the kernel's receive timestamp
+//!   each tick the worker first reads every stream's RTP socket (and, every
+//!   fifth tick, its RTCP socket) until they would block, each datagram with the kernel's receive timestamp
 //!   ([`super::arrival`]), so the jitter buffer and the statistics see the
 //!   real arrival times, then ticks the stream. A packet is never needed
 //!   before the tick that plays it, and one wake-up per 20 ms serves all of a
@@ -64,6 +64,9 @@ const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read from one stream's sockets per tick at most (a flood beyond it
 /// waits in, and overflows, the socket's buffer).
 const READ_BUDGET: usize = 64;
+/// A stream's RTCP socket is read every this many ticks (100 ms): RTCP comes every few
+/// seconds and nothing waits on it, while an empty read still costs a system call.
+const RTCP_READ_TICKS: u64 = 5;
 
 /// Errors of the media engine.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,9 @@ pub enum EngineError {
     /// The stream's worker is gone (engine shut down or stream closed).
     #[error("media stream is closed")]
     Closed,
+    /// The stream was opened without frame channels ([`OpenOptions::frame_channels`]).
+    #[error("media stream has no frame channels (its audio goes through a frame hook)")]
+    NoFrameChannels,
     /// [`StreamHandle::reconfigure`] asked for what a live stream cannot change.
     #[error("a live stream cannot change {0}")]
     Unchangeable(&'static str),
@@ -157,11 +163,38 @@ impl Default for EngineConfig {
 }
 
 /// Per-stream options of [`MediaEngine::open`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OpenOptions {
     /// Record the call: decoded inbound audio (caller, left) and outbound
     /// audio (agent, right) at the application rate.
     pub recording: Option<RecordingHandle>,
+    /// Give the stream its pair of frame channels ([`StreamHandle::recv_frame`],
+    /// [`StreamHandle::send_frame`]); true by default. A stream whose audio goes through
+    /// a [`FrameHook`] needs none: without them it saves their memory (two queues of
+    /// 20 ms frames, about 40 kB), drops its inbound frames and sends comfort silence
+    /// until a hook is attached, and the frame methods fail with
+    /// [`EngineError::NoFrameChannels`].
+    pub frame_channels: bool,
+}
+
+impl OpenOptions {
+    /// The options of a stream whose audio will go through a [`FrameHook`]: no frame
+    /// channels, no recording of its own (the hook records).
+    pub fn hooked() -> OpenOptions {
+        OpenOptions {
+            recording: None,
+            frame_channels: false,
+        }
+    }
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions {
+            recording: None,
+            frame_channels: true,
+        }
+    }
 }
 
 /// Application code the media worker runs on every 20 ms tick of one stream, in place
@@ -333,8 +366,14 @@ impl MediaEngine {
         if let (Some(socket), Some(addr)) = (&rtcp, local_rtcp) {
             nonblocking(socket, addr)?;
         }
-        let (inbound_tx, inbound_rx) = mpsc::channel(self.inner.config.inbound_frames.max(1));
-        let (outbound_tx, outbound_rx) = mpsc::channel(self.inner.config.outbound_frames.max(1));
+        let (inbound_tx, inbound_rx) = options
+            .frame_channels
+            .then(|| mpsc::channel(self.inner.config.inbound_frames.max(1)))
+            .unzip();
+        let (outbound_tx, outbound_rx) = options
+            .frame_channels
+            .then(|| mpsc::channel(self.inner.config.outbound_frames.max(1)))
+            .unzip();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let worker =
@@ -363,7 +402,7 @@ impl MediaEngine {
             frame_samples: app_rate.frame_samples(),
             app_rate,
             commands,
-            inbound: Some(inbound_rx),
+            inbound: inbound_rx,
             outbound: outbound_tx,
             events: Some(events_rx),
             closed: false,
@@ -412,7 +451,7 @@ pub struct StreamHandle {
     frame_samples: usize,
     commands: mpsc::UnboundedSender<Command>,
     inbound: Option<mpsc::Receiver<AudioFrame>>,
-    outbound: mpsc::Sender<AudioFrame>,
+    outbound: Option<mpsc::Sender<AudioFrame>>,
     events: Option<mpsc::UnboundedReceiver<MediaEvent>>,
     closed: bool,
 }
@@ -444,8 +483,9 @@ impl StreamHandle {
         self.inbound.take()
     }
 
-    /// A sender of outbound frames, to write from another task.
-    pub fn outbound_sender(&self) -> mpsc::Sender<AudioFrame> {
+    /// A sender of outbound frames, to write from another task (`None` without frame
+    /// channels).
+    pub fn outbound_sender(&self) -> Option<mpsc::Sender<AudioFrame>> {
         self.outbound.clone()
     }
 
@@ -454,6 +494,8 @@ impl StreamHandle {
     pub async fn send_frame(&self, pcm: &[i16]) -> Result<(), EngineError> {
         let frame = self.outbound_frame(pcm)?;
         self.outbound
+            .as_ref()
+            .ok_or(EngineError::NoFrameChannels)?
             .send(frame)
             .await
             .map_err(|_| EngineError::Closed)
@@ -462,7 +504,8 @@ impl StreamHandle {
     /// Queues one outbound frame without waiting.
     pub fn try_send_frame(&self, pcm: &[i16]) -> Result<(), EngineError> {
         let frame = self.outbound_frame(pcm)?;
-        self.outbound.try_send(frame).map_err(|error| match error {
+        let outbound = self.outbound.as_ref().ok_or(EngineError::NoFrameChannels)?;
+        outbound.try_send(frame).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => EngineError::Full,
             mpsc::error::TrySendError::Closed(_) => EngineError::Closed,
         })
@@ -660,8 +703,9 @@ struct Entry {
     stream: MediaStream,
     rtp: StdUdpSocket,
     rtcp: Option<StdUdpSocket>,
-    inbound: mpsc::Sender<AudioFrame>,
-    outbound: mpsc::Receiver<AudioFrame>,
+    /// The frame channels, unless opened without ([`OpenOptions::frame_channels`]).
+    inbound: Option<mpsc::Sender<AudioFrame>>,
+    outbound: Option<mpsc::Receiver<AudioFrame>>,
     events: mpsc::UnboundedSender<MediaEvent>,
     recording: Option<RecordingHandle>,
     recording_errors: u64,
@@ -684,6 +728,8 @@ struct Worker {
     receive: BytesMut,
     /// Room for a datagram's control messages (its receive timestamp).
     control: Vec<u8>,
+    /// Ticks so far: which streams' RTCP sockets are read on this one.
+    ticks: u64,
 }
 
 impl Worker {
@@ -696,6 +742,7 @@ impl Worker {
             index: HashMap::new(),
             receive: BytesMut::with_capacity(RECEIVE_CHUNK),
             control: Vec::new(),
+            ticks: 0,
         }
     }
 
@@ -725,8 +772,11 @@ impl Worker {
     fn tick_all(&mut self) {
         let now = tokio::time::Instant::now().into_std();
         let clock = arrival::Clock::at(now);
+        self.ticks = self.ticks.wrapping_add(1);
         for entry in self.slots.iter_mut().flatten() {
-            read_sockets(entry, &mut self.receive, &mut self.control, &clock);
+            // Each stream on its own tick of the cycle, so the reads spread out.
+            let rtcp = (self.ticks.wrapping_add(entry.id)) % RTCP_READ_TICKS == 0;
+            read_sockets(entry, rtcp, &mut self.receive, &mut self.control, &clock);
             if entry.hook.is_some() {
                 tick_hooked(entry, now);
             } else {
@@ -787,7 +837,7 @@ impl Worker {
             }
             Command::ClearOutbound { id } => {
                 if let Some(entry) = self.entry(id) {
-                    while entry.outbound.try_recv().is_ok() {}
+                    drain(&mut entry.outbound);
                 }
             }
             Command::Reconfigure { id, config, reply } => {
@@ -833,16 +883,18 @@ impl Worker {
     }
 }
 
-/// Reads both sockets of `entry` until they would block (or the tick's budget is
-/// spent: the rest waits for the next tick), each datagram at its kernel arrival time.
+/// Reads the RTP socket of `entry`, and its RTCP socket if `rtcp`, until they would
+/// block (or the tick's budget is spent: the rest waits for the next tick), each datagram
+/// at its kernel arrival time.
 fn read_sockets(
     entry: &mut Entry,
+    rtcp: bool,
     receive: &mut BytesMut,
     control: &mut Vec<u8>,
     clock: &arrival::Clock,
 ) {
     let mut budget = READ_BUDGET;
-    let sockets = [Some(&entry.rtp), entry.rtcp.as_ref()];
+    let sockets = [Some(&entry.rtp), entry.rtcp.as_ref().filter(|_| rtcp)];
     for socket in sockets.into_iter().flatten() {
         while budget > 0 {
             budget -= 1;
@@ -869,25 +921,27 @@ fn read_sockets(
     }
 }
 
-/// Sends the stream's queued datagrams and forwards its events.
-/// One tick of a stream whose application is on the channels.
+/// One tick of a stream whose application is on the channels (or that has neither
+/// channels nor a hook yet: it hears nothing and sends comfort silence).
 fn tick_channels(entry: &mut Entry, now: std::time::Instant) {
-    let outgoing = match entry.outbound.try_recv() {
-        Ok(frame) if frame.len() == entry.stream.frame().len() => Some(frame),
-        Ok(_) => {
+    let outgoing = match entry.outbound.as_mut().map(mpsc::Receiver::try_recv) {
+        Some(Ok(frame)) if frame.len() == entry.stream.frame().len() => Some(frame),
+        Some(Ok(_)) => {
             entry.bad_frames += 1;
             None
         }
-        Err(_) => None,
+        Some(Err(_)) | None => None,
     };
     let outgoing = outgoing.as_ref().map(AudioFrame::samples);
     match entry.stream.tick(now, outgoing) {
         Ok(kind) => {
             let inbound = entry.stream.frame();
-            if let Ok(frame) = AudioFrame::new(inbound, kind) {
-                // A full channel drops the frame: the audio path never waits for the
-                // application.
-                let _ = entry.inbound.try_send(frame);
+            if let Some(channel) = &entry.inbound {
+                if let Ok(frame) = AudioFrame::new(inbound, kind) {
+                    // A full channel drops the frame: the audio path never waits for the
+                    // application.
+                    let _ = channel.try_send(frame);
+                }
             }
             if let Some(recording) = &mut entry.recording {
                 if recording.write_frame(Some(inbound), outgoing).is_err() {
@@ -946,10 +1000,18 @@ fn reconfigure(
     entry
         .stream
         .reconfigure(config, now, &mut rand::thread_rng())?;
-    while entry.outbound.try_recv().is_ok() {}
+    drain(&mut entry.outbound);
     Ok(())
 }
 
+/// Drops the frames queued on an outbound channel.
+fn drain(outbound: &mut Option<mpsc::Receiver<AudioFrame>>) {
+    if let Some(outbound) = outbound {
+        while outbound.try_recv().is_ok() {}
+    }
+}
+
+/// Sends the stream's queued datagrams and forwards its events.
 fn flush(entry: &mut Entry) {
     while let Some(transmit) = entry.stream.poll_transmit() {
         let socket = match transmit.component {
@@ -1041,6 +1103,34 @@ mod tests {
         assert_ne!(a.local_addr(), b.local_addr());
         let closed = a.close().await.unwrap();
         assert!(closed.recording.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_opened_for_a_hook_has_no_frame_channels_and_still_sends() {
+        let (engine, mut config) = pcmu_engine(43301, 43399, 1);
+        let far = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        far.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        config.remote = far.local_addr().unwrap();
+        let mut stream = engine.open(config, OpenOptions::hooked()).unwrap();
+        assert!(stream.take_inbound().is_none());
+        assert!(stream.outbound_sender().is_none());
+        assert!(matches!(
+            stream.try_send_frame(&[0; 160]),
+            Err(EngineError::NoFrameChannels)
+        ));
+        assert!(matches!(
+            stream.send_frame(&[0; 160]).await,
+            Err(EngineError::NoFrameChannels)
+        ));
+        assert!(stream.recv_frame().await.is_none());
+        // Without a hook it sends comfort silence: the far end hears RTP.
+        let mut buf = [0u8; 256];
+        let far_end =
+            tokio::task::spawn_blocking(move || far.recv(&mut buf).map(|n| buf[..n].to_vec()));
+        let packet = far_end.await.unwrap().expect("an RTP packet");
+        assert_eq!(packet[0] >> 6, 2, "RTP version 2");
+        stream.close().await.unwrap();
     }
 
     #[tokio::test]
