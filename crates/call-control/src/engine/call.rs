@@ -157,13 +157,15 @@ impl CallTask {
     pub async fn run(mut self) {
         loop {
             if let Some(end) = self.apply_outputs() {
-                self.finish(end).await;
+                // Boxed, like the SIP events' handling below: awaited inline, their
+                // futures would keep their room in the call's task for the whole call.
+                Box::pin(self.finish(end)).await;
                 return;
             }
             let deadline = self.lifecycle.poll_timeout();
             tokio::select! {
                 event = self.sip.next_event(), if !self.sip_done => {
-                    self.on_sip(event).await;
+                    Box::pin(self.on_sip(event)).await;
                 }
                 command = self.commands.recv(), if self.commands_open => match command {
                     Some(CallCommand::Hangup(by)) => {

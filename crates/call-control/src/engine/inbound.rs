@@ -98,13 +98,25 @@ struct Accepted {
 }
 
 async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
+    // Boxed: what routing and answering need (the INVITE, both SDPs, the store's futures)
+    // is gone once the call runs; awaited inline, it would keep its room in the call's
+    // task for the whole call.
+    let Some(answered) = Box::pin(accept(&shared, incoming)).await else {
+        return;
+    };
+    answered.task.run().instrument(answered.span).await;
+    shared.unregister(&answered.call_id);
+}
+
+/// Routes an incoming call and answers it, or refuses it (`None`).
+async fn accept(shared: &Arc<Shared>, incoming: IncomingCall) -> Option<Answered> {
     let IncomingCall {
         invite,
         call: mut sip,
     } = incoming;
     if shared.is_shutting_down() {
         sip.reject(503);
-        return;
+        return None;
     }
     let test_route_of = invite
         .called_user
@@ -112,23 +124,33 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
         .and_then(|user| shared.test_routes.take(user));
     let routed = match test_route_of {
         // An unguessable single-use token the test runner registered.
-        Some((route, created)) => test_route(&shared, route, created).await,
+        Some((route, created)) => test_route(shared, route, created).await,
         // The source first: a sender outside every trunk learns nothing of our numbers.
-        None => match known_source(&shared, invite.source.addr).await {
+        None => match known_source(shared, invite.source.addr).await {
             Err(code) => Err(code),
             Ok(()) => match invite.called_user.as_deref() {
-                Some(user) => trunk_route(&shared, &invite, &mut sip, user).await,
+                Some(user) => trunk_route(shared, &invite, &mut sip, user).await,
                 None => {
-                    log_refusal(&shared, invite.source.addr, "", 404, "no dialled number");
+                    log_refusal(shared, invite.source.addr, "", 404, "no dialled number");
                     Err(404)
                 }
             },
         },
     };
     match routed {
-        Ok(accepted) => answer_call(shared, invite, sip, accepted).await,
-        Err(code) => refuse(&sip, code),
+        Ok(accepted) => answer_call(Arc::clone(shared), invite, sip, accepted).await,
+        Err(code) => {
+            refuse(&sip, code);
+            None
+        }
     }
+}
+
+/// An answered call, ready to run.
+struct Answered {
+    task: CallTask,
+    span: tracing::Span,
+    call_id: String,
 }
 
 /// Refuses (403) a source in no trunk's allowed networks, before anything else is looked at.
@@ -328,13 +350,14 @@ async fn authenticate(
     Err(503)
 }
 
-/// Negotiates media, records and answers an accepted call, then runs it.
+/// Negotiates media, records and answers an accepted call, registered to run (`None`:
+/// refused).
 async fn answer_call(
     shared: Arc<Shared>,
     invite: sip_stack::ua::IncomingInvite,
     sip: CallHandle,
     accepted: Accepted,
-) {
+) -> Option<Answered> {
     let source = invite.source.addr;
     let Accepted {
         org_id,
@@ -354,7 +377,7 @@ async fn answer_call(
     else {
         info!(number, "incoming call without a usable SDP offer: 488");
         sip.reject(488);
-        return;
+        return None;
     };
     let codecs = supported_codecs();
     let session_id = u64::from(rand::random::<u32>());
@@ -369,11 +392,11 @@ async fn answer_call(
     ) else {
         info!(number, "incoming call with no codec in common: 488");
         sip.reject(488);
-        return;
+        return None;
     };
     let Ok(config) = media_config(&draft.negotiated, &media_networks) else {
         sip.reject(488);
-        return;
+        return None;
     };
     let telephone_event = config.telephone_event_pt.is_some();
     let stream = match shared
@@ -384,7 +407,7 @@ async fn answer_call(
         Err(error) => {
             warn!(%error, "no media stream for an incoming call: 503");
             refuse(&sip, 503);
-            return;
+            return None;
         }
     };
     let port = stream.local_addr().port();
@@ -398,7 +421,7 @@ async fn answer_call(
         1,
     ) else {
         sip.reject(488);
-        return;
+        return None;
     };
 
     let now = Utc::now();
@@ -458,11 +481,11 @@ async fn answer_call(
             info!(number, org_id = %call.org_id, code, refused = ?refused,
                 "incoming call refused by the organisation's credit or call limit");
             refuse(&sip, code);
-            return;
+            return None;
         }
         Err(failure) => {
             refuse(&sip, store_failed(&failure, "new call record"));
-            return;
+            return None;
         }
     }
     let call_id = call.id.clone();
@@ -478,7 +501,7 @@ async fn answer_call(
         if let Err(error) = shared.store.finish_call(&refused, 0).await {
             warn!(%error, call_id = %refused.id, "refused call not recorded");
         }
-        return;
+        return None;
     };
     let test_leg = created.is_some();
     if let Some(created) = created {
@@ -489,14 +512,15 @@ async fn answer_call(
     if test_leg {
         task.priced_by_test_run();
     }
-    async move {
+    span.in_scope(|| {
         info!(%source, number, "incoming call answered");
         task.answer_inbound(stream, reply.sdp.to_string(), telephone_event);
-        task.run().await;
-    }
-    .instrument(span)
-    .await;
-    shared.unregister(&call_id);
+    });
+    Some(Answered {
+        task,
+        span,
+        call_id,
+    })
 }
 
 #[cfg(test)]

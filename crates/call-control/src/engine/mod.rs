@@ -370,7 +370,12 @@ impl CallEngine {
                     destinations,
                     pricing,
                 };
-                run_outbound(&shared, ua, call, agent, route, commands).await;
+                // Boxed: what dialling needs is gone once the call runs; awaited
+                // inline, it would keep its room in the call's task for the whole call.
+                let dialled = Box::pin(dial_outbound(&shared, ua, call, agent, route, commands));
+                if let Some(task) = dialled.await {
+                    task.run().await;
+                }
                 shared.unregister(&call_id);
             }
             .instrument(span),
@@ -479,7 +484,6 @@ impl CallEngine {
     }
 }
 
-/// Sends the INVITE and runs the call to its end.
 /// Where an outbound call goes, and who charges it.
 struct Route {
     trunk: Trunk,
@@ -487,14 +491,16 @@ struct Route {
     pricing: Pricing,
 }
 
-async fn run_outbound(
+/// Opens the call's media and sends its INVITE: the call, ready to run (`None`: it
+/// failed before anything was sent, and its record says why).
+async fn dial_outbound(
     shared: &Arc<Shared>,
     ua: UserAgent,
     call: Call,
     agent: Agent,
     route: Route,
     commands: mpsc::UnboundedReceiver<CallCommand>,
-) {
+) -> Option<CallTask> {
     let Route {
         trunk,
         destinations,
@@ -509,7 +515,8 @@ async fn run_outbound(
         Ok(stream) => stream,
         Err(error) => {
             warn!(%error, "no RTP port for the call");
-            return fail_unsent(shared, call, "media_unavailable", None).await;
+            fail_unsent(shared, call, "media_unavailable", None).await;
+            return None;
         }
     };
     let session_id = u64::from(rand::random::<u32>());
@@ -532,7 +539,8 @@ async fn run_outbound(
             };
             warn!(%error, trunk = %trunk.id, reason, "INVITE not sent");
             let _ = stream.close().await;
-            return fail_unsent(shared, call, reason, Some(error.to_string())).await;
+            fail_unsent(shared, call, reason, Some(error.to_string())).await;
+            return None;
         }
     };
     let sip = match ua.invite(outgoing).await {
@@ -540,7 +548,8 @@ async fn run_outbound(
         Err(error) => {
             warn!(%error, "INVITE not sent");
             let _ = stream.close().await;
-            return fail_unsent(shared, call, "sip_unavailable", Some(error.to_string())).await;
+            fail_unsent(shared, call, "sip_unavailable", Some(error.to_string())).await;
+            return None;
         }
     };
     // In-dialog requests may come from the trunk's networks too, nowhere else.
@@ -551,7 +560,7 @@ async fn run_outbound(
         task.priced_by_test_run();
     }
     task.invite_sent(offer, stream, media_networks);
-    task.run().await;
+    Some(task)
 }
 
 /// The INVITE of `call` through `trunk`: Request-URI `sip:+E164@host:port`,
