@@ -1,5 +1,9 @@
-//! The outgoing datagram queue of a media stream: a fixed ring of buffers
-//! allocated once, so writing and draining packets never allocates.
+//! The outgoing datagram queue of a media stream: a fixed ring of buffers, so
+//! writing and draining packets does not allocate once each buffer has held
+//! the stream's largest datagram. A datagram is written into one staging
+//! buffer of the largest size and copied into its slot at commit: every slot
+//! holds what its datagrams need (about 170 bytes for G.711) instead of the
+//! largest size, which keeps a stream's memory small at thousands of calls.
 
 use std::net::SocketAddr;
 
@@ -25,8 +29,7 @@ pub struct Transmit<'a> {
 
 #[derive(Debug)]
 struct Slot {
-    buffer: Box<[u8]>,
-    len: usize,
+    datagram: Vec<u8>,
     destination: SocketAddr,
     component: Component,
 }
@@ -34,6 +37,8 @@ struct Slot {
 /// A ring of datagram buffers; when full, the oldest datagram is dropped.
 #[derive(Debug)]
 pub(crate) struct TxQueue {
+    /// Where the next datagram is written.
+    staging: Box<[u8]>,
     slots: Vec<Slot>,
     head: usize,
     len: usize,
@@ -41,14 +46,14 @@ pub(crate) struct TxQueue {
 }
 
 impl TxQueue {
-    /// `slots` buffers of `size` bytes each.
+    /// `slots` datagrams of up to `size` bytes each.
     pub(crate) fn new(slots: usize, size: usize) -> TxQueue {
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
         TxQueue {
+            staging: vec![0; size].into_boxed_slice(),
             slots: (0..slots.max(1))
                 .map(|_| Slot {
-                    buffer: vec![0; size].into_boxed_slice(),
-                    len: 0,
+                    datagram: Vec::new(),
                     destination: unspecified,
                     component: Component::Rtp,
                 })
@@ -68,15 +73,16 @@ impl TxQueue {
             self.len -= 1;
             self.dropped += 1;
         }
-        let index = self.tail();
-        &mut self.slots[index].buffer
+        &mut self.staging
     }
 
     /// Queues the datagram written into the last [`TxQueue::next_buffer`].
     pub(crate) fn commit(&mut self, len: usize, destination: SocketAddr, component: Component) {
         let index = self.tail();
         let slot = &mut self.slots[index];
-        slot.len = len.min(slot.buffer.len());
+        slot.datagram.clear();
+        slot.datagram
+            .extend_from_slice(&self.staging[..len.min(self.staging.len())]);
         slot.destination = destination;
         slot.component = component;
         self.len += 1;
@@ -94,7 +100,7 @@ impl TxQueue {
         Some(Transmit {
             destination: slot.destination,
             component: slot.component,
-            payload: &slot.buffer[..slot.len],
+            payload: &slot.datagram,
         })
     }
 
