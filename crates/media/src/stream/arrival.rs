@@ -16,7 +16,8 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+    recvmmsg, recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders,
+    SockaddrStorage,
 };
 
 /// Room for the timestamp control message.
@@ -77,20 +78,111 @@ pub fn try_recv_stamped(
         MsgFlags::MSG_DONTWAIT,
     )
     .map_err(io::Error::from)?;
-    let mut stamp = None;
-    for control in message.cmsgs() {
-        if let ControlMessageOwned::ScmTimestampns(time) = control {
-            let secs = u64::try_from(time.tv_sec()).unwrap_or(0);
-            let nanos = u32::try_from(time.tv_nsec()).unwrap_or(0);
-            stamp = Some(Duration::new(secs, nanos));
-        }
-    }
+    let stamp = stamp_of(message.cmsgs());
     let from = message
         .address
         .as_ref()
         .and_then(socket_addr)
         .ok_or_else(|| io::Error::other("datagram without a source address"))?;
     Ok((message.bytes, from, stamp))
+}
+
+/// Datagrams read from one socket in one system call, at most.
+pub const BATCH: usize = 4;
+
+/// What [`BatchReceiver::recv`] read into one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes of the datagram, at the start of its slot.
+    pub len: usize,
+    /// Its source.
+    pub from: SocketAddr,
+    /// Its kernel receive time (wall clock), if stamped.
+    pub stamp: Option<Duration>,
+}
+
+/// Reads up to [`BATCH`] datagrams per system call (`recvmmsg`), each with its kernel
+/// receive timestamp. A stream gets one packet per 20 ms tick: one call then both reads
+/// it and learns that nothing more is waiting, where `recvmsg` needs a second call that
+/// fails with `WouldBlock`. Keeps its message headers from call to call (they hold raw
+/// pointers: it is not `Send`, so make one where the reads happen, e.g. per tick).
+pub struct BatchReceiver {
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl std::fmt::Debug for BatchReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchReceiver").finish_non_exhaustive()
+    }
+}
+
+impl Default for BatchReceiver {
+    fn default() -> BatchReceiver {
+        BatchReceiver {
+            headers: MultiHeaders::preallocate(BATCH, Some(Vec::with_capacity(CMSG_SPACE))),
+        }
+    }
+}
+
+impl BatchReceiver {
+    /// Reads what is waiting on `socket`, without waiting: datagram `i` into
+    /// `buffer[i * slot..(i + 1) * slot]`, its length, source and stamp into `out[i]`.
+    /// `buffer` holds [`BATCH`] slots. Returns how many were read; `WouldBlock` when
+    /// there was none. A datagram longer than `slot` is truncated.
+    pub fn recv(
+        &mut self,
+        socket: &StdUdpSocket,
+        buffer: &mut [u8],
+        slot: usize,
+        out: &mut [Received; BATCH],
+    ) -> io::Result<usize> {
+        if slot == 0 || buffer.len() < BATCH * slot {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "receive buffer smaller than a batch of slots",
+            ));
+        }
+        let mut chunks = buffer.chunks_exact_mut(slot);
+        let slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+            [IoSliceMut::new(
+                chunks.next().expect("the buffer holds a batch of slots"),
+            )]
+        });
+        let results = recvmmsg(
+            socket.as_raw_fd(),
+            &mut self.headers,
+            slices.iter(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        let mut count = 0;
+        for (message, slot) in results.zip(out.iter_mut()) {
+            let Some(from) = message.address.as_ref().and_then(socket_addr) else {
+                continue;
+            };
+            *slot = Received {
+                len: message.bytes,
+                from,
+                stamp: stamp_of(message.cmsgs()),
+            };
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// The receive timestamp among a datagram's control messages.
+fn stamp_of(controls: impl Iterator<Item = ControlMessageOwned>) -> Option<Duration> {
+    let mut stamp = None;
+    for control in controls {
+        if let ControlMessageOwned::ScmTimestampns(time) = control {
+            let secs = u64::try_from(time.tv_sec()).unwrap_or(0);
+            let nanos = u32::try_from(time.tv_nsec()).unwrap_or(0);
+            stamp = Some(Duration::new(secs, nanos));
+        }
+    }
+    stamp
 }
 
 fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
@@ -162,5 +254,56 @@ mod tests {
         );
         let none = try_recv_stamped(&socket, &mut buf, &mut cmsg).expect_err("nothing left");
         assert_eq!(none.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn a_batch_reads_what_is_waiting_in_one_call_and_says_when_it_is_drained() {
+        let socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.set_nonblocking(true).expect("nonblocking");
+        enable_timestamps(&socket);
+        let addr = socket.local_addr().expect("addr");
+        let sender = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+        for k in 0..6u8 {
+            sender
+                .send_to(&[k; 3][..usize::from(k % 3) + 1], addr)
+                .expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let slot = 16;
+        let mut buffer = vec![0u8; BATCH * slot];
+        let empty = Received {
+            len: 0,
+            from: addr,
+            stamp: None,
+        };
+        let mut got = [empty; BATCH];
+        let mut batch = BatchReceiver::default();
+        let mut seen = Vec::new();
+        loop {
+            match batch.recv(&socket, &mut buffer, slot, &mut got) {
+                Ok(count) => {
+                    assert!(count <= BATCH);
+                    for (i, datagram) in got[..count].iter().enumerate() {
+                        assert_eq!(datagram.from, sender.local_addr().expect("addr"));
+                        assert!(datagram.stamp.is_some(), "stamped");
+                        seen.push(buffer[i * slot..i * slot + datagram.len].to_vec());
+                    }
+                    if count < BATCH {
+                        break;
+                    }
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+        let expected: Vec<Vec<u8>> = (0..6u8).map(|k| vec![k; usize::from(k % 3) + 1]).collect();
+        assert_eq!(seen, expected, "all six, in order, over two calls");
+        let none = batch
+            .recv(&socket, &mut buffer, slot, &mut got)
+            .expect_err("drained");
+        assert_eq!(none.kind(), io::ErrorKind::WouldBlock);
+        let small = batch
+            .recv(&socket, &mut buffer[..slot], slot, &mut got)
+            .expect_err("too small");
+        assert_eq!(small.kind(), io::ErrorKind::InvalidInput);
     }
 }

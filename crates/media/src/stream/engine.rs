@@ -726,8 +726,6 @@ struct Worker {
     free: Vec<usize>,
     index: HashMap<u64, usize>,
     receive: BytesMut,
-    /// Room for a datagram's control messages (its receive timestamp).
-    control: Vec<u8>,
     /// Ticks so far: which streams' RTCP sockets are read on this one.
     ticks: u64,
 }
@@ -741,7 +739,6 @@ impl Worker {
             free: Vec::new(),
             index: HashMap::new(),
             receive: BytesMut::with_capacity(RECEIVE_CHUNK),
-            control: Vec::new(),
             ticks: 0,
         }
     }
@@ -772,11 +769,14 @@ impl Worker {
     fn tick_all(&mut self) {
         let now = tokio::time::Instant::now().into_std();
         let clock = arrival::Clock::at(now);
+        // Made per tick (three small allocations): its raw message headers cannot be
+        // kept in the worker's future, which moves between threads.
+        let mut batch = arrival::BatchReceiver::default();
         self.ticks = self.ticks.wrapping_add(1);
         for entry in self.slots.iter_mut().flatten() {
             // Each stream on its own tick of the cycle, so the reads spread out.
             let rtcp = (self.ticks.wrapping_add(entry.id)) % RTCP_READ_TICKS == 0;
-            read_sockets(entry, rtcp, &mut self.receive, &mut self.control, &clock);
+            read_sockets(entry, rtcp, &mut batch, &mut self.receive, &clock);
             if entry.hook.is_some() {
                 tick_hooked(entry, now);
             } else {
@@ -885,37 +885,61 @@ impl Worker {
 
 /// Reads the RTP socket of `entry`, and its RTCP socket if `rtcp`, until they would
 /// block (or the tick's budget is spent: the rest waits for the next tick), each datagram
-/// at its kernel arrival time.
+/// at its kernel arrival time. A batch shorter than [`arrival::BATCH`] means the socket
+/// is drained: no second system call to hear `WouldBlock`.
 fn read_sockets(
     entry: &mut Entry,
     rtcp: bool,
+    batch: &mut arrival::BatchReceiver,
     receive: &mut BytesMut,
-    control: &mut Vec<u8>,
     clock: &arrival::Clock,
 ) {
+    let room = arrival::BATCH * MAX_DATAGRAM;
     let mut budget = READ_BUDGET;
     let sockets = [Some(&entry.rtp), entry.rtcp.as_ref().filter(|_| rtcp)];
     for socket in sockets.into_iter().flatten() {
         while budget > 0 {
-            budget -= 1;
-            if receive.capacity() < MAX_DATAGRAM {
+            if receive.capacity() < room {
+                // What is left is filler: do not copy it into the new chunk.
+                receive.clear();
                 receive.reserve(RECEIVE_CHUNK);
             }
-            receive.resize(MAX_DATAGRAM, 0);
-            match arrival::try_recv_stamped(socket, &mut receive[..], control) {
-                Ok((len, from, stamp)) => {
-                    // The rest stays in the buffer: the next resize fills only `len` bytes.
-                    let datagram = receive.split_to(len).freeze();
-                    let at = clock.instant_of(stamp);
-                    if let Err(error) = entry.stream.handle_datagram(at, from, datagram) {
-                        tracing::trace!(id = entry.id, %from, %error, "datagram rejected");
-                    }
-                }
+            // The rest stays in the buffer: this fills only what the last batch took.
+            receive.resize(room, 0);
+            let mut got = [arrival::Received {
+                len: 0,
+                from: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                stamp: None,
+            }; arrival::BATCH];
+            let count = match batch.recv(socket, &mut receive[..], MAX_DATAGRAM, &mut got) {
+                Ok(count) => count,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     tracing::debug!(id = entry.id, %error, "RTP socket receive error");
                     break;
                 }
+            };
+            budget = budget.saturating_sub(count.max(1));
+            // Datagram i sits at i * MAX_DATAGRAM: move each next to the one before, so
+            // they are split off one after the other and the buffer stays dense.
+            let mut end = 0;
+            for (i, datagram) in got[..count].iter().enumerate() {
+                let start = i * MAX_DATAGRAM;
+                if start != end {
+                    receive.copy_within(start..start + datagram.len, end);
+                }
+                end += datagram.len;
+            }
+            for datagram in &got[..count] {
+                let bytes = receive.split_to(datagram.len).freeze();
+                let at = clock.instant_of(datagram.stamp);
+                let from = datagram.from;
+                if let Err(error) = entry.stream.handle_datagram(at, from, bytes) {
+                    tracing::trace!(id = entry.id, %from, %error, "datagram rejected");
+                }
+            }
+            if count < arrival::BATCH {
+                break;
             }
         }
     }
