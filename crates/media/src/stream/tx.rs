@@ -27,6 +27,9 @@ pub struct Transmit<'a> {
     pub payload: &'a [u8],
 }
 
+/// The smallest room a slot grows to: a G.711 packet or an RTCP report fits.
+const MIN_SLOT_BYTES: usize = 256;
+
 #[derive(Debug)]
 struct Slot {
     datagram: Vec<u8>,
@@ -80,9 +83,15 @@ impl TxQueue {
     pub(crate) fn commit(&mut self, len: usize, destination: SocketAddr, component: Component) {
         let index = self.tail();
         let slot = &mut self.slots[index];
+        let datagram = &self.staging[..len.min(self.staging.len())];
         slot.datagram.clear();
-        slot.datagram
-            .extend_from_slice(&self.staging[..len.min(self.staging.len())]);
+        if slot.datagram.capacity() < datagram.len() {
+            // In steps, so that a stream whose packets vary in size (Opus) stops
+            // growing after its first few packets.
+            slot.datagram
+                .reserve_exact(datagram.len().next_power_of_two().max(MIN_SLOT_BYTES));
+        }
+        slot.datagram.extend_from_slice(datagram);
         slot.destination = destination;
         slot.component = component;
         self.len += 1;
