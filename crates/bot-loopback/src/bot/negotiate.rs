@@ -50,7 +50,7 @@ pub(crate) fn metadata(
 
 pub(crate) fn codec_spec(negotiated: &Negotiated) -> Result<CodecSpec, BotError> {
     let codec = &negotiated.codec;
-    CodecSpec::from_rtpmap(&codec.name, codec.clock_rate).ok_or_else(|| {
+    CodecSpec::for_calls(&codec.name, codec.clock_rate).ok_or_else(|| {
         BotError::Sdp(format!(
             "unsupported codec {}/{}",
             codec.name, codec.clock_rate
@@ -59,10 +59,7 @@ pub(crate) fn codec_spec(negotiated: &Negotiated) -> Result<CodecSpec, BotError>
 }
 
 pub(crate) fn app_rate(negotiated: &Negotiated) -> Result<SampleRate, BotError> {
-    Ok(match codec_spec(negotiated)? {
-        CodecSpec::Opus(_) => SampleRate::Hz16000,
-        _ => SampleRate::Hz8000,
-    })
+    Ok(codec_spec(negotiated)?.sample_rate())
 }
 
 /// The bot's stream: the negotiated codec, talking to the relay's near side.

@@ -11,7 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use media::codec::{CodecSpec, SampleRate};
+use media::codec::CodecSpec;
 use media::rtp_session::{IpNet, PayloadType as RtpPayloadType};
 use media::stream::{IdleAudio, MediaConfig};
 use sip_stack::sdp::{Codec, Negotiated};
@@ -39,7 +39,8 @@ pub fn supported_codecs() -> Vec<Codec> {
 }
 
 /// The stream settings of a negotiated audio stream: 16 kHz application
-/// audio for Opus, 8 kHz for G.711; no idle audio (the bridge sends a frame
+/// audio for Opus, 8 kHz for G.711, the codec at the same rate
+/// ([`CodecSpec::for_calls`]: nothing to resample); no idle audio (the bridge sends a frame
 /// every tick), no inactivity event (the lifecycle watches activity).
 ///
 /// Media is taken only from the SDP's address and `allowed` (see [`media_networks`]).
@@ -48,7 +49,7 @@ pub fn media_config(
     allowed: &[IpNet],
 ) -> Result<MediaConfig, EngineError> {
     let codec = &negotiated.codec;
-    let spec = CodecSpec::from_rtpmap(&codec.name, codec.clock_rate).ok_or_else(|| {
+    let spec = CodecSpec::for_calls(&codec.name, codec.clock_rate).ok_or_else(|| {
         EngineError::UnsupportedCodec(format!("{}/{}", codec.name, codec.clock_rate))
     })?;
     let payload_type = rtp_payload_type(negotiated.payload_type.get())?;
@@ -57,10 +58,7 @@ pub fn media_config(
         .telephone_event_pt
         .map(|pt| rtp_payload_type(pt.get()))
         .transpose()?;
-    config.app_rate = match spec {
-        CodecSpec::Opus(_) => SampleRate::Hz16000,
-        _ => SampleRate::Hz8000,
-    };
+    config.app_rate = spec.sample_rate();
     config.remote_ptime_ms = negotiated.ptime.clamp(10, 120);
     config.idle = IdleAudio::Nothing;
     config.inactivity_timeout = None;
@@ -105,6 +103,7 @@ mod tests {
     use sip_stack::sdp::{answer, build_offer, negotiated, Direction, SessionDescription};
 
     use super::*;
+    use media::codec::SampleRate;
 
     fn local() -> IpAddr {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -221,7 +220,10 @@ mod tests {
         )
         .expect("answer");
         let config = media_config(&reply.negotiated, &[]).expect("supported");
-        assert!(matches!(config.codec, CodecSpec::Opus(_)));
+        assert!(
+            matches!(config.codec, CodecSpec::Opus(opus) if opus.sample_rate == SampleRate::Hz16000),
+            "Opus runs at the application's rate: nothing to resample"
+        );
         assert_eq!(config.app_rate, SampleRate::Hz16000);
     }
 }
