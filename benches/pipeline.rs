@@ -7,6 +7,8 @@
 //!   datagram out;
 //! - `pipeline/raw_opus_decode_encode`: the baseline, libopus alone through
 //!   audiopus with the same settings: decode one packet, encode one frame;
+//! - `pipeline/opus16_frame`, `pipeline/raw_opus16_decode_encode`: the same two
+//!   with the codec at 16 kHz, as phone calls run it (`CodecSpec::for_calls`);
 //! - `pipeline/pcmu_frame`: `opus_frame` for G.711 mu-law at 8 kHz.
 //!
 //! The incoming datagrams come from a second stream's packets, re-stamped
@@ -24,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 #[path = "support/audio.rs"]
 mod audio;
 
-use audio::{opus_config, raw_libopus_encoder, speech_like};
+use audio::{audiopus_rate, opus_config_at, raw_libopus_encoder_at, speech_like};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use media::codec::{CodecSpec, SampleRate};
 use media::rtcp::NtpTime;
@@ -144,18 +146,45 @@ impl Pipeline {
 
 fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
+    opus_pair(
+        &mut group,
+        SampleRate::Hz48000,
+        "opus_frame",
+        "raw_opus_decode_encode",
+    );
+    // As phone calls run it (`CodecSpec::for_calls`): the codec at the 16 kHz of the
+    // application side.
+    opus_pair(
+        &mut group,
+        SampleRate::Hz16000,
+        "opus16_frame",
+        "raw_opus16_decode_encode",
+    );
+    let mut pcmu = Pipeline::new(CodecSpec::Pcmu, 0, SampleRate::Hz8000);
+    pcmu.warm_up();
+    group.bench_function("pcmu_frame", |b| b.iter(|| pcmu.frame()));
+    group.finish();
+}
 
-    let mut opus = Pipeline::new(CodecSpec::Opus(opus_config()), 111, SampleRate::Hz48000);
+/// `frame`: the pipeline of Opus running at `rate`; `raw`: libopus alone with the same
+/// settings (decode one packet, encode one frame), the baseline.
+fn opus_pair(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rate: SampleRate,
+    frame: &str,
+    raw: &str,
+) {
+    let mut opus = Pipeline::new(CodecSpec::Opus(opus_config_at(rate)), 111, rate);
     opus.warm_up();
-    group.bench_function("opus_frame", |b| b.iter(|| opus.frame()));
+    group.bench_function(frame, |b| b.iter(|| opus.frame()));
 
-    let frames = speech_like(SampleRate::Hz48000, FRAMES);
-    let payloads = peer_payloads(CodecSpec::Opus(opus_config()), &frames);
-    let encoder = raw_libopus_encoder();
-    let mut decoder =
-        audiopus::coder::Decoder::new(audiopus::SampleRate::Hz48000, audiopus::Channels::Mono)
-            .expect("raw decoder");
-    let mut pcm = vec![0i16; 960];
+    let samples = rate.frame_samples();
+    let frames = speech_like(rate, FRAMES);
+    let payloads = peer_payloads(CodecSpec::Opus(opus_config_at(rate)), &frames);
+    let encoder = raw_libopus_encoder_at(rate);
+    let mut decoder = audiopus::coder::Decoder::new(audiopus_rate(rate), audiopus::Channels::Mono)
+        .expect("raw decoder");
+    let mut pcm = vec![0i16; samples];
     let mut out = [0u8; 1500];
     let mut raw_frame = |index: usize| {
         let packet = audiopus::packet::Packet::try_from(&payloads[index][..]).expect("packet");
@@ -170,21 +199,16 @@ fn pipeline(c: &mut Criterion) {
     };
     let (decoded, encoded) = raw_frame(0);
     assert!(
-        decoded == 960 && encoded > 10,
+        decoded == samples && encoded > 10,
         "raw libopus decodes and encodes"
     );
     let mut index = 0;
-    group.bench_function("raw_opus_decode_encode", |b| {
+    group.bench_function(raw, |b| {
         b.iter(|| {
             index = (index + 1) % FRAMES;
             black_box(raw_frame(index))
         })
     });
-
-    let mut pcmu = Pipeline::new(CodecSpec::Pcmu, 0, SampleRate::Hz8000);
-    pcmu.warm_up();
-    group.bench_function("pcmu_frame", |b| b.iter(|| pcmu.frame()));
-    group.finish();
 }
 
 criterion_group!(benches, pipeline);

@@ -33,8 +33,13 @@ pub fn speech_like(rate: SampleRate, frames: usize) -> Vec<Vec<i16>> {
 
 /// The Opus settings every bench uses: 48 kHz, 32 kbit/s, FEC for 5% loss, complexity 5.
 pub fn opus_config() -> OpusConfig {
+    opus_config_at(SampleRate::Hz48000)
+}
+
+/// [`opus_config`] with the codec running at `rate` (16 kHz: as phone calls run it).
+pub fn opus_config_at(rate: SampleRate) -> OpusConfig {
     OpusConfig {
-        sample_rate: SampleRate::Hz48000,
+        sample_rate: rate,
         bitrate: 32_000,
         fec: true,
         dtx: false,
@@ -45,9 +50,23 @@ pub fn opus_config() -> OpusConfig {
 
 /// libopus through audiopus with the settings of [`opus_config`].
 pub fn raw_libopus_encoder() -> audiopus::coder::Encoder {
-    let config = opus_config();
+    raw_libopus_encoder_at(SampleRate::Hz48000)
+}
+
+/// The libopus rate of `rate`.
+pub fn audiopus_rate(rate: SampleRate) -> audiopus::SampleRate {
+    match rate {
+        SampleRate::Hz8000 => audiopus::SampleRate::Hz8000,
+        SampleRate::Hz16000 => audiopus::SampleRate::Hz16000,
+        SampleRate::Hz48000 => audiopus::SampleRate::Hz48000,
+    }
+}
+
+/// libopus through audiopus with the settings of [`opus_config_at`] `rate`.
+pub fn raw_libopus_encoder_at(rate: SampleRate) -> audiopus::coder::Encoder {
+    let config = opus_config_at(rate);
     let mut encoder = audiopus::coder::Encoder::new(
-        audiopus::SampleRate::Hz48000,
+        audiopus_rate(rate),
         audiopus::Channels::Mono,
         audiopus::Application::Voip,
     )
