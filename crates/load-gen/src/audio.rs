@@ -1,13 +1,13 @@
 //! What the generator says on every call: speech encoded once per run, so
 //! that a call costs its packets and nothing else.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
 use bot_loopback::speech::{load_wav, Library, SpeechError};
 use media::codec::{CodecError, CodecSpec, OpusConfig, SampleRate};
+use rustc_hash::FxHashMap;
 use sip_stack::sdp::{Codec, PayloadType};
 
 /// Silence between the shipped phrases when they are played back to back.
@@ -120,7 +120,7 @@ pub struct EncodedAudio {
     codec: LoadCodec,
     payloads: Vec<Vec<u8>>,
     /// Payload bytes to frame index, for the payloads that occur once.
-    unique: HashMap<u64, u32>,
+    unique: FxHashMap<u64, u32>,
 }
 
 impl EncodedAudio {
@@ -151,7 +151,7 @@ impl EncodedAudio {
         let unique = if codec.echoes_exactly() {
             unique_payloads(&payloads)
         } else {
-            HashMap::new()
+            FxHashMap::default()
         };
         Ok(EncodedAudio {
             codec,
@@ -204,8 +204,8 @@ fn shipped_speech(rate: SampleRate) -> Result<Vec<i16>, SpeechError> {
     Ok(pcm)
 }
 
-fn unique_payloads(payloads: &[Vec<u8>]) -> HashMap<u64, u32> {
-    let mut seen: HashMap<u64, Option<u32>> = HashMap::new();
+fn unique_payloads(payloads: &[Vec<u8>]) -> FxHashMap<u64, u32> {
+    let mut seen: FxHashMap<u64, Option<u32>> = FxHashMap::default();
     for (index, payload) in payloads.iter().enumerate() {
         seen.entry(fingerprint(payload))
             .and_modify(|slot| *slot = None)
@@ -216,11 +216,28 @@ fn unique_payloads(payloads: &[Vec<u8>]) -> HashMap<u64, u32> {
         .collect()
 }
 
-/// FNV-1a over the payload: cheap, and collisions are checked by comparing bytes.
+/// A hash of the payload, eight bytes per step (every datagram received is
+/// looked up: byte by byte, 160 dependent multiplications per G.711 frame were
+/// a few percent of the generator). Collisions are checked by comparing bytes.
 fn fingerprint(payload: &[u8]) -> u64 {
-    payload.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let mix = |hash: u64, word: u64| {
+        (hash ^ word)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29)
+    };
+    let mut words = payload.chunks_exact(8);
+    let mut hash = words.by_ref().fold(0xcbf2_9ce4_8422_2325, |hash, word| {
+        mix(
+            hash,
+            u64::from_le_bytes(word.try_into().expect("chunks of 8")),
+        )
+    });
+    let tail = words.remainder();
+    let mut last = [0u8; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    // The length tells apart payloads that differ only by trailing zeroes.
+    hash = mix(hash, u64::from_le_bytes(last));
+    mix(hash, payload.len() as u64)
 }
 
 #[cfg(test)]

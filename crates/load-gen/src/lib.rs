@@ -13,6 +13,7 @@
 //!   and judged by [`report::Threshold`]s.
 
 pub mod audio;
+pub mod batch_io;
 pub mod mux;
 pub mod report;
 pub mod rtp;

@@ -3,7 +3,9 @@
 //! socket or timer per call: a call is an entry in its shard's table. A shard
 //! wakes once per 20 ms tick, reads what arrived since the last one (each
 //! datagram at its kernel receive timestamp, so jitter is measured exactly),
-//! then sends every call's next frame. The sockets are plain non-blocking
+//! then sends every call's next frame: both in batches of a system call each
+//! ([`crate::batch_io`]), so that the generator costs a few system calls per
+//! tick rather than two per packet. The sockets are plain non-blocking
 //! ones, not registered with tokio's reactor: nobody waits for them to be
 //! readable, and registered, every datagram would wake the I/O driver.
 //!
@@ -12,20 +14,21 @@
 //! own port on the far end) or, when the far end echoes raw packets from one
 //! port for all calls (SIPp's `-rtp_echo`), by our own SSRC in them.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use media::stream::arrival::{enable_timestamps, try_recv_stamped, Clock};
+use media::stream::arrival::{enable_timestamps, Clock};
 use rand::Rng;
-use socket2::{Domain, Protocol, Socket, Type};
+use rustc_hash::FxHashMap;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::audio::EncodedAudio;
+use crate::batch_io::{BatchReceiver, BatchSender, BATCH};
 use crate::rtp::{RtpReport, RtpStream, StreamParams, DEVIATION_BINS, FRAME, MAX_DATAGRAM};
 
 /// Socket buffers asked for: a shard's calls send and receive in bursts.
@@ -33,6 +36,10 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// RTP ports are picked at random from this range (even, with the next one for RTCP).
 const PORT_RANGE: std::ops::Range<u16> = 30_000..60_000;
 const BIND_ATTEMPTS: usize = 64;
+/// How often the RTCP socket is emptied. Its reports are not read, and a far end
+/// sends one per call every few seconds: reading it every tick was a system call
+/// for nothing, and its 4 MiB buffer holds far more than a second of them.
+const RTCP_DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A call's place in the mux.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,42 +190,76 @@ fn bind(addr: SocketAddr) -> io::Result<StdUdpSocket> {
 }
 
 struct Entry {
+    id: u64,
     remote: SocketAddr,
-    stream: Box<RtpStream>,
+    /// `remote` as the kernel takes it, converted once.
+    destination: SockAddr,
+    stream: RtpStream,
 }
 
+/// A shard's calls: a dense list the tick walks, and indexes into it for
+/// telling arriving datagrams apart. The indexes hash with FxHash: their keys
+/// are our own ids, SSRCs and the far end's addresses, hashed once per datagram.
 #[derive(Default)]
 struct Table {
-    entries: HashMap<u64, Entry>,
-    by_source: HashMap<SocketAddr, u64>,
-    by_ssrc: HashMap<u32, u64>,
+    entries: Vec<Entry>,
+    by_id: FxHashMap<u64, usize>,
+    by_source: FxHashMap<SocketAddr, usize>,
+    by_ssrc: FxHashMap<u32, usize>,
 }
 
 impl Table {
-    fn open(&mut self, id: u64, remote: SocketAddr, stream: Box<RtpStream>) {
-        self.by_source.insert(remote, id);
-        self.by_ssrc.insert(stream.ssrc(), id);
-        self.entries.insert(id, Entry { remote, stream });
+    fn open(&mut self, id: u64, remote: SocketAddr, stream: RtpStream) {
+        let index = self.entries.len();
+        self.by_source.insert(remote, index);
+        self.by_ssrc.insert(stream.ssrc(), index);
+        self.by_id.insert(id, index);
+        self.entries.push(Entry {
+            id,
+            remote,
+            destination: SockAddr::from(remote),
+            stream,
+        });
     }
 
     fn close(&mut self, id: u64) -> Option<RtpReport> {
-        let entry = self.entries.remove(&id)?;
-        if self.by_source.get(&entry.remote) == Some(&id) {
+        let index = self.by_id.remove(&id)?;
+        let entry = self.entries.swap_remove(index);
+        if self.by_source.get(&entry.remote) == Some(&index) {
             self.by_source.remove(&entry.remote);
         }
-        self.by_ssrc.remove(&entry.stream.ssrc());
+        if self.by_ssrc.get(&entry.stream.ssrc()) == Some(&index) {
+            self.by_ssrc.remove(&entry.stream.ssrc());
+        }
+        // The last entry took the closed one's place: its indexes follow it.
+        let moved_from = self.entries.len();
+        if let Some(moved) = self.entries.get(index) {
+            self.by_id.insert(moved.id, index);
+            for slot in [
+                self.by_source.get_mut(&moved.remote),
+                self.by_ssrc.get_mut(&moved.stream.ssrc()),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if *slot == moved_from {
+                    *slot = index;
+                }
+            }
+        }
         Some(entry.stream.report())
     }
 
-    /// The call a datagram from `from` belongs to.
-    fn find(&mut self, from: SocketAddr, bytes: &[u8]) -> Option<&mut Entry> {
+    /// The call a datagram from `from` belongs to: by our own SSRC in it (a far
+    /// end echoing raw packets from one port), else by its source address.
+    fn find(&mut self, from: Option<SocketAddr>, bytes: &[u8]) -> Option<&mut Entry> {
         let ssrc = bytes
             .get(8..12)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        let id = ssrc
+        let index = ssrc
             .and_then(|ssrc| self.by_ssrc.get(&ssrc))
-            .or_else(|| self.by_source.get(&from))?;
-        self.entries.get_mut(id)
+            .or_else(|| from.and_then(|from| self.by_source.get(&from)))?;
+        self.entries.get_mut(*index)
     }
 }
 
@@ -230,14 +271,13 @@ async fn run_shard(
 ) {
     let mut table = Table::default();
     let mut deviations = vec![0u64; DEVIATION_BINS];
-    let mut send_errors = 0u64;
     let mut unmatched = 0u64;
-    let mut buf = vec![0u8; 2048];
-    let mut rtcp_buf = vec![0u8; 2048];
-    let mut control = Vec::new();
+    let mut receiver = BatchReceiver::new();
+    let mut sender = BatchSender::new(MAX_DATAGRAM);
     let mut packet = vec![0u8; MAX_DATAGRAM];
     let epoch = Instant::now();
     let mut next_tick = epoch + FRAME;
+    let mut next_rtcp_drain = epoch + RTCP_DRAIN_INTERVAL;
     loop {
         tokio::select! {
             biased;
@@ -248,14 +288,16 @@ async fn run_shard(
                     let now = Instant::now();
                     let since = now.saturating_duration_since(epoch).as_micros() as u64;
                     let step = FRAME.as_micros() as u64;
-                    let start = epoch + std::time::Duration::from_micros(since.div_ceil(step) * step);
-                    table.open(id, remote, Box::new(RtpStream::new(start, *params)));
+                    let start = epoch + Duration::from_micros(since.div_ceil(step) * step);
+                    table.open(id, remote, RtpStream::new(start, *params));
                     next_tick = next_tick.min(start);
                 }
                 Some(Command::Close { id, reply }) => {
                     let _ = reply.send(table.close(id));
                 }
                 Some(Command::Finish { reply }) => {
+                    sender.flush(&rtp);
+                    let send_errors = sender.dropped();
                     let _ = reply.send(ShardTotals { deviations, send_errors, unmatched });
                     return;
                 }
@@ -263,38 +305,56 @@ async fn run_shard(
             },
             _ = tokio::time::sleep_until(next_tick.into()) => {
                 let now = Instant::now();
-                // What arrived since the last tick, each datagram at its kernel arrival
-                // time: no wake-up per datagram.
+                // What arrived since the last tick, a batch per system call, each
+                // datagram at its kernel arrival time: no wake-up per datagram.
                 let clock = Clock::at(now);
                 loop {
-                    match try_recv_stamped(&rtp, &mut buf, &mut control) {
-                        Ok((len, from, stamp)) => {
-                            let at = clock.instant_of(stamp);
-                            match table.find(from, &buf[..len]) {
-                                Some(entry) => entry.stream.on_datagram(at, &buf[..len], &audio, &mut deviations),
-                                None => unmatched += 1,
-                            }
-                        }
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    let count = match receiver.recv(&rtp) {
+                        Ok(count) => count,
                         Err(error) => {
                             warn!(%error, "RTP receive failed");
                             break;
                         }
+                    };
+                    for datagram in receiver.datagrams() {
+                        let at = clock.instant_of(datagram.stamp);
+                        match table.find(datagram.from, datagram.bytes) {
+                            Some(entry) => entry.stream.on_datagram(at, datagram.bytes, &audio, &mut deviations),
+                            None => unmatched += 1,
+                        }
+                    }
+                    if count < BATCH {
+                        break;
                     }
                 }
-                // RTCP from the far end is read and dropped.
-                while rtcp.recv_from(&mut rtcp_buf).is_ok() {}
+                if now >= next_rtcp_drain {
+                    drain(&rtcp, &mut receiver);
+                    next_rtcp_drain = now + RTCP_DRAIN_INTERVAL;
+                }
                 let mut earliest = now + FRAME;
-                for entry in table.entries.values_mut() {
-                    let remote = entry.remote;
+                for entry in &mut table.entries {
+                    let destination = &entry.destination;
                     entry.stream.on_tick(now, &audio, &mut packet, |datagram| {
-                        if rtp.send_to(datagram, remote).is_err() {
-                            send_errors += 1;
-                        }
+                        sender.push(&rtp, datagram, destination);
                     });
                     earliest = earliest.min(entry.stream.poll_timeout());
                 }
-                next_tick = earliest.max(now + std::time::Duration::from_micros(500));
+                sender.flush(&rtp);
+                next_tick = earliest.max(now + Duration::from_micros(500));
+            }
+        }
+    }
+}
+
+/// Reads and drops what is queued on the RTCP socket.
+fn drain(rtcp: &StdUdpSocket, receiver: &mut BatchReceiver) {
+    loop {
+        match receiver.recv(rtcp) {
+            Ok(count) if count == BATCH => {}
+            Ok(_) => return,
+            Err(error) => {
+                warn!(%error, "RTCP receive failed");
+                return;
             }
         }
     }
