@@ -15,6 +15,9 @@
 #
 # Usage: scripts/concurrency.sh [--levels "250 500 1000 2000"] [--rate 50]
 #                               [--hold 28] [--window 10] [--no-sipp] [--binary PATH]
+#                               [--codec pcma|pcmu|opus]
+# --codec is what `dialcore load` offers (default pcma); SIPp runs only for pcma, the
+# codec of its pcap.
 # --binary runs that dialcore build (e.g. one of an earlier commit, for a before/after
 # comparison) instead of building target/release/dialcore.
 set -euo pipefail
@@ -27,6 +30,7 @@ hold=28
 window=10
 with_sipp=1
 binary=
+codec=pcma
 while [ $# -gt 0 ]; do
     case "$1" in
         --levels) levels=$2; shift ;;
@@ -35,6 +39,7 @@ while [ $# -gt 0 ]; do
         --window) window=$2; shift ;;
         --no-sipp) with_sipp=0 ;;
         --binary) binary=$(realpath "$2"); shift ;;
+        --codec) codec=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -113,7 +118,7 @@ for level in $levels; do
     sleep 3
     rss0=$(rss_kb "$service_pid")
     "$binary" load "sip:+15550100000@127.0.0.1:$sip_port" \
-        --calls "$level" --rate "$rate" --hold "${hold}s" --codec pcma --json \
+        --calls "$level" --rate "$rate" --hold "${hold}s" --codec "$codec" --json \
         >"$work/load_$level.json" 2>/dev/null &
     gen=$!
     cpu=$(sample "$gen" "$level")
@@ -126,7 +131,7 @@ print("loss %.3f %%, jitter p99 %s ms, echo rtt p50 %s ms" % (s["loss_percent"],
 ' "$work/load_$level.json")
     row "dialcore load" "$level" "$(server_view "$level")" "$cpu" "$extra"
 
-    if [ "$with_sipp" = 1 ]; then
+    if [ "$with_sipp" = 1 ] && [ "$codec" = pcma ]; then
         sleep 3
         rss0=$(rss_kb "$service_pid")
             sipp -sf "$ROOT/tests/sipp/service/caller_speech_28s.xml" -t u1 -i 127.0.0.1 -p 0 \

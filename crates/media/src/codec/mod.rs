@@ -254,8 +254,9 @@ impl CodecSpec {
     /// The codec of an rtpmap entry as a phone call runs it ([`CodecSpec::from_rtpmap`]),
     /// at most wideband: G.711 at its 8 kHz, Opus at 16 kHz (its RTP clock stays
     /// 48 kHz). libopus then decodes to and encodes from 16 kHz directly, with no
-    /// resampling and about half the work of full band, for a call whose other side
-    /// (an agent, a phone network) carries 16 kHz at most. Run the application side at
+    /// resampling on either side, for a call whose other side (an agent, a phone
+    /// network) carries 16 kHz at most; the codec itself costs about what it costs at
+    /// full band (`benches/pipeline.rs`). Run the application side at
     /// [`CodecSpec::sample_rate`].
     pub fn for_calls(encoding_name: &str, clock_rate: u32) -> Option<CodecSpec> {
         match CodecSpec::from_rtpmap(encoding_name, clock_rate)? {

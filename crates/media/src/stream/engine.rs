@@ -12,9 +12,10 @@
 //!   that were skipped;
 //! - sockets are not read by a task each, and a datagram wakes nobody: on
 //!   each tick the worker first reads every stream's RTP socket (and, every
-//!   fifth tick, its RTCP socket) until they would block, each datagram with the kernel's receive timestamp
-//!   ([`super::arrival`]), so the jitter buffer and the statistics see the
-//!   real arrival times, then ticks the stream. A packet is never needed
+//!   25th tick, its RTCP socket) until they would block, in batches of up to
+//!   four datagrams per `recvmmsg`, each datagram with the kernel's receive
+//!   timestamp ([`super::arrival`]), so the jitter buffer and the statistics
+//!   see the real arrival times, then ticks the stream. A packet is never needed
 //!   before the tick that plays it, and one wake-up per 20 ms serves all of a
 //!   worker's streams. The sockets are not registered with tokio's reactor
 //!   either: there, each datagram (and each freed send buffer) would be an
@@ -64,9 +65,10 @@ const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read from one stream's sockets per tick at most (a flood beyond it
 /// waits in, and overflows, the socket's buffer).
 const READ_BUDGET: usize = 64;
-/// A stream's RTCP socket is read every this many ticks (100 ms): RTCP comes every few
-/// seconds and nothing waits on it, while an empty read still costs a system call.
-const RTCP_READ_TICKS: u64 = 5;
+/// A stream's RTCP socket is read every this many ticks (500 ms): RTCP comes every few
+/// seconds and nothing waits on it (statistics, round trip, BYE), while an empty read
+/// still costs a system call.
+const RTCP_READ_TICKS: u64 = 25;
 
 /// Errors of the media engine.
 #[derive(Debug, thiserror::Error)]
