@@ -16,8 +16,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
-    recvmmsg, recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders,
-    SockaddrStorage,
+    recvmmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage,
 };
 
 /// Room for the timestamp control message.
@@ -61,32 +60,6 @@ impl Clock {
     }
 }
 
-/// Reads one datagram without waiting, with its kernel receive timestamp;
-/// `WouldBlock` when there is none.
-pub fn try_recv_stamped(
-    socket: &StdUdpSocket,
-    buf: &mut [u8],
-    cmsg: &mut Vec<u8>,
-) -> io::Result<(usize, SocketAddr, Option<Duration>)> {
-    cmsg.clear();
-    cmsg.reserve(CMSG_SPACE);
-    let mut iov = [IoSliceMut::new(buf)];
-    let message = recvmsg::<SockaddrStorage>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(cmsg),
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
-    let stamp = stamp_of(message.cmsgs());
-    let from = message
-        .address
-        .as_ref()
-        .and_then(socket_addr)
-        .ok_or_else(|| io::Error::other("datagram without a source address"))?;
-    Ok((message.bytes, from, stamp))
-}
-
 /// Datagrams read from one socket in one system call, at most.
 pub const BATCH: usize = 4;
 
@@ -99,6 +72,15 @@ pub struct Received {
     pub from: SocketAddr,
     /// Its kernel receive time (wall clock), if stamped.
     pub stamp: Option<Duration>,
+}
+
+impl Received {
+    /// A slot with nothing in it, to make a batch's array from.
+    pub const NONE: Received = Received {
+        len: 0,
+        from: SocketAddr::V4(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        stamp: None,
+    };
 }
 
 /// Reads up to [`BATCH`] datagrams per system call (`recvmmsg`), each with its kernel
@@ -219,15 +201,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn datagrams_come_with_the_time_they_arrived() {
+    /// A non-blocking loopback socket with receive timestamps, and a sender.
+    fn stamped_socket() -> (StdUdpSocket, SocketAddr, StdUdpSocket) {
         let socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
         socket.set_nonblocking(true).expect("nonblocking");
         enable_timestamps(&socket);
         let addr = socket.local_addr().expect("addr");
         let sender = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
-        let mut buf = [0u8; 64];
-        let mut cmsg = Vec::new();
+        (socket, addr, sender)
+    }
+
+    #[test]
+    fn datagrams_come_with_the_time_they_arrived() {
+        let (socket, addr, sender) = stamped_socket();
+        let slot = 64;
+        let mut buf = vec![0u8; BATCH * slot];
+        let mut got = [Received::NONE; BATCH];
+        let mut batch = BatchReceiver::default();
         // The kernel turns receive timestamping on lazily (a deferred static key): the
         // first datagrams after the first socket asks may carry the read time. Read until
         // one shows the real wait, a few times at most.
@@ -235,12 +225,13 @@ mod tests {
         for attempt in 0..10u8 {
             sender.send_to(&[attempt], addr).expect("send");
             std::thread::sleep(Duration::from_millis(30));
-            let (len, from, stamp) = try_recv_stamped(&socket, &mut buf, &mut cmsg).expect("read");
-            assert_eq!(&buf[..len], &[attempt]);
-            assert_eq!(from, sender.local_addr().expect("addr"));
-            assert!(stamp.is_some(), "the kernel stamps datagrams");
+            let count = batch.recv(&socket, &mut buf, slot, &mut got).expect("read");
+            assert_eq!(count, 1);
+            assert_eq!(&buf[..got[0].len], &[attempt]);
+            assert_eq!(got[0].from, sender.local_addr().expect("addr"));
+            assert!(got[0].stamp.is_some(), "the kernel stamps datagrams");
             let clock = Clock::at(Instant::now());
-            let waited = clock.now - clock.instant_of(stamp);
+            let waited = clock.now - clock.instant_of(got[0].stamp);
             waits.push(waited);
             if waited >= Duration::from_millis(25) {
                 break;
@@ -252,17 +243,15 @@ mod tests {
                 .is_some_and(|w| *w >= Duration::from_millis(25)),
             "the arrival, not the read, 30 ms earlier: {waits:?}"
         );
-        let none = try_recv_stamped(&socket, &mut buf, &mut cmsg).expect_err("nothing left");
+        let none = batch
+            .recv(&socket, &mut buf, slot, &mut got)
+            .expect_err("nothing left");
         assert_eq!(none.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]
     fn a_batch_reads_what_is_waiting_in_one_call_and_says_when_it_is_drained() {
-        let socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
-        socket.set_nonblocking(true).expect("nonblocking");
-        enable_timestamps(&socket);
-        let addr = socket.local_addr().expect("addr");
-        let sender = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+        let (socket, addr, sender) = stamped_socket();
         for k in 0..6u8 {
             sender
                 .send_to(&[k; 3][..usize::from(k % 3) + 1], addr)
@@ -271,12 +260,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let slot = 16;
         let mut buffer = vec![0u8; BATCH * slot];
-        let empty = Received {
-            len: 0,
-            from: addr,
-            stamp: None,
-        };
-        let mut got = [empty; BATCH];
+        let mut got = [Received::NONE; BATCH];
         let mut batch = BatchReceiver::default();
         let mut seen = Vec::new();
         loop {

@@ -908,11 +908,7 @@ fn read_sockets(
             }
             // The rest stays in the buffer: this fills only what the last batch took.
             receive.resize(room, 0);
-            let mut got = [arrival::Received {
-                len: 0,
-                from: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-                stamp: None,
-            }; arrival::BATCH];
+            let mut got = [arrival::Received::NONE; arrival::BATCH];
             let count = match batch.recv(socket, &mut receive[..], MAX_DATAGRAM, &mut got) {
                 Ok(count) => count,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
