@@ -2,7 +2,9 @@
 //!
 //! Encoding follows the G.711 segment rules bit for bit (negative inputs are
 //! taken in one's complement, as in the ITU-T reference implementation of
-//! G.191); decoding is a lookup in a 256-entry table built at compile time.
+//! G.191). Both directions are lookups in tables built at compile time from
+//! those rules: a code depends only on the top 14 (mu-law) or 12 (A-law) bits
+//! of a sample, so encoding is one load per sample.
 //!
 //! Loss concealment repeats the last 20 ms of decoded audio with a linear
 //! fade that reaches silence after [`FADE_FRAMES`] lost frames, and stays
@@ -36,6 +38,24 @@ impl G711Law {
         }
     }
 
+    /// Compresses `pcm` into `out` (as many samples as both hold).
+    #[inline]
+    fn encode_into(self, pcm: &[i16], out: &mut [u8]) {
+        // One loop per law, so the loop body is a single table load.
+        match self {
+            G711Law::MuLaw => {
+                for (code, &sample) in out.iter_mut().zip(pcm) {
+                    *code = linear_to_ulaw(sample);
+                }
+            }
+            G711Law::ALaw => {
+                for (code, &sample) in out.iter_mut().zip(pcm) {
+                    *code = linear_to_alaw(sample);
+                }
+            }
+        }
+    }
+
     /// Expands one code to a linear sample.
     #[inline]
     pub fn decode_sample(self, code: u8) -> i16 {
@@ -49,6 +69,11 @@ impl G711Law {
 /// Compresses a 16-bit linear sample to a mu-law code.
 #[inline]
 pub fn linear_to_ulaw(sample: i16) -> u8 {
+    LINEAR_TO_ULAW[usize::from((sample >> 2) as u16 & 0x3FFF)]
+}
+
+/// The mu-law segment rules, which build [`LINEAR_TO_ULAW`].
+const fn compress_ulaw(sample: i16) -> u8 {
     // mu-law quantises the top 14 bits; the sign lives in bit 7 (set for >= 0).
     let (magnitude, sign) = if sample < 0 {
         ((!sample) >> 2, 0x00u8)
@@ -56,7 +81,8 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
         (sample >> 2, 0x80u8)
     };
     // 0..=8191 after the shift, so the cast and the bias stay in range.
-    let biased = (magnitude as u16 + ULAW_BIAS).min(0x1FFF);
+    let biased = magnitude as u16 + ULAW_BIAS;
+    let biased = if biased > 0x1FFF { 0x1FFF } else { biased };
     // biased >= 33, so its top bit is at index 5..=12: segment 0..=7.
     let top_bit = 15 - biased.leading_zeros() as u16;
     let segment = top_bit - 5;
@@ -74,6 +100,11 @@ pub fn ulaw_to_linear(code: u8) -> i16 {
 /// Compresses a 16-bit linear sample to an A-law code.
 #[inline]
 pub fn linear_to_alaw(sample: i16) -> u8 {
+    LINEAR_TO_ALAW[usize::from((sample >> 4) as u16 & 0x0FFF)]
+}
+
+/// The A-law segment rules, which build [`LINEAR_TO_ALAW`].
+const fn compress_alaw(sample: i16) -> u8 {
     // A-law quantises the top 12 bits; the sign lives in bit 7 (set for >= 0).
     let (magnitude, sign) = if sample < 0 {
         ((!sample) >> 4, 0x00u8)
@@ -120,10 +151,7 @@ impl AudioEncoder for G711Encoder {
     fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
         check_frame(FRAME, pcm)?;
         check_output(pcm.len(), out.len())?;
-        let law = self.law;
-        for (code, &sample) in out.iter_mut().zip(pcm) {
-            *code = law.encode_sample(sample);
-        }
+        self.law.encode_into(pcm, out);
         Ok(pcm.len())
     }
 
@@ -175,10 +203,13 @@ impl G711Decoder {
 impl AudioDecoder for G711Decoder {
     fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
         check_output(payload.len(), out.len())?;
-        let law = self.law;
         let decoded = &mut out[..payload.len()];
+        let table = match self.law {
+            G711Law::MuLaw => &ULAW_TO_LINEAR,
+            G711Law::ALaw => &ALAW_TO_LINEAR,
+        };
         for (sample, &code) in decoded.iter_mut().zip(payload) {
-            *sample = law.decode_sample(code);
+            *sample = table[usize::from(code)];
         }
         self.remember(decoded);
         self.lost_frames = 0;
@@ -215,7 +246,33 @@ impl AudioDecoder for G711Decoder {
 
 const ULAW_BIAS: u16 = 33;
 
+/// Builds a compression table: entry `i` is the code of the samples whose top
+/// bits, read as a two's complement number of `$n` values, are `i` (the low
+/// `$shift` bits do not change the code). A macro because a `const fn` cannot
+/// call a function it is given.
+macro_rules! compress_table {
+    ($n:expr, $shift:expr, $compress:ident) => {{
+        let mut table = [0u8; $n];
+        let mut i = 0;
+        while i < $n {
+            let top = if i >= $n / 2 {
+                i as i32 - $n as i32
+            } else {
+                i as i32
+            };
+            table[i] = $compress((top << $shift) as i16);
+            i += 1;
+        }
+        table
+    }};
+}
+
 static ULAW_TO_LINEAR: [i16; 256] = build_ulaw_table();
+/// mu-law codes by the top 14 bits of a sample (16 kB).
+static LINEAR_TO_ULAW: [u8; 1 << 14] = compress_table!(1 << 14, 2, compress_ulaw);
+/// A-law codes by the top 12 bits of a sample (4 kB).
+static LINEAR_TO_ALAW: [u8; 1 << 12] = compress_table!(1 << 12, 4, compress_alaw);
+
 static ALAW_TO_LINEAR: [i16; 256] = build_alaw_table();
 
 const fn expand_ulaw(code: u8) -> i16 {
@@ -273,6 +330,14 @@ const fn build_alaw_table() -> [i16; 256] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tables_follow_the_segment_rules_for_every_sample() {
+        for sample in i16::MIN..=i16::MAX {
+            assert_eq!(linear_to_ulaw(sample), compress_ulaw(sample), "{sample}");
+            assert_eq!(linear_to_alaw(sample), compress_alaw(sample), "{sample}");
+        }
+    }
 
     #[test]
     fn ulaw_reference_values() {
