@@ -200,7 +200,9 @@ pub enum ApiError {
         /// The limit (`[http] request_timeout_ms`).
         limit: std::time::Duration,
     },
-    /// A store failure (500 `internal_error`; details are logged, not returned).
+    /// A store failure: 503 `unavailable` with `Retry-After` when the database cannot
+    /// serve now ([`StoreError::is_unavailable`]), 500 `internal_error` otherwise; details
+    /// are logged, not returned.
     #[error("store: {0}")]
     Store(#[from] StoreError),
     /// Any other server-side failure (500 `internal_error`).
@@ -253,6 +255,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            ApiError::Store(failure) if failure.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -284,6 +287,7 @@ impl ApiError {
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable".into(),
             ApiError::RequestTimeout { .. } => "request_timeout".into(),
             ApiError::Store(StoreError::Conflict(_)) => "conflict".into(),
+            ApiError::Store(failure) if failure.is_unavailable() => "unavailable".into(),
             ApiError::Store(_) | ApiError::Internal(_) => "internal_error".into(),
         }
     }
@@ -361,6 +365,9 @@ impl ApiError {
     fn public_message(&self) -> String {
         match self {
             ApiError::Store(StoreError::Conflict(message)) => message.clone(),
+            ApiError::Store(failure) if failure.is_unavailable() => {
+                "the database is unavailable; retry later".into()
+            }
             ApiError::Store(_) | ApiError::Internal(_) => "internal server error".into(),
             other => other.to_string(),
         }
@@ -390,6 +397,13 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
         }
+        if matches!(&self, ApiError::Store(failure) if failure.is_unavailable()) {
+            // The wait SIP peers are given for the same failure.
+            let wait = crate::engine::inbound::RETRY_AFTER.as_secs();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        }
         if let ApiError::ConcurrentCallLimit { .. } = &self {
             // A slot frees when one of the organisation's calls ends: no time is known.
             response
@@ -408,5 +422,45 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(error: ApiError) -> (StatusCode, Option<String>, Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|value| value.to_str().expect("ASCII").to_owned());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (
+            status,
+            retry_after,
+            serde_json::from_slice(&body).expect("JSON"),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_serve_now_is_503_unavailable_with_retry_after() {
+        let timeout = ApiError::Store(StoreError::Database(sqlx::Error::PoolTimedOut));
+        let (status, retry_after, body) = answer(timeout).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("5"));
+        assert_eq!(body["error"]["code"], "unavailable");
+
+        let unreadable = ApiError::Store(StoreError::Corrupt {
+            column: "status",
+            value: "weird".into(),
+        });
+        let (status, retry_after, body) = answer(unreadable).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"]["code"], "internal_error");
     }
 }

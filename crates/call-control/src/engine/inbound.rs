@@ -108,6 +108,26 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
     shared.unregister(&answered.call_id);
 }
 
+/// Call setup should not wait on the store; a wait longer than this is logged.
+const SETUP_STORE_WAIT_WARNING: Duration = Duration::from_millis(50);
+
+/// Awaits `work`, a store operation of an INVITE's setup, and logs a warning when it took
+/// longer than [`SETUP_STORE_WAIT_WARNING`]: routing reads memory, so a wait means the
+/// directory was being reloaded or the call record's write was slow.
+async fn setup_wait<T>(what: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let done = work.await;
+    let waited = started.elapsed();
+    if waited > SETUP_STORE_WAIT_WARNING {
+        warn!(
+            what,
+            waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            "call setup waited on the store"
+        );
+    }
+    done
+}
+
 /// Routes an incoming call and answers it, or refuses it (`None`).
 async fn accept(shared: &Arc<Shared>, incoming: IncomingCall) -> Option<Answered> {
     let IncomingCall {
@@ -155,15 +175,15 @@ struct Answered {
 
 /// Refuses (403) a source in no trunk's allowed networks, before anything else is looked at.
 async fn known_source(shared: &Shared, source: SocketAddr) -> Result<(), u16> {
-    let trunks = shared
-        .store
-        .all_trunks()
-        .await
-        .map_err(|failure| store_failed(&failure, "trunks"))?;
-    if trunks
-        .iter()
-        .any(|trunk| allowed(&trunk.allowed_networks, source.ip()))
-    {
+    let known = setup_wait(
+        "trunks",
+        shared
+            .store
+            .routing_any_trunk(|trunk| allowed(&trunk.allowed_networks, source.ip())),
+    )
+    .await
+    .map_err(|failure| store_failed(&failure, "trunks"))?;
+    if known {
         Ok(())
     } else {
         log_refusal(
@@ -215,13 +235,11 @@ fn refuse(sip: &CallHandle, code: u16) {
 }
 
 /// The answer to an INVITE when the store failed reading or writing `what`:
-/// 503 (retry later) when the database failed or timed out, 500 when it
-/// holds something this version cannot read. Logged as an error either way.
+/// 503 (retry later, [`StoreError::is_unavailable`]) when the database could not
+/// serve it now, 500 when it failed otherwise or holds something this version
+/// cannot read. Logged as an error either way.
 fn store_failed(failure: &StoreError, what: &str) -> u16 {
-    let code = match failure {
-        StoreError::Database(_) => 503,
-        _ => 500,
-    };
+    let code = if failure.is_unavailable() { 503 } else { 500 };
     error!(error = %failure, what, code, "store failed during an incoming INVITE");
     code
 }
@@ -233,7 +251,12 @@ async fn test_route(
     route: TestRoute,
     created: oneshot::Sender<String>,
 ) -> Result<Accepted, u16> {
-    match shared.store.get_agent(&route.org_id, &route.agent_id).await {
+    match setup_wait(
+        "agent of a test route",
+        shared.store.routing_agent(&route.org_id, &route.agent_id),
+    )
+    .await
+    {
         Ok(agent) => {
             info!(run_id = %route.run_id, agent_id = %agent.id, "incoming test call");
             Ok(Accepted {
@@ -263,7 +286,7 @@ async fn trunk_route(
 ) -> Result<Accepted, u16> {
     let source = invite.source.addr;
     let number = normalize_number(user);
-    let owned = match shared.store.find_number(&number).await {
+    let owned = match setup_wait("dialled number", shared.store.routing_number(&number)).await {
         Ok(Some(owned)) => owned,
         Ok(None) => {
             log_refusal(shared, source, &number, 404, "unknown number");
@@ -271,7 +294,7 @@ async fn trunk_route(
         }
         Err(failure) => return Err(store_failed(&failure, "dialled number")),
     };
-    let trunk = match shared.store.get_trunk_any(&owned.trunk_id).await {
+    let trunk = match setup_wait("trunk", shared.store.routing_trunk(&owned.trunk_id)).await {
         Ok(trunk) => trunk,
         Err(StoreError::NotFound) => {
             log_refusal(shared, source, &number, 403, "the number's trunk is gone");
@@ -293,11 +316,13 @@ async fn trunk_route(
         authenticate(shared, sip, auth, source, &number).await?;
     }
     let agent = match &owned.agent_id {
-        Some(agent_id) => match shared.store.get_agent(&owned.org_id, agent_id).await {
-            Ok(agent) if agent.status == AgentStatus::Active => Some(agent),
-            Ok(_) | Err(StoreError::NotFound) => None,
-            Err(failure) => return Err(store_failed(&failure, "agent of the number")),
-        },
+        Some(agent_id) => {
+            match setup_wait("agent", shared.store.routing_agent(&owned.org_id, agent_id)).await {
+                Ok(agent) if agent.status == AgentStatus::Active => Some(agent),
+                Ok(_) | Err(StoreError::NotFound) => None,
+                Err(failure) => return Err(store_failed(&failure, "agent of the number")),
+            }
+        }
         None => None,
     };
     let Some(agent) = agent else {
@@ -474,7 +499,12 @@ async fn answer_call(
         reserve_cents: billing::reservation_cents(shared.per_minute_cents),
         max_live_calls: shared.max_live_calls,
     };
-    match shared.store.admit_call(&call, admission, None).await {
+    match setup_wait(
+        "new call record",
+        shared.store.admit_call(&call, admission, None),
+    )
+    .await
+    {
         Ok(CallAdmission::Admitted) => {}
         Ok(refused) => {
             let code = refusal_code(refused);

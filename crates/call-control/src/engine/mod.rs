@@ -267,6 +267,9 @@ impl CallEngine {
             destinations: DestinationPolicy::from_config(config),
         });
         tokio::spawn(inbound::accept_loop(Arc::clone(&shared), incoming));
+        if let Err(error) = shared.store.load_directory().await {
+            warn!(%error, "routing directory not loaded: routing reads the database");
+        }
         tokio::spawn(billing::heartbeat_loop(Arc::downgrade(&shared)));
         info!(%sip_addr, "call engine started");
         let engine = CallEngine {
@@ -287,6 +290,11 @@ impl CallEngine {
                 }
                 if let Err(error) = refresher.refresh_trunk_networks().await {
                     warn!(%error, "trunk networks not refreshed");
+                }
+                // Writes through this process reload it at once; this picks up the
+                // writes of other processes on the same database.
+                if let Err(error) = refresher.shared.store.load_directory().await {
+                    warn!(%error, "routing directory not reloaded");
                 }
             }
         });

@@ -542,7 +542,14 @@ async fn inbound_calls_are_checked_then_answered() {
 }
 
 /// A bare INVITE (no SDP) from `from` to `user` at the engine.
+/// An INVITE from `from` to `user`, with a PCMU offer.
 fn raw_invite(from: SocketAddr, user: &str, engine: SocketAddr) -> String {
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio {rtp} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        ip = from.ip(),
+        rtp = from.port() + 2,
+    );
     format!(
         "INVITE sip:{user}@{engine} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {from};branch=z9hG4bK-store-{port};rport\r\n\
@@ -552,8 +559,10 @@ fn raw_invite(from: SocketAddr, user: &str, engine: SocketAddr) -> String {
          Call-ID: store-{port}@127.0.0.1\r\n\
          CSeq: 1 INVITE\r\n\
          Contact: <sip:caller@{from}>\r\n\
-         Content-Length: 0\r\n\r\n",
-        port = from.port()
+         Content-Type: application/sdp\r\n\
+         Content-Length: {length}\r\n\r\n{sdp}",
+        port = from.port(),
+        length = sdp.len(),
     )
 }
 
@@ -580,7 +589,9 @@ async fn an_inbound_invite_during_a_store_timeout_gets_503_with_retry_after() {
         .await
         .expect("number");
     // A second engine on the same database, through a pool of one connection
-    // that the test holds: every lookup of the INVITE times out.
+    // that the test holds: routing reads nothing from the database (the engine
+    // loaded its directory at start), so the INVITE gets as far as writing the
+    // call record, and that times out.
     let starved =
         crate::store::test_support::starved_store(&f._dir, Duration::from_millis(100)).await;
     let mut config = Config::default();

@@ -45,6 +45,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|error| write_error(error, || format!("agent {} exists", agent.id)))?;
+        self.directory_changed().await;
         Ok(())
     }
 
@@ -54,6 +55,15 @@ impl Store {
             .get_scoped("agents", COLUMNS, org_id, id, agent_from_row)
             .await?;
         self.open_agent(agent)
+    }
+
+    /// Every agent of every organisation, decrypted (the routing directory).
+    pub(crate) async fn all_agents(&self) -> Result<Vec<Agent>> {
+        let sql = format!("SELECT {COLUMNS} FROM agents");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| self.open_agent(agent_from_row(row)?))
+            .collect()
     }
 
     /// The agent as read, its header values decrypted.
@@ -120,6 +130,7 @@ impl Store {
             AgentRemoval::Deleted
         };
         tx.commit().await?;
+        self.directory_changed().await;
         Ok(removal)
     }
 
@@ -143,6 +154,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.directory_changed().await;
         Ok(())
     }
 
@@ -156,6 +168,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.directory_changed().await;
         Ok(())
     }
 }

@@ -10,11 +10,16 @@
 //! Every read and write of an organisation's objects takes the organisation id and matches
 //! it in SQL, so that one organisation never reaches another's rows. The few calls without
 //! an organisation (`find_number`, `get_call_any`, `all_trunks`, `unfinished_calls`, the
-//! outbox) serve the engine and the webhook dispatcher, never a request.
+//! outbox, the `routing_*` reads of the [`directory`]) serve the engine and the webhook
+//! dispatcher, never a request.
+//!
+//! Routing an inbound call reads memory only: trunks, numbers and agents are held in the
+//! routing directory ([`directory`]), reloaded by every write of them.
 
 mod agents;
 mod calls;
 mod credits;
+mod directory;
 mod extra_api;
 mod idempotency;
 mod numbers;
@@ -105,11 +110,41 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database could not serve the request now (unreachable, out of
+    /// connections, busy, or asking to retry) rather than refusing it: callers answer
+    /// "try again" (SIP 503 with Retry-After, API 503 `unavailable`), never "no such thing"
+    /// or "forbidden".
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(error) = self else {
+            return false;
+        };
+        match error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // SQLite: SQLITE_BUSY, SQLITE_LOCKED (past the busy timeout).
+                // PostgreSQL: connection exceptions (08xxx), serialization failure and
+                // deadlock (40001, 40P01), too many connections (53300), shutdown (57P0x).
+                matches!(&*code, "5" | "6" | "40001" | "40P01" | "53300")
+                    || code.starts_with("08")
+                    || code.starts_with("57P0")
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Handle on the database; cheap to clone (a connection pool inside).
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
     sealer: Option<std::sync::Arc<Sealer>>,
+    /// The routing tables in memory, shared by the clones ([`directory`]).
+    directory: std::sync::Arc<directory::Directory>,
 }
 
 impl Store {
@@ -168,7 +203,11 @@ impl Store {
             let sealer = secret
                 .existing_key(url)?
                 .map(|key| Sealer::new(&key).into());
-            return Ok(Store { pool, sealer });
+            return Ok(Store {
+                pool,
+                sealer,
+                directory: Default::default(),
+            });
         }
         let key = match secret.existing_key(url)? {
             Some(key) => key,
@@ -185,6 +224,7 @@ impl Store {
         let store = Store {
             pool,
             sealer: Some(Sealer::new(&key).into()),
+            directory: Default::default(),
         };
         store.check_secret_key().await?;
         store.seal_plaintext_secrets().await?;
@@ -343,6 +383,7 @@ pub(crate) mod test_support {
         Store {
             pool,
             sealer: Some(crate::secrets::Sealer::new(&key).into()),
+            directory: Default::default(),
         }
     }
 
@@ -401,6 +442,23 @@ mod tests {
         assert!(matches!(&err, StoreError::Missing { path } if *path == missing));
         assert!(err.to_string().contains("does not exist"));
         assert!(!missing.exists() && !dir.path().join("elsewhere").exists());
+    }
+
+    #[tokio::test]
+    async fn unavailable_is_a_database_that_cannot_serve_now_not_a_refusal() {
+        for error in [sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed] {
+            assert!(StoreError::Database(error).is_unavailable());
+        }
+        assert!(!StoreError::NotFound.is_unavailable());
+        assert!(!StoreError::Conflict("taken".into()).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        // A real SQLite error: a constraint is a refusal, not an outage.
+        let store = Store::open("sqlite::memory:").await.expect("memory store");
+        let constraint = sqlx::query("INSERT INTO phone_numbers (id) VALUES (NULL)")
+            .execute(store.pool())
+            .await
+            .expect_err("NOT NULL columns");
+        assert!(!StoreError::Database(constraint).is_unavailable());
     }
 
     #[test]

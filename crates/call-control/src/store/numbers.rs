@@ -26,6 +26,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|error| write_error(error, || conflict_message(number)))?;
+        self.directory_changed().await;
         Ok(())
     }
 
@@ -72,6 +73,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.directory_changed().await;
         Ok(())
     }
 
@@ -85,6 +87,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.directory_changed().await;
         Ok(())
     }
 
@@ -96,6 +99,13 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(number_from_row).transpose()
+    }
+
+    /// Every phone number of every organisation (the routing directory).
+    pub(crate) async fn all_numbers(&self) -> Result<Vec<PhoneNumber>> {
+        let sql = format!("SELECT {COLUMNS} FROM phone_numbers");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(number_from_row).collect()
     }
 
     /// The organisation's numbers assigned to `agent_id`, oldest first.

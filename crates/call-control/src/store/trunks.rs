@@ -36,6 +36,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|error| write_error(error, || format!("trunk {} exists", trunk.id)))?;
+        self.directory_changed().await;
         Ok(())
     }
 
@@ -89,6 +90,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.directory_changed().await;
         Ok(())
     }
 
@@ -106,6 +108,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.directory_changed().await;
         Ok(())
     }
 

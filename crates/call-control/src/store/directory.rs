@@ -1,0 +1,234 @@
+//! The routing directory: what an inbound INVITE needs (trunks and their allowed networks,
+//! phone numbers, agents), held in memory so that routing a call reads nothing from the
+//! database.
+//!
+//! The store keeps one [`Directory`] per process. Every write of a trunk, number or agent
+//! through the store reloads it before the write returns, so an API request that created a
+//! number is answered only once the next INVITE can find that number. A reload reads the
+//! three tables whole (one snapshot, swapped in at once, so a call never sees a number
+//! whose trunk is not there yet); reloads run one at a time, so the last one to run has
+//! seen every write committed before it. When a reload fails (the database is down), the
+//! directory empties and routing falls back to reading the database, which then reports
+//! its failure: a deleted number must not keep answering calls from a stale copy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use super::{Result, Store, StoreError};
+use crate::model::{Agent, PhoneNumber, Trunk};
+
+/// The cached tables (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Directory {
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Held while a snapshot is read from the database.
+    reload: tokio::sync::Mutex<()>,
+}
+
+/// One consistent copy of the routing tables.
+#[derive(Debug)]
+struct Snapshot {
+    /// Every trunk, oldest first (the order of [`Store::all_trunks`]).
+    trunks: Vec<Trunk>,
+    /// Index into `trunks` by trunk id.
+    trunk_index: HashMap<String, usize>,
+    /// Phone numbers by their E.164 number.
+    numbers: HashMap<String, PhoneNumber>,
+    /// Agents by organisation and id.
+    agents: HashMap<(String, String), Agent>,
+}
+
+impl Directory {
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, snapshot: Option<Arc<Snapshot>>) {
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
+    }
+}
+
+impl Store {
+    /// Loads the routing directory (the service does this at start, so that the first
+    /// INVITE finds it loaded).
+    pub async fn load_directory(&self) -> Result<()> {
+        self.reload_directory().await.map(drop)
+    }
+
+    /// Reloads the directory after a write of a trunk, number or agent (see the module
+    /// docs); a failed reload empties it and is logged, the write itself stands.
+    pub(crate) async fn directory_changed(&self) {
+        if let Err(error) = self.reload_directory().await {
+            tracing::warn!(%error, "routing directory not reloaded: routing reads the database");
+        }
+    }
+
+    async fn reload_directory(&self) -> Result<Arc<Snapshot>> {
+        let _one_at_a_time = self.directory.reload.lock().await;
+        let loaded = self.read_snapshot().await;
+        let snapshot = loaded.as_ref().ok().cloned();
+        self.directory.set(snapshot);
+        loaded
+    }
+
+    async fn read_snapshot(&self) -> Result<Arc<Snapshot>> {
+        let trunks = self.all_trunks().await?;
+        let numbers = self.all_numbers().await?;
+        let agents = self.all_agents().await?;
+        let trunk_index = trunks
+            .iter()
+            .enumerate()
+            .map(|(index, trunk)| (trunk.id.clone(), index))
+            .collect();
+        Ok(Arc::new(Snapshot {
+            trunks,
+            trunk_index,
+            numbers: numbers
+                .into_iter()
+                .map(|number| (number.number.clone(), number))
+                .collect(),
+            agents: agents
+                .into_iter()
+                .map(|agent| ((agent.org_id.clone(), agent.id.clone()), agent))
+                .collect(),
+        }))
+    }
+
+    /// The directory, loaded from the database first if it is empty (before the service
+    /// loaded it, or after a failed reload).
+    async fn directory(&self) -> Result<Arc<Snapshot>> {
+        match self.directory.current() {
+            Some(snapshot) => Ok(snapshot),
+            None => self.reload_directory().await,
+        }
+    }
+
+    /// Whether any trunk allows `ip` to send us calls (`allowed` decides one trunk's
+    /// networks), from the directory without copying it.
+    pub async fn routing_any_trunk(&self, allowed: impl Fn(&Trunk) -> bool) -> Result<bool> {
+        Ok(self.directory().await?.trunks.iter().any(allowed))
+    }
+
+    /// [`Store::get_trunk_any`], from the directory.
+    pub async fn routing_trunk(&self, id: &str) -> Result<Trunk> {
+        let snapshot = self.directory().await?;
+        let index = snapshot
+            .trunk_index
+            .get(id)
+            .copied()
+            .ok_or(StoreError::NotFound)?;
+        Ok(snapshot.trunks[index].clone())
+    }
+
+    /// [`Store::find_number`], from the directory.
+    pub async fn routing_number(&self, number: &str) -> Result<Option<PhoneNumber>> {
+        Ok(self.directory().await?.numbers.get(number).cloned())
+    }
+
+    /// [`Store::get_agent`], from the directory.
+    pub async fn routing_agent(&self, org_id: &str, id: &str) -> Result<Agent> {
+        self.directory()
+            .await?
+            .agents
+            .get(&(org_id.to_owned(), id.to_owned()))
+            .cloned()
+            .ok_or(StoreError::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::ids;
+    use crate::model::PhoneNumber;
+    use crate::store::agents::tests::agent;
+    use crate::store::test_support::{at, starved_store, temp_store};
+    use crate::store::trunks::tests::trunk;
+    use crate::store::StoreError;
+
+    #[tokio::test]
+    async fn writes_show_at_once_and_routing_reads_nothing_from_the_database() {
+        let (store, dir) = temp_store().await;
+        let trunk = trunk("org_a", 0);
+        let agent = agent("org_a", 0);
+        store.insert_trunk(&trunk).await.expect("trunk");
+        store.insert_agent(&agent).await.expect("agent");
+        let mut number = PhoneNumber {
+            id: ids::new_id(ids::PHONE_NUMBER),
+            org_id: "org_a".into(),
+            number: "+14155550100".into(),
+            trunk_id: trunk.id.clone(),
+            agent_id: Some(agent.id.clone()),
+            created_at: at(1),
+            updated_at: at(1),
+        };
+        store.insert_number(&number).await.expect("number");
+        assert_eq!(
+            store.routing_number("+14155550100").await.expect("routed"),
+            Some(number.clone())
+        );
+        assert_eq!(store.routing_trunk(&trunk.id).await.expect("trunk"), trunk);
+        assert_eq!(
+            store
+                .routing_agent("org_a", &agent.id)
+                .await
+                .expect("agent"),
+            agent
+        );
+        assert!(matches!(
+            store.routing_agent("org_b", &agent.id).await,
+            Err(StoreError::NotFound)
+        ));
+
+        number.agent_id = None;
+        store.update_number(&number).await.expect("update");
+        let routed = store.routing_number("+14155550100").await.expect("routed");
+        assert_eq!(routed.and_then(|n| n.agent_id), None, "the update shows");
+
+        // A handle whose only connection the test holds: loaded first, it routes
+        // without the database.
+        let starved = starved_store(&dir, Duration::from_millis(100)).await;
+        starved.load_directory().await.expect("loaded");
+        let held = starved.pool().acquire().await.expect("the one connection");
+        assert!(starved
+            .routing_number("+14155550100")
+            .await
+            .expect("from memory")
+            .is_some());
+        let known = starved
+            .routing_any_trunk(|t| t.id == trunk.id)
+            .await
+            .expect("from memory");
+        assert!(known);
+        // A reload that fails empties the directory: routing then asks the database
+        // and reports its failure, never a stale "yes" or a "no such number".
+        starved.directory_changed().await;
+        let failure = starved
+            .routing_number("+14155550100")
+            .await
+            .expect_err("the database is unreachable");
+        assert!(matches!(failure, StoreError::Database(_)), "{failure}");
+        drop(held);
+        assert!(starved
+            .routing_number("+14155550100")
+            .await
+            .expect("reloaded once the database answers")
+            .is_some());
+
+        store
+            .delete_number("org_a", &number.id)
+            .await
+            .expect("delete");
+        assert_eq!(
+            store.routing_number("+14155550100").await.expect("routed"),
+            None
+        );
+    }
+}
