@@ -10,11 +10,11 @@
 //! Every read and write of an organisation's objects takes the organisation id and matches
 //! it in SQL, so that one organisation never reaches another's rows. The few calls without
 //! an organisation (`find_number`, `get_call_any`, `all_trunks`, `unfinished_calls`, the
-//! outbox, the `routing_*` reads of the [`directory`]) serve the engine and the webhook
+//! outbox, the `routing_*` reads of the routing directory) serve the engine and the webhook
 //! dispatcher, never a request.
 //!
 //! Routing an inbound call reads memory only: trunks, numbers and agents are held in the
-//! routing directory ([`directory`]), reloaded by every write of them.
+//! routing directory (`store/directory.rs`), reloaded by every write of them.
 
 mod agents;
 mod calls;
