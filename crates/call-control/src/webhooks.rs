@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::{watch, Notify};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::destinations::{DestinationError, DestinationPolicy};
@@ -188,6 +188,27 @@ impl Webhooks {
         );
         self.inner.wake.notify_one();
         Ok(hooks.len())
+    }
+
+    /// [`Webhooks::emit`] of `object` that waits out a store that cannot serve now
+    /// ([`crate::store::retry::patiently`]): what the service announces is not dropped
+    /// because the database was slow. Other failures are logged.
+    pub async fn emit_patiently<T: serde::Serialize>(&self, org_id: &str, event: &str, object: &T) {
+        let data = match serde_json::to_value(object) {
+            Ok(data) => data,
+            Err(error) => {
+                error!(%error, event, "webhook body not serializable; webhook not queued");
+                return;
+            }
+        };
+        let unavailable = |error: &WebhookError| matches!(error, WebhookError::Store(failure) if failure.is_unavailable());
+        let queued = crate::store::retry::patiently("webhook event", unavailable, || {
+            self.emit(org_id, event, data.clone())
+        })
+        .await;
+        if let Err(error) = queued {
+            error!(%error, event, "webhook not queued");
+        }
     }
 
     /// Stops the dispatcher after its current round. Pending deliveries stay

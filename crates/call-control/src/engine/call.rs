@@ -87,7 +87,7 @@ impl CallTask {
             inactivity_timeout: shared.inactivity_timeout,
             ..LifecycleConfig::default()
         };
-        let persister = Persister::spawn(shared.store.clone(), shared.webhooks.clone());
+        let persister = shared.persister.clone();
         let (bridge_events_tx, bridge_events) = mpsc::unbounded_channel();
         Self {
             shared,

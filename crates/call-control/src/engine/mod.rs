@@ -127,6 +127,8 @@ pub enum EngineError {
 pub struct Shared {
     store: Store,
     webhooks: Webhooks,
+    /// Writes the records of all calls, in batches, each before its webhook.
+    persister: persist::Persister,
     media: MediaEngine,
     recordings: Option<RecordingWriter>,
     recordings_dir: PathBuf,
@@ -247,9 +249,14 @@ impl CallEngine {
                 listen.ip()
             });
         let inactivity = config.rtp.inactivity_timeout();
+        if let Err(error) = store.load_directory().await {
+            warn!(%error, "routing directory not loaded: routing reads the database");
+        }
+        let persister = persist::Persister::spawn(store.clone(), webhooks.clone());
         let shared = Arc::new(Shared {
             store,
             webhooks,
+            persister,
             media,
             recordings: Some(RecordingWriter::spawn()?),
             recordings_dir: dir,
@@ -267,9 +274,6 @@ impl CallEngine {
             destinations: DestinationPolicy::from_config(config),
         });
         tokio::spawn(inbound::accept_loop(Arc::clone(&shared), incoming));
-        if let Err(error) = shared.store.load_directory().await {
-            warn!(%error, "routing directory not loaded: routing reads the database");
-        }
         tokio::spawn(billing::heartbeat_loop(Arc::downgrade(&shared)));
         info!(%sip_addr, "call engine started");
         let engine = CallEngine {

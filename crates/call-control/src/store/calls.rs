@@ -86,6 +86,18 @@ impl Store {
         update_call_on(&self.pool, call).await
     }
 
+    /// Writes the whole records of `calls` in one transaction (the engine's record writer
+    /// batches the calls' state changes so); [`StoreError::NotFound`] when one of them is
+    /// not stored, and then none is written.
+    pub async fn update_calls(&self, calls: &[&Call]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for call in calls {
+            update_call_on(&mut *tx, call).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Every call, of any organisation, that is not over (restart recovery): its status
     /// is not terminal, or it shows the terminal status decided while a CANCEL of ours was
     /// out but has no `ended_at` yet; each with its last heartbeat.

@@ -25,6 +25,7 @@ mod idempotency;
 mod numbers;
 mod orgs;
 mod outbox;
+pub mod retry;
 mod sealed;
 mod test_calls;
 mod trunks;
@@ -393,6 +394,7 @@ pub(crate) mod test_support {
     }
 
     pub(crate) use super::calls::tests::call;
+    pub(crate) use super::webhooks::tests::webhook;
 
     /// A made-up time, `secs` seconds after a fixed origin.
     pub(crate) fn at(secs: i64) -> DateTime<Utc> {

@@ -243,14 +243,7 @@ pub(crate) fn aggregate_json(batch: &TestCallBatch, runs: &[TestCallRun]) -> Val
 }
 
 async fn emit<T: serde::Serialize>(inner: &Inner, org_id: &str, event: &str, object: &T) {
-    match serde_json::to_value(object) {
-        Ok(data) => {
-            if let Err(error) = inner.webhooks.emit(org_id, event, data).await {
-                warn!(%error, event, "webhook not queued");
-            }
-        }
-        Err(error) => warn!(%error, event, "webhook body not serializable"),
-    }
+    inner.webhooks.emit_patiently(org_id, event, object).await;
 }
 
 #[cfg(test)]

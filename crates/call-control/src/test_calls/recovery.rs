@@ -3,7 +3,7 @@
 //! this process stops ([`SHUTDOWN_REASON`]); at start, whatever a previous
 //! process left queued or in progress because it crashed ([`RESTART_REASON`]).
 
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::model::events;
 use crate::store::{Store, StoreError};
@@ -71,14 +71,5 @@ async fn fail_unfinished(
 }
 
 async fn emit<T: serde::Serialize>(webhooks: &Webhooks, org_id: &str, event: &str, object: &T) {
-    let data = match serde_json::to_value(object) {
-        Ok(data) => data,
-        Err(error) => {
-            warn!(%error, event, "webhook body not serializable");
-            return;
-        }
-    };
-    if let Err(error) = webhooks.emit(org_id, event, data).await {
-        warn!(%error, event, "webhook not queued");
-    }
+    webhooks.emit_patiently(org_id, event, object).await;
 }
