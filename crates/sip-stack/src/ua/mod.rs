@@ -268,6 +268,9 @@ pub(crate) enum Command {
         call: CallId,
         credentials: Credentials,
     },
+    Drain {
+        retry_after: Option<Duration>,
+    },
 }
 
 enum Control {
@@ -487,6 +490,15 @@ impl UserAgent {
     /// connections from one address. Replaces the previous list; the total cap still holds.
     pub fn set_tcp_exempt_networks(&self, networks: Vec<IpNet>) {
         self.transports.set_per_source_exempt(networks);
+    }
+
+    /// Starts (`Some`, with the `Retry-After` to give) or ends (`None`) draining: while
+    /// draining, new INVITEs and out-of-dialog OPTIONS are answered 503, so a load
+    /// balancer probing with OPTIONS takes this node out; calls already up go on.
+    pub fn set_draining(&self, retry_after: Option<Duration>) {
+        let _ = self
+            .control
+            .send(Control::Command(Command::Drain { retry_after }));
     }
 
     /// Counters (calls and transactions held).

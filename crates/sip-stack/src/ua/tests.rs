@@ -755,6 +755,50 @@ fn requests_for_unknown_dialogs_get_481_and_garbage_gets_400() {
     }
 }
 
+#[test]
+fn a_draining_ua_answers_options_and_new_invites_503_and_keeps_its_calls() {
+    let mut net = Net::new(UaConfig::default(), UaConfig::default());
+    let up = net.invite(1);
+    net.bob_answers();
+    let ask = |net: &mut Net, method: &str, branch: &str| {
+        let text = format!(
+            "{method} sip:bob@127.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK{branch}\r\n\
+             From: <sip:probe@127.0.0.1>;tag=p{branch}\r\nTo: <sip:bob@127.0.0.2>\r\n\
+             Call-ID: {branch}@probe\r\nCSeq: 1 {method}\r\nContact: <sip:probe@127.0.0.1:5090>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        forge_to_bob(net, &text, "127.0.0.1:5090")
+    };
+    let before = ask(&mut net, "OPTIONS", "opt1");
+    assert!(before[0].starts_with("SIP/2.0 200"), "{before:?}");
+
+    net.bob.handle_command(
+        net.now,
+        Command::Drain {
+            retry_after: Some(Duration::from_secs(30)),
+        },
+    );
+    for (method, branch) in [("OPTIONS", "opt2"), ("INVITE", "inv2")] {
+        let answers = ask(&mut net, method, branch);
+        let answer = answers
+            .iter()
+            .find(|text| !text.starts_with("SIP/2.0 100"))
+            .unwrap_or_else(|| panic!("{method} answered: {answers:?}"));
+        assert!(answer.starts_with("SIP/2.0 503"), "{method}: {answer}");
+        assert!(answer.contains("Retry-After: 30\r\n"), "{method}: {answer}");
+    }
+    assert_eq!(net.bob.call_count(), 1, "the call already up is kept");
+    assert!(net
+        .alice_events
+        .iter()
+        .all(|(id, event)| *id != up || !matches!(event, CallEvent::Ended { .. })));
+
+    net.bob
+        .handle_command(net.now, Command::Drain { retry_after: None });
+    let after = ask(&mut net, "OPTIONS", "opt3");
+    assert!(after[0].starts_with("SIP/2.0 200"), "{after:?}");
+}
+
 /// Bob's digest identity: SHA-256 offered first, MD5 after (RFC 8760).
 fn guarded() -> UaConfig {
     let mut digest = DigestServerConfig::new("dialcore.test", b"node secret".to_vec());

@@ -131,6 +131,9 @@ pub(crate) struct Core {
     digest: DigestServer,
     /// Wall-clock time at `anchor.0`, so nonces get wall time from the `now` passed in.
     anchor: (Instant, SystemTime),
+    /// While draining: new INVITEs and out-of-dialog OPTIONS are answered 503 with this
+    /// `Retry-After`, so a load balancer probing with OPTIONS sends its calls elsewhere.
+    draining: Option<Duration>,
 }
 
 /// Our addresses per transport, for Via and Contact.
@@ -181,6 +184,7 @@ impl Core {
             next_incoming: INCOMING_ID_BASE,
             digest,
             anchor: (Instant::now(), SystemTime::now()),
+            draining: None,
         }
     }
 
@@ -290,6 +294,7 @@ impl Core {
                     call.trusted = networks;
                 }
             }
+            Command::Drain { retry_after } => self.draining = retry_after,
         }
         self.pump_transactions(Some(now));
     }
@@ -360,6 +365,19 @@ impl Core {
         }
         let to_tag = request.to_tag().map(str::to_string);
         match (&request.method, to_tag) {
+            (Method::Invite | Method::Options, None) if self.draining.is_some() => {
+                let after = self.draining.unwrap_or_default();
+                let mut response =
+                    response_for(&request, StatusCode::ServiceUnavailable, Some(&new_tag()));
+                push_before_length(
+                    &mut response,
+                    [Header::Other(
+                        "Retry-After".into(),
+                        after.as_secs().max(1).to_string(),
+                    )],
+                );
+                self.respond(now, &key, response);
+            }
             (Method::Invite, None) => self.on_new_invite(now, key, request, from),
             (Method::Cancel, _) => self.on_cancel(now, key, request, from),
             (Method::Options, None) => {
