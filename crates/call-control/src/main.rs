@@ -189,11 +189,28 @@ fn run_client(
     }
 }
 
+/// How long a draining node waits for its live calls before hanging them up.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_tracing(&config.log)?;
     let service = Service::start(config).await?;
-    wait_for_shutdown_signal().await?;
-    tracing::info!("shutdown requested");
+    // SIGTERM (or SIGINT) and `POST /admin/drain` both drain first: no new calls, the live
+    // ones finish (up to the drain timeout); a second signal stops waiting for them.
+    tokio::select! {
+        signal = wait_for_shutdown_signal() => {
+            signal?;
+            tracing::info!("shutdown requested: draining");
+        }
+        () = service.drain_requested() => tracing::info!("drain requested"),
+    }
+    tokio::select! {
+        _ = service.drain(DRAIN_TIMEOUT) => {}
+        signal = wait_for_shutdown_signal() => {
+            signal?;
+            tracing::warn!("second signal: the live calls are hung up now");
+        }
+    }
     service.shutdown().await
 }
 

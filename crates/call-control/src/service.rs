@@ -181,6 +181,35 @@ impl Service {
 }
 
 impl ServiceHandle {
+    /// Resolves once the node is asked to drain (`POST /admin/drain`).
+    pub fn drain_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.engine.drain_started()
+    }
+
+    /// Drains the node ([`CallEngine::drain`]: no new calls; the API and the live calls go
+    /// on) and waits until its live calls have ended, for at most `timeout`. Returns the
+    /// calls still live then; [`ServiceHandle::shutdown`] hangs them up as `shutdown`.
+    pub async fn drain(&self, timeout: std::time::Duration) -> usize {
+        self.engine.drain();
+        let live = self.engine.live_calls();
+        if live > 0 {
+            info!(
+                live,
+                timeout_s = timeout.as_secs(),
+                "draining: waiting for the live calls"
+            );
+        }
+        if tokio::time::timeout(timeout, self.engine.wait_idle())
+            .await
+            .is_err()
+        {
+            let left = self.engine.live_calls();
+            warn!(left, "drain timeout: the calls still live are hung up");
+            return left;
+        }
+        0
+    }
+
     /// Stops the service gracefully: the HTTP server stops accepting and finishes the
     /// requests in flight (for at most `[http] shutdown_grace_ms`); test runs in flight are failed as interrupted; every live call is
     /// hung up and recorded as such; the webhook
@@ -326,6 +355,101 @@ mod tests {
             .await
             .expect("lookup")
             .is_some());
+        service.shutdown().await.expect("stops");
+    }
+
+    /// Sends an out-of-dialog OPTIONS to `sip` and returns the answer.
+    async fn probe(sip: std::net::SocketAddr, branch: &str) -> String {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let me = socket.local_addr().expect("bound");
+        let options = format!(
+            "OPTIONS sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag={branch}\r\nTo: <sip:{sip}>\r\n\
+             Call-ID: {branch}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        socket.send_to(options.as_bytes(), sip).await.expect("sent");
+        let mut buffer = vec![0u8; 4096];
+        let (n, _) = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            socket.recv_from(&mut buffer),
+        )
+        .await
+        .expect("answered")
+        .expect("received");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_drained_node_answers_its_probes_503_refuses_new_calls_and_drains_at_once_when_idle()
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let service = Service::start(config_in(&dir, Some("sk_test_boot")))
+            .await
+            .expect("starts");
+        let other_key = service
+            .store
+            .create_key("tenant", 100)
+            .await
+            .expect("another organisation's key");
+        let base = format!("http://{}/api/public/v1", service.http_addr);
+        let client = reqwest::Client::new();
+        assert!(probe(service.sip_addr, "up")
+            .await
+            .starts_with("SIP/2.0 200"));
+
+        let drain = |key: &str| {
+            client
+                .post(format!("{base}/admin/drain"))
+                .bearer_auth(key)
+                .send()
+        };
+        let refused = drain(&other_key).await.expect("answers");
+        assert_eq!(
+            refused.status().as_u16(),
+            403,
+            "only the bootstrap organisation"
+        );
+        assert!(!service.engine.is_draining());
+        assert!(probe(service.sip_addr, "still")
+            .await
+            .starts_with("SIP/2.0 200"));
+
+        let requested = service.drain_requested();
+        let accepted = drain("sk_test_boot").await.expect("answers");
+        assert_eq!(accepted.status().as_u16(), 202);
+        let body: serde_json::Value = accepted.json().await.expect("JSON");
+        assert_eq!(body["data"]["status"], "draining");
+        tokio::time::timeout(std::time::Duration::from_secs(1), requested)
+            .await
+            .expect("the service learns of the drain");
+
+        let answer = probe(service.sip_addr, "drained").await;
+        assert!(answer.starts_with("SIP/2.0 503"), "{answer}");
+        assert!(answer.contains("Retry-After: "), "{answer}");
+        let call = client
+            .post(format!("{base}/calls"))
+            .bearer_auth("sk_test_boot")
+            .json(&serde_json::json!({"agent_id": "agt_x", "phone_number": "+14155550100"}))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(call.status().as_u16(), 503);
+        assert!(call.headers().contains_key("retry-after"));
+        let body: serde_json::Value = call.json().await.expect("JSON");
+        assert_eq!(body["error"]["code"], "unavailable");
+        // Reads still work while draining.
+        let agents = client
+            .get(format!("{base}/agents"))
+            .bearer_auth("sk_test_boot")
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(agents.status().as_u16(), 200);
+
+        let left = service.drain(std::time::Duration::from_secs(5)).await;
+        assert_eq!(left, 0, "no live call: the drain is over at once");
         service.shutdown().await.expect("stops");
     }
 }

@@ -80,6 +80,7 @@ pub async fn create(
     claim: Option<Extension<IdempotencyClaim>>,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
+    state.accepting_calls()?;
     let mut body = Body::parse(&bytes)?;
     body.require(&["agent_id", "phone_number"]);
     let agent_id = body.string("agent_id", 64);

@@ -200,6 +200,19 @@ pub enum ApiError {
         /// The limit (`[http] request_timeout_ms`).
         limit: std::time::Duration,
     },
+    /// The key may not do this (403 `forbidden`): e.g. an admin endpoint asked with a key
+    /// outside the bootstrap organisation.
+    #[error("{reason}")]
+    Forbidden {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The node cannot take this now (503 `unavailable`, with `Retry-After`): it drains.
+    #[error("{reason}")]
+    Unavailable {
+        /// Why.
+        reason: &'static str,
+    },
     /// A store failure: 503 `unavailable` with `Retry-After` when the database cannot
     /// serve now ([`StoreError::is_unavailable`]), 500 `internal_error` otherwise; details
     /// are logged, not returned.
@@ -251,7 +264,10 @@ impl ApiError {
             | ApiError::TestRunLimit { .. }
             | ApiError::ConcurrentCallLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::CallNotPlaced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::CallNotPlaced { .. } | ApiError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
@@ -284,6 +300,8 @@ impl ApiError {
             ApiError::RateLimited { .. } | ApiError::TestRunLimit { .. } => "rate_limited".into(),
             ApiError::Conflict { code, .. } => (*code).into(),
             ApiError::CallNotPlaced { .. } => "call_not_placed".into(),
+            ApiError::Unavailable { .. } => "unavailable".into(),
+            ApiError::Forbidden { .. } => "forbidden".into(),
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable".into(),
             ApiError::RequestTimeout { .. } => "request_timeout".into(),
             ApiError::Store(StoreError::Conflict(_)) => "conflict".into(),
@@ -397,7 +415,12 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
         }
-        if matches!(&self, ApiError::Store(failure) if failure.is_unavailable()) {
+        let unavailable = match &self {
+            ApiError::Store(failure) => failure.is_unavailable(),
+            ApiError::Unavailable { .. } => true,
+            _ => false,
+        };
+        if unavailable {
             // The wait SIP peers are given for the same failure.
             let wait = crate::engine::inbound::RETRY_AFTER.as_secs();
             response

@@ -14,6 +14,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod agents;
 mod api_keys;
 mod calls;
@@ -102,6 +103,18 @@ impl AppState {
         }
     }
 
+    /// 503 `unavailable` while the node drains ([`CallEngine::drain`]): new calls and test
+    /// calls go to another node.
+    pub(crate) fn accepting_calls(&self) -> Result<(), ApiError> {
+        if self.engine.is_draining() {
+            Err(ApiError::Unavailable {
+                reason: "this node is draining and takes no new calls; retry on another node",
+            })
+        } else {
+            Ok(())
+        }
+    }
+
     /// The same state with `test_runner` executing the test calls the API accepts.
     pub fn with_test_runner(mut self, test_runner: TestRunner) -> AppState {
         self.test_runner = test_runner;
@@ -162,7 +175,8 @@ pub(crate) fn documented_routes() -> (
         .routes(routes!(webhooks::list, webhooks::create))
         .routes(routes!(webhooks::get, webhooks::delete))
         .routes(routes!(api_keys::list))
-        .routes(routes!(api_keys::revoke));
+        .routes(routes!(api_keys::revoke))
+        .routes(routes!(admin::drain));
     let open = OpenApiRouter::new()
         .routes(routes!(service::healthz))
         .routes(routes!(service::metrics))

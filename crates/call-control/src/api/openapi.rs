@@ -26,7 +26,7 @@ use utoipa::OpenApi;
 
 pub use envelope::{
     AgentDeleted, AgentListParams, BatchListParams, Binary, CallListParams, CreateErrors,
-    DeleteErrors, Deleted, Envelope, ErrorBody, ErrorObject, HangupErrors, Health, IdParam,
+    DeleteErrors, Deleted, Drain, Envelope, ErrorBody, ErrorObject, HangupErrors, Health, IdParam,
     IdempotencyKey, ListEnvelope, ListErrors, Meta, PageParams, Pagination, PlaceCallErrors,
     ReadErrors, RecordingErrors, RecordingRange, TestCallErrors, TestRunListParams, UpdateErrors,
     WebhookCreated, REQUEST_TIMEOUT,
@@ -66,6 +66,7 @@ pub use twilio::{TwilioCallUpdate, TwilioErrorBody, TwilioErrors, TwilioStatusUp
         (name = "twilio", description = "Twilio's REST API for hanging up, at the root, with HTTP Basic \
             (user: the organisation id, password: an API key), so that frameworks which hang up \
             through Twilio end dialcore calls unchanged"),
+        (name = "admin", description = "Operating the node (keys of the bootstrap organisation only)"),
         (name = "service", description = "Health, metrics and this document (no API key)"),
     )
 )]

@@ -93,6 +93,7 @@ pub async fn create_run(
     Extension(org): Extension<OrgId>,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
+    state.accepting_calls()?;
     let org = org.0;
     let mut body = Body::parse(&bytes)?;
     body.require(&["target_type", "target_id"]);
@@ -206,6 +207,7 @@ pub async fn create_batch(
     Extension(key): Extension<ApiKeyId>,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
+    state.accepting_calls()?;
     let org = org.0;
     let mut body = Body::parse(&bytes)?;
     body.require(&["target_type", "target_id", "run_count"]);
@@ -381,6 +383,7 @@ pub async fn agent_test_call(
     claim: Option<Extension<IdempotencyClaim>>,
     JsonBody(bytes): JsonBody,
 ) -> Result<Response, ApiError> {
+    state.accepting_calls()?;
     let mut body = Body::parse(&bytes)?;
     body.require(&["to"]);
     let to = body.string("to", 64);

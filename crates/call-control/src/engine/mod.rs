@@ -118,6 +118,9 @@ pub enum EngineError {
     /// The engine is shutting down and takes no new calls.
     #[error("the call engine is shutting down")]
     ShuttingDown,
+    /// The node drains ([`CallEngine::drain`]) and takes no new calls.
+    #[error("the node is draining and takes no new calls")]
+    Draining,
     /// A trunk's host did not resolve to an address the service may call.
     #[error("trunk host: {0}")]
     Destination(#[from] DestinationError),
@@ -138,6 +141,8 @@ pub struct Shared {
     shutting_down: AtomicBool,
     /// Wakes the trunk-network refresher at shutdown, so it lets go of the engine at once.
     stopping: Notify,
+    /// Whether the node drains ([`CallEngine::drain`]): it takes no new calls.
+    draining: tokio::sync::watch::Sender<bool>,
     sdp_ip: IpAddr,
     inactivity_timeout: Option<Duration>,
     per_minute_cents: i64,
@@ -265,6 +270,7 @@ impl CallEngine {
             left: Notify::new(),
             shutting_down: AtomicBool::new(false),
             stopping: Notify::new(),
+            draining: tokio::sync::watch::Sender::new(false),
             sdp_ip,
             inactivity_timeout: (!inactivity.is_zero()).then_some(inactivity),
             per_minute_cents: config.credits.per_minute_cents,
@@ -367,6 +373,9 @@ impl CallEngine {
         if self.shared.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
+        if self.is_draining() {
+            return Err(EngineError::Draining);
+        }
         let call_id = call.id.clone();
         let commands = self
             .shared
@@ -431,6 +440,33 @@ impl CallEngine {
     /// Calls in progress.
     pub fn live_calls(&self) -> usize {
         self.shared.live.len()
+    }
+
+    /// Starts draining the node: new INVITEs and the OPTIONS probes of a load balancer are
+    /// answered 503 with `Retry-After` (so the dispatcher sends calls to other nodes), new
+    /// outbound calls and test calls are refused ([`EngineError::Draining`]), and the calls
+    /// already live go on. The service then waits for them (up to `[node]
+    /// drain_timeout`) before it shuts down. Idempotent.
+    pub fn drain(&self) {
+        if !self.shared.draining.send_replace(true) {
+            info!(live = self.live_calls(), "draining: no new calls");
+            self.ua.set_draining(Some(inbound::RETRY_AFTER));
+        }
+    }
+
+    /// Whether [`CallEngine::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        *self.shared.draining.borrow()
+    }
+
+    /// Resolves once the node drains (at once if it does already).
+    pub fn drain_started(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut draining = self.shared.draining.subscribe();
+        async move {
+            // The sender lives in `Shared`, which outlives this wait only while the
+            // engine does; an engine gone ends the wait too.
+            let _ = draining.wait_for(|draining| *draining).await;
+        }
     }
 
     /// Waits until no call is live (without hanging any up): every call

@@ -120,6 +120,16 @@ pub struct Health {
     pub live_calls: u64,
 }
 
+/// The answer of `POST /admin/drain`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Drain {
+    /// `draining`.
+    #[schema(pattern = "^draining$")]
+    pub status: String,
+    /// Calls still live on this node.
+    pub live_calls: u64,
+}
+
 /// `limit` and `offset` of every list.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
