@@ -380,6 +380,48 @@ async fn rtp_keeps_a_call_past_its_inactivity_timeout_and_its_absence_ends_it() 
     drop(carrier);
 }
 
+#[tokio::test]
+async fn a_draining_engine_keeps_its_live_call_and_refuses_new_ones() {
+    let f = fixture(42_800).await;
+    let (carrier, mut incoming, addr) = carrier().await;
+    let trunk = trunk(&f.org, addr, &[]);
+    let mut call = outbound_call(&f, 10);
+    call.max_duration_secs = 3;
+    f.store.insert_call(&call).await.expect("call stored");
+    f.engine
+        .place_call(call.clone(), f.agent.clone(), trunk.clone())
+        .await
+        .expect("placed");
+    let mut leg = incoming.recv().await.expect("INVITE reaches the carrier");
+    let offer =
+        SessionDescription::parse(leg.invite.sdp.as_deref().expect("offer")).expect("offer parses");
+    let (_media, _stream) = answer_with_audio(&mut leg, &offer, 42_800, Codec::pcmu());
+
+    f.engine.drain();
+    assert!(f.engine.is_draining());
+    let second = outbound_call(&f, 10);
+    f.store.insert_call(&second).await.expect("call stored");
+    let refused = f
+        .engine
+        .place_call(second, f.agent.clone(), trunk.clone())
+        .await;
+    assert!(matches!(refused, Err(EngineError::Draining)), "{refused:?}");
+    assert_eq!(f.engine.live_calls(), 1, "the live call goes on");
+
+    while let Some(event) = leg.call.next_event().await {
+        if matches!(event, CallEvent::Ended { .. }) {
+            break;
+        }
+    }
+    let record = settle(&f, &call.id).await;
+    assert_eq!(
+        record.end_reason.as_deref(),
+        Some("max_duration"),
+        "a drain ends no call: {record:?}"
+    );
+    drop(carrier);
+}
+
 /// Answers the engine's INVITE on `leg` with `codec` (and telephone-event), with a media
 /// stream of the test's own on ports from `rtp_min + 60`: the media engine (keep it) and
 /// the stream.
