@@ -18,6 +18,8 @@
 #                               [--codec pcma|pcmu|opus]
 # --codec is what `dialcore load` offers (default pcma); SIPp runs only for pcma, the
 # codec of its pcap.
+# After the table: how often call setup waited on the store (more than 50 ms) and how
+# many store writes were retried, from the service log.
 # --binary runs that dialcore build (e.g. one of an earlier commit, for a before/after
 # comparison) instead of building target/release/dialcore.
 set -euo pipefail
@@ -144,3 +146,27 @@ print("loss %.3f %%, jitter p99 %s ms, echo rtt p50 %s ms" % (s["loss_percent"],
         row "SIPp" "$level" "$(server_view "$level")" "$cpu" "-"
     fi
 done
+
+# What the service logged about its store over the whole run (issue 14: call setup must
+# not wait on it; a write it could not do now is retried, never dropped).
+echo
+python3 - "$work/service.log" <<'PY'
+import collections, re, sys
+waits, retried, failures = collections.Counter(), 0, collections.Counter()
+longest = 0
+for line in open(sys.argv[1], errors="replace"):
+    if "call setup waited on the store" in line:
+        what = re.search(r'what="?([^"]+?)"? waited_ms', line) or re.search(r'"what":"([^"]+)"', line)
+        waits[what.group(1) if what else "?"] += 1
+        ms = re.search(r'waited_ms[=":]+(\d+)', line)
+        longest = max(longest, int(ms.group(1)) if ms else 0)
+    elif "store unavailable; retrying" in line:
+        retried += 1
+    elif "store failed" in line or "not written" in line or "not queued" in line:
+        failures[re.sub(r"^\S+\s+\S+\s+", "", line.strip())[:160]] += 1
+print(f"service log: {sum(waits.values())} call setups waited on the store for more than 50 ms"
+      f" (longest {longest} ms; {dict(waits)}), {retried} store writes retried,"
+      f" {sum(failures.values())} store failures")
+for message, count in failures.most_common(3):
+    print(f"  {count} x {message}")
+PY

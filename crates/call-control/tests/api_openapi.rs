@@ -1173,6 +1173,29 @@ async fn every_endpoint_answers_as_the_document_declares() {
     let missing = api.delete(&format!("{trunks}/trk_missing")).await;
     spec.check("delete", &trunk_item, &missing);
 
+    // Draining last: the node takes no new calls after it. Keys of the bootstrap
+    // organisation only.
+    let drain = format!("{BASE}/admin/drain");
+    let forbidden = api.post(&drain, json!({})).await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN, "{}", forbidden.body);
+    spec.check("post", &drain, &forbidden);
+    let bootstrap = api
+        .state
+        .store
+        .create_key(call_control::store::DEFAULT_ORG, 0)
+        .await
+        .expect("a key of the bootstrap organisation");
+    let auth = format!("Bearer {bootstrap}");
+    let drained = api
+        .send_bytes(Method::POST, &drain, &[("authorization", &auth)], Vec::new())
+        .await;
+    assert_eq!(drained.status, StatusCode::ACCEPTED, "{}", drained.body);
+    spec.check("post", &drain, &drained);
+    let refused = api
+        .post(&calls, json!({"agent_id": "agt_x", "phone_number": "+14155550100"}))
+        .await;
+    assert_eq!(refused.code(), "unavailable", "{}", refused.body);
+
     // Every documented operation was answered with one of its documented successes.
     let mut unanswered: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, template) in spec.operations() {

@@ -499,13 +499,19 @@ async fn answer_call(
         reserve_cents: billing::reservation_cents(shared.per_minute_cents),
         max_live_calls: shared.max_live_calls,
     };
-    match setup_wait(
-        "new call record",
-        shared.store.admit_call(&call, admission, None),
+    // From the ledger in memory (the organisation's usage is read from the database only
+    // for its first call since the start); the record writer stores the call.
+    let admitted = setup_wait(
+        "organisation usage",
+        shared.ledger.admit(&shared.store, &call.org_id, admission),
     )
-    .await
-    {
-        Ok(CallAdmission::Admitted) => {}
+    .await;
+    match admitted {
+        Ok(CallAdmission::Admitted) => {
+            shared
+                .persister
+                .admit(call.clone(), admission.reserve_cents);
+        }
         Ok(refused) => {
             let code = refusal_code(refused);
             info!(number, org_id = %call.org_id, code, refused = ?refused,
@@ -514,7 +520,7 @@ async fn answer_call(
             return None;
         }
         Err(failure) => {
-            refuse(&sip, store_failed(&failure, "new call record"));
+            refuse(&sip, store_failed(&failure, "organisation usage"));
             return None;
         }
     }
@@ -528,9 +534,8 @@ async fn answer_call(
         refused.end_reason = Some("service_unavailable".into());
         refused.ended_at = Some(Utc::now());
         refused.duration_seconds = Some(0.0);
-        if let Err(error) = shared.store.finish_call(&refused, 0).await {
-            warn!(%error, call_id = %refused.id, "refused call not recorded");
-        }
+        // Stored (by the writer, after its admission) as refused, nothing charged.
+        shared.persister.save(refused, None, Some(0), None);
         return None;
     };
     let test_leg = created.is_some();

@@ -16,6 +16,7 @@
 //! audio runs in a separate bridge task that never waits on the database
 //! ([`agent_bridge::bridge`], shared with the test bot).
 
+pub mod admission;
 pub mod billing;
 pub mod call;
 pub mod inbound;
@@ -132,6 +133,8 @@ pub struct Shared {
     webhooks: Webhooks,
     /// Writes the records of all calls, in batches, each before its webhook.
     persister: persist::Persister,
+    /// Admits inbound calls from memory (kept by the persister).
+    ledger: Arc<admission::Ledger>,
     media: MediaEngine,
     recordings: Option<RecordingWriter>,
     recordings_dir: PathBuf,
@@ -257,11 +260,14 @@ impl CallEngine {
         if let Err(error) = store.load_directory().await {
             warn!(%error, "routing directory not loaded: routing reads the database");
         }
-        let persister = persist::Persister::spawn(store.clone(), webhooks.clone());
+        let ledger = Arc::<admission::Ledger>::default();
+        let persister =
+            persist::Persister::spawn(store.clone(), webhooks.clone(), Arc::clone(&ledger));
         let shared = Arc::new(Shared {
             store,
             webhooks,
             persister,
+            ledger,
             media,
             recordings: Some(RecordingWriter::spawn()?),
             recordings_dir: dir,
@@ -667,15 +673,10 @@ async fn fail_unsent(
         warn!(%error, "failed call not recorded");
         return;
     }
-    if let Ok(data) = serde_json::to_value(&call) {
-        if let Err(error) = shared
-            .webhooks
-            .emit(&call.org_id, events::CALL_ENDED, data)
-            .await
-        {
-            warn!(%error, "call.ended not queued");
-        }
-    }
+    shared
+        .webhooks
+        .emit_patiently(&call.org_id, events::CALL_ENDED, &call)
+        .await;
 }
 
 /// The per-organisation cap on live calls (`[api] max_concurrent_calls_per_org`, 0: none).
@@ -728,11 +729,9 @@ async fn recover(
             info!(call_id = %call.id, duration_s = talked.as_secs_f64(),
                 charged_cents = settled.charged_cents, "interrupted call settled");
         }
-        if let Ok(data) = serde_json::to_value(&call) {
-            if let Err(error) = webhooks.emit(&call.org_id, events::CALL_ENDED, data).await {
-                warn!(call_id = %call.id, %error, "call.ended not queued");
-            }
-        }
+        webhooks
+            .emit_patiently(&call.org_id, events::CALL_ENDED, &call)
+            .await;
     }
     Ok(())
 }

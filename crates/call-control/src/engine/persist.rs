@@ -19,10 +19,12 @@
 //! is not stored.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn, Instrument};
 
+use super::admission::{Ledger, REFRESH_INTERVAL};
 use crate::model::Call;
 use crate::store::retry::patiently;
 use crate::store::{Store, StoreError};
@@ -33,6 +35,8 @@ pub const MAX_BATCH: usize = 256;
 
 struct Job {
     call: Call,
+    /// A new call admitted from the ledger: stored first, holding this reservation.
+    admit: Option<i64>,
     event: Option<&'static str>,
     settle: Option<i64>,
     done: Option<oneshot::Sender<()>>,
@@ -46,12 +50,37 @@ pub struct Persister {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
+/// What the writer shares with the engine.
+struct Writer {
+    store: Store,
+    webhooks: Webhooks,
+    ledger: Arc<Ledger>,
+}
+
 impl Persister {
-    /// Spawns the writer task.
-    pub fn spawn(store: Store, webhooks: Webhooks) -> Self {
+    /// Spawns the writer task; it keeps `ledger`'s usage ([`super::admission`]).
+    pub fn spawn(store: Store, webhooks: Webhooks, ledger: Arc<Ledger>) -> Self {
         let (jobs, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, webhooks, receiver));
+        let writer = Writer {
+            store,
+            webhooks,
+            ledger,
+        };
+        tokio::spawn(writer.run(receiver));
         Self { jobs }
+    }
+
+    /// Queues the first record of a call the ledger admitted, holding `reserve_cents`:
+    /// stored before any later snapshot of the call.
+    pub fn admit(&self, call: Call, reserve_cents: i64) {
+        self.queue(Job {
+            call,
+            admit: Some(reserve_cents),
+            event: None,
+            settle: None,
+            done: None,
+            span: tracing::Span::current(),
+        });
     }
 
     /// Queues a snapshot: written (with `settle`, the last one of the call: settled,
@@ -63,13 +92,17 @@ impl Persister {
         settle: Option<i64>,
         done: Option<oneshot::Sender<()>>,
     ) {
-        let job = Job {
+        self.queue(Job {
             call,
+            admit: None,
             event,
             settle,
             done,
             span: tracing::Span::current(),
-        };
+        });
+    }
+
+    fn queue(&self, job: Job) {
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(job) {
             error!(call_id = %job.call.id, "call record writer gone; record not written");
         }
@@ -79,6 +112,7 @@ impl Persister {
 /// What a batch holds for one call: its newest snapshot and what follows the write.
 struct Pending {
     call: Call,
+    admit: Option<i64>,
     settle: Option<i64>,
     /// The events, each with the snapshot it announces, in order.
     events: Vec<(&'static str, Call)>,
@@ -86,24 +120,148 @@ struct Pending {
     span: tracing::Span,
 }
 
-async fn run(store: Store, webhooks: Webhooks, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let pending = coalesce(batch.drain(..));
-        write_batch(&store, &pending).await;
+impl Writer {
+    async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                received = jobs.recv_many(&mut batch, MAX_BATCH) => {
+                    if received == 0 {
+                        return;
+                    }
+                    let pending = coalesce(batch.drain(..));
+                    self.write_batch(&pending).await;
+                    self.report(pending).await;
+                }
+                _ = refresh.tick() => self.refresh().await,
+            }
+        }
+    }
+
+    /// Reads every organisation's usage into the ledger (see [`super::admission`]).
+    async fn refresh(&self) {
+        match self.store.all_org_usages().await {
+            Ok(usages) => self.ledger.refresh(usages),
+            Err(error) => warn!(%error, "admission ledger not refreshed"),
+        }
+    }
+
+    /// The events of the batch, in order, then its `done` signals.
+    async fn report(&self, pending: Vec<Pending>) {
         for pending in pending {
             let Pending {
                 events, done, span, ..
             } = pending;
             async {
                 for (event, call) in events {
-                    webhooks.emit_patiently(&call.org_id, event, &call).await;
+                    self.webhooks
+                        .emit_patiently(&call.org_id, event, &call)
+                        .await;
                 }
             }
             .instrument(span)
             .await;
             for done in done {
                 let _ = done.send(());
+            }
+        }
+    }
+
+    /// Writes the batch: the admitted calls first, then the running calls together, then
+    /// each ending call with its charge. The calls whose record could not be written lose
+    /// their events (logged).
+    async fn write_batch(&self, pending: &[Pending]) {
+        let store = &self.store;
+        let admitted: Vec<(&Call, i64)> = pending
+            .iter()
+            .filter_map(|p| p.admit.map(|cents| (&p.call, cents)))
+            .collect();
+        if !admitted.is_empty() {
+            let written = patiently("admitted calls", StoreError::is_unavailable, || {
+                store.insert_admitted_calls(&admitted)
+            })
+            .await;
+            match written {
+                Ok(()) => {
+                    for (call, cents) in &admitted {
+                        self.ledger.written(&call.org_id, *cents);
+                    }
+                }
+                Err(refused) => {
+                    warn!(error = %refused, calls = admitted.len(), "batch of admitted calls refused; writing them one by one");
+                    for one in &admitted {
+                        let single = [*one];
+                        let (call, cents) = *one;
+                        match patiently("admitted call", StoreError::is_unavailable, || {
+                            store.insert_admitted_calls(&single)
+                        })
+                        .await
+                        {
+                            Ok(()) => self.ledger.written(&call.org_id, cents),
+                            Err(error) => {
+                                self.ledger.cancel(&call.org_id, cents);
+                                error!(call_id = %call.id, %error, "admitted call not stored");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The admitted calls were stored with their newest snapshot already.
+        let running: Vec<&Call> = pending
+            .iter()
+            .filter(|p| p.settle.is_none() && p.admit.is_none())
+            .map(|p| &p.call)
+            .collect();
+        if !running.is_empty() {
+            let written = patiently("call records", StoreError::is_unavailable, || {
+                store.update_calls(&running)
+            })
+            .await;
+            if let Err(refused) = written {
+                // One of them cannot be written: write them one by one, so the others land.
+                warn!(error = %refused, calls = running.len(), "batch of call records refused; writing them one by one");
+                for call in &running {
+                    let one = [*call];
+                    if let Err(error) = patiently("call record", StoreError::is_unavailable, || {
+                        store.update_calls(&one)
+                    })
+                    .await
+                    {
+                        error!(call_id = %call.id, %error, status = %call.status, "call record not written");
+                    }
+                }
+            }
+        }
+        for entry in pending {
+            let Some(cents) = entry.settle else {
+                continue;
+            };
+            let call = &entry.call;
+            let settled = patiently("ended call", StoreError::is_unavailable, || {
+                store.finish_call(call, cents)
+            })
+            .instrument(entry.span.clone())
+            .await;
+            match settled {
+                Ok(Some(settled)) => {
+                    self.ledger.settled(&call.org_id, settled);
+                    entry.span.in_scope(|| {
+                        info!(
+                            charged_cents = settled.charged_cents,
+                            released_cents = settled.released_cents,
+                            balance_cents = settled.balance_cents,
+                            "call settled"
+                        )
+                    })
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    error!(call_id = %call.id, %error, status = %call.status, "call record not written")
+                }
             }
         }
     }
@@ -116,6 +274,7 @@ fn coalesce(jobs: impl Iterator<Item = Job>) -> Vec<Pending> {
     for job in jobs {
         let Job {
             call,
+            admit,
             event,
             settle,
             done,
@@ -127,6 +286,7 @@ fn coalesce(jobs: impl Iterator<Item = Job>) -> Vec<Pending> {
                 index.insert(call.id.clone(), pending.len());
                 pending.push(Pending {
                     call: call.clone(),
+                    admit: None,
                     settle: None,
                     events: Vec::new(),
                     done: Vec::new(),
@@ -141,64 +301,10 @@ fn coalesce(jobs: impl Iterator<Item = Job>) -> Vec<Pending> {
         }
         entry.call = call;
         entry.settle = settle.or(entry.settle);
+        entry.admit = admit.or(entry.admit);
         entry.done.extend(done);
     }
     pending
-}
-
-/// Writes the batch: the running calls together, then each ending call with its charge.
-/// The calls whose record could not be written lose their events (logged).
-async fn write_batch(store: &Store, pending: &[Pending]) {
-    let running: Vec<&Call> = pending
-        .iter()
-        .filter(|p| p.settle.is_none())
-        .map(|p| &p.call)
-        .collect();
-    if !running.is_empty() {
-        let written = patiently("call records", StoreError::is_unavailable, || {
-            store.update_calls(&running)
-        })
-        .await;
-        if let Err(refused) = written {
-            // One of them cannot be written: write them one by one, so the others land.
-            warn!(error = %refused, calls = running.len(), "batch of call records refused; writing them one by one");
-            for call in &running {
-                let one = [*call];
-                if let Err(error) = patiently("call record", StoreError::is_unavailable, || {
-                    store.update_calls(&one)
-                })
-                .await
-                {
-                    error!(call_id = %call.id, %error, status = %call.status, "call record not written");
-                }
-            }
-        }
-    }
-    for entry in pending {
-        let Some(cents) = entry.settle else {
-            continue;
-        };
-        let call = &entry.call;
-        let settled = patiently("ended call", StoreError::is_unavailable, || {
-            store.finish_call(call, cents)
-        })
-        .instrument(entry.span.clone())
-        .await;
-        match settled {
-            Ok(Some(settled)) => entry.span.in_scope(|| {
-                info!(
-                    charged_cents = settled.charged_cents,
-                    released_cents = settled.released_cents,
-                    balance_cents = settled.balance_cents,
-                    "call settled"
-                )
-            }),
-            Ok(None) => {}
-            Err(error) => {
-                error!(call_id = %call.id, %error, status = %call.status, "call record not written")
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -214,6 +320,7 @@ mod tests {
     fn job(call: &Call, event: Option<&'static str>, settle: Option<i64>) -> Job {
         Job {
             call: call.clone(),
+            admit: None,
             event,
             settle,
             done: None,
@@ -272,6 +379,7 @@ mod tests {
         let persister = Persister::spawn(
             starved.clone(),
             Webhooks::start_with(starved.clone(), dispatch),
+            Arc::default(),
         );
         record.status = CallStatus::Ringing;
         persister.save(record.clone(), Some(events::CALL_RINGING), None, None);

@@ -630,10 +630,9 @@ async fn an_inbound_invite_during_a_store_timeout_gets_503_with_retry_after() {
         })
         .await
         .expect("number");
-    // A second engine on the same database, through a pool of one connection
-    // that the test holds: routing reads nothing from the database (the engine
-    // loaded its directory at start), so the INVITE gets as far as writing the
-    // call record, and that times out.
+    // A second engine on the same database, through a pool of one connection that the
+    // test holds once the engine runs. A reload of the routing directory then fails and
+    // empties it, so the INVITE's lookups go to the database and time out.
     let starved =
         crate::store::test_support::starved_store(&f._dir, Duration::from_millis(100)).await;
     let mut config = Config::default();
@@ -648,6 +647,7 @@ async fn an_inbound_invite_during_a_store_timeout_gets_503_with_retry_after() {
         .await
         .expect("engine starts");
     let _held = starved.pool().acquire().await.expect("the one connection");
+    starved.directory_changed().await;
 
     let caller = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
@@ -678,6 +678,77 @@ async fn an_inbound_invite_during_a_store_timeout_gets_503_with_retry_after() {
         .find_map(|line| line.strip_prefix("Retry-After: "))
         .unwrap_or_else(|| panic!("Retry-After missing: {answer}"));
     assert_eq!(retry_after, inbound::RETRY_AFTER.as_secs().to_string());
+}
+
+#[tokio::test]
+async fn an_inbound_call_is_answered_while_the_store_cannot_serve_and_stored_once_it_can() {
+    let f = fixture(41_800).await;
+    let (caller, _incoming, caller_addr) = carrier().await;
+    let trunk = trunk(&f.org, caller_addr, &["127.0.0.0/8"]);
+    f.store.insert_trunk(&trunk).await.expect("trunk");
+    let now = Utc::now();
+    f.store
+        .insert_number(&PhoneNumber {
+            id: new_id("num"),
+            org_id: f.org.clone(),
+            number: "+15557770005".into(),
+            trunk_id: trunk.id.clone(),
+            agent_id: Some(f.agent.id.clone()),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("number");
+    // A second engine on the same database through a pool of one connection, which the
+    // test takes once the engine has loaded its directory and its ledger.
+    let starved =
+        crate::store::test_support::starved_store(&f._dir, Duration::from_millis(100)).await;
+    let mut config = Config::default();
+    config.sip.listen = "127.0.0.1:0".parse().expect("literal");
+    config.security.allow_private_destinations = true;
+    config.rtp.port_min = 41_850;
+    config.rtp.port_max = 41_899;
+    config.recordings.dir = f.recordings.path().to_path_buf();
+    let webhooks = Webhooks::start(f.store.clone(), &config);
+    let engine = CallEngine::start(&config, starved.clone(), webhooks)
+        .await
+        .expect("engine starts");
+    let loaded = std::time::Instant::now();
+    while !engine.shared.ledger.knows(&f.org) {
+        assert!(loaded.elapsed() < Duration::from_secs(5), "ledger loaded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let held = starved.pool().acquire().await.expect("the one connection");
+
+    let leg = dial_engine(&caller, engine.sip_addr(), "+15557770005", 41_840).await;
+    let (code, leg) = final_answer(leg).await;
+    assert_eq!(code, 200, "answered without the database");
+    let stored = || async {
+        sqlx::query_as::<_, (String,)>("SELECT status FROM calls WHERE to_number = ?")
+            .bind("+15557770005")
+            .fetch_all(f.store.pool())
+            .await
+            .expect("read through the test's own pool")
+    };
+    assert!(stored().await.is_empty(), "not stored yet");
+    leg.hangup();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    drop(held);
+    engine.wait_idle().await;
+    let written = tokio::time::Instant::now();
+    loop {
+        let rows = stored().await;
+        if rows.first().is_some_and(|(status,)| status == "ended") {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(10),
+            "stored and ended once the store answers: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(caller);
 }
 
 #[tokio::test]

@@ -267,6 +267,52 @@ impl Store {
         let mut conn = self.pool().acquire().await?;
         usage_on(&mut *conn, org_id).await
     }
+
+    /// Every organisation's usage (the engine's admission ledger, refreshed from this).
+    pub async fn all_org_usages(&self) -> Result<Vec<(String, OrgUsage)>> {
+        let rows = sqlx::query("SELECT id, balance_cents, reserved_cents, live_calls FROM orgs")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let live: i64 = row.try_get("live_calls")?;
+                Ok((
+                    row.try_get("id")?,
+                    OrgUsage {
+                        balance_cents: row.try_get("balance_cents")?,
+                        reserved_cents: row.try_get("reserved_cents")?,
+                        live_calls: u64::try_from(live).unwrap_or(0),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Stores calls the engine admitted from its ledger (inbound calls, answered without
+    /// waiting on the database), each holding its reservation and a live-call slot of its
+    /// organisation, all in one transaction. Unconditional: the ledger decided, from a
+    /// view of the balance at most one refresh old, and the heartbeat ends a call whose
+    /// organisation cannot carry its next minute.
+    pub async fn insert_admitted_calls(&self, admitted: &[(&Call, i64)]) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        for (call, reserve_cents) in admitted {
+            let held = sqlx::query(
+                "UPDATE orgs SET reserved_cents = reserved_cents + ?, live_calls = live_calls + 1 \
+                 WHERE id = ?",
+            )
+            .bind(reserve_cents)
+            .bind(&call.org_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if held == 0 {
+                return Err(StoreError::NotFound);
+            }
+            insert_call_on(&mut *tx, call, Some(*reserve_cents)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 async fn usage_on<'e, E>(executor: E, org_id: &str) -> Result<OrgUsage>

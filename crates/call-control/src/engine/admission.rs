@@ -1,0 +1,225 @@
+//! The admission ledger: inbound calls are admitted from memory, so an INVITE is answered
+//! without waiting on the database.
+//!
+//! The ledger holds each organisation's usage (balance, what its live calls hold, how many
+//! are live) as the database last showed it, plus what this node admitted since and has
+//! not written yet. An inbound call is admitted when the balance, less both holds, covers
+//! its reservation and the organisation is under its cap: the same rule as
+//! [`Store::admit_call`], which the API's outbound calls still go through. The admitted
+//! call is then stored by the record writer ([`super::persist`]) like its later states.
+//!
+//! Only the writer task changes the usage: after it stored admitted calls (their holds
+//! move from "unwritten" into the usage), after it settled a call (the charge and release
+//! it reports), and on its refresh every [`REFRESH_INTERVAL`], which reads every cached
+//! organisation's usage from the database: what other nodes, the API and the heartbeat's
+//! grown holds did. Because one task does all three, a refresh never misses a write of
+//! this node nor counts it twice. Across nodes the view is up to one refresh old, so two
+//! nodes can both admit against the same last cents; the heartbeat then ends whichever
+//! call the balance cannot carry into its next minute (`insufficient_credits`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::store::{Admission, CallAdmission, OrgUsage, Settlement, Store, StoreError};
+
+/// How often the writer reads the cached organisations' usage from the database.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One organisation in the ledger.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// As the database showed it at the last refresh, with this node's writes since.
+    usage: OrgUsage,
+    /// Admitted here and not written yet.
+    unwritten_cents: i64,
+    unwritten_calls: u64,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    orgs: Mutex<HashMap<String, Entry>>,
+}
+
+impl Ledger {
+    fn orgs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.orgs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Admits a call of `org_id` asking `admission` from memory, holding its reservation
+    /// as unwritten; `None` when the organisation is not in the ledger yet
+    /// ([`Ledger::admit`] reads it then).
+    fn try_admit(&self, org_id: &str, admission: Admission) -> Option<CallAdmission> {
+        let mut orgs = self.orgs();
+        let entry = orgs.get_mut(org_id)?;
+        let live = entry.usage.live_calls + entry.unwritten_calls;
+        let reserved = entry.usage.reserved_cents + entry.unwritten_cents;
+        if let Some(limit) = admission.max_live_calls {
+            if live >= u64::from(limit) {
+                return Some(CallAdmission::ConcurrentCallLimit {
+                    live_calls: live,
+                    limit,
+                });
+            }
+        }
+        if entry.usage.balance_cents - reserved < admission.reserve_cents {
+            return Some(CallAdmission::InsufficientCredits {
+                balance_cents: entry.usage.balance_cents,
+                reserved_cents: reserved,
+                required_cents: admission.reserve_cents,
+            });
+        }
+        entry.unwritten_cents += admission.reserve_cents;
+        entry.unwritten_calls += 1;
+        Some(CallAdmission::Admitted)
+    }
+
+    /// Admits a call of `org_id` (see the module docs). Reads the organisation's usage
+    /// from the database only the first time it calls ([`StoreError::NotFound`] for an
+    /// unknown organisation).
+    pub async fn admit(
+        &self,
+        store: &Store,
+        org_id: &str,
+        admission: Admission,
+    ) -> Result<CallAdmission, StoreError> {
+        if let Some(decided) = self.try_admit(org_id, admission) {
+            return Ok(decided);
+        }
+        let usage = store.org_usage(org_id).await?;
+        self.orgs().entry(org_id.to_owned()).or_insert(Entry {
+            usage,
+            unwritten_cents: 0,
+            unwritten_calls: 0,
+        });
+        Ok(self
+            .try_admit(org_id, admission)
+            .expect("the organisation was just added"))
+    }
+
+    /// Whether `org_id` is in the ledger (tests wait for the writer's first refresh).
+    #[cfg(test)]
+    pub(super) fn knows(&self, org_id: &str) -> bool {
+        self.orgs().contains_key(org_id)
+    }
+
+    /// Takes back an admission that will not be written (the call could not start).
+    pub fn cancel(&self, org_id: &str, reserve_cents: i64) {
+        if let Some(entry) = self.orgs().get_mut(org_id) {
+            entry.unwritten_cents -= reserve_cents;
+            entry.unwritten_calls = entry.unwritten_calls.saturating_sub(1);
+        }
+    }
+
+    /// The writer stored an admitted call: its hold is in the usage now.
+    pub(super) fn written(&self, org_id: &str, reserve_cents: i64) {
+        if let Some(entry) = self.orgs().get_mut(org_id) {
+            entry.unwritten_cents -= reserve_cents;
+            entry.unwritten_calls = entry.unwritten_calls.saturating_sub(1);
+            entry.usage.reserved_cents += reserve_cents;
+            entry.usage.live_calls += 1;
+        }
+    }
+
+    /// The writer settled a call of `org_id` that held a live-call slot.
+    pub(super) fn settled(&self, org_id: &str, settlement: Settlement) {
+        if let Some(entry) = self.orgs().get_mut(org_id) {
+            entry.usage.balance_cents = settlement.balance_cents;
+            entry.usage.reserved_cents -= settlement.released_cents;
+            entry.usage.live_calls = entry.usage.live_calls.saturating_sub(1);
+        }
+    }
+
+    /// The usage of every organisation as the database shows it now (the writer's
+    /// refresh): cached ones are replaced, new ones added, unwritten holds kept.
+    pub(super) fn refresh(&self, usages: Vec<(String, OrgUsage)>) {
+        let mut orgs = self.orgs();
+        for (org_id, usage) in usages {
+            orgs.entry(org_id)
+                .and_modify(|entry| entry.usage = usage)
+                .or_insert(Entry {
+                    usage,
+                    unwritten_cents: 0,
+                    unwritten_calls: 0,
+                });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(balance: i64, reserved: i64, live: u64) -> OrgUsage {
+        OrgUsage {
+            balance_cents: balance,
+            reserved_cents: reserved,
+            live_calls: live,
+        }
+    }
+
+    const ASK: Admission = Admission {
+        reserve_cents: 10,
+        max_live_calls: Some(3),
+    };
+
+    #[test]
+    fn unwritten_admissions_count_until_written_and_a_refresh_keeps_them() {
+        let ledger = Ledger::default();
+        assert_eq!(ledger.try_admit("org", ASK), None, "not loaded");
+        ledger.refresh(vec![("org".into(), usage(35, 0, 0))]);
+        assert_eq!(ledger.try_admit("org", ASK), Some(CallAdmission::Admitted));
+        assert_eq!(ledger.try_admit("org", ASK), Some(CallAdmission::Admitted));
+        assert_eq!(ledger.try_admit("org", ASK), Some(CallAdmission::Admitted));
+        // 30 of 35 held, 3 of 3 live: the cap speaks first.
+        assert!(matches!(
+            ledger.try_admit("org", ASK),
+            Some(CallAdmission::ConcurrentCallLimit {
+                live_calls: 3,
+                limit: 3
+            })
+        ));
+        // A refresh from the database (which has none of them yet) keeps them.
+        ledger.refresh(vec![("org".into(), usage(35, 0, 0))]);
+        assert!(matches!(
+            ledger.try_admit("org", ASK),
+            Some(CallAdmission::ConcurrentCallLimit { .. })
+        ));
+        // Written, then settled: charged 4, released 10, one slot free again.
+        ledger.written("org", 10);
+        ledger.settled(
+            "org",
+            Settlement {
+                charged_cents: 4,
+                released_cents: 10,
+                balance_cents: 31,
+            },
+        );
+        // 31 less 20 held: 11 covers one more reservation of 10, not two.
+        let uncapped = Admission {
+            max_live_calls: None,
+            ..ASK
+        };
+        assert_eq!(
+            ledger.try_admit("org", uncapped),
+            Some(CallAdmission::Admitted)
+        );
+        assert_eq!(
+            ledger.try_admit("org", uncapped),
+            Some(CallAdmission::InsufficientCredits {
+                balance_cents: 31,
+                reserved_cents: 30,
+                required_cents: 10
+            })
+        );
+        // A call that could not start gives its hold back.
+        ledger.cancel("org", 10);
+        assert_eq!(
+            ledger.try_admit("org", uncapped),
+            Some(CallAdmission::Admitted)
+        );
+    }
+}
