@@ -1177,7 +1177,12 @@ async fn every_endpoint_answers_as_the_document_declares() {
     // organisation only.
     let drain = format!("{BASE}/admin/drain");
     let forbidden = api.post(&drain, json!({})).await;
-    assert_eq!(forbidden.status, StatusCode::FORBIDDEN, "{}", forbidden.body);
+    assert_eq!(
+        forbidden.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        forbidden.body
+    );
     spec.check("post", &drain, &forbidden);
     let bootstrap = api
         .state
@@ -1187,12 +1192,20 @@ async fn every_endpoint_answers_as_the_document_declares() {
         .expect("a key of the bootstrap organisation");
     let auth = format!("Bearer {bootstrap}");
     let drained = api
-        .send_bytes(Method::POST, &drain, &[("authorization", &auth)], Vec::new())
+        .send_bytes(
+            Method::POST,
+            &drain,
+            &[("authorization", &auth)],
+            Vec::new(),
+        )
         .await;
     assert_eq!(drained.status, StatusCode::ACCEPTED, "{}", drained.body);
     spec.check("post", &drain, &drained);
     let refused = api
-        .post(&calls, json!({"agent_id": "agt_x", "phone_number": "+14155550100"}))
+        .post(
+            &calls,
+            json!({"agent_id": "agt_x", "phone_number": "+14155550100"}),
+        )
         .await;
     assert_eq!(refused.code(), "unavailable", "{}", refused.body);
 
