@@ -70,6 +70,13 @@ pub enum SecretError {
         /// What is wrong with its content.
         source: Box<SecretError>,
     },
+    /// A PostgreSQL database has no file next to it to keep a key in, and every node that
+    /// shares it must seal with the same key: it must be configured.
+    #[error(
+        "a PostgreSQL database needs its secret key configured, the same on every node: set \
+         {SECRET_KEY_VAR} (generate one with `openssl rand -base64 32`) or [secret] key_file"
+    )]
+    KeyRequired,
     /// The store was opened without a key (an admin command on a database whose key is
     /// neither configured nor in its key file) and a secret had to be read or written.
     #[error("no secret key to read or write {column}: set {SECRET_KEY_VAR} to the service's key")]
@@ -195,6 +202,7 @@ impl SecretKey {
         }
         let path = match key_file {
             Some(path) => path.to_owned(),
+            None if database_url.starts_with("postgres") => return Err(SecretError::KeyRequired),
             None => match default_key_file(database_url) {
                 Some(path) => path,
                 None => return Ok(Found::InMemory),
@@ -492,6 +500,13 @@ mod tests {
         let error = SecretKey::resolve(None, None, &url).unwrap_err();
         assert!(error.to_string().contains("d.db.key"), "{error}");
         assert_eq!(default_key_file("sqlite::memory:"), None);
+        // A shared PostgreSQL database never gets a key of one node's making.
+        let pg = "postgres://dialcore@127.0.0.1/dialcore";
+        assert!(matches!(
+            SecretKey::resolve(None, None, pg),
+            Err(SecretError::KeyRequired)
+        ));
+        assert_eq!(SecretKey::resolve(Some(&given), None, pg).unwrap(), given);
         assert_eq!(
             default_key_file("sqlite://dialcore.db?mode=rwc"),
             Some(PathBuf::from("dialcore.db.key"))

@@ -314,7 +314,7 @@ mod tests {
     use super::*;
     use crate::model::events;
     use crate::model::{CallDirection, CallStatus};
-    use crate::store::test_support::{call, starved_store, temp_store, webhook};
+    use crate::store::test_support::{call, temp_store, webhook};
     use crate::webhooks::DispatchConfig;
 
     fn job(call: &Call, event: Option<&'static str>, settle: Option<i64>) -> Job {
@@ -369,7 +369,7 @@ mod tests {
         store.insert_webhook(&hook).await.expect("webhook");
 
         // The writer's store has one connection, which the test holds.
-        let starved = starved_store(&dir, Duration::from_millis(50)).await;
+        let starved = dir.starved(Duration::from_millis(50)).await;
         let held = starved.pool().acquire().await.expect("the one connection");
         let dispatch = DispatchConfig {
             // Nothing is delivered in this test: the outbox is what is checked.
@@ -404,9 +404,10 @@ mod tests {
             .expect("done");
         let stored = store.get_call("org_a", &record.id).await.expect("read");
         assert_eq!(stored.status, CallStatus::InProgress);
-        let queued: Vec<(String, String)> = sqlx::query_as(
-            "SELECT event, payload FROM webhook_outbox WHERE webhook_id = ? ORDER BY rowid",
-        )
+        let queued: Vec<(String, String)> = sqlx::query_as(&crate::store::numbered(
+            "SELECT event, payload FROM webhook_outbox WHERE webhook_id = ? \
+                 ORDER BY created_at, id",
+        ))
         .bind(&hook.id)
         .fetch_all(store.pool())
         .await

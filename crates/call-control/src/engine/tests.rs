@@ -19,7 +19,7 @@ use crate::store::test_support::temp_store;
 
 struct Fixture {
     store: Store,
-    _dir: tempfile::TempDir,
+    _dir: crate::store::test_support::TestDb,
     recordings: tempfile::TempDir,
     engine: CallEngine,
     org: String,
@@ -32,6 +32,10 @@ async fn fixture(rtp_min: u16) -> Fixture {
 
 /// [`fixture`] with its configuration changed by `tweak` first.
 async fn fixture_with(rtp_min: u16, tweak: impl FnOnce(&mut Config)) -> Fixture {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
     let (store, dir) = temp_store().await;
     store.create_key("acme", 10_000).await.expect("org");
     let org = store
@@ -633,8 +637,7 @@ async fn an_inbound_invite_during_a_store_timeout_gets_503_with_retry_after() {
     // A second engine on the same database, through a pool of one connection that the
     // test holds once the engine runs. A reload of the routing directory then fails and
     // empties it, so the INVITE's lookups go to the database and time out.
-    let starved =
-        crate::store::test_support::starved_store(&f._dir, Duration::from_millis(100)).await;
+    let starved = f._dir.starved(Duration::from_millis(100)).await;
     let mut config = Config::default();
     config.sip.listen = "127.0.0.1:0".parse().expect("literal");
     // The far ends of these tests listen on loopback.
@@ -701,8 +704,7 @@ async fn an_inbound_call_is_answered_while_the_store_cannot_serve_and_stored_onc
         .expect("number");
     // A second engine on the same database through a pool of one connection, which the
     // test takes once the engine has loaded its directory and its ledger.
-    let starved =
-        crate::store::test_support::starved_store(&f._dir, Duration::from_millis(100)).await;
+    let starved = f._dir.starved(Duration::from_millis(100)).await;
     let mut config = Config::default();
     config.sip.listen = "127.0.0.1:0".parse().expect("literal");
     config.security.allow_private_destinations = true;
@@ -724,11 +726,13 @@ async fn an_inbound_call_is_answered_while_the_store_cannot_serve_and_stored_onc
     let (code, leg) = final_answer(leg).await;
     assert_eq!(code, 200, "answered without the database");
     let stored = || async {
-        sqlx::query_as::<_, (String,)>("SELECT status FROM calls WHERE to_number = ?")
-            .bind("+15557770005")
-            .fetch_all(f.store.pool())
-            .await
-            .expect("read through the test's own pool")
+        sqlx::query_as::<_, (String,)>(&crate::store::numbered(
+            "SELECT status FROM calls WHERE to_number = ?",
+        ))
+        .bind("+15557770005")
+        .fetch_all(f.store.pool())
+        .await
+        .expect("read through the test's own pool")
     };
     assert!(stored().await.is_empty(), "not stored yet");
     leg.hangup();

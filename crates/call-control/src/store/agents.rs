@@ -1,6 +1,7 @@
 //! Agents.
 
-use sqlx::sqlite::SqliteRow;
+use super::numbered;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use chrono::{DateTime, Utc};
@@ -28,10 +29,10 @@ const COLUMNS: &str = "id, org_id, name, prompt, greeting, status, runtime, \
 impl Store {
     /// Stores a new agent ([`StoreError::Conflict`] if its id exists).
     pub async fn insert_agent(&self, agent: &Agent) -> Result<()> {
-        sqlx::query(
+        sqlx::query(&numbered(
             "INSERT INTO agents (id, org_id, name, prompt, greeting, status, runtime, \
              default_call_settings, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&agent.id)
         .bind(&agent.org_id)
         .bind(&agent.name)
@@ -60,7 +61,7 @@ impl Store {
     /// Every agent of every organisation, decrypted (the routing directory).
     pub(crate) async fn all_agents(&self) -> Result<Vec<Agent>> {
         let sql = format!("SELECT {COLUMNS} FROM agents");
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&numbered(&sql)).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| self.open_agent(agent_from_row(row)?))
             .collect()
@@ -104,10 +105,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<AgentRemoval> {
         let mut tx = self.pool.begin().await?;
-        let archived = sqlx::query(&format!(
+        let archived = sqlx::query(&numbered(&format!(
             "UPDATE agents SET status = ?, updated_at = ? \
              WHERE org_id = ? AND id = ? AND {IN_USE}"
-        ))
+        )))
         .bind(AgentStatus::Archived.as_str())
         .bind(ts(&now))
         .bind(org_id)
@@ -117,9 +118,9 @@ impl Store {
         let removal = if archived.rows_affected() > 0 {
             AgentRemoval::Archived
         } else {
-            let deleted = sqlx::query(&format!(
+            let deleted = sqlx::query(&numbered(&format!(
                 "DELETE FROM agents WHERE org_id = ? AND id = ? AND NOT {IN_USE}"
-            ))
+            )))
             .bind(org_id)
             .bind(id)
             .execute(&mut *tx)
@@ -136,10 +137,10 @@ impl Store {
 
     /// Writes every field of the agent (as given, `updated_at` included).
     pub async fn update_agent(&self, agent: &Agent) -> Result<()> {
-        let done = sqlx::query(
+        let done = sqlx::query(&numbered(
             "UPDATE agents SET name = ?, prompt = ?, greeting = ?, status = ?, runtime = ?, \
              default_call_settings = ?, updated_at = ? WHERE org_id = ? AND id = ?",
-        )
+        ))
         .bind(&agent.name)
         .bind(&agent.prompt)
         .bind(&agent.greeting)
@@ -160,7 +161,7 @@ impl Store {
 
     /// Deletes the organisation's agent `id`; phone numbers assigned to it become unassigned.
     pub async fn delete_agent(&self, org_id: &str, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM agents WHERE org_id = ? AND id = ?")
+        let done = sqlx::query(&numbered("DELETE FROM agents WHERE org_id = ? AND id = ?"))
             .bind(org_id)
             .bind(id)
             .execute(&self.pool)
@@ -173,7 +174,7 @@ impl Store {
     }
 }
 
-fn agent_from_row(row: &SqliteRow) -> Result<Agent> {
+fn agent_from_row(row: &AnyRow) -> Result<Agent> {
     Ok(Agent {
         id: row.try_get("id")?,
         org_id: row.try_get("org_id")?,
@@ -372,13 +373,13 @@ pub(crate) mod tests {
         // has it, so that this test does not depend on the run's Rust shape).
         let tested = agent("org_a", 4);
         store.insert_agent(&tested).await.expect("insert");
-        sqlx::query(
+        sqlx::query(&numbered(
             "INSERT INTO test_call_runs (id, org_id, target_type, target_id, agent_id, direction, \
              target_number, scenario_prompt, mode, status, network_profile, charge_multiplier, \
              estimated_cost_cents, created_at, updated_at) VALUES \
              ('tcr_1', 'org_a', 'agent', ?, ?, 'outbound', '+15550100000', 'hi', 'bot', \
               'completed', 'clean', 2, 8, ?, ?)",
-        )
+        ))
         .bind(&tested.id)
         .bind(&tested.id)
         .bind(ts(&at(4)))

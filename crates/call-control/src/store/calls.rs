@@ -1,7 +1,8 @@
 //! Call records. A call's state is written here before anyone is told about it.
 
+use super::numbered;
 use chrono::Utc;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{
@@ -46,7 +47,7 @@ impl Store {
     /// The organisation's call `id` ([`StoreError::NotFound`] otherwise).
     pub async fn get_call(&self, org_id: &str, id: &str) -> Result<Call> {
         let sql = format!("SELECT {COLUMNS} FROM calls WHERE org_id = ? AND id = ?");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&numbered(&sql))
             .bind(org_id)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -106,7 +107,7 @@ impl Store {
             "SELECT {COLUMNS}, last_seen_at FROM calls \
              WHERE status NOT IN (?, ?, ?) OR ended_at IS NULL ORDER BY created_at, id"
         );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&numbered(&sql))
             .bind(CallStatus::Ended.as_str())
             .bind(CallStatus::Failed.as_str())
             .bind(CallStatus::Cancelled.as_str())
@@ -126,57 +127,66 @@ impl Store {
 /// Writes the whole record of `call` through `executor` (see [`Store::update_call`]).
 pub(super) async fn update_call_on<'e, E>(executor: E, call: &Call) -> Result<()>
 where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let done = sqlx::query(
+    let sql = format!(
         "UPDATE calls SET agent_id = ?, status = ?, outcome = ?, direction = ?, \
          phone_number = ?, from_number = ?, to_number = ?, variables = ?, call_settings = ?, \
          max_duration_secs = ?, join_timeout_secs = ?, sip_call_id = ?, sip_final_code = ?, \
-         q850_cause = ?, end_reason = ?, error_message = ?, duration_seconds = ?, transcript = ?, \
+         q850_cause = ?, end_reason = ?, error_message = ?, duration_seconds = {DURATION}, transcript = ?, \
          recording_url = ?, media_stats = ?, rendered_prompt = ?, rendered_greeting = ?, \
          started_at = ?, answered_at = ?, ended_at = ?, updated_at = ? \
-         WHERE org_id = ? AND id = ?",
-    )
-    .bind(&call.agent_id)
-    .bind(call.status.as_str())
-    .bind(call.outcome.map(|outcome| outcome.as_str()))
-    .bind(call.direction.as_str())
-    .bind(&call.phone_number)
-    .bind(&call.from_number)
-    .bind(&call.to_number)
-    .bind(serde_json::to_string(&call.variables)?)
-    .bind(serde_json::to_string(&call.call_settings)?)
-    .bind(i64::from(call.max_duration_secs))
-    .bind(i64::from(call.join_timeout_secs))
-    .bind(&call.sip_call_id)
-    .bind(call.sip_final_code.map(i64::from))
-    .bind(call.q850_cause.map(i64::from))
-    .bind(&call.end_reason)
-    .bind(&call.error_message)
-    .bind(call.duration_seconds)
-    .bind(serde_json::to_string(&call.transcript)?)
-    .bind(&call.recording_url)
-    .bind(
-        call.media_stats
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?,
-    )
-    .bind(&call.rendered_prompt)
-    .bind(&call.rendered_greeting)
-    .bind(call.started_at.as_ref().map(ts))
-    .bind(call.answered_at.as_ref().map(ts))
-    .bind(call.ended_at.as_ref().map(ts))
-    .bind(ts(&Utc::now()))
-    .bind(&call.org_id)
-    .bind(&call.id)
-    .execute(executor)
-    .await?;
+         WHERE org_id = ? AND id = ?"
+    );
+    let done = sqlx::query(&numbered(&sql))
+        .bind(&call.agent_id)
+        .bind(call.status.as_str())
+        .bind(call.outcome.map(|outcome| outcome.as_str()))
+        .bind(call.direction.as_str())
+        .bind(&call.phone_number)
+        .bind(&call.from_number)
+        .bind(&call.to_number)
+        .bind(serde_json::to_string(&call.variables)?)
+        .bind(serde_json::to_string(&call.call_settings)?)
+        .bind(i64::from(call.max_duration_secs))
+        .bind(i64::from(call.join_timeout_secs))
+        .bind(&call.sip_call_id)
+        .bind(call.sip_final_code.map(i64::from))
+        .bind(call.q850_cause.map(i64::from))
+        .bind(&call.end_reason)
+        .bind(&call.error_message)
+        .bind(i64::from(call.duration_seconds.is_some()))
+        .bind(call.duration_seconds.unwrap_or_default())
+        .bind(serde_json::to_string(&call.transcript)?)
+        .bind(&call.recording_url)
+        .bind(
+            call.media_stats
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+        )
+        .bind(&call.rendered_prompt)
+        .bind(&call.rendered_greeting)
+        .bind(call.started_at.as_ref().map(ts))
+        .bind(call.answered_at.as_ref().map(ts))
+        .bind(call.ended_at.as_ref().map(ts))
+        .bind(ts(&Utc::now()))
+        .bind(&call.org_id)
+        .bind(&call.id)
+        .execute(executor)
+        .await?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
     Ok(())
 }
+
+/// The `duration_seconds` value as two parameters, whether there is one and the number:
+/// sqlx 0.8's `Any` driver sends a NULL `f64` as a PostgreSQL `float4`, and a statement
+/// first prepared with that NULL then refuses every 8-byte duration on that connection
+/// ("incorrect binary data format"). A flag and an always-present `f64` keep the
+/// parameter's type the same on every execution.
+const DURATION: &str = "CASE WHEN ? = 1 THEN ? END";
 
 /// Inserts `call` through `executor` (the pool, or a transaction), holding `reserved_cents`.
 pub(super) async fn insert_call_on<'e, E>(
@@ -185,13 +195,13 @@ pub(super) async fn insert_call_on<'e, E>(
     reserved_cents: Option<i64>,
 ) -> Result<()>
 where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     let sql = format!(
         "INSERT INTO calls ({COLUMNS}, reserved_cents) VALUES \
-         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {DURATION}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
-    sqlx::query(&sql)
+    sqlx::query(&numbered(&sql))
         .bind(&call.id)
         .bind(&call.org_id)
         .bind(&call.agent_id)
@@ -210,7 +220,8 @@ where
         .bind(call.q850_cause.map(i64::from))
         .bind(&call.end_reason)
         .bind(&call.error_message)
-        .bind(call.duration_seconds)
+        .bind(i64::from(call.duration_seconds.is_some()))
+        .bind(call.duration_seconds.unwrap_or_default())
         .bind(serde_json::to_string(&call.transcript)?)
         .bind(&call.recording_url)
         .bind(
@@ -233,7 +244,7 @@ where
     Ok(())
 }
 
-pub(super) fn call_from_row(row: &SqliteRow) -> Result<Call> {
+pub(super) fn call_from_row(row: &AnyRow) -> Result<Call> {
     let outcome: Option<String> = row.try_get("outcome")?;
     let outcome = outcome
         .map(|text| {

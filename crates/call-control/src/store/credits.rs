@@ -13,6 +13,7 @@
 //! calls' `last_seen_at` in one statement per batch, so that restart recovery can end a
 //! call where it was last known alive.
 
+use super::numbered;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -109,11 +110,11 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         // The first statement writes: the transaction holds the organisation's row (the
         // write lock on SQLite) from the moment it looks at the balance.
-        let admitted = sqlx::query(
+        let admitted = sqlx::query(&numbered(
             "UPDATE orgs SET reserved_cents = reserved_cents + ?, live_calls = live_calls + 1 \
              WHERE id = ? AND balance_cents - reserved_cents >= ? \
              AND (? IS NULL OR live_calls < ?)",
-        )
+        ))
         .bind(admission.reserve_cents)
         .bind(&call.org_id)
         .bind(admission.reserve_cents)
@@ -144,10 +145,10 @@ impl Store {
     /// nothing is charged twice); [`StoreError::NotFound`] for an unknown call.
     pub async fn finish_call(&self, call: &Call, charge_cents: i64) -> Result<Option<Settlement>> {
         let mut tx = self.pool().begin().await?;
-        let claimed = sqlx::query(
+        let claimed = sqlx::query(&numbered(
             "UPDATE calls SET settled_at = ?, charged_cents = ? \
              WHERE org_id = ? AND id = ? AND settled_at IS NULL RETURNING reserved_cents",
-        )
+        ))
         .bind(ts(&Utc::now()))
         .bind(charge_cents)
         .bind(&call.org_id)
@@ -160,11 +161,11 @@ impl Store {
             Some(row) => {
                 let reserved: Option<i64> = row.try_get("reserved_cents")?;
                 let released_cents = reserved.unwrap_or(0);
-                let row = sqlx::query(
+                let row = sqlx::query(&numbered(
                     "UPDATE orgs SET balance_cents = balance_cents - ?, \
                      reserved_cents = reserved_cents - ?, live_calls = live_calls - ? \
                      WHERE id = ? RETURNING balance_cents",
-                )
+                ))
                 .bind(charge_cents)
                 .bind(released_cents)
                 .bind(i64::from(reserved.is_some()))
@@ -203,6 +204,7 @@ impl Store {
                  RETURNING id, org_id, answered_at, reserved_cents",
                 vec!["?"; batch.len()].join(", ")
             );
+            let sql = numbered(&sql);
             let mut query = sqlx::query(&sql).bind(&stamp);
             for id in batch {
                 query = query.bind(id);
@@ -229,10 +231,10 @@ impl Store {
     /// when it does not, or when the call is settled or holds nothing.
     pub async fn extend_hold(&self, org_id: &str, call_id: &str, cents: i64) -> Result<bool> {
         let mut tx = self.pool().begin().await?;
-        let held = sqlx::query(
+        let held = sqlx::query(&numbered(
             "UPDATE orgs SET reserved_cents = reserved_cents + ? \
              WHERE id = ? AND balance_cents - reserved_cents >= ?",
-        )
+        ))
         .bind(cents)
         .bind(org_id)
         .bind(cents)
@@ -243,10 +245,10 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        let extended = sqlx::query(
+        let extended = sqlx::query(&numbered(
             "UPDATE calls SET reserved_cents = reserved_cents + ? \
              WHERE org_id = ? AND id = ? AND settled_at IS NULL AND reserved_cents IS NOT NULL",
-        )
+        ))
         .bind(cents)
         .bind(org_id)
         .bind(call_id)
@@ -270,9 +272,11 @@ impl Store {
 
     /// Every organisation's usage (the engine's admission ledger, refreshed from this).
     pub async fn all_org_usages(&self) -> Result<Vec<(String, OrgUsage)>> {
-        let rows = sqlx::query("SELECT id, balance_cents, reserved_cents, live_calls FROM orgs")
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(&numbered(
+            "SELECT id, balance_cents, reserved_cents, live_calls FROM orgs",
+        ))
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
             .map(|row| {
                 let live: i64 = row.try_get("live_calls")?;
@@ -296,10 +300,10 @@ impl Store {
     pub async fn insert_admitted_calls(&self, admitted: &[(&Call, i64)]) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         for (call, reserve_cents) in admitted {
-            let held = sqlx::query(
+            let held = sqlx::query(&numbered(
                 "UPDATE orgs SET reserved_cents = reserved_cents + ?, live_calls = live_calls + 1 \
                  WHERE id = ?",
-            )
+            ))
             .bind(reserve_cents)
             .bind(&call.org_id)
             .execute(&mut *tx)
@@ -317,14 +321,15 @@ impl Store {
 
 async fn usage_on<'e, E>(executor: E, org_id: &str) -> Result<OrgUsage>
 where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let row =
-        sqlx::query("SELECT balance_cents, reserved_cents, live_calls FROM orgs WHERE id = ?")
-            .bind(org_id)
-            .fetch_optional(executor)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+    let row = sqlx::query(&numbered(
+        "SELECT balance_cents, reserved_cents, live_calls FROM orgs WHERE id = ?",
+    ))
+    .bind(org_id)
+    .fetch_optional(executor)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     let live: i64 = row.try_get("live_calls")?;
     Ok(OrgUsage {
         balance_cents: row.try_get("balance_cents")?,

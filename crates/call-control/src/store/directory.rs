@@ -149,7 +149,7 @@ mod tests {
     use crate::ids;
     use crate::model::PhoneNumber;
     use crate::store::agents::tests::agent;
-    use crate::store::test_support::{at, starved_store, temp_store};
+    use crate::store::test_support::{at, temp_store};
     use crate::store::trunks::tests::trunk;
     use crate::store::StoreError;
 
@@ -194,7 +194,7 @@ mod tests {
 
         // A handle whose only connection the test holds: loaded first, it routes
         // without the database.
-        let starved = starved_store(&dir, Duration::from_millis(100)).await;
+        let starved = dir.starved(Duration::from_millis(100)).await;
         starved.load_directory().await.expect("loaded");
         let held = starved.pool().acquire().await.expect("the one connection");
         assert!(starved

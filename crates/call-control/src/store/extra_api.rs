@@ -1,5 +1,6 @@
 //! Store queries the REST API needs beyond the contract: health check and metric counts.
 
+use super::numbered;
 use std::collections::BTreeMap;
 
 use sqlx::Row;
@@ -9,7 +10,9 @@ use super::{Result, Store};
 impl Store {
     /// Checks that the database answers a trivial query.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(self.pool()).await?;
+        sqlx::query(&numbered("SELECT 1"))
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
@@ -26,7 +29,7 @@ impl Store {
     }
 
     async fn group_counts(&self, sql: &'static str) -> Result<BTreeMap<String, u64>> {
-        let rows = sqlx::query(sql).fetch_all(self.pool()).await?;
+        let rows = sqlx::query(&numbered(sql)).fetch_all(self.pool()).await?;
         let mut counts = BTreeMap::new();
         for row in rows {
             let key: String = row.try_get(0)?;

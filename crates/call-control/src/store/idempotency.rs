@@ -3,6 +3,7 @@
 //! retry (even after a restart) gets the same answer and creates nothing, and the same key
 //! sent with a different request can be told apart.
 
+use super::numbered;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
 
@@ -47,10 +48,10 @@ impl Store {
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<StoredResponse>> {
-        let row = sqlx::query(
+        let row = sqlx::query(&numbered(
             "SELECT status_code, body, request_fingerprint FROM idempotency_keys \
              WHERE org_id = ? AND idempotency_key = ? AND created_at > ?",
-        )
+        ))
         .bind(org_id)
         .bind(key)
         .bind(ts(&(now - KEY_LIFETIME)))
@@ -96,10 +97,10 @@ impl Store {
         key: &str,
         fingerprint: &str,
     ) -> Result<()> {
-        sqlx::query(
+        sqlx::query(&numbered(
             "DELETE FROM idempotency_keys \
              WHERE org_id = ? AND idempotency_key = ? AND request_fingerprint = ?",
-        )
+        ))
         .bind(org_id)
         .bind(key)
         .bind(fingerprint)
@@ -110,10 +111,12 @@ impl Store {
 
     /// Forgets the keys that have expired at `now`; returns how many.
     pub async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= ?")
-            .bind(ts(&(now - KEY_LIFETIME)))
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(&numbered(
+            "DELETE FROM idempotency_keys WHERE created_at <= ?",
+        ))
+        .bind(ts(&(now - KEY_LIFETIME)))
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 }
@@ -127,9 +130,9 @@ pub(super) async fn claim_on<'e, E>(
     now: DateTime<Utc>,
 ) -> Result<bool>
 where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let done = sqlx::query(
+    let done = sqlx::query(&numbered(
         "INSERT INTO idempotency_keys \
          (org_id, idempotency_key, request_fingerprint, status_code, body, created_at) \
          VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (org_id, idempotency_key) DO UPDATE SET \
@@ -137,7 +140,7 @@ where
          status_code = excluded.status_code, body = excluded.body, \
          created_at = excluded.created_at \
          WHERE idempotency_keys.created_at <= ?",
-    )
+    ))
     .bind(org_id)
     .bind(&kept.key)
     .bind(&kept.fingerprint)
@@ -155,8 +158,7 @@ mod tests {
     use chrono::Utc;
 
     use super::{StoredResponse, KEY_LIFETIME};
-    use crate::store::test_support::{temp_store, url_in};
-    use crate::store::Store;
+    use crate::store::test_support::temp_store;
 
     #[tokio::test]
     async fn first_response_wins_per_organisation() {
@@ -212,7 +214,7 @@ mod tests {
             .expect("put");
         store.close().await;
         drop(store);
-        let reopened = Store::open(&url_in(&dir)).await.expect("reopen");
+        let reopened = dir.reopen().await;
         assert_eq!(
             reopened
                 .idempotency_get("org_a", "retry-me", Utc::now())

@@ -27,6 +27,7 @@ mod orgs;
 mod outbox;
 pub mod retry;
 mod sealed;
+mod sql;
 mod test_calls;
 mod trunks;
 mod webhooks;
@@ -35,8 +36,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, Row};
 
 use crate::config::SecretConfig;
 use crate::secrets::Sealer;
@@ -51,10 +53,11 @@ pub use sealed::{
     SealedColumn, AGENT_HEADER, SEALED_TEXT_COLUMNS, TRUNK_INBOUND_PASSWORD, TRUNK_PASSWORD,
     WEBHOOK_SECRET,
 };
+pub(crate) use sql::numbered;
 pub use test_calls::{RecoveredTestCalls, TestBatchFilter, TestCallAdmission, TestRunFilter};
 
-/// The database driver the store speaks (SQLite today).
-pub type Db = sqlx::Sqlite;
+/// The database driver the store speaks: sqlx's `Any`, SQLite or PostgreSQL by URL.
+pub type Db = sqlx::Any;
 
 /// Result of the store's operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -82,6 +85,12 @@ pub enum StoreError {
     /// The schema migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// `database.url` names a database this version does not speak.
+    #[error("unsupported database URL scheme {scheme:?}: use sqlite:// or postgres://")]
+    UnsupportedUrl {
+        /// The URL's scheme.
+        scheme: String,
+    },
     /// The directory of the database file could not be created.
     #[error("cannot create directory {path}: {error}")]
     CreateDir {
@@ -139,10 +148,40 @@ impl StoreError {
     }
 }
 
+/// The database a store speaks, chosen by the scheme of `database.url`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://path` or `sqlite::memory:`: one file, the embedded default.
+    Sqlite,
+    /// `postgres://` or `postgresql://`: the database a cluster of nodes shares.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of `url` ([`StoreError::UnsupportedUrl`] for any other scheme).
+    pub fn of(url: &str) -> Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl {
+                scheme: url.split(':').next().unwrap_or_default().to_owned(),
+            })
+        }
+    }
+}
+
+/// Connections a node keeps to PostgreSQL: enough for the API, the record writer and the
+/// webhook dispatcher at once, few enough that a dozen nodes stay under the server's
+/// default `max_connections` (100).
+const POSTGRES_CONNECTIONS: u32 = 8;
+
 /// Handle on the database; cheap to clone (a connection pool inside).
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
     sealer: Option<std::sync::Arc<Sealer>>,
     /// The routing tables in memory, shared by the clones ([`directory`]).
     directory: std::sync::Arc<directory::Directory>,
@@ -171,41 +210,29 @@ impl Store {
     }
 
     async fn connect(url: &str, create_if_missing: bool, secret: &SecretConfig) -> Result<Store> {
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(create_if_missing)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool_options = if in_memory {
-            // Every connection to `:memory:` is a database of its own: keep exactly one,
-            // forever.
-            SqlitePoolOptions::new()
-                .min_connections(1)
-                .max_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-        } else {
-            let path = options.get_filename();
-            if !create_if_missing && !path.is_file() {
-                return Err(StoreError::Missing {
-                    path: path.to_owned(),
-                });
+        let backend = Backend::of(url)?;
+        sqlx::any::install_default_drivers();
+        let pool = match backend {
+            Backend::Sqlite => Store::sqlite_pool(url, create_if_missing).await?,
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(POSTGRES_CONNECTIONS)
+                    .acquire_timeout(BUSY_TIMEOUT)
+                    .connect(url)
+                    .await?
             }
-            create_parent_dir(path)?;
-            options = options.journal_mode(SqliteJournalMode::Wal);
-            SqlitePoolOptions::new().max_connections(8)
         };
-        let pool = pool_options
-            .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
         if !create_if_missing {
             let sealer = secret
                 .existing_key(url)?
                 .map(|key| Sealer::new(&key).into());
             return Ok(Store {
                 pool,
+                backend,
                 sealer,
                 directory: Default::default(),
             });
@@ -224,6 +251,7 @@ impl Store {
         };
         let store = Store {
             pool,
+            backend,
             sealer: Some(Sealer::new(&key).into()),
             directory: Default::default(),
         };
@@ -232,9 +260,81 @@ impl Store {
         Ok(store)
     }
 
+    /// The pool of an SQLite file (WAL journal, so that `dialcore keys create` can write
+    /// while `dialcore serve` runs; a busy timeout, so that the two wait for each other) or
+    /// of an in-memory database (exactly one connection, forever: every connection to
+    /// `:memory:` is a database of its own).
+    async fn sqlite_pool(url: &str, create_if_missing: bool) -> Result<AnyPool> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool_options = if in_memory {
+            AnyPoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            let options = SqliteConnectOptions::from_str(url)?;
+            let path = options.get_filename();
+            if !create_if_missing && !path.is_file() {
+                return Err(StoreError::Missing {
+                    path: path.to_owned(),
+                });
+            }
+            create_parent_dir(path)?;
+            AnyPoolOptions::new().max_connections(8)
+        };
+        let url = match (create_if_missing && !in_memory, url.contains("mode=")) {
+            (true, false) if url.contains('?') => format!("{url}&mode=rwc"),
+            (true, false) => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let pragmas = if in_memory {
+            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+        } else {
+            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;"
+        };
+        debug_assert_eq!(BUSY_TIMEOUT, Duration::from_secs(10));
+        Ok(pool_options
+            .acquire_timeout(BUSY_TIMEOUT)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, pragmas).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?)
+    }
+
     /// The connection pool, for queries in `extra_*` files of other modules.
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Serializes the rest of transaction `tx` with every other transaction that locks
+    /// `org_id`, for a check-then-write over several rows of one organisation (a count
+    /// against a limit). SQLite runs one writer at a time already; on PostgreSQL, where
+    /// concurrent transactions each see the rows committed before their statements, this
+    /// takes a transaction-scoped advisory lock keyed by the organisation.
+    pub(crate) async fn lock_org(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Db>,
+        org_id: &str,
+    ) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(&numbered(
+                "SELECT pg_advisory_xact_lock(hashtextextended(?, 0)) IS NULL",
+            ))
+            .bind(org_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The database this store speaks.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Closes every connection, waiting for running queries to finish.
@@ -249,20 +349,20 @@ pub(crate) fn ts(time: &DateTime<Utc>) -> String {
 }
 
 /// Reads a timestamp column.
-pub(crate) fn get_ts(row: &SqliteRow, column: &'static str) -> Result<DateTime<Utc>> {
+pub(crate) fn get_ts(row: &AnyRow, column: &'static str) -> Result<DateTime<Utc>> {
     let text: String = row.try_get(column)?;
     parse_ts(column, &text)
 }
 
 /// Reads a nullable timestamp column.
-pub(crate) fn get_opt_ts(row: &SqliteRow, column: &'static str) -> Result<Option<DateTime<Utc>>> {
+pub(crate) fn get_opt_ts(row: &AnyRow, column: &'static str) -> Result<Option<DateTime<Utc>>> {
     let text: Option<String> = row.try_get(column)?;
     text.map(|text| parse_ts(column, &text)).transpose()
 }
 
 /// Reads a JSON column.
 pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
-    row: &SqliteRow,
+    row: &AnyRow,
     column: &'static str,
 ) -> Result<T> {
     let text: String = row.try_get(column)?;
@@ -270,7 +370,7 @@ pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Reads a column holding the text form of an enumeration.
-pub(crate) fn get_enum<T: FromStr>(row: &SqliteRow, column: &'static str) -> Result<T> {
+pub(crate) fn get_enum<T: FromStr>(row: &AnyRow, column: &'static str) -> Result<T> {
     let text: String = row.try_get(column)?;
     text.parse().map_err(|_| StoreError::Corrupt {
         column,
@@ -279,7 +379,7 @@ pub(crate) fn get_enum<T: FromStr>(row: &SqliteRow, column: &'static str) -> Res
 }
 
 /// Reads an integer column that must fit `T`.
-pub(crate) fn get_int<T: TryFrom<i64>>(row: &SqliteRow, column: &'static str) -> Result<T> {
+pub(crate) fn get_int<T: TryFrom<i64>>(row: &AnyRow, column: &'static str) -> Result<T> {
     let value: i64 = row.try_get(column)?;
     T::try_from(value).map_err(|_| StoreError::Corrupt {
         column,
@@ -289,7 +389,7 @@ pub(crate) fn get_int<T: TryFrom<i64>>(row: &SqliteRow, column: &'static str) ->
 
 /// Reads a nullable integer column that must fit `T`.
 pub(crate) fn get_opt_int<T: TryFrom<i64>>(
-    row: &SqliteRow,
+    row: &AnyRow,
     column: &'static str,
 ) -> Result<Option<T>> {
     let value: Option<i64> = row.try_get(column)?;
@@ -309,7 +409,7 @@ pub(crate) fn sql_count(value: u64) -> i64 {
 }
 
 /// Reads a `COUNT(*)` result.
-pub(crate) fn total_of(row: &SqliteRow) -> Result<u64> {
+pub(crate) fn total_of(row: &AnyRow) -> Result<u64> {
     let total: i64 = row.try_get(0)?;
     Ok(u64::try_from(total).unwrap_or(0))
 }
@@ -352,45 +452,97 @@ pub(crate) mod test_support {
     use super::Store;
     use chrono::{DateTime, TimeZone, Utc};
 
-    /// A fresh store; keep the directory alive as long as the store.
-    pub(crate) async fn temp_store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = Store::open(&url_in(&dir)).await.expect("store opens");
-        (store, dir)
+    /// The variable that runs the store's tests on PostgreSQL: `DIALCORE_TEST_DATABASE=postgres`
+    /// (`scripts/test.sh` runs them once on each backend).
+    pub(crate) const BACKEND_VARIABLE: &str = "DIALCORE_TEST_DATABASE";
+
+    /// A test's database: an SQLite file in a temporary directory, or a database of its own
+    /// on the test process's PostgreSQL server. Keep it alive as long as its stores.
+    pub(crate) struct TestDb {
+        dir: tempfile::TempDir,
+        url: String,
+        secret: crate::config::SecretConfig,
     }
 
-    /// A second handle on the store file in `dir` whose pool has a single
-    /// connection and gives up acquiring it after `acquire_timeout`: hold
-    /// that connection and every query fails with a pool timeout, as a busy
-    /// service sees under load.
-    pub(crate) async fn starved_store(
-        dir: &tempfile::TempDir,
-        acquire_timeout: std::time::Duration,
-    ) -> Store {
-        use std::str::FromStr;
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url_in(dir))
-            .expect("store URL")
-            .foreign_keys(true)
-            .busy_timeout(super::BUSY_TIMEOUT);
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(acquire_timeout)
-            .connect_with(options)
-            .await
-            .expect("pool opens");
-        let key = crate::config::SecretConfig::default()
-            .resolve_key(&url_in(dir))
-            .expect("the key of the store file");
-        Store {
-            pool,
-            sealer: Some(crate::secrets::Sealer::new(&key).into()),
-            directory: Default::default(),
+    impl TestDb {
+        /// The database's URL.
+        pub(crate) fn url(&self) -> &str {
+            &self.url
+        }
+
+        /// The temporary directory (the SQLite file and its key file are in it).
+        pub(crate) fn path(&self) -> &std::path::Path {
+            self.dir.path()
+        }
+
+        /// Another store on the same database, as a restarted service opens it.
+        pub(crate) async fn reopen(&self) -> Store {
+            Store::open_with(&self.url, &self.secret)
+                .await
+                .expect("store reopens")
+        }
+
+        /// A second handle on the database whose pool has a single connection and gives
+        /// up acquiring it after `acquire_timeout`: hold that connection and every query
+        /// fails with a pool timeout, as a busy service sees under load.
+        pub(crate) async fn starved(&self, acquire_timeout: std::time::Duration) -> Store {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::any::AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(acquire_timeout)
+                .connect(&self.url)
+                .await
+                .expect("pool opens");
+            let key = self
+                .secret
+                .resolve_key(&self.url)
+                .expect("the key of the store");
+            Store {
+                pool,
+                backend: super::Backend::of(&self.url).expect("a test URL"),
+                sealer: Some(crate::secrets::Sealer::new(&key).into()),
+                directory: Default::default(),
+            }
         }
     }
 
-    /// The database URL of the store file in `dir`.
-    pub(crate) fn url_in(dir: &tempfile::TempDir) -> String {
-        format!("sqlite://{}", dir.path().join("test.db").display())
+    /// A fresh store on the backend [`BACKEND_VARIABLE`] names: an SQLite file (the
+    /// default) or, with `postgres`, a new database on the test process's PostgreSQL
+    /// server ([`pg_harness::shared`]).
+    pub(crate) async fn temp_store() -> (Store, TestDb) {
+        match std::env::var(BACKEND_VARIABLE).as_deref() {
+            Ok("postgres") => postgres_store().await,
+            Ok("sqlite") | Err(_) => sqlite_store().await,
+            Ok(other) => panic!("{BACKEND_VARIABLE}={other}: use sqlite or postgres"),
+        }
+    }
+
+    /// A fresh SQLite file store, whatever the backend of the run (for what only a file
+    /// has: key files next to it, old schemas, a missing file).
+    pub(crate) async fn sqlite_store() -> (Store, TestDb) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = sqlite_url_in(dir.path());
+        let secret = crate::config::SecretConfig::default();
+        let store = Store::open_with(&url, &secret).await.expect("store opens");
+        (store, TestDb { dir, url, secret })
+    }
+
+    /// The URL of the SQLite test file in `dir`.
+    pub(crate) fn sqlite_url_in(dir: &std::path::Path) -> String {
+        format!("sqlite://{}", dir.join("test.db").display())
+    }
+
+    async fn postgres_store() -> (Store, TestDb) {
+        let server = pg_harness::shared()
+            .unwrap_or_else(|error| panic!("{BACKEND_VARIABLE}=postgres: {error}"));
+        let url = server.create_database().expect("a fresh database");
+        let secret = crate::config::SecretConfig {
+            key: Some(crate::secrets::SecretKey::generate()),
+            key_file: None,
+        };
+        let store = Store::open_with(&url, &secret).await.expect("store opens");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        (store, TestDb { dir, url, secret })
     }
 
     pub(crate) use super::calls::tests::call;
@@ -414,11 +566,11 @@ mod tests {
         let store = Store::open("sqlite::memory:").await.expect("memory store");
         let org = store.create_key("acme", 5).await.expect("key");
         assert!(org.starts_with("sk_live_"));
-        let (file_store, dir) = temp_store().await;
+        let (file_store, dir) = sqlite_store().await;
         assert!(dir.path().join("test.db").exists());
         file_store.close().await;
         // Migrations are idempotent: reopening works.
-        Store::open(&url_in(&dir)).await.expect("reopens");
+        Store::open(dir.url()).await.expect("reopens");
         // The file's directory is created when missing.
         let nested = format!("sqlite://{}", dir.path().join("a/b/nested.db").display());
         Store::open(&nested)
@@ -429,9 +581,9 @@ mod tests {
 
     #[tokio::test]
     async fn open_existing_refuses_a_missing_file_and_creates_nothing() {
-        let (store, dir) = temp_store().await;
+        let (store, dir) = sqlite_store().await;
         store.close().await;
-        Store::open_existing(&url_in(&dir), &SecretConfig::default())
+        Store::open_existing(dir.url(), &SecretConfig::default())
             .await
             .expect("opens the existing database");
         let missing = dir.path().join("elsewhere/none.db");
@@ -456,7 +608,7 @@ mod tests {
         assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
         // A real SQLite error: a constraint is a refusal, not an outage.
         let store = Store::open("sqlite::memory:").await.expect("memory store");
-        let constraint = sqlx::query("INSERT INTO phone_numbers (id) VALUES (NULL)")
+        let constraint = sqlx::query(&numbered("INSERT INTO phone_numbers (id) VALUES (NULL)"))
             .execute(store.pool())
             .await
             .expect_err("NOT NULL columns");
@@ -486,10 +638,10 @@ impl Store {
         columns: &str,
         org_id: &str,
         id: &str,
-        from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+        from_row: fn(&sqlx::any::AnyRow) -> Result<T>,
     ) -> Result<T> {
         let sql = format!("SELECT {columns} FROM {table} WHERE org_id = ? AND id = ?");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&numbered(&sql))
             .bind(org_id)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -505,10 +657,10 @@ impl Store {
         table: &str,
         columns: &str,
         id: &str,
-        from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+        from_row: fn(&sqlx::any::AnyRow) -> Result<T>,
     ) -> Result<T> {
         let sql = format!("SELECT {columns} FROM {table} WHERE id = ?");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&numbered(&sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -524,7 +676,7 @@ impl Store {
         org_id: &str,
         limit: u64,
         offset: u64,
-        from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+        from_row: fn(&sqlx::any::AnyRow) -> Result<T>,
     ) -> Result<(Vec<T>, u64)> {
         let filter = RowFilter::owned_by(org_id);
         self.list_filtered(table, columns, &filter, limit, offset, from_row)
@@ -539,13 +691,14 @@ impl Store {
         filter: &RowFilter<'_>,
         limit: u64,
         offset: u64,
-        from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+        from_row: fn(&sqlx::any::AnyRow) -> Result<T>,
     ) -> Result<(Vec<T>, u64)> {
         let condition = &filter.condition;
         let sql = format!(
             "SELECT {columns} FROM {table} WHERE {condition} \
              ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
         );
+        let sql = numbered(&sql);
         let mut query = sqlx::query(&sql);
         for value in &filter.binds {
             query = query.bind(*value);
@@ -558,6 +711,7 @@ impl Store {
         let items = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
 
         let count_sql = format!("SELECT COUNT(*) FROM {table} WHERE {condition}");
+        let count_sql = numbered(&count_sql);
         let mut count = sqlx::query(&count_sql);
         for value in &filter.binds {
             count = count.bind(*value);

@@ -1,6 +1,7 @@
 //! Phone numbers.
 
-use sqlx::sqlite::SqliteRow;
+use super::numbered;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{get_ts, ts, write_error, Result, Store, StoreError};
@@ -12,10 +13,10 @@ impl Store {
     /// Stores a new phone number. [`StoreError::Conflict`] when the number is already owned
     /// (by any organisation), or its trunk or agent does not exist.
     pub async fn insert_number(&self, number: &PhoneNumber) -> Result<()> {
-        sqlx::query(
+        sqlx::query(&numbered(
             "INSERT INTO phone_numbers (id, org_id, number, trunk_id, agent_id, created_at, \
              updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&number.id)
         .bind(&number.org_id)
         .bind(&number.number)
@@ -57,10 +58,10 @@ impl Store {
     /// Writes every field of the phone number (as given, `updated_at` included);
     /// [`StoreError::Conflict`] as for [`Store::insert_number`].
     pub async fn update_number(&self, number: &PhoneNumber) -> Result<()> {
-        let done = sqlx::query(
+        let done = sqlx::query(&numbered(
             "UPDATE phone_numbers SET number = ?, trunk_id = ?, agent_id = ?, updated_at = ? \
              WHERE org_id = ? AND id = ?",
-        )
+        ))
         .bind(&number.number)
         .bind(&number.trunk_id)
         .bind(&number.agent_id)
@@ -79,11 +80,13 @@ impl Store {
 
     /// Deletes the organisation's phone number `id`.
     pub async fn delete_number(&self, org_id: &str, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM phone_numbers WHERE org_id = ? AND id = ?")
-            .bind(org_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(&numbered(
+            "DELETE FROM phone_numbers WHERE org_id = ? AND id = ?",
+        ))
+        .bind(org_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -94,7 +97,7 @@ impl Store {
     /// The record of an E.164 number, whichever organisation owns it (inbound routing).
     pub async fn find_number(&self, number: &str) -> Result<Option<PhoneNumber>> {
         let sql = format!("SELECT {COLUMNS} FROM phone_numbers WHERE number = ?");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&numbered(&sql))
             .bind(number)
             .fetch_optional(&self.pool)
             .await?;
@@ -104,7 +107,7 @@ impl Store {
     /// Every phone number of every organisation (the routing directory).
     pub(crate) async fn all_numbers(&self) -> Result<Vec<PhoneNumber>> {
         let sql = format!("SELECT {COLUMNS} FROM phone_numbers");
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&numbered(&sql)).fetch_all(&self.pool).await?;
         rows.iter().map(number_from_row).collect()
     }
 
@@ -114,7 +117,7 @@ impl Store {
             "SELECT {COLUMNS} FROM phone_numbers WHERE org_id = ? AND agent_id = ? \
              ORDER BY created_at, id"
         );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&numbered(&sql))
             .bind(org_id)
             .bind(agent_id)
             .fetch_all(&self.pool)
@@ -132,7 +135,7 @@ fn conflict_message(number: &PhoneNumber) -> String {
     )
 }
 
-fn number_from_row(row: &SqliteRow) -> Result<PhoneNumber> {
+fn number_from_row(row: &AnyRow) -> Result<PhoneNumber> {
     Ok(PhoneNumber {
         id: row.try_get("id")?,
         org_id: row.try_get("org_id")?,

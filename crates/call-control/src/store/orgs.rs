@@ -1,11 +1,12 @@
 //! Organisations, API keys (stored as SHA-256 hashes) and credits.
 
+use super::numbered;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use chrono::DateTime;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{get_opt_ts, get_ts, ts, Result, Store, StoreError};
 use crate::ids;
@@ -72,7 +73,7 @@ impl Store {
             }
             return Ok(None);
         }
-        let row = sqlx::query("SELECT COUNT(*) FROM api_keys")
+        let row = sqlx::query(&numbered("SELECT COUNT(*) FROM api_keys"))
             .fetch_one(&self.pool)
             .await?;
         let keys: i64 = row.try_get(0)?;
@@ -111,10 +112,12 @@ impl Store {
 
     /// What the API key `key` is: in use (with its organisation), revoked, or unknown.
     pub async fn check_api_key(&self, key: &str) -> Result<KeyCheck> {
-        let row = sqlx::query("SELECT id, org_id, revoked_at FROM api_keys WHERE key_hash = ?")
-            .bind(hash_key(key))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&numbered(
+            "SELECT id, org_id, revoked_at FROM api_keys WHERE key_hash = ?",
+        ))
+        .bind(hash_key(key))
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else {
             return Ok(KeyCheck::Unknown);
         };
@@ -144,10 +147,10 @@ impl Store {
     /// Every API key of every organisation, oldest first, with the organisation's name
     /// (for the operator's `dialcore keys list`).
     pub async fn all_api_keys(&self) -> Result<Vec<(String, ApiKeyRecord)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&numbered(
             "SELECT k.id, k.org_id, k.key_prefix, k.created_at, k.revoked_at, o.name \
              FROM api_keys k JOIN orgs o ON o.id = k.org_id ORDER BY k.created_at, k.id",
-        )
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -165,10 +168,10 @@ impl Store {
         key_id: &str,
         now: DateTime<Utc>,
     ) -> Result<ApiKeyRecord> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(&numbered(&format!(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) \
              WHERE id = ? AND (? IS NULL OR org_id = ?) RETURNING {KEY_COLUMNS}"
-        ))
+        )))
         .bind(ts(&now))
         .bind(key_id)
         .bind(org_id)
@@ -181,7 +184,7 @@ impl Store {
 
     /// The id of the organisation named `name`, if it exists.
     pub async fn org_id_by_name(&self, name: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT id FROM orgs WHERE name = ?")
+        let row = sqlx::query(&numbered("SELECT id FROM orgs WHERE name = ?"))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -190,11 +193,13 @@ impl Store {
 
     /// The organisation `org_id` ([`StoreError::NotFound`] for an unknown one).
     pub async fn get_org(&self, org_id: &str) -> Result<Organization> {
-        let row = sqlx::query("SELECT id, name, balance_cents, created_at FROM orgs WHERE id = ?")
-            .bind(org_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&numbered(
+            "SELECT id, name, balance_cents, created_at FROM orgs WHERE id = ?",
+        ))
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         Ok(Organization {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
@@ -205,7 +210,7 @@ impl Store {
 
     /// The organisation's balance in cents ([`StoreError::NotFound`] for an unknown one).
     pub async fn balance_cents(&self, org_id: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT balance_cents FROM orgs WHERE id = ?")
+        let row = sqlx::query(&numbered("SELECT balance_cents FROM orgs WHERE id = ?"))
             .bind(org_id)
             .fetch_optional(&self.pool)
             .await?
@@ -217,7 +222,7 @@ impl Store {
     /// returns the new balance.
     pub async fn add_credits(&self, org_id: &str, cents: i64) -> Result<i64> {
         let row = sqlx::query(
-            "UPDATE orgs SET balance_cents = balance_cents + ? WHERE id = ? RETURNING balance_cents",
+            &numbered("UPDATE orgs SET balance_cents = balance_cents + ? WHERE id = ? RETURNING balance_cents"),
         )
         .bind(cents)
         .bind(org_id)
@@ -228,10 +233,10 @@ impl Store {
     }
 
     async fn ensure_org(&self, name: &str, starting_balance_cents: i64) -> Result<String> {
-        sqlx::query(
+        sqlx::query(&numbered(
             "INSERT INTO orgs (id, name, balance_cents, created_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (name) DO NOTHING",
-        )
+        ))
         .bind(ids::new_id(ids::ORG))
         .bind(name)
         .bind(starting_balance_cents)
@@ -243,10 +248,10 @@ impl Store {
 
     async fn insert_key(&self, org_id: &str, key: &str) -> Result<()> {
         let prefix = display_prefix(key);
-        sqlx::query(
+        sqlx::query(&numbered(
             "INSERT INTO api_keys (id, org_id, key_hash, key_prefix, created_at) \
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_hash) DO NOTHING",
-        )
+        ))
         .bind(ids::new_id(ids::API_KEY))
         .bind(org_id)
         .bind(hash_key(key))
@@ -272,7 +277,7 @@ pub fn display_prefix(key: &str) -> String {
     prefix
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord> {
+fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
         id: row.try_get("id")?,
         org_id: row.try_get("org_id")?,
@@ -354,7 +359,7 @@ mod tests {
     async fn keys_are_stored_hashed() {
         let (store, _dir) = temp_store().await;
         let key = store.create_key("acme", 0).await.expect("key");
-        let rows = sqlx::query("SELECT key_hash FROM api_keys")
+        let rows = sqlx::query(&numbered("SELECT key_hash FROM api_keys"))
             .fetch_all(store.pool())
             .await
             .expect("rows");
@@ -463,7 +468,7 @@ mod key_record_tests {
             panic!("a new key works");
         };
         let (other_id, _) = store.key_and_org(&other).await.unwrap().unwrap();
-        let stored: Vec<String> = sqlx::query("SELECT key_prefix FROM api_keys")
+        let stored: Vec<String> = sqlx::query(&numbered("SELECT key_prefix FROM api_keys"))
             .fetch_all(store.pool())
             .await
             .unwrap()

@@ -1,9 +1,10 @@
 //! The webhook outbox: one row per (event, subscribed webhook), written before the event is
 //! reported, read by the dispatcher until delivered or given up. It survives restarts.
 
+use super::numbered;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{get_int, get_json, get_ts, sql_count, ts, write_error, Result, Store, StoreError};
@@ -58,11 +59,11 @@ impl Store {
     /// Adds a pending delivery ([`StoreError::Conflict`] if its id exists or its webhook
     /// does not).
     pub async fn enqueue_delivery(&self, entry: &OutboxEntry) -> Result<()> {
-        sqlx::query(
+        sqlx::query(&numbered(
             "INSERT INTO webhook_outbox (id, org_id, webhook_id, event, payload, attempts, \
              next_attempt_at, state, last_error, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-        )
+        ))
         .bind(&entry.id)
         .bind(&entry.org_id)
         .bind(&entry.webhook_id)
@@ -92,7 +93,7 @@ impl Store {
             "SELECT {COLUMNS} FROM webhook_outbox WHERE state = ? AND next_attempt_at <= ? \
              ORDER BY next_attempt_at, id LIMIT ?"
         );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&numbered(&sql))
             .bind(state_text(DeliveryState::Pending))
             .bind(ts(&now))
             .bind(sql_count(limit))
@@ -103,10 +104,10 @@ impl Store {
 
     /// When the earliest pending delivery is due (`None` when none is pending).
     pub async fn next_delivery_at(&self) -> Result<Option<DateTime<Utc>>> {
-        let row = sqlx::query(
+        let row = sqlx::query(&numbered(
             "SELECT next_attempt_at FROM webhook_outbox WHERE state = ? \
              ORDER BY next_attempt_at LIMIT 1",
-        )
+        ))
         .bind(state_text(DeliveryState::Pending))
         .fetch_optional(&self.pool)
         .await?;
@@ -146,7 +147,7 @@ impl Store {
     /// A delivery with its state ([`StoreError::NotFound`] for an unknown id).
     pub async fn get_delivery(&self, id: &str) -> Result<DeliveryRecord> {
         let sql = format!("SELECT {COLUMNS} FROM webhook_outbox WHERE id = ?");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&numbered(&sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -178,11 +179,11 @@ impl Store {
         next_attempt_at: Option<DateTime<Utc>>,
         last_error: Option<&str>,
     ) -> Result<()> {
-        let done = sqlx::query(
+        let done = sqlx::query(&numbered(
             "UPDATE webhook_outbox SET state = ?, attempts = COALESCE(?, attempts), \
              next_attempt_at = COALESCE(?, next_attempt_at), \
              last_error = COALESCE(?, last_error), updated_at = ? WHERE id = ?",
-        )
+        ))
         .bind(state_text(state))
         .bind(attempts.map(i64::from))
         .bind(next_attempt_at.as_ref().map(ts))
@@ -206,7 +207,7 @@ fn state_text(state: DeliveryState) -> &'static str {
     }
 }
 
-fn entry_from_row(row: &SqliteRow) -> Result<OutboxEntry> {
+fn entry_from_row(row: &AnyRow) -> Result<OutboxEntry> {
     Ok(OutboxEntry {
         id: row.try_get("id")?,
         org_id: row.try_get("org_id")?,
@@ -224,7 +225,7 @@ mod tests {
     use super::*;
     use crate::ids;
     use crate::model::events;
-    use crate::store::test_support::{at, temp_store, url_in};
+    use crate::store::test_support::{at, temp_store};
     use crate::store::webhooks::tests::webhook;
     use serde_json::json;
 
@@ -308,7 +309,7 @@ mod tests {
         let pending = entry(&hook.id, 3);
         store.enqueue_delivery(&pending).await.expect("enqueue");
         store.close().await;
-        let reopened = Store::open(&url_in(&dir)).await.expect("reopen");
+        let reopened = dir.reopen().await;
         assert_eq!(
             reopened.due_deliveries(at(3), 10).await.expect("due"),
             vec![pending]

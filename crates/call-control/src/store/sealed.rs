@@ -5,6 +5,7 @@
 //! [`Store::open_secret`] where the column is written and read, and an entry in
 //! [`SEALED_TEXT_COLUMNS`] so that plaintext left by an older version is sealed on start.
 
+use super::numbered;
 use std::collections::BTreeMap;
 
 use sqlx::Row;
@@ -122,21 +123,27 @@ impl Store {
     }
 
     /// Whether any sealed column holds a sealed value (then a new key would read none).
-    pub(crate) async fn holds_sealed_values(pool: &sqlx::SqlitePool) -> Result<bool> {
+    pub(crate) async fn holds_sealed_values(pool: &sqlx::AnyPool) -> Result<bool> {
         for column in SEALED_TEXT_COLUMNS {
             let sql = format!(
                 "SELECT 1 FROM {table} WHERE {col} LIKE '{SEALED_PREFIX}%' LIMIT 1",
                 col = column.column,
                 table = column.table
             );
-            if sqlx::query(&sql).fetch_optional(pool).await?.is_some() {
+            if sqlx::query(&numbered(&sql))
+                .fetch_optional(pool)
+                .await?
+                .is_some()
+            {
                 return Ok(true);
             }
         }
-        let agents = sqlx::query("SELECT 1 FROM agents WHERE runtime LIKE ? LIMIT 1")
-            .bind(format!("%\"{SEALED_PREFIX}%"))
-            .fetch_optional(pool)
-            .await?;
+        let agents = sqlx::query(&numbered(
+            "SELECT 1 FROM agents WHERE runtime LIKE ? LIMIT 1",
+        ))
+        .bind(format!("%\"{SEALED_PREFIX}%"))
+        .fetch_optional(pool)
+        .await?;
         Ok(agents.is_some())
     }
 
@@ -153,7 +160,7 @@ impl Store {
                 col = column.column,
                 table = column.table
             );
-            let row = sqlx::query(&sql)
+            let row = sqlx::query(&numbered(&sql))
                 .bind(&own)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -162,9 +169,9 @@ impl Store {
                 sealer.open(column.name, &stored)?;
             }
         }
-        let row = sqlx::query(
+        let row = sqlx::query(&numbered(
             "SELECT runtime FROM agents WHERE runtime LIKE ? AND runtime NOT LIKE ? LIMIT 1",
-        )
+        ))
         .bind(format!("%\"{SEALED_PREFIX}%"))
         .bind(format!("%\"{SEALED_PREFIX}{}:%", sealer.key_id()))
         .fetch_optional(&self.pool)
@@ -193,10 +200,13 @@ impl Store {
                 col = column.column,
                 table = column.table
             );
-            for row in sqlx::query(&select).fetch_all(&self.pool).await? {
+            for row in sqlx::query(&numbered(&select))
+                .fetch_all(&self.pool)
+                .await?
+            {
                 let id: String = row.try_get(0)?;
                 let plaintext: String = row.try_get(1)?;
-                let done = sqlx::query(&update)
+                let done = sqlx::query(&numbered(&update))
                     .bind(self.seal(*column, &plaintext)?)
                     .bind(&id)
                     .bind(&plaintext)
@@ -205,7 +215,7 @@ impl Store {
                 sealed += usize::try_from(done.rows_affected()).unwrap_or(0);
             }
         }
-        let rows = sqlx::query("SELECT id, runtime FROM agents")
+        let rows = sqlx::query(&numbered("SELECT id, runtime FROM agents"))
             .fetch_all(&self.pool)
             .await?;
         for row in rows {
@@ -226,12 +236,14 @@ impl Store {
                     }
                 }
             }
-            let done = sqlx::query("UPDATE agents SET runtime = ? WHERE id = ? AND runtime = ?")
-                .bind(serde_json::to_string(&resealed)?)
-                .bind(&id)
-                .bind(&text)
-                .execute(&self.pool)
-                .await?;
+            let done = sqlx::query(&numbered(
+                "UPDATE agents SET runtime = ? WHERE id = ? AND runtime = ?",
+            ))
+            .bind(serde_json::to_string(&resealed)?)
+            .bind(&id)
+            .bind(&text)
+            .execute(&self.pool)
+            .await?;
             sealed += usize::try_from(done.rows_affected()).unwrap_or(0);
         }
         if sealed > 0 {
@@ -256,7 +268,7 @@ mod tests {
     use crate::model::Runtime;
     use crate::secrets::SecretKey;
     use crate::store::agents::tests::agent;
-    use crate::store::test_support::{temp_store, url_in};
+    use crate::store::test_support::{sqlite_store, sqlite_url_in};
     use crate::store::trunks::tests::trunk;
     use crate::store::webhooks::tests::webhook;
     use crate::store::StoreError;
@@ -278,7 +290,10 @@ mod tests {
         let pool = sqlx::SqlitePool::connect_with(options)
             .await
             .expect("raw pool");
-        let rows = sqlx::query(sql).fetch_all(&pool).await.expect("raw rows");
+        let rows = sqlx::query(&numbered(sql))
+            .fetch_all(&pool)
+            .await
+            .expect("raw rows");
         pool.close().await;
         rows.iter()
             .map(|row| row.try_get::<String, _>(0).expect("text"))
@@ -287,7 +302,7 @@ mod tests {
 
     #[tokio::test]
     async fn secrets_reach_the_file_sealed_and_come_back_plain() {
-        let (store, dir) = temp_store().await;
+        let (store, dir) = sqlite_store().await;
         let trunk = trunk("org_a", 0);
         let hook = webhook("org_a", &["call.ended"], 0);
         let mut agent = agent("org_a", 0);
@@ -296,7 +311,7 @@ mod tests {
         store.insert_webhook(&hook).await.expect("webhook");
         store.insert_agent(&agent).await.expect("agent");
 
-        let url = url_in(&dir);
+        let url = dir.url().to_owned();
         let stored = [
             raw(&url, "SELECT password FROM trunks").await,
             raw(&url, "SELECT secret FROM webhooks").await,
@@ -340,11 +355,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_key_is_a_clear_error_never_garbage() {
-        let (store, dir) = temp_store().await;
+        let (store, dir) = sqlite_store().await;
         let trunk = trunk("org_a", 0);
         store.insert_trunk(&trunk).await.expect("trunk");
         store.close().await;
-        let url = url_in(&dir);
+        let url = dir.url().to_owned();
         let other = SecretConfig {
             key: Some(SecretKey::generate()),
             key_file: None,
@@ -376,12 +391,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_key_file_is_reported_and_not_replaced() {
-        let (store, dir) = temp_store().await;
+        let (store, dir) = sqlite_store().await;
         let mut agent = agent("org_a", 0);
         agent.runtime = websocket("tok");
         store.insert_agent(&agent).await.expect("agent");
         store.close().await;
-        let url = url_in(&dir);
+        let url = dir.url().to_owned();
         let key_file = crate::secrets::default_key_file(&url).expect("a file database");
         std::fs::remove_file(&key_file).expect("the key file is lost");
         let error = Store::open(&url)
@@ -401,7 +416,7 @@ mod tests {
     #[tokio::test]
     async fn admin_commands_without_a_key_create_none_and_seal_nothing() {
         let dir = tempfile::tempdir().expect("dir");
-        let url = url_in(&dir);
+        let url = sqlite_url_in(dir.path());
         // A database created by a service whose key came from the environment.
         let service_key = SecretConfig {
             key: Some(SecretKey::generate()),
@@ -433,14 +448,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let old = dir.path().join("migrations");
         std::fs::create_dir(&old).expect("dir");
-        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
         for entry in std::fs::read_dir(&here).expect("migrations") {
             let name = entry.expect("entry").file_name();
             if name.to_string_lossy().as_ref() < "0006" {
                 std::fs::copy(here.join(&name), old.join(&name)).expect("copy");
             }
         }
-        let url = url_in(&dir);
+        let url = sqlite_url_in(dir.path());
         let runtime = serde_json::to_string(&websocket("tok_legacy")).expect("json");
         {
             let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
@@ -470,13 +485,13 @@ mod tests {
                  ('whk_old', 'org_a', 'http://127.0.0.1:9/h', '[\"call.ended\"]', \
                  'whsec_legacy_secret', ?)",
             ] {
-                sqlx::query(sql).bind(stamp).execute(&pool).await.expect(sql);
+                sqlx::query(&numbered(sql)).bind(stamp).execute(&pool).await.expect(sql);
             }
-            sqlx::query(
+            sqlx::query(&numbered(
                 "INSERT INTO agents (id, org_id, name, prompt, greeting, status, runtime, \
                  default_call_settings, created_at, updated_at) VALUES ('agt_old', 'org_a', \
                  'a', 'p', NULL, 'active', ?, '{}', ?2, ?2)",
-            )
+            ))
             .bind(&runtime)
             .bind(stamp)
             .execute(&pool)

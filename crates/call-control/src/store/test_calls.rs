@@ -5,11 +5,12 @@
 //! the batch (or the single run), inside one transaction with the runs, so two requests
 //! racing cannot together go past it.
 
+use super::numbered;
 use std::collections::HashSet;
 
 use chrono::Utc;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Row, Sqlite};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{Any, Row};
 
 use super::{
     get_enum, get_int, get_opt_ts, get_ts, sql_count, total_of, ts, write_error, Result, RowFilter,
@@ -33,7 +34,7 @@ const BATCH_COLUMN_COUNT: usize = 29;
 /// The statuses of a run in flight, as SQL text.
 const ACTIVE_STATUSES: &str = "('queued', 'in_progress')";
 
-type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+type Query<'q> = sqlx::query::Query<'q, Any, AnyArguments<'q>>;
 
 /// Filters of `GET /test-calls`; `None` matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -83,7 +84,7 @@ impl Store {
             "INSERT INTO test_call_runs ({RUN_COLUMNS}) VALUES ({})",
             placeholders(RUN_COLUMN_COUNT)
         );
-        bind_run(sqlx::query(&sql), run)?
+        bind_run(sqlx::query(&numbered(&sql)), run)?
             .execute(self.pool())
             .await
             .map_err(|error| write_error(error, || format!("test run {} exists", run.id)))?;
@@ -134,15 +135,17 @@ impl Store {
         let new_runs = sql_count(runs.len() as u64);
 
         let mut tx = self.pool().begin().await?;
-        // The first statement writes, so the transaction holds the write lock from the
-        // moment it counts: no other writer can slip a run in between.
+        // The first statement writes, so on SQLite the transaction holds the write lock from
+        // the moment it counts; on PostgreSQL the organisation's lock is taken first. Either
+        // way no other writer can slip a run in between.
+        self.lock_org(&mut tx, org_id).await?;
         let (guarded, rest) = match batch {
             Some(batch) => {
                 let sql = format!(
                     "INSERT INTO test_call_batches ({BATCH_COLUMNS}) SELECT {} {guard}",
                     placeholders(BATCH_COLUMN_COUNT)
                 );
-                let done = bind_batch(sqlx::query(&sql), batch)
+                let done = bind_batch(sqlx::query(&numbered(&sql)), batch)
                     .map(|query| bind_guard(query, limit, org_id, new_runs))?
                     .execute(&mut *tx)
                     .await
@@ -157,7 +160,7 @@ impl Store {
                     "INSERT INTO test_call_runs ({RUN_COLUMNS}) SELECT {} {guard}",
                     placeholders(RUN_COLUMN_COUNT)
                 );
-                let done = bind_run(sqlx::query(&sql), first)
+                let done = bind_run(sqlx::query(&numbered(&sql)), first)
                     .map(|query| bind_guard(query, limit, org_id, new_runs))?
                     .execute(&mut *tx)
                     .await
@@ -177,7 +180,7 @@ impl Store {
             placeholders(RUN_COLUMN_COUNT)
         );
         for run in rest {
-            bind_run(sqlx::query(&sql), run)?
+            bind_run(sqlx::query(&numbered(&sql)), run)?
                 .execute(&mut *tx)
                 .await
                 .map_err(|error| write_error(error, || format!("test run {} exists", run.id)))?;
@@ -198,7 +201,7 @@ impl Store {
              error_message = ?, batch_id = ?, started_at = ?, completed_at = ?, updated_at = ? \
              WHERE org_id = ? AND id = ? RETURNING {RUN_COLUMNS}"
         );
-        let row = bind_run_fields(sqlx::query(&sql), run)?
+        let row = bind_run_fields(sqlx::query(&numbered(&sql)), run)?
             .bind(ts(&Utc::now()))
             .bind(&run.org_id)
             .bind(&run.id)
@@ -255,7 +258,7 @@ impl Store {
     pub async fn test_runs_of_batch(&self, batch_id: &str) -> Result<Vec<TestCallRun>> {
         let batch = self.get_test_batch_any(batch_id).await?;
         let sql = format!("SELECT {RUN_COLUMNS} FROM test_call_runs WHERE batch_id = ?");
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&numbered(&sql))
             .bind(batch_id)
             .fetch_all(self.pool())
             .await?;
@@ -317,10 +320,10 @@ impl Store {
         batch_id: &str,
         at: &chrono::DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        sqlx::query(&numbered(
             "UPDATE test_call_batches SET started_at = ?, updated_at = ? \
              WHERE id = ? AND started_at IS NULL",
-        )
+        ))
         .bind(ts(at))
         .bind(ts(&Utc::now()))
         .bind(batch_id)
@@ -350,7 +353,7 @@ impl Store {
              WHERE id = ? AND completed_runs + failed_runs < total_runs \
              RETURNING {BATCH_COLUMNS}"
         );
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&numbered(&sql))
             .bind(i64::from(succeeded))
             .bind(i64::from(!succeeded))
             .bind(TestBatchStatus::InProgress.as_str())
@@ -376,7 +379,7 @@ impl Store {
             "UPDATE test_call_batches SET aggregate = ?, updated_at = ? WHERE id = ? \
              RETURNING {BATCH_COLUMNS}"
         );
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&numbered(&sql))
             .bind(serde_json::to_string(aggregate)?)
             .bind(ts(&Utc::now()))
             .bind(batch_id)
@@ -402,7 +405,7 @@ impl Store {
             "UPDATE test_call_runs SET status = ?, error_message = ?, completed_at = ?, \
              updated_at = ? WHERE status IN {ACTIVE_STATUSES} RETURNING {RUN_COLUMNS}"
         );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(&numbered(&sql))
             .bind(TestRunStatus::Failed.as_str())
             .bind(reason)
             .bind(&now)
@@ -416,9 +419,9 @@ impl Store {
             .filter_map(|run| run.batch_id.as_deref())
             .collect();
 
-        let open: Vec<String> = sqlx::query(
+        let open: Vec<String> = sqlx::query(&numbered(
             "SELECT id FROM test_call_batches WHERE status = ? ORDER BY created_at, id",
-        )
+        ))
         .bind(TestBatchStatus::InProgress.as_str())
         .fetch_all(&mut *tx)
         .await?
@@ -441,7 +444,7 @@ impl Store {
             } else {
                 (TestBatchStatus::Completed, None)
             };
-            let row = sqlx::query(&sql)
+            let row = sqlx::query(&numbered(&sql))
                 .bind(status.as_str())
                 .bind(error_message)
                 .bind(&now)
@@ -456,11 +459,14 @@ impl Store {
     }
 }
 
-async fn count_active(conn: &mut sqlx::SqliteConnection, org_id: &str) -> Result<u64> {
+async fn count_active(conn: &mut sqlx::AnyConnection, org_id: &str) -> Result<u64> {
     let sql = format!(
         "SELECT COUNT(*) FROM test_call_runs WHERE org_id = ? AND status IN {ACTIVE_STATUSES}"
     );
-    let row = sqlx::query(&sql).bind(org_id).fetch_one(conn).await?;
+    let row = sqlx::query(&numbered(&sql))
+        .bind(org_id)
+        .fetch_one(conn)
+        .await?;
     total_of(&row)
 }
 
@@ -472,7 +478,7 @@ fn opt_json(value: &Option<serde_json::Value>) -> Result<Option<String>> {
     Ok(value.as_ref().map(serde_json::to_string).transpose()?)
 }
 
-fn get_opt_json(row: &SqliteRow, column: &'static str) -> Result<Option<serde_json::Value>> {
+fn get_opt_json(row: &AnyRow, column: &'static str) -> Result<Option<serde_json::Value>> {
     let text: Option<String> = row.try_get(column)?;
     Ok(text.map(|text| serde_json::from_str(&text)).transpose()?)
 }
@@ -554,7 +560,7 @@ fn bind_batch<'q>(query: Query<'q>, batch: &'q TestCallBatch) -> Result<Query<'q
         .bind(batch.started_at.as_ref().map(ts)))
 }
 
-fn run_from_row(row: &SqliteRow) -> Result<TestCallRun> {
+fn run_from_row(row: &AnyRow) -> Result<TestCallRun> {
     Ok(TestCallRun {
         id: row.try_get("id")?,
         org_id: row.try_get("org_id")?,
@@ -582,7 +588,7 @@ fn run_from_row(row: &SqliteRow) -> Result<TestCallRun> {
     })
 }
 
-fn batch_from_row(row: &SqliteRow) -> Result<TestCallBatch> {
+fn batch_from_row(row: &AnyRow) -> Result<TestCallBatch> {
     let scenario_prompts: String = row.try_get("scenario_prompts")?;
     let run_ids: String = row.try_get("run_ids")?;
     Ok(TestCallBatch {
@@ -1018,11 +1024,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let old = dir.path().join("migrations");
         std::fs::create_dir(&old).expect("dir");
-        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
         for file in ["0001_init.sql", "0002_test_calls.sql"] {
             std::fs::copy(here.join(file), old.join(file)).expect("copy");
         }
-        let url = crate::store::test_support::url_in(&dir);
+        let url = crate::store::test_support::sqlite_url_in(dir.path());
         {
             use std::str::FromStr;
             let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
@@ -1038,7 +1044,7 @@ mod tests {
                 .await
                 .expect("version 2 schema");
             let stamp = ts(&at(0));
-            sqlx::query(
+            sqlx::query(&numbered(
                 "INSERT INTO test_call_batches (id, org_id, target_type, target_id, agent_id, \
                  direction, mode, target_number, scenario_prompt, scenario_prompts, \
                  network_profile, charge_multiplier, estimated_cost_cents, run_count, \
@@ -1046,20 +1052,20 @@ mod tests {
                  created_at, updated_at) VALUES ('tcb_old', 'org_a', 'agent', 'agt_1', \
                  'agt_1', 'outbound', 'bot', '+15550100000', 'hello', '[]', 'clean', 1.0, 4, 1, \
                  0, 'failed', 1, 0, 1, '[\"tcr_old\"]', ?, ?)",
-            )
+            ))
             .bind(&stamp)
             .bind(&stamp)
             .execute(&pool)
             .await
             .expect("old batch");
-            sqlx::query(
+            sqlx::query(&numbered(
                 "INSERT INTO test_call_runs (id, org_id, target_type, target_id, agent_id, \
                  direction, target_number, scenario_prompt, mode, status, network_profile, \
                  charge_multiplier, estimated_cost_cents, error_message, batch_id, started_at, \
                  created_at, updated_at) VALUES ('tcr_old', 'org_a', 'agent', 'agt_1', \
                  'agt_1', 'outbound', '+15550100000', 'hello', 'bot', 'failed', 'clean', 2.6, \
                  4, 'service_restart: gone', 'tcb_old', ?, ?, ?)",
-            )
+            ))
             .bind(ts(&at(1)))
             .bind(&stamp)
             .bind(&stamp)

@@ -1,6 +1,7 @@
 //! SIP trunks.
 
-use sqlx::sqlite::SqliteRow;
+use super::numbered;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::sealed::{TRUNK_INBOUND_PASSWORD, TRUNK_PASSWORD};
@@ -15,11 +16,11 @@ impl Store {
     /// Stores a new trunk ([`StoreError::Conflict`] if its id exists).
     pub async fn insert_trunk(&self, trunk: &Trunk) -> Result<()> {
         let (inbound_username, inbound_password) = inbound_auth_columns(trunk);
-        sqlx::query(
+        sqlx::query(&numbered(
             "INSERT INTO trunks (id, org_id, name, host, port, transport, username, password, \
              allowed_networks, inbound_auth_username, inbound_auth_password, created_at, \
              updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&trunk.id)
         .bind(&trunk.org_id)
         .bind(&trunk.name)
@@ -68,11 +69,11 @@ impl Store {
     /// Writes every field of the trunk (as given, password and `updated_at` included).
     pub async fn update_trunk(&self, trunk: &Trunk) -> Result<()> {
         let (inbound_username, inbound_password) = inbound_auth_columns(trunk);
-        let done = sqlx::query(
+        let done = sqlx::query(&numbered(
             "UPDATE trunks SET name = ?, host = ?, port = ?, transport = ?, username = ?, \
              password = ?, allowed_networks = ?, inbound_auth_username = ?, \
              inbound_auth_password = ?, updated_at = ? WHERE org_id = ? AND id = ?",
-        )
+        ))
         .bind(&trunk.name)
         .bind(&trunk.host)
         .bind(i64::from(trunk.port))
@@ -97,7 +98,7 @@ impl Store {
     /// Deletes the organisation's trunk `id`; [`StoreError::Conflict`] while phone numbers
     /// still live on it.
     pub async fn delete_trunk(&self, org_id: &str, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM trunks WHERE org_id = ? AND id = ?")
+        let done = sqlx::query(&numbered("DELETE FROM trunks WHERE org_id = ? AND id = ?"))
             .bind(org_id)
             .bind(id)
             .execute(&self.pool)
@@ -115,7 +116,7 @@ impl Store {
     /// Every trunk of every organisation (for checking the source of inbound calls).
     pub async fn all_trunks(&self) -> Result<Vec<Trunk>> {
         let sql = format!("SELECT {COLUMNS} FROM trunks ORDER BY created_at, id");
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&numbered(&sql)).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| self.open_trunk(trunk_from_row(row)?))
             .collect()
@@ -139,7 +140,7 @@ impl Store {
     }
 }
 
-fn trunk_from_row(row: &SqliteRow) -> Result<Trunk> {
+fn trunk_from_row(row: &AnyRow) -> Result<Trunk> {
     Ok(Trunk {
         id: row.try_get("id")?,
         org_id: row.try_get("org_id")?,
@@ -167,7 +168,7 @@ fn inbound_auth_columns(trunk: &Trunk) -> (Option<String>, Option<String>) {
 }
 
 /// A trunk row's `inbound_auth`: both columns set, or none (a half-set pair is corrupt).
-fn inbound_auth_from_row(row: &SqliteRow) -> Result<Option<InboundAuth>> {
+fn inbound_auth_from_row(row: &AnyRow) -> Result<Option<InboundAuth>> {
     let username: Option<String> = row.try_get("inbound_auth_username")?;
     let password: Option<String> = row.try_get("inbound_auth_password")?;
     match (username, password) {

@@ -1,6 +1,7 @@
 //! Webhook subscriptions.
 
-use sqlx::sqlite::SqliteRow;
+use super::numbered;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::sealed::WEBHOOK_SECRET;
@@ -12,10 +13,10 @@ const COLUMNS: &str = "id, org_id, url, events, secret, created_at";
 impl Store {
     /// Stores a new webhook ([`StoreError::Conflict`] if its id exists).
     pub async fn insert_webhook(&self, webhook: &Webhook) -> Result<()> {
-        sqlx::query(
+        sqlx::query(&numbered(
             "INSERT INTO webhooks (id, org_id, url, events, secret, created_at) \
              VALUES (?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&webhook.id)
         .bind(&webhook.org_id)
         .bind(&webhook.url)
@@ -55,11 +56,13 @@ impl Store {
 
     /// Deletes the organisation's webhook `id` and its pending deliveries.
     pub async fn delete_webhook(&self, org_id: &str, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM webhooks WHERE org_id = ? AND id = ?")
-            .bind(org_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(&numbered(
+            "DELETE FROM webhooks WHERE org_id = ? AND id = ?",
+        ))
+        .bind(org_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -70,7 +73,10 @@ impl Store {
     pub async fn webhooks_for_event(&self, org_id: &str, event: &str) -> Result<Vec<Webhook>> {
         let sql =
             format!("SELECT {COLUMNS} FROM webhooks WHERE org_id = ? ORDER BY created_at, id");
-        let rows = sqlx::query(&sql).bind(org_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&numbered(&sql))
+            .bind(org_id)
+            .fetch_all(&self.pool)
+            .await?;
         let mut subscribed = Vec::new();
         for row in &rows {
             let webhook = webhook_from_row(row)?;
@@ -96,7 +102,7 @@ impl Store {
     }
 }
 
-fn webhook_from_row(row: &SqliteRow) -> Result<Webhook> {
+fn webhook_from_row(row: &AnyRow) -> Result<Webhook> {
     Ok(Webhook {
         id: row.try_get("id")?,
         org_id: row.try_get("org_id")?,
