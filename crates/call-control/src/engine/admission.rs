@@ -16,15 +16,25 @@
 //! this node nor counts it twice. Across nodes the view is up to one refresh old, so two
 //! nodes can both admit against the same last cents; the heartbeat then ends whichever
 //! call the balance cannot carry into its next minute (`insufficient_credits`).
+//!
+//! The ledger also knows whether the database answers: the writer tells it after each of
+//! its attempts. A blip (a pool timeout under load) changes nothing, since the writer
+//! retries until the records land; but a database that has failed every attempt for
+//! [`FAILING_REFUSES_AFTER`], or a store that was closed, refuses new calls with 503 and
+//! `Retry-After` ([`StoreError::Failing`]): a call answered then could not be recorded
+//! or billed for as long as the outage lasts, and the carrier can try another node.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::store::{Admission, CallAdmission, OrgUsage, Settlement, Store, StoreError};
 
 /// How often the writer reads the cached organisations' usage from the database.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long the database must have failed every attempt before new calls are refused.
+pub const FAILING_REFUSES_AFTER: Duration = Duration::from_secs(5);
 
 /// One organisation in the ledger.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +50,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Ledger {
     orgs: Mutex<HashMap<String, Entry>>,
+    /// Since when every attempt of the writer failed, and the last failure.
+    failing: Mutex<Option<(Instant, String)>>,
 }
 
 impl Ledger {
@@ -86,6 +98,7 @@ impl Ledger {
         org_id: &str,
         admission: Admission,
     ) -> Result<CallAdmission, StoreError> {
+        self.store_answers(store, Instant::now())?;
         if let Some(decided) = self.try_admit(org_id, admission) {
             return Ok(decided);
         }
@@ -98,6 +111,40 @@ impl Ledger {
         Ok(self
             .try_admit(org_id, admission)
             .expect("the organisation was just added"))
+    }
+
+    /// `Ok` unless `store` was closed or has been failing for [`FAILING_REFUSES_AFTER`] at
+    /// `now` (see the module docs).
+    fn store_answers(&self, store: &Store, now: Instant) -> Result<(), StoreError> {
+        if store.is_closed() {
+            return Err(StoreError::Database(sqlx::Error::PoolClosed));
+        }
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match &*failing {
+            Some((since, last_error))
+                if now.saturating_duration_since(*since) >= FAILING_REFUSES_AFTER =>
+            {
+                Err(StoreError::Failing {
+                    seconds: now.saturating_duration_since(*since).as_secs(),
+                    last_error: last_error.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The writer's attempt at `now` failed with `error`, a store that cannot serve now.
+    pub(super) fn store_failed(&self, error: &StoreError, now: Instant) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *failing {
+            Some((_, last_error)) => *last_error = error.to_string(),
+            None => *failing = Some((now, error.to_string())),
+        }
+    }
+
+    /// The database answered one of the writer's attempts.
+    pub(super) fn store_answered(&self) {
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Whether `org_id` is in the ledger (tests wait for the writer's first refresh).
@@ -221,5 +268,39 @@ mod tests {
             ledger.try_admit("org", uncapped),
             Some(CallAdmission::Admitted)
         );
+    }
+
+    #[tokio::test]
+    async fn a_store_failing_for_a_while_or_closed_refuses_new_calls() {
+        let (store, _db) = crate::store::test_support::temp_store().await;
+        let ledger = Ledger::default();
+        let start = Instant::now();
+        assert!(ledger.store_answers(&store, start).is_ok());
+        let timeout = StoreError::Database(sqlx::Error::PoolTimedOut);
+        ledger.store_failed(&timeout, start);
+        ledger.store_failed(&timeout, start + Duration::from_secs(2));
+        // A blip: the writer retries, calls go on being admitted.
+        assert!(ledger
+            .store_answers(
+                &store,
+                start + FAILING_REFUSES_AFTER - Duration::from_millis(1)
+            )
+            .is_ok());
+        let refused = ledger
+            .store_answers(&store, start + FAILING_REFUSES_AFTER)
+            .expect_err("failing for long enough");
+        assert!(refused.is_unavailable(), "a 503, not a 500: {refused}");
+        assert!(
+            matches!(refused, StoreError::Failing { seconds: 5, .. }),
+            "{refused:?}"
+        );
+        // One answer is enough to admit again.
+        ledger.store_answered();
+        assert!(ledger
+            .store_answers(&store, start + Duration::from_secs(60))
+            .is_ok());
+        store.close().await;
+        let closed = ledger.store_answers(&store, start).expect_err("closed");
+        assert!(closed.is_unavailable(), "{closed}");
     }
 }

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn, Instrument};
@@ -144,9 +145,42 @@ impl Writer {
     /// Reads every organisation's usage into the ledger (see [`super::admission`]).
     async fn refresh(&self) {
         match self.store.all_org_usages().await {
-            Ok(usages) => self.ledger.refresh(usages),
-            Err(error) => warn!(%error, "admission ledger not refreshed"),
+            Ok(usages) => {
+                self.ledger.store_answered();
+                self.ledger.refresh(usages);
+            }
+            Err(error) => {
+                if error.is_unavailable() {
+                    self.ledger.store_failed(&error, Instant::now());
+                } else {
+                    self.ledger.store_answered();
+                }
+                warn!(%error, "admission ledger not refreshed");
+            }
         }
+    }
+
+    /// [`patiently`] with every attempt's outcome told to the ledger, which refuses new
+    /// calls while the database fails for long ([`super::admission`]).
+    async fn patiently<T, F, Fut>(&self, what: &'static str, attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let outcome = patiently(
+            what,
+            |error: &StoreError| {
+                let unavailable = error.is_unavailable();
+                if unavailable {
+                    self.ledger.store_failed(error, Instant::now());
+                }
+                unavailable
+            },
+            attempt,
+        )
+        .await;
+        self.ledger.store_answered();
+        outcome
     }
 
     /// The events of the batch, in order, then its `done` signals.
@@ -180,10 +214,9 @@ impl Writer {
             .filter_map(|p| p.admit.map(|cents| (&p.call, cents)))
             .collect();
         if !admitted.is_empty() {
-            let written = patiently("admitted calls", StoreError::is_unavailable, || {
-                store.insert_admitted_calls(&admitted)
-            })
-            .await;
+            let written = self
+                .patiently("admitted calls", || store.insert_admitted_calls(&admitted))
+                .await;
             match written {
                 Ok(()) => {
                     for (call, cents) in &admitted {
@@ -195,10 +228,9 @@ impl Writer {
                     for one in &admitted {
                         let single = [*one];
                         let (call, cents) = *one;
-                        match patiently("admitted call", StoreError::is_unavailable, || {
-                            store.insert_admitted_calls(&single)
-                        })
-                        .await
+                        match self
+                            .patiently("admitted call", || store.insert_admitted_calls(&single))
+                            .await
                         {
                             Ok(()) => self.ledger.written(&call.org_id, cents),
                             Err(error) => {
@@ -217,19 +249,17 @@ impl Writer {
             .map(|p| &p.call)
             .collect();
         if !running.is_empty() {
-            let written = patiently("call records", StoreError::is_unavailable, || {
-                store.update_calls(&running)
-            })
-            .await;
+            let written = self
+                .patiently("call records", || store.update_calls(&running))
+                .await;
             if let Err(refused) = written {
                 // One of them cannot be written: write them one by one, so the others land.
                 warn!(error = %refused, calls = running.len(), "batch of call records refused; writing them one by one");
                 for call in &running {
                     let one = [*call];
-                    if let Err(error) = patiently("call record", StoreError::is_unavailable, || {
-                        store.update_calls(&one)
-                    })
-                    .await
+                    if let Err(error) = self
+                        .patiently("call record", || store.update_calls(&one))
+                        .await
                     {
                         error!(call_id = %call.id, %error, status = %call.status, "call record not written");
                     }
@@ -241,11 +271,10 @@ impl Writer {
                 continue;
             };
             let call = &entry.call;
-            let settled = patiently("ended call", StoreError::is_unavailable, || {
-                store.finish_call(call, cents)
-            })
-            .instrument(entry.span.clone())
-            .await;
+            let settled = self
+                .patiently("ended call", || store.finish_call(call, cents))
+                .instrument(entry.span.clone())
+                .await;
             match settled {
                 Ok(Some(settled)) => {
                     self.ledger.settled(&call.org_id, settled);

@@ -118,6 +118,15 @@ pub enum StoreError {
         /// What it holds.
         value: String,
     },
+    /// The database has failed every attempt of this node for a while (the record writer
+    /// cannot reach it): new calls are refused until it answers again.
+    #[error("the database has been failing for {seconds} s: {last_error}")]
+    Failing {
+        /// For how long.
+        seconds: u64,
+        /// The last failure.
+        last_error: String,
+    },
 }
 
 impl StoreError {
@@ -126,8 +135,10 @@ impl StoreError {
     /// "try again" (SIP 503 with Retry-After, API 503 `unavailable`), never "no such thing"
     /// or "forbidden".
     pub fn is_unavailable(&self) -> bool {
-        let StoreError::Database(error) = self else {
-            return false;
+        let error = match self {
+            StoreError::Database(error) => error,
+            StoreError::Failing { .. } => return true,
+            _ => return false,
         };
         match error {
             sqlx::Error::PoolTimedOut
@@ -340,6 +351,11 @@ impl Store {
     /// Closes every connection, waiting for running queries to finish.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Whether [`Store::close`] was called: every query fails from now on.
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
     }
 }
 
