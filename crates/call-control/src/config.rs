@@ -7,57 +7,38 @@
 //! [sip]
 //! listen = "0.0.0.0:5060"
 //! public_ip = "203.0.113.7"
+//! [node]
+//! id = "dialcore-1"
+//! max_calls = 500
+//! drain_timeout = "30m"
 //! [log]
 //! format = "json"
 //! ```
 //!
-//! Every key of [`KEYS`] can be set either way; `DIALCORE_API_KEY` sets `api.key` and
-//! `DIALCORE_RECORDINGS_DIR` sets `recordings.dir`. Unknown keys in the file and values
-//! that do not parse are errors naming the key and where the value came from.
+//! One struct per section, deserialized with serde; the keys of the file and the names of
+//! the environment variables are those structs' fields ([`Config::keys`]), so there is no
+//! second list to keep: `http.listen` is `DIALCORE_HTTP_LISTEN`, `api.key` is
+//! `DIALCORE_API_KEY`, `recordings.dir` is `DIALCORE_RECORDINGS_DIR`, `secret.key` and
+//! `secret.key_file` are `DIALCORE_SECRET_KEY` and `DIALCORE_SECRET_KEY_FILE`. Every value
+//! is read from its text form (a TOML string, number or boolean, or a variable's value) by
+//! the same rules either way; an empty optional value means none. Unknown keys in the file
+//! and values that do not parse are errors naming the key and where the value came from.
 
+mod fields;
+mod keys;
+
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Every configuration key, as `section.key`.
-pub const KEYS: &[&str] = &[
-    "http.listen",
-    "http.max_connections",
-    "http.header_read_timeout_ms",
-    "http.request_timeout_ms",
-    "http.shutdown_grace_ms",
-    "sip.listen",
-    "sip.public_ip",
-    "sip.digest_algorithms",
-    "rtp.port_min",
-    "rtp.port_max",
-    "rtp.inactivity_timeout_secs",
-    "database.url",
-    "recordings.dir",
-    "api.key",
-    "api.rate_limit_per_minute",
-    "api.max_concurrent_calls_per_org",
-    "credits.starting_balance_cents",
-    "credits.per_minute_cents",
-    "webhooks.max_attempts",
-    "webhooks.base_delay_ms",
-    "webhooks.timeout_ms",
-    "test_calls.max_concurrent_runs",
-    "test_calls.bot_number",
-    "test_calls.max_run_seconds",
-    "test_calls.audio_dir",
-    "test_calls.charge_multiplier",
-    "agents.audio_dir",
-    "websocket.connect_timeout_ms",
-    "websocket.fallback_audio",
-    "security.allow_private_destinations",
-    "log.format",
-    "log.level",
-    "secret.key",
-    "secret.key_file",
-];
+use serde::Deserialize;
+use sip_stack::message::TransportKind;
+
+pub use self::keys::Key;
 
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +61,7 @@ pub enum ConfigError {
         error: toml::de::Error,
     },
     /// The file names a key this service does not have.
-    #[error("unknown config key `{key}` in {origin} (known keys: {})", KEYS.join(", "))]
+    #[error("unknown config key `{key}` in {origin} ({})", known_keys(key))]
     UnknownKey {
         /// `section.key` as written.
         key: String,
@@ -107,8 +88,32 @@ pub enum ConfigError {
     },
 }
 
+/// What `key` (`section.name` or `section`) could have been: the keys of its section when
+/// that is one, else the sections.
+fn known_keys(key: &str) -> String {
+    let section = key.split_once('.').map_or(key, |(section, _)| section);
+    let keys = Config::keys();
+    let names: Vec<&str> = keys
+        .iter()
+        .filter(|known| known.section == section)
+        .map(|known| known.name)
+        .collect();
+    if names.is_empty() {
+        let mut sections: Vec<&str> = keys.iter().map(|known| known.section).collect();
+        sections.dedup();
+        format!("known sections: {}", sections.join(", "))
+    } else {
+        format!("known keys of [{section}]: {}", names.join(", "))
+    }
+}
+
+/// Keys whose values are never repeated in an error: a value that does not parse may still
+/// be most of a real secret.
+const SECRET_KEYS: &[&str] = &["api.key", "secret.key"];
+
 /// The whole configuration. `Default` is the embedded defaults of DESIGN.md.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `[http]`
     pub http: HttpConfig,
@@ -138,17 +143,22 @@ pub struct Config {
     pub log: LogConfig,
     /// `[secret]`
     pub secret: SecretConfig,
+    /// `[node]`
+    pub node: NodeConfig,
 }
 
 /// `[secret]`: the key that encrypts trunk passwords, webhook secrets and agent header
 /// values in the database (see [`crate::secrets`]).
-#[derive(Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SecretConfig {
     /// The key (`DIALCORE_SECRET_KEY`: 32 bytes as base64 or hex); when absent, the key
     /// file is used.
+    #[serde(deserialize_with = "fields::secret_key")]
     pub key: Option<crate::secrets::SecretKey>,
     /// Where the key is kept when `key` is absent (`DIALCORE_SECRET_KEY_FILE`; default:
     /// the database file's path with `.key` appended), created on first start.
+    #[serde(deserialize_with = "fields::optional")]
     pub key_file: Option<PathBuf>,
 }
 
@@ -189,22 +199,28 @@ impl fmt::Debug for SecretConfig {
 }
 
 /// `[http]`: the REST API listener.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on (default `127.0.0.1:8080`; port 0 picks a free port).
+    #[serde(deserialize_with = "fields::parsed")]
     pub listen: SocketAddr,
     /// Most open client connections (default 512). At the limit a new connection closes
     /// the longest-idle one (no request in flight), so idle or slow clients can never lock
     /// others out; when every connection is busy the new one is refused.
+    #[serde(deserialize_with = "fields::positive")]
     pub max_connections: usize,
     /// Time a connection has to send a request's headers, also between requests of a
     /// keep-alive connection (default 10 000 ms): idle and slowloris clients are closed.
+    #[serde(deserialize_with = "fields::positive")]
     pub header_read_timeout_ms: u64,
     /// Time a request has to be answered (default 30 000 ms; 408 otherwise). Streaming a
     /// response body (a recording) is not counted.
+    #[serde(deserialize_with = "fields::positive")]
     pub request_timeout_ms: u64,
     /// On shutdown, how long requests in flight may finish before their connections are
     /// closed (default 10 000 ms).
+    #[serde(deserialize_with = "fields::parsed")]
     pub shutdown_grace_ms: u64,
 }
 
@@ -226,97 +242,252 @@ impl HttpConfig {
 }
 
 /// `[sip]`: the SIP listener (UDP and TCP on the same address).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SipConfig {
     /// Address to listen on (default `127.0.0.1:5060`; port 0 picks a free port).
+    #[serde(deserialize_with = "fields::parsed")]
     pub listen: SocketAddr,
     /// Address advertised in SIP and SDP when behind NAT (default: the listen address).
+    #[serde(deserialize_with = "fields::optional")]
     pub public_ip: Option<IpAddr>,
     /// Digest algorithms offered to trunks with `inbound_auth`, one `WWW-Authenticate` each
     /// in this order (RFC 8760: clients answer the first they support). Default
     /// `MD5,SHA-256`: MD5 first because many carriers' devices know nothing else and fail
     /// on a first challenge they cannot answer; `SHA-256,MD5` prefers SHA-256.
+    #[serde(deserialize_with = "fields::digest_algorithms")]
     pub digest_algorithms: Vec<sip_stack::auth::Algorithm>,
+    /// Where outbound INVITEs to trunks are sent instead of the trunk's own address: an
+    /// SBC or load balancer such as Kamailio in front of the nodes (`host:port`, or
+    /// `sip:host:port;transport=udp|tcp`; default none: straight to the trunk). The
+    /// Request-URI stays the trunk's and the INVITE carries `Route: <sip:proxy;lr>` (RFC
+    /// 3261 loose routing), so the proxy relays it there.
+    #[serde(deserialize_with = "fields::outbound_proxy")]
+    pub outbound_proxy: Option<OutboundProxy>,
+}
+
+/// `[sip] outbound_proxy`: the next hop of outbound INVITEs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundProxy {
+    /// Host name or IP address (an IPv6 address without brackets).
+    pub host: String,
+    /// Port (default 5060).
+    pub port: u16,
+    /// Transport to the proxy (default UDP, as for any `sip:` URI without `transport`).
+    pub transport: TransportKind,
+}
+
+impl OutboundProxy {
+    /// The proxy as a SIP URI with `lr`, e.g. `sip:10.0.0.2:5060;lr`: the value of the
+    /// `Route` header outbound INVITEs carry (within `<...>`).
+    pub fn route_uri(&self) -> String {
+        let transport = match self.transport {
+            TransportKind::Udp => "",
+            TransportKind::Tcp => ";transport=tcp",
+        };
+        format!("sip:{}:{}{transport};lr", self.host_for_uri(), self.port)
+    }
+
+    /// The host as a URI writes it (IPv6 in brackets).
+    fn host_for_uri(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// The proxy's address: the host itself when it is an IP address, else the first
+    /// address it resolves to.
+    pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, self.port));
+        }
+        tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .next()
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} resolves to no address", self.host),
+                )
+            })
+    }
+}
+
+impl fmt::Display for OutboundProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let transport = match self.transport {
+            TransportKind::Udp => "udp",
+            TransportKind::Tcp => "tcp",
+        };
+        write!(
+            f,
+            "sip:{}:{};transport={transport}",
+            self.host_for_uri(),
+            self.port
+        )
+    }
+}
+
+impl FromStr for OutboundProxy {
+    type Err = String;
+
+    /// `host`, `host:port`, `[v6]:port`, or a SIP URI of them with `;transport=udp|tcp`
+    /// and `;lr` parameters (`<...>` around it allowed).
+    fn from_str(text: &str) -> Result<OutboundProxy, String> {
+        let expected = || {
+            "expected host:port or sip:host:port;transport=udp (a proxy, with no user part)"
+                .to_owned()
+        };
+        let text = text.trim();
+        let text = text
+            .strip_prefix('<')
+            .and_then(|inner| inner.strip_suffix('>'))
+            .unwrap_or(text);
+        let uri = match text.get(..4) {
+            Some(scheme) if scheme.eq_ignore_ascii_case("sip:") => &text[4..],
+            _ if text.contains(';') => return Err(expected()),
+            _ => text,
+        };
+        let mut parts = uri.split(';');
+        let address = parts.next().unwrap_or_default();
+        if address.contains('@') {
+            return Err(expected());
+        }
+        let (host, port) = fields::split_host_port(address).ok_or_else(expected)?;
+        let mut transport = TransportKind::Udp;
+        for param in parts {
+            let (name, value) = param.split_once('=').unwrap_or((param, ""));
+            match name.trim().to_ascii_lowercase().as_str() {
+                "lr" => {}
+                "transport" => {
+                    transport = match value.trim().to_ascii_lowercase().as_str() {
+                        "udp" => TransportKind::Udp,
+                        "tcp" => TransportKind::Tcp,
+                        other => {
+                            return Err(format!("unsupported transport {other:?} (udp or tcp)"))
+                        }
+                    }
+                }
+                other => return Err(format!("unsupported URI parameter {other:?}")),
+            }
+        }
+        let port = port.unwrap_or(5060);
+        if port == 0 {
+            return Err("the port must be from 1 to 65535".into());
+        }
+        Ok(OutboundProxy {
+            host: host.to_owned(),
+            port,
+            transport,
+        })
+    }
 }
 
 /// `[rtp]`: media ports and timeouts.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RtpConfig {
     /// Lowest RTP port (default 20000).
+    #[serde(deserialize_with = "fields::parsed")]
     pub port_min: u16,
     /// Highest RTP port (default 30000).
+    #[serde(deserialize_with = "fields::parsed")]
     pub port_max: u16,
     /// Seconds without RTP before a call ends with `media_timeout` (default 30).
+    #[serde(deserialize_with = "fields::positive")]
     pub inactivity_timeout_secs: u64,
 }
 
 /// `[database]`
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// sqlx URL (default `sqlite://dialcore.db`).
+    #[serde(deserialize_with = "fields::database_url")]
     pub url: String,
 }
 
 /// `[recordings]`
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RecordingsConfig {
     /// Directory of the WAV recordings (default `./recordings`).
+    #[serde(deserialize_with = "fields::directory")]
     pub dir: PathBuf,
 }
 
 /// `[api]`
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Value of the bootstrap API key (also `DIALCORE_API_KEY`); generated when absent.
+    #[serde(deserialize_with = "fields::optional")]
     pub key: Option<String>,
     /// Requests per minute allowed per API key (default 600).
+    #[serde(deserialize_with = "fields::positive")]
     pub rate_limit_per_minute: u32,
     /// Calls an organisation may have live at once (placed, ringing or answered; inbound
     /// and outbound); one more is refused (429 `concurrent_call_limit`, SIP 486 inbound).
     /// 0 (the default) means no limit: the credit reservation still bounds what a tenant
     /// can spend.
+    #[serde(deserialize_with = "fields::parsed")]
     pub max_concurrent_calls_per_org: u32,
 }
 
 /// `[credits]`
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CreditsConfig {
     /// Balance of a new organisation, in cents (default 10000).
+    #[serde(deserialize_with = "fields::parsed")]
     pub starting_balance_cents: i64,
     /// Price of each started minute of a call, in cents (default 2).
+    #[serde(deserialize_with = "fields::non_negative")]
     pub per_minute_cents: i64,
 }
 
 /// `[webhooks]`: delivery retries.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// Attempts before a delivery is given up (default 8).
+    #[serde(deserialize_with = "fields::positive")]
     pub max_attempts: u32,
     /// Delay before the first retry; doubles at each attempt (default 1000 ms).
+    #[serde(deserialize_with = "fields::parsed")]
     pub base_delay_ms: u64,
     /// Timeout of one delivery request (default 5000 ms).
+    #[serde(deserialize_with = "fields::positive")]
     pub timeout_ms: u64,
 }
 
 /// `[test_calls]`: the SIP loopback test mode.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TestCallsConfig {
     /// Test-call runs an organisation may have queued or in progress at once (default 20,
     /// the largest batch); a request that would pass it gets 429 `rate_limited`.
+    #[serde(deserialize_with = "fields::positive")]
     pub max_concurrent_runs: u32,
     /// The test bot's own number, E.164: what an outbound test run calls unless the request
     /// names another `target_number` (default `+15550100000`).
+    #[serde(deserialize_with = "fields::e164")]
     pub bot_number: String,
     /// Longest test call, in seconds after answer: the bot hangs up by then (default 120).
     /// Cost estimates price a run at this length.
+    #[serde(deserialize_with = "fields::positive")]
     pub max_run_seconds: u32,
     /// Directory of the WAV files scenario scripts may play (`say greeting.wav`, a plain
     /// relative path inside it). Unset (the default): scripts speak only the shipped speech,
     /// so a script sent over the API can never make the service read another file.
+    #[serde(deserialize_with = "fields::optional")]
     pub audio_dir: Option<PathBuf>,
     /// Price of a test call's leg over a normal call's, a whole number from 0 (test calls
     /// are free) to [`MAX_CHARGE_MULTIPLIER`] (default 2). The operator's alone: runs and
     /// batches show it, read-only.
+    #[serde(deserialize_with = "fields::charge_multiplier")]
     pub charge_multiplier: u32,
 }
 
@@ -324,43 +495,53 @@ pub struct TestCallsConfig {
 pub const MAX_CHARGE_MULTIPLIER: u32 = 100;
 
 /// `[agents]`: what agents of every organisation share.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AgentsConfig {
     /// Directory of the WAV files scripted agents may play (`{"action": "say", "audio":
     /// "greeting.wav"}`, a plain relative path inside it, checked when the agent is written
     /// and when the file is opened). Unset (the default): `say` steps play text only, and
     /// nothing an API client writes can make the service read a file.
+    #[serde(deserialize_with = "fields::optional")]
     pub audio_dir: Option<PathBuf>,
 }
 
 /// `[websocket]`: the `websocket` agent runtime.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebsocketConfig {
     /// How long connecting to an agent's WebSocket may take (default 5000 ms); past it the
     /// call ends with outcome `error`, reason `agent_unreachable`.
+    #[serde(deserialize_with = "fields::positive")]
     pub connect_timeout_ms: u64,
     /// A WAV file (16-bit PCM, 8/16/48 kHz) played to the caller when the agent cannot be
     /// reached or drops mid-call, before the call ends (default none: it ends at once).
+    #[serde(deserialize_with = "fields::optional")]
     pub fallback_audio: Option<PathBuf>,
 }
 
 /// `[security]`: what tenants may make the service reach.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
     /// Whether webhook URLs, agent WebSocket URLs and trunk hosts may be (or resolve to)
     /// loopback, private, link-local (cloud metadata), shared (CGNAT) or unique-local
     /// addresses, and agent URLs may send their headers over unencrypted `ws://` (default
     /// false: refused, checked on the resolved address when connecting). For single-tenant
     /// and test setups. See [`crate::destinations`].
+    #[serde(deserialize_with = "fields::boolean")]
     pub allow_private_destinations: bool,
 }
 
 /// `[log]`
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// Line format (default text).
+    #[serde(deserialize_with = "fields::log_format")]
     pub format: LogFormat,
     /// `tracing` filter directive, e.g. `info` or `call_control=debug,info` (default `info`).
+    #[serde(deserialize_with = "fields::log_level")]
     pub level: String,
 }
 
@@ -372,6 +553,91 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `[node]`: this node of a cluster (several nodes on one database behind a SIP load
+/// balancer), or the only one.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's id, recorded on the calls and runs it runs (`DIALCORE_NODE_ID`; default:
+    /// the host name). Letters, digits, `-`, `_` and `.`, at most 64.
+    #[serde(deserialize_with = "fields::node_id")]
+    pub id: String,
+    /// `host:port` at which other nodes reach this node's HTTP API (default: see
+    /// [`NodeConfig::advertised_address_for`]).
+    #[serde(deserialize_with = "fields::advertised_address")]
+    pub advertised_address: Option<String>,
+    /// The most calls this node runs at once, inbound and outbound (default 0: no limit).
+    /// One more is refused: an INVITE with 503 and `Retry-After` (a load balancer tries
+    /// another node), `POST /calls` and test calls with 503 `unavailable`.
+    #[serde(deserialize_with = "fields::parsed")]
+    pub max_calls: u32,
+    /// How long a draining node (SIGTERM, `POST /admin/drain`) lets its live calls run
+    /// before it hangs them up (default 30 minutes; `"90s"`, `"30m"`, `"1h"` or seconds).
+    #[serde(deserialize_with = "fields::duration")]
+    pub drain_timeout: Duration,
+}
+
+/// Default `[node] drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+impl NodeConfig {
+    /// [`NodeConfig::max_calls`] as a limit (`None`: no limit).
+    pub fn call_limit(&self) -> Option<u32> {
+        Some(self.max_calls).filter(|&limit| limit > 0)
+    }
+
+    /// The address other nodes reach this node's HTTP API at: `advertised_address` when
+    /// set, else `http_listen` (the address the API listens on, as bound) unless it is an
+    /// unspecified address (`0.0.0.0`, `::`) or port 0, which nobody can reach.
+    pub fn advertised_address_for(&self, http_listen: SocketAddr) -> Option<String> {
+        if let Some(address) = &self.advertised_address {
+            return Some(address.clone());
+        }
+        (!http_listen.ip().is_unspecified() && http_listen.port() != 0)
+            .then(|| http_listen.to_string())
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: host_name(),
+            advertised_address: None,
+            max_calls: 0,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// The default node id: the kernel's host name (`/proc/sys/kernel/hostname`, else
+/// `uname`), cut to what a node id may hold; `dialcore` when there is none.
+pub fn host_name() -> String {
+    static HOST_NAME: OnceLock<String> = OnceLock::new();
+    HOST_NAME
+        .get_or_init(|| {
+            let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .unwrap_or_else(|| {
+                    rustix::system::uname()
+                        .nodename()
+                        .to_string_lossy()
+                        .into_owned()
+                });
+            let id: String = kernel
+                .trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .take(fields::MAX_NODE_ID_LEN)
+                .collect();
+            if id.is_empty() {
+                "dialcore".to_owned()
+            } else {
+                id
+            }
+        })
+        .clone()
 }
 
 impl Config {
@@ -401,225 +667,74 @@ impl Config {
         Config::build(toml.map(|text| (text, "config file")), env)
     }
 
+    /// Every configuration key, in the order the section structs declare them: the keys of
+    /// the file and, through [`Key::env_var`], the environment.
+    pub fn keys() -> &'static [Key] {
+        static KEYS: OnceLock<Vec<Key>> = OnceLock::new();
+        KEYS.get_or_init(keys::probe::<Config>)
+    }
+
     /// The environment variable that overrides `key` (`http.listen` -> `DIALCORE_HTTP_LISTEN`).
     pub fn env_var(key: &str) -> String {
         format!("DIALCORE_{}", key.replace('.', "_").to_ascii_uppercase())
     }
 
-    /// Sets one key from its text form, as the file and the environment do.
-    pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |reason: String| ConfigError::InvalidValue {
-            key: key.to_owned(),
-            origin: origin.to_owned(),
-            value: value.to_owned(),
-            reason,
-        };
-        let value = value.trim();
-        match key {
-            "http.listen" => self.http.listen = parse(value).map_err(invalid)?,
-            "http.max_connections" => {
-                self.http.max_connections = parse_positive(value).map_err(invalid)?
-            }
-            "http.header_read_timeout_ms" => {
-                self.http.header_read_timeout_ms = parse_positive(value).map_err(invalid)?
-            }
-            "http.request_timeout_ms" => {
-                self.http.request_timeout_ms = parse_positive(value).map_err(invalid)?
-            }
-            "http.shutdown_grace_ms" => {
-                self.http.shutdown_grace_ms = parse(value).map_err(invalid)?
-            }
-            "sip.listen" => self.sip.listen = parse(value).map_err(invalid)?,
-            "sip.public_ip" => self.sip.public_ip = parse_optional(value).map_err(invalid)?,
-            "sip.digest_algorithms" => {
-                self.sip.digest_algorithms = parse_algorithms(value).map_err(invalid)?
-            }
-            "rtp.port_min" => self.rtp.port_min = parse(value).map_err(invalid)?,
-            "rtp.port_max" => self.rtp.port_max = parse(value).map_err(invalid)?,
-            "rtp.inactivity_timeout_secs" => {
-                self.rtp.inactivity_timeout_secs = parse_positive(value).map_err(invalid)?
-            }
-            "database.url" => {
-                if !value.starts_with("sqlite:") {
-                    return Err(invalid(
-                        "expected a sqlite: URL such as sqlite://dialcore.db".into(),
-                    ));
-                }
-                self.database.url = value.to_owned();
-            }
-            "recordings.dir" => {
-                if value.is_empty() {
-                    return Err(invalid("expected a directory path".into()));
-                }
-                self.recordings.dir = PathBuf::from(value);
-            }
-            "api.key" => {
-                self.api.key = (!value.is_empty()).then(|| value.to_owned());
-            }
-            "api.rate_limit_per_minute" => {
-                self.api.rate_limit_per_minute = parse_positive(value).map_err(invalid)?
-            }
-            "api.max_concurrent_calls_per_org" => {
-                self.api.max_concurrent_calls_per_org = parse(value).map_err(invalid)?
-            }
-            "credits.starting_balance_cents" => {
-                self.credits.starting_balance_cents = parse(value).map_err(invalid)?
-            }
-            "credits.per_minute_cents" => {
-                let cents: i64 = parse(value).map_err(invalid)?;
-                if cents < 0 {
-                    return Err(invalid("must not be negative".into()));
-                }
-                self.credits.per_minute_cents = cents;
-            }
-            "webhooks.max_attempts" => {
-                self.webhooks.max_attempts = parse_positive(value).map_err(invalid)?
-            }
-            "webhooks.base_delay_ms" => {
-                self.webhooks.base_delay_ms = parse(value).map_err(invalid)?
-            }
-            "webhooks.timeout_ms" => {
-                self.webhooks.timeout_ms = parse_positive(value).map_err(invalid)?
-            }
-            "test_calls.max_concurrent_runs" => {
-                self.test_calls.max_concurrent_runs = parse_positive(value).map_err(invalid)?
-            }
-            "test_calls.bot_number" => {
-                if !crate::model::is_e164(value) {
-                    return Err(invalid(
-                        "expected an E.164 number such as +15550100000".into(),
-                    ));
-                }
-                self.test_calls.bot_number = value.to_owned();
-            }
-            "test_calls.max_run_seconds" => {
-                self.test_calls.max_run_seconds = parse_positive(value).map_err(invalid)?
-            }
-            "test_calls.audio_dir" => {
-                self.test_calls.audio_dir = (!value.is_empty()).then(|| PathBuf::from(value))
-            }
-            "test_calls.charge_multiplier" => {
-                self.test_calls.charge_multiplier = match value.parse::<u32>() {
-                    Ok(multiplier) if multiplier <= MAX_CHARGE_MULTIPLIER => multiplier,
-                    _ => {
-                        return Err(invalid(format!(
-                            "expected a whole number from 0 to {MAX_CHARGE_MULTIPLIER}"
-                        )))
-                    }
-                }
-            }
-            "websocket.connect_timeout_ms" => {
-                self.websocket.connect_timeout_ms = parse_positive(value).map_err(invalid)?
-            }
-            "agents.audio_dir" => {
-                self.agents.audio_dir = (!value.is_empty()).then(|| PathBuf::from(value));
-            }
-            "websocket.fallback_audio" => {
-                self.websocket.fallback_audio = (!value.is_empty()).then(|| PathBuf::from(value));
-            }
-            "security.allow_private_destinations" => {
-                self.security.allow_private_destinations = parse_bool(value).map_err(invalid)?
-            }
-            "log.format" => {
-                self.log.format = match value.to_ascii_lowercase().as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => return Err(invalid("expected \"text\" or \"json\"".into())),
-                }
-            }
-            "secret.key" => {
-                self.secret.key = if value.is_empty() {
-                    None
-                } else {
-                    let parsed = crate::secrets::SecretKey::parse(value).map_err(|error| {
-                        ConfigError::InvalidValue {
-                            key: key.to_owned(),
-                            origin: origin.to_owned(),
-                            // A key that does not parse may still be most of a real one.
-                            value: "<redacted>".to_owned(),
-                            reason: error.to_string(),
-                        }
-                    })?;
-                    Some(parsed)
-                };
-            }
-            "secret.key_file" => {
-                self.secret.key_file = (!value.is_empty()).then(|| PathBuf::from(value));
-            }
-            "log.level" => {
-                tracing_subscriber::EnvFilter::try_new(value)
-                    .map_err(|error| invalid(error.to_string()))?;
-                self.log.level = value.to_owned();
-            }
-            _ => {
-                return Err(ConfigError::UnknownKey {
-                    key: key.to_owned(),
-                    origin: origin.to_owned(),
-                })
-            }
-        }
-        Ok(())
-    }
-
+    /// The defaults, overlaid with the file's table and then the environment's values, read
+    /// by the section structs in one pass.
     fn build(
         toml: Option<(&str, &str)>,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut config = Config::default();
+        let keys = Config::keys();
+        let mut values = toml::Table::new();
+        let mut origins: HashMap<String, String> = HashMap::new();
         if let Some((text, origin)) = toml {
-            config.apply_toml(text, origin)?;
+            let table: toml::Table = text.parse().map_err(|error| ConfigError::Syntax {
+                origin: origin.to_owned(),
+                error,
+            })?;
+            let unknown = |key: String| ConfigError::UnknownKey {
+                key,
+                origin: origin.to_owned(),
+            };
+            for (section, body) in table {
+                let toml::Value::Table(body) = body else {
+                    return Err(unknown(section));
+                };
+                if body.is_empty() && !keys.iter().any(|key| key.section == section) {
+                    return Err(unknown(section));
+                }
+                for name in body.keys() {
+                    if !keys
+                        .iter()
+                        .any(|key| key.section == section && key.name == name)
+                    {
+                        return Err(unknown(format!("{section}.{name}")));
+                    }
+                    origins.insert(format!("{section}.{name}"), origin.to_owned());
+                }
+                values.insert(section, toml::Value::Table(body));
+            }
         }
         let env: Vec<(String, String)> = env
             .filter(|(name, _)| name.starts_with("DIALCORE_"))
             .collect();
-        for key in KEYS {
-            let var = Config::env_var(key);
+        for key in keys {
+            let var = key.env_var();
             if let Some((_, value)) = env.iter().rev().find(|(name, _)| *name == var) {
-                config.set(key, value, &format!("environment variable {var}"))?;
+                let section = values
+                    .entry(key.section)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(section) = section {
+                    section.insert(key.name.to_owned(), toml::Value::String(value.clone()));
+                }
+                origins.insert(key.to_string(), format!("environment variable {var}"));
             }
         }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(values.clone()))
+            .map_err(|error| invalid_value(&error, &values, &origins))?;
         config.validate()?;
         Ok(config)
-    }
-
-    fn apply_toml(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
-        let table: toml::Table = text.parse().map_err(|error| ConfigError::Syntax {
-            origin: origin.to_owned(),
-            error,
-        })?;
-        for (section, body) in &table {
-            let toml::Value::Table(body) = body else {
-                return Err(ConfigError::UnknownKey {
-                    key: section.clone(),
-                    origin: origin.to_owned(),
-                });
-            };
-            for (name, value) in body {
-                let key = format!("{section}.{name}");
-                let text = match value {
-                    toml::Value::String(text) => text.clone(),
-                    toml::Value::Integer(number) => number.to_string(),
-                    toml::Value::Float(number) => number.to_string(),
-                    toml::Value::Boolean(flag) => flag.to_string(),
-                    other => {
-                        if !KEYS.contains(&key.as_str()) {
-                            return Err(ConfigError::UnknownKey {
-                                key,
-                                origin: origin.to_owned(),
-                            });
-                        }
-                        return Err(ConfigError::InvalidValue {
-                            key,
-                            origin: origin.to_owned(),
-                            value: other.to_string(),
-                            reason: "expected a string or a number".into(),
-                        });
-                    }
-                };
-                self.set(&key, &text, origin)?;
-            }
-        }
-        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -632,6 +747,44 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+/// A value the section structs refused, as [`ConfigError::InvalidValue`]: its key from the
+/// error's path, the value as given, and where it came from.
+fn invalid_value(
+    error: &serde_path_to_error::Error<toml::de::Error>,
+    values: &toml::Table,
+    origins: &HashMap<String, String>,
+) -> ConfigError {
+    let key = error
+        .path()
+        .iter()
+        .map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => key.clone(),
+            serde_path_to_error::Segment::Seq { index } => index.to_string(),
+            serde_path_to_error::Segment::Enum { variant } => variant.clone(),
+            serde_path_to_error::Segment::Unknown => "?".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(".");
+    let value = match key.split_once('.') {
+        _ if SECRET_KEYS.contains(&key.as_str()) => "<redacted>".to_owned(),
+        Some((section, name)) => match values.get(section).and_then(|body| body.get(name)) {
+            Some(toml::Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        },
+        None => String::new(),
+    };
+    ConfigError::InvalidValue {
+        origin: origins
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| "the configuration".to_owned()),
+        key,
+        value,
+        reason: error.inner().message().trim().to_owned(),
     }
 }
 
@@ -698,6 +851,7 @@ impl Default for SipConfig {
                 sip_stack::auth::Algorithm::Md5,
                 sip_stack::auth::Algorithm::Sha256,
             ],
+            outbound_proxy: None,
         }
     }
 }
@@ -789,62 +943,6 @@ impl Default for LogConfig {
             level: "info".into(),
         }
     }
-}
-
-fn parse<T>(value: &str) -> Result<T, String>
-where
-    T: FromStr,
-    T::Err: fmt::Display,
-{
-    value.parse().map_err(|error: T::Err| error.to_string())
-}
-
-fn parse_bool(value: &str) -> Result<bool, String> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
-
-fn parse_optional<T>(value: &str) -> Result<Option<T>, String>
-where
-    T: FromStr,
-    T::Err: fmt::Display,
-{
-    if value.is_empty() {
-        Ok(None)
-    } else {
-        parse(value).map(Some)
-    }
-}
-
-fn parse_positive<T>(value: &str) -> Result<T, String>
-where
-    T: FromStr + Default + PartialEq,
-    T::Err: fmt::Display,
-{
-    let parsed: T = parse(value)?;
-    if parsed == T::default() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(parsed)
-}
-
-/// `MD5,SHA-256`: digest algorithms, at least one, each once.
-fn parse_algorithms(value: &str) -> Result<Vec<sip_stack::auth::Algorithm>, String> {
-    let mut algorithms = Vec::new();
-    for name in value.split(',') {
-        let algorithm: sip_stack::auth::Algorithm = name
-            .trim()
-            .parse()
-            .map_err(|_| format!("expected MD5 and/or SHA-256, comma-separated, not {name:?}"))?;
-        if algorithms.contains(&algorithm) {
-            return Err(format!("{algorithm} is listed twice"));
-        }
-        algorithms.push(algorithm);
-    }
-    Ok(algorithms)
 }
 
 #[cfg(test)]
@@ -994,6 +1092,22 @@ mod tests {
         .expect("loads");
         assert_eq!(config.api.key, None);
         assert_eq!(config.sip.public_ip, None);
+    }
+
+    #[test]
+    fn database_url_is_sqlite_or_postgres() {
+        for url in [
+            "sqlite::memory:",
+            "postgres://dialcore@127.0.0.1:5432/dialcore",
+            "postgresql://dialcore@db.internal/dialcore",
+        ] {
+            let config = Config::from_env_and_toml(None, env(&[("DIALCORE_DATABASE_URL", url)]))
+                .expect("loads");
+            assert_eq!(config.database.url, url);
+        }
+        let error = Config::from_env_and_toml(None, env(&[("DIALCORE_DATABASE_URL", "mysql://x")]))
+            .expect_err("mysql is not a backend");
+        assert!(error.to_string().contains("postgres://"), "{error}");
     }
 
     #[test]
@@ -1243,5 +1357,341 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains(bad), "the value is not echoed: {message}");
+    }
+
+    /// The keys before `[node]` and `[sip] outbound_proxy` were added: each is still a key,
+    /// under the same name and environment variable.
+    const KEYS_BEFORE_NODE: &[&str] = &[
+        "http.listen",
+        "http.max_connections",
+        "http.header_read_timeout_ms",
+        "http.request_timeout_ms",
+        "http.shutdown_grace_ms",
+        "sip.listen",
+        "sip.public_ip",
+        "sip.digest_algorithms",
+        "rtp.port_min",
+        "rtp.port_max",
+        "rtp.inactivity_timeout_secs",
+        "database.url",
+        "recordings.dir",
+        "api.key",
+        "api.rate_limit_per_minute",
+        "api.max_concurrent_calls_per_org",
+        "credits.starting_balance_cents",
+        "credits.per_minute_cents",
+        "webhooks.max_attempts",
+        "webhooks.base_delay_ms",
+        "webhooks.timeout_ms",
+        "test_calls.max_concurrent_runs",
+        "test_calls.bot_number",
+        "test_calls.max_run_seconds",
+        "test_calls.audio_dir",
+        "test_calls.charge_multiplier",
+        "agents.audio_dir",
+        "websocket.connect_timeout_ms",
+        "websocket.fallback_audio",
+        "security.allow_private_destinations",
+        "log.format",
+        "log.level",
+        "secret.key",
+        "secret.key_file",
+    ];
+
+    #[test]
+    fn keys_come_from_the_section_structs() {
+        let keys: Vec<String> = Config::keys().iter().map(Key::to_string).collect();
+        for old in KEYS_BEFORE_NODE {
+            assert!(keys.iter().any(|key| key == old), "{old} is gone: {keys:?}");
+        }
+        for new in [
+            "node.id",
+            "node.advertised_address",
+            "node.max_calls",
+            "node.drain_timeout",
+            "sip.outbound_proxy",
+        ] {
+            assert!(keys.iter().any(|key| key == new), "{new} missing: {keys:?}");
+        }
+        assert_eq!(keys.len(), KEYS_BEFORE_NODE.len() + 5, "{keys:?}");
+        for key in Config::keys() {
+            assert_eq!(key.env_var(), Config::env_var(&key.to_string()));
+        }
+        let var = |wanted: &str| {
+            Config::keys()
+                .iter()
+                .find(|key| key.to_string() == wanted)
+                .map(Key::env_var)
+        };
+        assert_eq!(var("api.key").as_deref(), Some("DIALCORE_API_KEY"));
+        assert_eq!(
+            var("recordings.dir").as_deref(),
+            Some("DIALCORE_RECORDINGS_DIR")
+        );
+        assert_eq!(var("secret.key").as_deref(), Some("DIALCORE_SECRET_KEY"));
+        assert_eq!(
+            var("secret.key_file").as_deref(),
+            Some("DIALCORE_SECRET_KEY_FILE")
+        );
+        assert_eq!(var("node.id").as_deref(), Some("DIALCORE_NODE_ID"));
+    }
+
+    /// Every key is reachable from the environment: a value that no key of a number, an
+    /// address or a name accepts is refused naming that key and its variable, and the keys
+    /// that take any text (paths, the API key) take it.
+    #[test]
+    fn every_key_has_its_environment_variable() {
+        for key in Config::keys() {
+            let var = key.env_var();
+            match Config::from_env_and_toml(None, env(&[(&var, "[")])) {
+                Ok(config) => assert_ne!(config, Config::default(), "{var} was not read"),
+                Err(ConfigError::InvalidValue {
+                    key: named, origin, ..
+                }) => {
+                    assert_eq!(named, key.to_string());
+                    assert_eq!(origin, format!("environment variable {var}"));
+                }
+                Err(other) => panic!("{var}: {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_say_what_is_known() {
+        let error = Config::from_env_and_toml(Some("[node]\nname = \"a\""), env(&[]))
+            .expect_err("unknown key");
+        let message = error.to_string();
+        assert!(message.contains("`node.name`"), "{message}");
+        assert!(
+            message
+                .contains("known keys of [node]: id, advertised_address, max_calls, drain_timeout"),
+            "{message}"
+        );
+        let error = Config::from_env_and_toml(Some("[cluster]\nid = \"a\""), env(&[]))
+            .expect_err("section");
+        let message = error.to_string();
+        assert!(message.contains("`cluster.id`"), "{message}");
+        assert!(message.contains("known sections: http, sip,"), "{message}");
+        let error = Config::from_env_and_toml(Some("[cluster]"), env(&[])).expect_err("empty");
+        assert!(matches!(error, ConfigError::UnknownKey { ref key, .. } if key == "cluster"));
+        let error = Config::from_env_and_toml(Some("[sip.protection]\nmax = 1"), env(&[]))
+            .expect_err("no nested section yet");
+        assert!(
+            matches!(error, ConfigError::UnknownKey { ref key, .. } if key == "sip.protection"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn node_section_defaults() {
+        let node = Config::from_env_and_toml(None, env(&[]))
+            .expect("defaults")
+            .node;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .expect("a Linux host name")
+            .trim()
+            .to_owned();
+        assert_eq!(node.id, host, "the host name");
+        assert_eq!(node.advertised_address, None);
+        assert_eq!(node.max_calls, 0);
+        assert_eq!(node.call_limit(), None, "0: no limit");
+        assert_eq!(node.drain_timeout, Duration::from_secs(30 * 60));
+        let listen: SocketAddr = "127.0.0.1:8080".parse().expect("literal");
+        assert_eq!(
+            node.advertised_address_for(listen).as_deref(),
+            Some("127.0.0.1:8080"),
+            "the HTTP listen address"
+        );
+        for unreachable in ["0.0.0.0:8080", "[::]:8080", "127.0.0.1:0"] {
+            let listen: SocketAddr = unreachable.parse().expect("literal");
+            assert_eq!(node.advertised_address_for(listen), None, "{unreachable}");
+        }
+    }
+
+    #[test]
+    fn node_section_from_toml_and_environment() {
+        let text = "[node]\nid = \"dialcore-a\"\nadvertised_address = \"10.0.0.5:8080\"\n\
+                    max_calls = 500\ndrain_timeout = \"90s\"\n";
+        let node = Config::from_env_and_toml(Some(text), env(&[]))
+            .expect("loads")
+            .node;
+        assert_eq!(node.id, "dialcore-a");
+        assert_eq!(node.advertised_address.as_deref(), Some("10.0.0.5:8080"));
+        assert_eq!(node.call_limit(), Some(500));
+        assert_eq!(node.drain_timeout, Duration::from_secs(90));
+        let listen: SocketAddr = "0.0.0.0:8080".parse().expect("literal");
+        assert_eq!(
+            node.advertised_address_for(listen).as_deref(),
+            Some("10.0.0.5:8080"),
+            "the configured address wins"
+        );
+        let node = Config::from_env_and_toml(
+            Some(text),
+            env(&[
+                ("DIALCORE_NODE_ID", "dialcore-b"),
+                ("DIALCORE_NODE_ADVERTISED_ADDRESS", "node-b.internal:8081"),
+                ("DIALCORE_NODE_MAX_CALLS", "0"),
+                ("DIALCORE_NODE_DRAIN_TIMEOUT", "30m"),
+            ]),
+        )
+        .expect("loads")
+        .node;
+        assert_eq!(node.id, "dialcore-b");
+        assert_eq!(
+            node.advertised_address.as_deref(),
+            Some("node-b.internal:8081")
+        );
+        assert_eq!(node.call_limit(), None);
+        assert_eq!(node.drain_timeout, Duration::from_secs(1800));
+        for (value, secs) in [("1h", 3600), ("45", 45), ("0s", 0)] {
+            let node = Config::from_env_and_toml(
+                Some(&format!("[node]\ndrain_timeout = \"{value}\"")),
+                env(&[]),
+            )
+            .expect(value)
+            .node;
+            assert_eq!(node.drain_timeout, Duration::from_secs(secs), "{value}");
+        }
+        let node = Config::from_env_and_toml(Some("[node]\ndrain_timeout = 120"), env(&[]))
+            .expect("a number of seconds")
+            .node;
+        assert_eq!(node.drain_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn bad_node_values_name_the_key() {
+        let cases = [
+            ("[node]\nid = \"\"", "node.id"),
+            ("[node]\nid = \"node one\"", "node.id"),
+            (
+                "[node]\nadvertised_address = \"10.0.0.5\"",
+                "node.advertised_address",
+            ),
+            (
+                "[node]\nadvertised_address = \"0.0.0.0:8080\"",
+                "node.advertised_address",
+            ),
+            (
+                "[node]\nadvertised_address = \"10.0.0.5:0\"",
+                "node.advertised_address",
+            ),
+            ("[node]\nmax_calls = -1", "node.max_calls"),
+            ("[node]\nmax_calls = \"many\"", "node.max_calls"),
+            ("[node]\ndrain_timeout = \"soon\"", "node.drain_timeout"),
+            ("[node]\ndrain_timeout = \"-5s\"", "node.drain_timeout"),
+            ("[node]\ndrain_timeout = 1.5", "node.drain_timeout"),
+        ];
+        for (text, key) in cases {
+            let error = Config::from_env_and_toml(Some(text), env(&[])).expect_err(text);
+            assert!(
+                matches!(error, ConfigError::InvalidValue { key: ref named, .. } if named == key),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn outbound_proxy_forms() {
+        assert_eq!(Config::default().sip.outbound_proxy, None);
+        let proxy = |value: &str| {
+            Config::from_env_and_toml(None, env(&[("DIALCORE_SIP_OUTBOUND_PROXY", value)]))
+                .map(|config| config.sip.outbound_proxy)
+        };
+        let udp = |host: &str, port| OutboundProxy {
+            host: host.into(),
+            port,
+            transport: TransportKind::Udp,
+        };
+        assert_eq!(proxy("").expect("empty"), None);
+        assert_eq!(
+            proxy("10.0.0.2:5070").expect("host:port"),
+            Some(udp("10.0.0.2", 5070))
+        );
+        assert_eq!(
+            proxy("kamailio.internal").expect("host"),
+            Some(udp("kamailio.internal", 5060))
+        );
+        assert_eq!(
+            proxy("sip:10.0.0.2:5070;transport=udp").expect("URI"),
+            Some(udp("10.0.0.2", 5070))
+        );
+        assert_eq!(
+            proxy("<sip:[2001:db8::2];lr>").expect("URI of IPv6 with lr"),
+            Some(udp("2001:db8::2", 5060))
+        );
+        let tcp = proxy("SIP:10.0.0.2;transport=TCP")
+            .expect("TCP")
+            .expect("set");
+        assert_eq!(tcp.transport, TransportKind::Tcp);
+        assert_eq!(tcp.route_uri(), "sip:10.0.0.2:5060;transport=tcp;lr");
+        assert_eq!(
+            udp("2001:db8::2", 5060).route_uri(),
+            "sip:[2001:db8::2]:5060;lr"
+        );
+        assert_eq!(
+            udp("10.0.0.2", 5070).to_string(),
+            "sip:10.0.0.2:5070;transport=udp"
+        );
+        for bad in [
+            "sip:kamailio@10.0.0.2",
+            "sip:10.0.0.2;transport=tls",
+            "sip:10.0.0.2;maddr=10.0.0.3",
+            "10.0.0.2:0",
+            "10.0.0.2;lr",
+            "10.0.0.2:sip",
+            "http://10.0.0.2",
+        ] {
+            let error = proxy(bad).expect_err(bad);
+            assert!(
+                matches!(error, ConfigError::InvalidValue { ref key, .. } if key == "sip.outbound_proxy"),
+                "{bad}: {error}"
+            );
+        }
+        let config = Config::from_env_and_toml(
+            Some("[sip]\noutbound_proxy = \"sip:127.0.0.1:5080;transport=udp;lr\""),
+            env(&[]),
+        )
+        .expect("from the file");
+        assert_eq!(config.sip.outbound_proxy, Some(udp("127.0.0.1", 5080)));
+    }
+
+    /// The example configuration at the repository's root.
+    const EXAMPLE: &str = include_str!("../../../dialcore.example.toml");
+
+    /// The `# key = value` examples of `text` made settings.
+    fn uncommented(text: &str) -> String {
+        text.lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(setting)
+                    if setting
+                        .split_once(" = ")
+                        .is_some_and(|(name, _)| !name.contains(' ')) =>
+                {
+                    setting
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_example_file_holds_the_defaults_and_names_every_key() {
+        let config = Config::from_env_and_toml(Some(EXAMPLE), env(&[])).expect("example loads");
+        assert_eq!(config, Config::default(), "its settings are the defaults");
+        let all = uncommented(EXAMPLE);
+        let table: toml::Table = all.parse().expect("examples are TOML");
+        for key in Config::keys() {
+            assert!(
+                table
+                    .get(key.section)
+                    .and_then(|section| section.get(key.name))
+                    .is_some(),
+                "dialcore.example.toml does not name {key}"
+            );
+        }
+        // The secret key's example is a placeholder, not a key anyone could copy.
+        Config::from_env_and_toml(Some(&all), env(&[("DIALCORE_SECRET_KEY", "")]))
+            .expect("its examples load too");
     }
 }

@@ -189,11 +189,10 @@ fn run_client(
     }
 }
 
-/// How long a draining node waits for its live calls before hanging them up.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
-
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_tracing(&config.log)?;
+    // How long a draining node waits for its live calls before hanging them up.
+    let drain_timeout = config.node.drain_timeout;
     let service = Service::start(config).await?;
     // SIGTERM (or SIGINT) and `POST /admin/drain` both drain first: no new calls, the live
     // ones finish (up to the drain timeout); a second signal stops waiting for them.
@@ -205,7 +204,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         () = service.drain_requested() => tracing::info!("drain requested"),
     }
     tokio::select! {
-        _ = service.drain(DRAIN_TIMEOUT) => {}
+        _ = service.drain(drain_timeout) => {}
         signal = wait_for_shutdown_signal() => {
             signal?;
             tracing::warn!("second signal: the live calls are hung up now");

@@ -161,6 +161,9 @@ impl Service {
             http = %http_addr,
             sip = %sip_addr,
             database = %config.database.url,
+            node_id = %config.node.id,
+            advertised = config.node.advertised_address_for(http_addr).as_deref().unwrap_or("none"),
+            max_calls = config.node.max_calls,
             "service started"
         );
         let store_for_purge = store.clone();
@@ -181,6 +184,12 @@ impl Service {
 }
 
 impl ServiceHandle {
+    /// The address other nodes reach this node's HTTP API at (`[node] advertised_address`,
+    /// else the bound HTTP address when it is not an unspecified one such as `0.0.0.0`).
+    pub fn advertised_address(&self) -> Option<String> {
+        self.config.node.advertised_address_for(self.http_addr)
+    }
+
     /// Resolves once the node is asked to drain (`POST /admin/drain`).
     pub fn drain_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.engine.drain_started()
@@ -313,6 +322,11 @@ mod tests {
             .expect("starts");
         assert_ne!(service.http_addr.port(), 0);
         assert_ne!(service.sip_addr.port(), 0);
+        assert_eq!(
+            service.advertised_address(),
+            Some(service.http_addr.to_string()),
+            "advertised by default at the bound loopback address"
+        );
         let client = reqwest::Client::new();
         let health = client
             .get(format!("http://{}/healthz", service.http_addr))

@@ -1,6 +1,6 @@
 //! Guards `/calls`: every error code of POST /calls (validation_error, invalid_phone_number,
 //! agent_not_found, agent_not_active, no_phone_number_configured, invalid_from_number,
-//! insufficient_credits, rate_limited), the success path through the real engine (caller id
+//! insufficient_credits, rate_limited, unavailable at `[node] max_calls`), the success path through the real engine (caller id
 //! choice, resolved settings, `{{variables}}` rendering), list filters, hang-up, and the
 //! recording endpoint (404 `recording_not_found`, the WAV when present).
 
@@ -231,6 +231,37 @@ async fn a_call_is_stored_queued_and_handed_to_the_engine() {
     let again = api.post(&format!("{CALLS}/{id}/hangup"), json!({})).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.code(), "call_already_ended");
+}
+
+#[tokio::test]
+async fn a_node_at_max_calls_refuses_the_next_call_503_unavailable() {
+    let api = TestApi::with_config(|config| config.node.max_calls = 1).await;
+    let (agent, _trunk) = ready(&api).await;
+    let call = json!({"agent_id": agent, "phone_number": "+14155550123"});
+    let first = api.post(CALLS, call.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let second = api.post(CALLS, call).await;
+    assert_eq!(
+        second.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        second.body
+    );
+    assert_eq!(second.code(), "unavailable");
+    assert!(
+        second.body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("max_calls")),
+        "{}",
+        second.body
+    );
+    assert!(second.headers.contains_key("retry-after"));
+    let listed = api.get(CALLS).await;
+    assert_eq!(
+        listed.body["pagination"]["total"],
+        json!(1),
+        "the refused call left no record"
+    );
 }
 
 #[tokio::test]

@@ -103,12 +103,17 @@ impl AppState {
         }
     }
 
-    /// 503 `unavailable` while the node drains ([`CallEngine::drain`]): new calls and test
-    /// calls go to another node.
+    /// 503 `unavailable` while the node drains ([`CallEngine::drain`]) or runs its most
+    /// calls (`[node] max_calls`): new calls and test calls go to another node, or wait.
     pub(crate) fn accepting_calls(&self) -> Result<(), ApiError> {
         if self.engine.is_draining() {
             Err(ApiError::Unavailable {
                 reason: "this node is draining and takes no new calls; retry on another node",
+            })
+        } else if self.engine.is_at_capacity() {
+            Err(ApiError::Unavailable {
+                reason: "this node runs its most calls ([node] max_calls); retry later or on \
+                         another node",
             })
         } else {
             Ok(())

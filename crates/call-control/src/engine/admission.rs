@@ -8,6 +8,11 @@
 //! [`Store::admit_call`], which the API's outbound calls still go through. The admitted
 //! call is then stored by the record writer ([`super::persist`]) like its later states.
 //!
+//! Before any of that, a call takes one of the node's own slots ([`NodeCapacity`], `[node]
+//! max_calls`): a node at its most calls refuses the next one at once (SIP 503 with
+//! `Retry-After`, so a load balancer tries another node; API 503 `unavailable`), whoever
+//! its organisation.
+//!
 //! Only the writer task changes the usage: after it stored admitted calls (their holds
 //! move from "unwritten" into the usage), after it settled a call (the charge and release
 //! it reports), and on its refresh every [`REFRESH_INTERVAL`], which reads every cached
@@ -25,7 +30,8 @@
 //! or billed for as long as the outage lasts, and the carrier can try another node.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::store::{Admission, CallAdmission, OrgUsage, Settlement, Store, StoreError};
@@ -196,9 +202,96 @@ impl Ledger {
     }
 }
 
+/// The node's slots for live calls, inbound and outbound: at most `[node] max_calls` taken
+/// at once (unlimited when 0). A call holds its [`Slot`] from admission until its task
+/// ends; dropping the slot frees it.
+#[derive(Debug)]
+pub struct NodeCapacity {
+    limit: Option<u32>,
+    taken: AtomicU32,
+}
+
+/// A refusal of [`NodeCapacity::try_take`]: every slot is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtCapacity {
+    /// `[node] max_calls`.
+    pub limit: u32,
+}
+
+impl NodeCapacity {
+    /// Slots for at most `limit` calls (`None`: no limit, only counted).
+    pub fn new(limit: Option<u32>) -> Arc<NodeCapacity> {
+        Arc::new(NodeCapacity {
+            limit,
+            taken: AtomicU32::new(0),
+        })
+    }
+
+    /// Takes a slot, or says that none is free.
+    pub fn try_take(self: &Arc<Self>) -> Result<Slot, AtCapacity> {
+        let limit = self.limit.unwrap_or(u32::MAX);
+        self.taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < limit).then_some(taken + 1)
+            })
+            .map(|_| Slot(Arc::clone(self)))
+            .map_err(|_| AtCapacity { limit })
+    }
+
+    /// Whether every slot is taken (a new call would be refused now).
+    pub fn is_full(&self) -> bool {
+        self.limit
+            .is_some_and(|limit| self.taken.load(Ordering::Acquire) >= limit)
+    }
+
+    /// Slots taken.
+    pub fn taken(&self) -> u32 {
+        self.taken.load(Ordering::Acquire)
+    }
+
+    /// `[node] max_calls` (`None`: no limit).
+    pub fn limit(&self) -> Option<u32> {
+        self.limit
+    }
+}
+
+/// One call's slot of [`NodeCapacity`], freed when dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<NodeCapacity>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_slots_are_taken_up_to_the_limit_and_freed_when_dropped() {
+        let capacity = NodeCapacity::new(Some(2));
+        let first = capacity.try_take().expect("one of two");
+        let second = capacity.try_take().expect("two of two");
+        assert!(capacity.is_full());
+        assert_eq!(capacity.try_take().err(), Some(AtCapacity { limit: 2 }));
+        assert_eq!(capacity.taken(), 2, "a refusal takes nothing");
+        drop(first);
+        assert!(!capacity.is_full());
+        let third = capacity.try_take().expect("a freed slot");
+        drop((second, third));
+        assert_eq!(capacity.taken(), 0);
+
+        let unlimited = NodeCapacity::new(None);
+        let slots: Vec<Slot> = (0..1000)
+            .map(|_| unlimited.try_take().expect("no limit"))
+            .collect();
+        assert!(!unlimited.is_full());
+        assert_eq!(unlimited.taken(), 1000);
+        drop(slots);
+        assert_eq!(unlimited.taken(), 0);
+    }
 
     fn usage(balance: i64, reserved: i64, live: u64) -> OrgUsage {
         OrgUsage {

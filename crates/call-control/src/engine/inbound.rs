@@ -1,6 +1,8 @@
 //! Incoming calls: who may call which number, and answering them.
 //!
-//! The checks, in order: the dialled number must be one of ours (404); the
+//! First of all the node must have a free slot (`[node] max_calls`; 503 with
+//! `Retry-After` otherwise, so a load balancer tries another node). Then the checks, in
+//! order: the dialled number must be one of ours (404); the
 //! INVITE must come from the allowed networks of that number's trunk (403,
 //! before anything about the agent is revealed); the number must be
 //! assigned to an active agent (480); the offer must hold a codec we speak
@@ -106,6 +108,7 @@ async fn handle(shared: Arc<Shared>, incoming: IncomingCall) {
     };
     answered.task.run().instrument(answered.span).await;
     shared.unregister(&answered.call_id);
+    drop(answered.slot);
 }
 
 /// Call setup should not wait on the store; a wait longer than this is logged.
@@ -138,6 +141,16 @@ async fn accept(shared: &Arc<Shared>, incoming: IncomingCall) -> Option<Answered
         sip.reject(503);
         return None;
     }
+    // Held until the call's task ends (or dropped with a refusal below).
+    let slot = match shared.capacity.try_take() {
+        Ok(slot) => slot,
+        Err(full) => {
+            info!(source = %invite.source.addr, limit = full.limit,
+                "incoming call refused: the node runs its most calls ([node] max_calls)");
+            sip.reject_retry_after(503, RETRY_AFTER);
+            return None;
+        }
+    };
     let test_route_of = invite
         .called_user
         .as_deref()
@@ -158,7 +171,7 @@ async fn accept(shared: &Arc<Shared>, incoming: IncomingCall) -> Option<Answered
         },
     };
     match routed {
-        Ok(accepted) => answer_call(Arc::clone(shared), invite, sip, accepted).await,
+        Ok(accepted) => answer_call(Arc::clone(shared), invite, sip, accepted, slot).await,
         Err(code) => {
             refuse(&sip, code);
             None
@@ -171,6 +184,8 @@ struct Answered {
     task: CallTask,
     span: tracing::Span,
     call_id: String,
+    /// The call's slot of the node's capacity.
+    slot: super::admission::Slot,
 }
 
 /// Refuses (403) a source in no trunk's allowed networks, before anything else is looked at.
@@ -382,6 +397,7 @@ async fn answer_call(
     invite: sip_stack::ua::IncomingInvite,
     sip: CallHandle,
     accepted: Accepted,
+    slot: super::admission::Slot,
 ) -> Option<Answered> {
     let source = invite.source.addr;
     let Accepted {
@@ -555,6 +571,7 @@ async fn answer_call(
         task,
         span,
         call_id,
+        slot,
     })
 }
 

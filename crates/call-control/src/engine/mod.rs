@@ -50,7 +50,7 @@ use self::call::{CallCommand, CallTask};
 use self::lifecycle::Requester;
 use self::rejections::RejectionLog;
 use self::test_route::{TestRoute, TestRoutes};
-use crate::config::Config;
+use crate::config::{Config, OutboundProxy};
 use crate::destinations::{DestinationError, DestinationPolicy};
 use crate::model::{events, Agent, Call, CallOutcome, CallStatus, Trunk, TrunkTransport};
 use crate::runtime::{BuiltinRuntimes, RuntimeFactory};
@@ -122,9 +122,24 @@ pub enum EngineError {
     /// The node drains ([`CallEngine::drain`]) and takes no new calls.
     #[error("the node is draining and takes no new calls")]
     Draining,
+    /// The node runs its most calls (`[node] max_calls`) and takes no more until one ends.
+    #[error("the node runs its most calls ({limit}, [node] max_calls) and takes no more now")]
+    AtCapacity {
+        /// `[node] max_calls`.
+        limit: u32,
+    },
     /// A trunk's host did not resolve to an address the service may call.
     #[error("trunk host: {0}")]
     Destination(#[from] DestinationError),
+    /// `[sip] outbound_proxy` did not resolve.
+    #[error("outbound proxy {proxy}: {source}")]
+    OutboundProxy {
+        /// The proxy as configured.
+        proxy: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// State shared by the engine and its call tasks.
@@ -150,6 +165,10 @@ pub struct Shared {
     inactivity_timeout: Option<Duration>,
     per_minute_cents: i64,
     max_live_calls: Option<u32>,
+    /// The node's slots for live calls (`[node] max_calls`).
+    capacity: Arc<admission::NodeCapacity>,
+    /// Where INVITEs to tenants' trunks go first (`[sip] outbound_proxy`).
+    outbound_proxy: Option<OutboundProxy>,
     test_routes: TestRoutes,
     rejections: RejectionLog,
     destinations: DestinationPolicy,
@@ -281,6 +300,8 @@ impl CallEngine {
             inactivity_timeout: (!inactivity.is_zero()).then_some(inactivity),
             per_minute_cents: config.credits.per_minute_cents,
             max_live_calls: max_live_calls(config),
+            capacity: admission::NodeCapacity::new(config.node.call_limit()),
+            outbound_proxy: config.sip.outbound_proxy.clone(),
             test_routes: TestRoutes::default(),
             rejections: RejectionLog::default(),
             destinations: DestinationPolicy::from_config(config),
@@ -342,39 +363,47 @@ impl CallEngine {
     /// from there (INVITE through `trunk`, statuses, timers, teardown).
     /// Returns once the call's task is started. The trunk's host is called
     /// only at an address `[security] allow_private_destinations` allows,
-    /// checked when the INVITE is built.
+    /// checked when the INVITE is built. With `[sip] outbound_proxy` the INVITE is
+    /// sent to the proxy, routed on to the trunk ([`outgoing_call`]).
     pub async fn place_call(
         &self,
         call: Call,
         agent: Agent,
         trunk: Trunk,
     ) -> Result<(), EngineError> {
-        let destinations = self.shared.destinations;
-        self.spawn_outbound(call, agent, trunk, destinations, Pricing::PerMinute)
-            .await
+        let route = Route {
+            trunk,
+            destinations: self.shared.destinations,
+            pricing: Pricing::PerMinute,
+            proxy: self.shared.outbound_proxy.clone(),
+        };
+        self.spawn_outbound(call, agent, route).await
     }
 
     /// [`CallEngine::place_call`] through a trunk the service itself made towards
     /// its own test bot (a loopback address, whatever the destination policy):
-    /// never a trunk a tenant named.
+    /// never a trunk a tenant named. Sent straight to the bot, never through `[sip]
+    /// outbound_proxy`: the bot listens on this node.
     pub async fn place_call_to_test_bot(
         &self,
         call: Call,
         agent: Agent,
         bot_trunk: Trunk,
     ) -> Result<(), EngineError> {
-        let destinations = DestinationPolicy::new(true);
-        self.spawn_outbound(call, agent, bot_trunk, destinations, Pricing::TestRun)
-            .await
+        let route = Route {
+            trunk: bot_trunk,
+            destinations: DestinationPolicy::new(true),
+            pricing: Pricing::TestRun,
+            proxy: None,
+        };
+        self.spawn_outbound(call, agent, route).await
     }
 
     async fn spawn_outbound(
         &self,
         call: Call,
         agent: Agent,
-        trunk: Trunk,
-        destinations: DestinationPolicy,
-        pricing: Pricing,
+        route: Route,
     ) -> Result<(), EngineError> {
         if self.shared.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
@@ -382,6 +411,12 @@ impl CallEngine {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
+        // Held by the call's task until it ends.
+        let slot = self
+            .shared
+            .capacity
+            .try_take()
+            .map_err(|full| EngineError::AtCapacity { limit: full.limit })?;
         let call_id = call.id.clone();
         let commands = self
             .shared
@@ -392,11 +427,6 @@ impl CallEngine {
         let span = tracing::info_span!("call", call_id = %call_id, direction = "outbound");
         tokio::spawn(
             async move {
-                let route = Route {
-                    trunk,
-                    destinations,
-                    pricing,
-                };
                 // Boxed: what dialling needs is gone once the call runs; awaited
                 // inline, it would keep its room in the call's task for the whole call.
                 let dialled = Box::pin(dial_outbound(&shared, ua, call, agent, route, commands));
@@ -404,6 +434,7 @@ impl CallEngine {
                     task.run().await;
                 }
                 shared.unregister(&call_id);
+                drop(slot);
             }
             .instrument(span),
         );
@@ -446,6 +477,12 @@ impl CallEngine {
     /// Calls in progress.
     pub fn live_calls(&self) -> usize {
         self.shared.live.len()
+    }
+
+    /// Whether the node runs its most calls (`[node] max_calls`): a new call would be
+    /// refused ([`EngineError::AtCapacity`], SIP 503 inbound).
+    pub fn is_at_capacity(&self) -> bool {
+        self.shared.capacity.is_full()
     }
 
     /// Starts draining the node: new INVITEs and the OPTIONS probes of a load balancer are
@@ -543,6 +580,8 @@ struct Route {
     trunk: Trunk,
     destinations: DestinationPolicy,
     pricing: Pricing,
+    /// The next hop of the INVITE when it is not the trunk.
+    proxy: Option<OutboundProxy>,
 }
 
 /// Opens the call's media and sends its INVITE: the call, ready to run (`None`: it
@@ -559,6 +598,7 @@ async fn dial_outbound(
         trunk,
         destinations,
         pricing,
+        proxy,
     } = route;
     let host_ip = trunk.host.parse::<std::net::IpAddr>().ok();
     let media_networks = negotiate::media_networks(&trunk.allowed_networks, host_ip);
@@ -582,13 +622,14 @@ async fn dial_outbound(
         session_id,
         1,
     );
-    let outgoing = match outgoing_call(&call, &trunk, destinations).await {
+    let outgoing = match outgoing_call(&call, &trunk, destinations, proxy.as_ref()).await {
         Ok(outgoing) => outgoing.with_sdp(offer.to_string()),
         Err(error) => {
             let reason = match error {
                 EngineError::Destination(DestinationError::Refused { .. }) => {
                     "trunk_destination_refused"
                 }
+                EngineError::OutboundProxy { .. } => "outbound_proxy_unreachable",
                 _ => "trunk_unreachable",
             };
             warn!(%error, trunk = %trunk.id, reason, "INVITE not sent");
@@ -621,10 +662,18 @@ async fn dial_outbound(
 /// From the caller id, digest credentials when the trunk has them. The host is
 /// resolved here and sent to only at an address `destinations` allows (checked
 /// when the call is placed, so a name that now resolves to loopback is refused).
+///
+/// With a `proxy` (`[sip] outbound_proxy`, an SBC such as Kamailio) the INVITE is sent
+/// to the proxy instead, over its transport, with `Route: <sip:proxy;lr>` (RFC 3261
+/// 16.12 loose routing): the Request-URI stays the trunk's, so the proxy relays it there.
+/// The trunk's host is still resolved and checked, as the proxy will reach it. CANCEL and
+/// the ACK of a failure go the same way with the same Route (RFC 3261 9.1, 17.1.1.3), and
+/// so do the dialog's requests, with the route set of the proxy's Record-Route.
 pub async fn outgoing_call(
     call: &Call,
     trunk: &Trunk,
     destinations: DestinationPolicy,
+    proxy: Option<&OutboundProxy>,
 ) -> Result<OutgoingCall, EngineError> {
     let host = if trunk.host.contains(':') && !trunk.host.starts_with('[') {
         format!("[{}]", trunk.host)
@@ -643,6 +692,19 @@ pub async fn outgoing_call(
         .next()
         .expect("resolve returns at least one address or an error");
     let mut outgoing = OutgoingCall::to_addr(&target, &from, addr)?;
+    if let Some(proxy) = proxy {
+        let proxy_addr = proxy
+            .resolve()
+            .await
+            .map_err(|source| EngineError::OutboundProxy {
+                proxy: proxy.to_string(),
+                source,
+            })?;
+        outgoing = outgoing.via(proxy.transport, proxy_addr);
+        outgoing
+            .extra_headers
+            .push(("Route".to_owned(), format!("<{}>", proxy.route_uri())));
+    }
     if let Some(username) = trunk.username.as_ref().filter(|u| !u.is_empty()) {
         outgoing = outgoing.with_credentials(Credentials {
             username: username.clone(),

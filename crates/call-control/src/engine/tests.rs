@@ -426,6 +426,279 @@ async fn a_draining_engine_keeps_its_live_call_and_refuses_new_ones() {
     drop(carrier);
 }
 
+/// Sends `invite` from `caller` to `engine` and returns the first final response's text.
+async fn final_response_to(
+    caller: &tokio::net::UdpSocket,
+    engine: SocketAddr,
+    invite: &str,
+) -> String {
+    caller
+        .send_to(invite.as_bytes(), engine)
+        .await
+        .expect("INVITE sent");
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(10), caller.recv_from(&mut buffer))
+            .await
+            .expect("answered in time")
+            .expect("a response");
+        let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_at_max_calls_refuses_the_next_call_until_one_ends() {
+    let f = fixture_with(43_000, |config| config.node.max_calls = 1).await;
+    let (carrier, mut incoming, addr) = carrier().await;
+    let trunk = trunk(&f.org, addr, &["127.0.0.0/8"]);
+    f.store.insert_trunk(&trunk).await.expect("trunk");
+    let now = Utc::now();
+    f.store
+        .insert_number(&PhoneNumber {
+            id: new_id("num"),
+            org_id: f.org.clone(),
+            number: "+15557770009".into(),
+            trunk_id: trunk.id.clone(),
+            agent_id: Some(f.agent.id.clone()),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("number");
+    f.store.directory_changed().await;
+    assert!(!f.engine.is_at_capacity());
+
+    // The one call the node may run.
+    let mut call = outbound_call(&f, 10);
+    call.max_duration_secs = 2;
+    f.store.insert_call(&call).await.expect("call stored");
+    f.engine
+        .place_call(call.clone(), f.agent.clone(), trunk.clone())
+        .await
+        .expect("placed");
+    let mut leg = incoming.recv().await.expect("INVITE reaches the carrier");
+    let offer =
+        SessionDescription::parse(leg.invite.sdp.as_deref().expect("offer")).expect("offer parses");
+    let (_media, _stream) = answer_with_audio(&mut leg, &offer, 43_000, Codec::pcmu());
+    assert!(f.engine.is_at_capacity());
+
+    // One more outbound call is refused as such, before anything is sent.
+    let second = outbound_call(&f, 10);
+    f.store.insert_call(&second).await.expect("call stored");
+    let refused = f
+        .engine
+        .place_call(second.clone(), f.agent.clone(), trunk.clone())
+        .await;
+    assert!(
+        matches!(refused, Err(EngineError::AtCapacity { limit: 1 })),
+        "{refused:?}"
+    );
+    // One more inbound call, to a number that is answered otherwise, gets 503 and when to
+    // retry (a load balancer then tries another node).
+    let caller = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("caller socket");
+    let from = caller.local_addr().expect("bound");
+    let answer = final_response_to(
+        &caller,
+        f.engine.sip_addr(),
+        &raw_invite(from, "+15557770009", f.engine.sip_addr()),
+    )
+    .await;
+    assert!(answer.starts_with("SIP/2.0 503 "), "{answer}");
+    let retry_after = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("Retry-After: "))
+        .unwrap_or_else(|| panic!("Retry-After missing: {answer}"));
+    assert_eq!(retry_after, inbound::RETRY_AFTER.as_secs().to_string());
+    assert_eq!(f.engine.live_calls(), 1, "the live call goes on");
+
+    while let Some(event) = leg.call.next_event().await {
+        if matches!(event, CallEvent::Ended { .. }) {
+            break;
+        }
+    }
+    let record = settle(&f, &call.id).await;
+    assert_eq!(record.end_reason.as_deref(), Some("max_duration"));
+    assert!(!f.engine.is_at_capacity(), "its slot is free again");
+
+    // With the slot free, the next call is placed.
+    let third = queued_call(&f, 10).await;
+    f.engine
+        .place_call(third.clone(), f.agent.clone(), trunk.clone())
+        .await
+        .expect("placed once a slot is free");
+    let leg = incoming.recv().await.expect("INVITE reaches the carrier");
+    leg.call.reject(486);
+    let record = settle(&f, &third.id).await;
+    assert_eq!(record.outcome, Some(CallOutcome::Busy));
+    drop(carrier);
+}
+
+/// The next SIP message `socket` receives (within 10 s), and where from.
+async fn next_message(socket: &tokio::net::UdpSocket) -> (String, SocketAddr) {
+    let mut buffer = vec![0u8; 65_536];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut buffer))
+        .await
+        .expect("a message in time")
+        .expect("a datagram");
+    (String::from_utf8_lossy(&buffer[..n]).into_owned(), from)
+}
+
+/// The value of header `name` in `message`, if present.
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+/// A response `status` to `request`, as a UAS writes it: Via, From, Call-ID and CSeq
+/// copied, To with `to_tag`.
+fn response_to(request: &str, status: &str, to_tag: &str) -> String {
+    let mut response = format!("SIP/2.0 {status}\r\n");
+    for line in request.lines() {
+        let name = line.split(':').next().unwrap_or_default().trim();
+        if ["Via", "From", "Call-ID", "CSeq"]
+            .iter()
+            .any(|copied| copied.eq_ignore_ascii_case(name))
+        {
+            response.push_str(line);
+            response.push_str("\r\n");
+        }
+    }
+    let to = header(request, "To").expect("To");
+    response.push_str(&format!(
+        "To: {to};tag={to_tag}\r\nContent-Length: 0\r\n\r\n"
+    ));
+    response
+}
+
+#[tokio::test]
+async fn an_outbound_invite_goes_through_the_outbound_proxy_routed_on_to_the_trunk() {
+    // The proxy is the test's own socket: it reads what arrives and answers as Kamailio
+    // relaying a carrier that rings until the engine gives up.
+    let proxy = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("proxy socket");
+    let proxy_addr = proxy.local_addr().expect("bound");
+    // The trunk's own address: nothing may be sent there.
+    let trunk_socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("trunk socket");
+    let trunk_addr = trunk_socket.local_addr().expect("bound");
+    let f = fixture_with(43_200, |config| {
+        config.sip.outbound_proxy = Some(
+            format!("sip:{proxy_addr};transport=udp")
+                .parse()
+                .expect("proxy"),
+        )
+    })
+    .await;
+    let call = queued_call(&f, 1).await;
+    f.engine
+        .place_call(
+            call.clone(),
+            f.agent.clone(),
+            trunk(&f.org, trunk_addr, &[]),
+        )
+        .await
+        .expect("placed");
+
+    let (invite, from) = next_message(&proxy).await;
+    assert_eq!(from, f.engine.sip_addr(), "sent from the engine's SIP port");
+    let request_uri = format!("INVITE sip:+15551234567@{trunk_addr} SIP/2.0");
+    assert!(
+        invite.starts_with(&format!("{request_uri}\r\n")),
+        "the Request-URI stays the trunk's: {invite}"
+    );
+    let route = format!("<sip:{proxy_addr};lr>");
+    assert_eq!(header(&invite, "Route"), Some(route.as_str()), "{invite}");
+    assert!(
+        header(&invite, "To").is_some_and(|to| to.contains(&trunk_addr.to_string())),
+        "{invite}"
+    );
+    proxy
+        .send_to(
+            response_to(&invite, "180 Ringing", "relayed").as_bytes(),
+            from,
+        )
+        .await
+        .expect("180 sent");
+
+    // At the join timeout the CANCEL goes where the INVITE went, with the same Route.
+    let (cancel, _) = loop {
+        let (message, from) = next_message(&proxy).await;
+        if message.starts_with("CANCEL ") {
+            break (message, from);
+        }
+        assert!(
+            message.starts_with("INVITE "),
+            "only retransmissions before: {message}"
+        );
+    };
+    assert!(
+        cancel.starts_with(&format!("CANCEL sip:+15551234567@{trunk_addr} SIP/2.0\r\n")),
+        "{cancel}"
+    );
+    assert_eq!(header(&cancel, "Route"), Some(route.as_str()), "{cancel}");
+    proxy
+        .send_to(response_to(&cancel, "200 OK", "relayed").as_bytes(), from)
+        .await
+        .expect("200 to the CANCEL sent");
+    proxy
+        .send_to(
+            response_to(&invite, "487 Request Terminated", "relayed").as_bytes(),
+            from,
+        )
+        .await
+        .expect("487 sent");
+    let ack = loop {
+        let (message, _) = next_message(&proxy).await;
+        if message.starts_with("ACK ") {
+            break message;
+        }
+    };
+    assert!(
+        ack.starts_with(&format!("ACK sip:+15551234567@{trunk_addr} SIP/2.0\r\n")),
+        "{ack}"
+    );
+    assert_eq!(header(&ack, "Route"), Some(route.as_str()), "{ack}");
+
+    let record = settle(&f, &call.id).await;
+    assert_eq!(record.outcome, Some(CallOutcome::NoAnswer), "{record:?}");
+    assert_eq!(record.sip_final_code, Some(487));
+    let mut buffer = [0u8; 2048];
+    assert!(
+        trunk_socket.try_recv_from(&mut buffer).is_err(),
+        "nothing went straight to the trunk"
+    );
+}
+
+#[tokio::test]
+async fn an_outbound_proxy_that_does_not_resolve_fails_the_call_as_such() {
+    let f = fixture_with(43_300, |config| {
+        config.sip.outbound_proxy = Some("proxy.invalid:5060".parse().expect("proxy"))
+    })
+    .await;
+    let call = queued_call(&f, 1).await;
+    let trunk = trunk(&f.org, "127.0.0.1:5999".parse().expect("addr"), &[]);
+    f.engine
+        .place_call(call.clone(), f.agent.clone(), trunk)
+        .await
+        .expect("placed");
+    let record = settle(&f, &call.id).await;
+    assert_eq!(record.status, CallStatus::Failed);
+    assert_eq!(
+        record.end_reason.as_deref(),
+        Some("outbound_proxy_unreachable"),
+        "{record:?}"
+    );
+}
+
 /// Answers the engine's INVITE on `leg` with `codec` (and telephone-event), with a media
 /// stream of the test's own on ports from `rtp_min + 60`: the media engine (keep it) and
 /// the stream.
