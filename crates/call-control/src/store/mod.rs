@@ -1,11 +1,16 @@
 //! The store: organisations, API keys, agents, trunks, phone numbers, calls, webhooks, the
 //! webhook outbox, idempotency keys, credits and test-call runs and batches, in SQL through sqlx.
 //!
-//! SQLite is the embedded default (one file, WAL journal so that `dialcore keys create` can
-//! write while `dialcore serve` runs, busy timeout so that the two wait for each other).
-//! The SQL is kept portable so that PostgreSQL can follow: `?` placeholders, TEXT ids,
-//! RFC 3339 UTC timestamps as fixed-width TEXT (they sort as time), JSON documents as TEXT,
-//! `ON CONFLICT` and `RETURNING` (both dialects have them), no SQLite-only functions.
+//! Two backends behind sqlx's Any driver, chosen by the URL: SQLite, the embedded default
+//! (one file, WAL journal so that `dialcore keys create` can write while `dialcore serve`
+//! runs, busy timeout so that the two wait for each other), and PostgreSQL, the database
+//! a cluster of nodes shares. Each has its migrations (`migrations/sqlite`,
+//! `migrations/postgres`: BIGINT where PostgreSQL is bound an i64). The SQL is written once
+//! for both: placeholders numbered for the backend (`sql::numbered`), TEXT ids, RFC 3339
+//! UTC timestamps as fixed-width TEXT (they sort as time, the PostgreSQL database uses the
+//! C collation), JSON documents as TEXT, `ON CONFLICT` and `RETURNING`, no functions of one
+//! dialect only. Where PostgreSQL's concurrency needs more than SQLite's single writer
+//! (test-call admission), a transaction-scoped advisory lock serialises it.
 //!
 //! Every read and write of an organisation's objects takes the organisation id and matches
 //! it in SQL, so that one organisation never reaches another's rows. The few calls without
