@@ -577,7 +577,15 @@ pub struct NodeConfig {
     /// before it hangs them up (default 30 minutes; `"90s"`, `"30m"`, `"1h"` or seconds).
     #[serde(deserialize_with = "fields::duration")]
     pub drain_timeout: Duration,
+    /// How long the node's lease lasts without a heartbeat (default 15 s, at least 3 s;
+    /// renewed every third of it): a node silent for longer is lost, and a surviving node
+    /// ends its unfinished calls (`end_reason` `node_lost`).
+    #[serde(deserialize_with = "fields::lease")]
+    pub lease: Duration,
 }
+
+/// Default `[node] lease`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// Default `[node] drain_timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -607,6 +615,7 @@ impl Default for NodeConfig {
             advertised_address: None,
             max_calls: 0,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -1409,11 +1418,12 @@ mod tests {
             "node.advertised_address",
             "node.max_calls",
             "node.drain_timeout",
+            "node.lease",
             "sip.outbound_proxy",
         ] {
             assert!(keys.iter().any(|key| key == new), "{new} missing: {keys:?}");
         }
-        assert_eq!(keys.len(), KEYS_BEFORE_NODE.len() + 5, "{keys:?}");
+        assert_eq!(keys.len(), KEYS_BEFORE_NODE.len() + 6, "{keys:?}");
         for key in Config::keys() {
             assert_eq!(key.env_var(), Config::env_var(&key.to_string()));
         }
@@ -1463,8 +1473,9 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("`node.name`"), "{message}");
         assert!(
-            message
-                .contains("known keys of [node]: id, advertised_address, max_calls, drain_timeout"),
+            message.contains(
+                "known keys of [node]: id, advertised_address, max_calls, drain_timeout, lease"
+            ),
             "{message}"
         );
         let error = Config::from_env_and_toml(Some("[cluster]\nid = \"a\""), env(&[]))
@@ -1580,6 +1591,7 @@ mod tests {
             ("[node]\ndrain_timeout = \"soon\"", "node.drain_timeout"),
             ("[node]\ndrain_timeout = \"-5s\"", "node.drain_timeout"),
             ("[node]\ndrain_timeout = 1.5", "node.drain_timeout"),
+            ("[node]\nlease = \"1s\"", "node.lease"),
         ];
         for (text, key) in cases {
             let error = Config::from_env_and_toml(Some(text), env(&[])).expect_err(text);

@@ -6,6 +6,7 @@ pub mod destinations;
 pub mod engine;
 pub mod http_server;
 pub mod ids;
+pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod redact;

@@ -664,6 +664,11 @@ pub struct Call {
     #[serde(default)]
     #[schema(required = true)]
     pub media_stats: Option<MediaStats>,
+    /// The node that runs (or ran) the call (`[node] id`); `null` on calls recorded
+    /// before nodes had ids.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub node_id: Option<String>,
     /// The agent prompt with variables rendered (internal).
     #[serde(default, skip_serializing)]
     pub rendered_prompt: Option<String>,
@@ -1053,6 +1058,7 @@ mod tests {
             transcript: vec![],
             recording_url: None,
             media_stats: Some(MediaStats::default()),
+            node_id: Some("node-a".into()),
             rendered_prompt: Some("secret prompt".into()),
             rendered_greeting: Some("hi Ada".into()),
             created_at: t0(),

@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+use crate::lease::{LeaseKeeper, LeaseTask};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -57,6 +58,7 @@ pub struct ServiceHandle {
     stop_http: oneshot::Sender<()>,
     http: JoinHandle<()>,
     purger: JoinHandle<()>,
+    lease: LeaseTask,
 }
 
 /// How often expired idempotency keys are forgotten.
@@ -118,7 +120,7 @@ impl Service {
                 ));
             }
         };
-        if let Err(error) = test_calls::recover(&store, &webhooks).await {
+        if let Err(error) = test_calls::recover(&store, &webhooks, &config.node.id).await {
             engine.shutdown().await;
             webhooks.stop();
             store.close().await;
@@ -142,6 +144,24 @@ impl Service {
         };
         let http_addr = listener.local_addr()?;
         let sip_addr = engine.sip_addr();
+        let lease = LeaseKeeper::new(
+            store.clone(),
+            webhooks.clone(),
+            config.node.id.clone(),
+            config.node.advertised_address_for(http_addr),
+            config.node.lease,
+            config.recordings.dir.clone(),
+            config.credits.per_minute_cents,
+        );
+        let lease = match lease.spawn().await {
+            Ok(lease) => lease,
+            Err(error) => {
+                engine.shutdown().await;
+                webhooks.stop();
+                store.close().await;
+                return Err(error).context("cannot take this node's lease in the database");
+            }
+        };
         let app = api::router(
             AppState::new(
                 store.clone(),
@@ -179,6 +199,7 @@ impl Service {
             stop_http,
             http,
             purger: tokio::spawn(purge_expired(store_for_purge)),
+            lease,
         })
     }
 }
@@ -230,9 +251,12 @@ impl ServiceHandle {
         self.purger.abort();
         self.test_runner.shutdown().await;
         self.engine.shutdown().await;
-        if let Err(error) = test_calls::fail_interrupted(&self.store, &self.webhooks).await {
+        if let Err(error) =
+            test_calls::fail_interrupted(&self.store, &self.webhooks, &self.config.node.id).await
+        {
             warn!(%error, "interrupted test runs not recorded; the next start fails them");
         }
+        self.lease.stop().await;
         self.webhooks.stop();
         self.store.close().await;
         info!("service stopped");

@@ -409,6 +409,7 @@ fn finished_call(org: &str, recorded: Option<()>) -> Call {
         duration_seconds: Some(3.5),
         transcript: Vec::new(),
         media_stats: None,
+        node_id: None,
         rendered_prompt: None,
         rendered_greeting: None,
         created_at: now,

@@ -135,6 +135,7 @@ fn noisy_call(org: &str, transcript: Vec<TranscriptEntry>) -> Call {
             mos: 4.300_000_000_000_001,
             foreign_datagrams: 3,
         }),
+        node_id: Some("node-a".into()),
         rendered_prompt: None,
         rendered_greeting: None,
         created_at: now,

@@ -75,6 +75,7 @@ async fn stored_run(
         completed_at: None,
         created_at: now,
         updated_at: now,
+        node_id: None,
     };
     api.state
         .store
@@ -156,6 +157,7 @@ async fn stored_run_record(api: &TestApi, agent: &str) -> TestCallRun {
         completed_at: None,
         created_at: now,
         updated_at: now,
+        node_id: None,
     }
 }
 

@@ -254,6 +254,7 @@ pub(super) async fn place_outbound_with(
         transcript: Vec::new(),
         recording_url: None,
         media_stats: None,
+        node_id: Some(state.config.node.id.clone()),
         rendered_prompt: Some(prompt.text),
         rendered_greeting: greeting.map(|g| g.text),
         created_at: now,

@@ -110,7 +110,7 @@ pub async fn create_run(
 
     let now = Utc::now();
     let run = queued_run(
-        &org,
+        (&org, &state.config.node.id),
         &target,
         &resolved,
         scenario_prompt,
@@ -272,7 +272,7 @@ pub async fn create_batch(
         .map(|index| {
             let scenario_prompt = batch.scenario_for(index).map(str::to_owned);
             queued_run(
-                &org,
+                (&org, &state.config.node.id),
                 &target,
                 &resolved,
                 scenario_prompt,
@@ -612,9 +612,9 @@ async fn accept(
     Ok((estimated_cost_cents, resolved))
 }
 
-/// A new run of `target`, queued and not yet started.
+/// A new run of `target`, queued and not yet started on node `node_id`.
 fn queued_run(
-    org: &str,
+    (org, node_id): (&str, &str),
     target: &Target,
     resolved: &Resolved,
     scenario_prompt: Option<String>,
@@ -646,6 +646,7 @@ fn queued_run(
         completed_at: None,
         created_at: now,
         updated_at: now,
+        node_id: Some(node_id.to_owned()),
     }
 }
 

@@ -228,6 +228,20 @@ pub(super) fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Dur
         })
 }
 
+/// A node's lease: a duration of at least [`MIN_LEASE_SECS`].
+pub(super) fn lease<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let lease = duration(deserializer)?;
+    if lease.as_secs() < MIN_LEASE_SECS {
+        return Err(de::Error::custom(format!(
+            "a lease shorter than {MIN_LEASE_SECS}s would expire between heartbeats"
+        )));
+    }
+    Ok(lease)
+}
+
+/// Shortest `[node] lease`, seconds.
+pub(super) const MIN_LEASE_SECS: u64 = 3;
+
 /// A node id: what the node's calls and runs are recorded with.
 pub(super) fn node_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
     let value = text(deserializer)?;

@@ -503,6 +503,7 @@ async fn answer_call(
         transcript: Vec::new(),
         recording_url: None,
         media_stats: None,
+        node_id: Some(shared.node_id.clone()),
         rendered_prompt: Some(agent.prompt.clone()),
         rendered_greeting: agent.greeting.clone(),
         created_at: now,

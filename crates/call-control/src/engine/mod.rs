@@ -23,6 +23,7 @@ pub mod inbound;
 pub mod lifecycle;
 pub mod negotiate;
 pub mod persist;
+pub mod recovery;
 pub mod rejections;
 pub mod test_route;
 pub mod transcript;
@@ -144,6 +145,8 @@ pub enum EngineError {
 
 /// State shared by the engine and its call tasks.
 pub struct Shared {
+    /// `[node] id`: recorded on the calls this node runs.
+    node_id: String,
     store: Store,
     webhooks: Webhooks,
     /// Writes the records of all calls, in batches, each before its webhook.
@@ -244,7 +247,14 @@ impl CallEngine {
             path: dir.clone(),
             source,
         })?;
-        recover(&store, &webhooks, &dir, config.credits.per_minute_cents).await?;
+        recovery::recover(
+            &store,
+            &webhooks,
+            &dir,
+            config.credits.per_minute_cents,
+            &config.node.id,
+        )
+        .await?;
         let listen = config.sip.listen;
         let ua_config = UaConfig {
             transport: TransportConfig {
@@ -283,6 +293,7 @@ impl CallEngine {
         let persister =
             persist::Persister::spawn(store.clone(), webhooks.clone(), Arc::clone(&ledger));
         let shared = Arc::new(Shared {
+            node_id: config.node.id.clone(),
             store,
             webhooks,
             persister,
@@ -744,91 +755,6 @@ async fn fail_unsent(
 /// The per-organisation cap on live calls (`[api] max_concurrent_calls_per_org`, 0: none).
 pub fn max_live_calls(config: &Config) -> Option<u32> {
     Some(config.api.max_concurrent_calls_per_org).filter(|&cap| cap > 0)
-}
-
-/// Records every call a previous run left unfinished as over (`ended` when
-/// it had been answered, else `failed`), outcome `error`, reason
-/// `service_restart`, and reports it. A call whose end was already decided
-/// (a CANCEL of ours was out) keeps that end.
-///
-/// The call ends where it was last known alive ([`billing::interrupted_end`]:
-/// its last heartbeat), not at this restart; it is charged for the time it
-/// talked until then and its reservation released. A recording the crash cut
-/// off gets its WAV header finalized and is served (an empty one is removed).
-async fn recover(
-    store: &Store,
-    webhooks: &Webhooks,
-    recordings_dir: &std::path::Path,
-    per_minute_cents: i64,
-) -> Result<(), EngineError> {
-    let unfinished = store.unfinished_calls().await?;
-    if !unfinished.is_empty() {
-        info!(
-            calls = unfinished.len(),
-            "recording calls left unfinished by the last run"
-        );
-    }
-    for unfinished in unfinished {
-        let mut call = unfinished.call;
-        if !call.status.is_terminal() {
-            call.status = if call.answered_at.is_some() {
-                CallStatus::Ended
-            } else {
-                CallStatus::Failed
-            };
-            call.outcome = Some(CallOutcome::Error);
-            call.end_reason = Some("service_restart".to_owned());
-        }
-        let ended_at = billing::interrupted_end(&call, unfinished.last_seen_at);
-        let talked = billing::talked(&call, ended_at);
-        call.ended_at = Some(ended_at);
-        call.duration_seconds = Some(talked.as_millis() as f64 / 1000.0);
-        if call.recording_url.is_none() {
-            call.recording_url = recover_recording(recordings_dir, &call.id).await;
-        }
-        let charge = billing::charge_cents(call.answered_at.is_some(), talked, per_minute_cents);
-        if let Some(settled) = store.finish_call(&call, charge).await? {
-            info!(call_id = %call.id, duration_s = talked.as_secs_f64(),
-                charged_cents = settled.charged_cents, "interrupted call settled");
-        }
-        webhooks
-            .emit_patiently(&call.org_id, events::CALL_ENDED, &call)
-            .await;
-    }
-    Ok(())
-}
-
-/// The `recording_url` of call `call_id` whose recording a crash cut off, once its WAV
-/// header is finalized; `None` (and the file removed) when it holds no audio or cannot be
-/// made whole, or when there is no file.
-async fn recover_recording(dir: &std::path::Path, call_id: &str) -> Option<String> {
-    let path = dir.join(format!("{call_id}.wav"));
-    if !path.is_file() {
-        return None;
-    }
-    let repairing = path.clone();
-    let repaired =
-        tokio::task::spawn_blocking(move || media::record::finalize_partial(repairing)).await;
-    match repaired {
-        Ok(Ok(summary)) if summary.frames > 0 => {
-            info!(
-                call_id,
-                frames = summary.frames,
-                "partial recording finalized"
-            );
-            return Some(format!("/api/public/v1/calls/{call_id}/recording"));
-        }
-        Ok(Ok(_)) => info!(call_id, "partial recording holds no audio; removed"),
-        Ok(Err(error)) => warn!(call_id, %error, "partial recording unusable; removed"),
-        Err(error) => {
-            warn!(call_id, %error, "partial recording not finalized; left as it is");
-            return None;
-        }
-    }
-    if let Err(error) = std::fs::remove_file(&path) {
-        warn!(call_id, %error, path = %path.display(), "partial recording not removed");
-    }
-    None
 }
 
 #[cfg(test)]

@@ -133,6 +133,7 @@ fn outbound_call(f: &Fixture, join_timeout_secs: u32) -> Call {
         transcript: Vec::new(),
         recording_url: None,
         media_stats: None,
+        node_id: None,
         rendered_prompt: Some("repeat".into()),
         rendered_greeting: None,
         created_at: now,
@@ -1186,7 +1187,7 @@ async fn recovery_ends_interrupted_calls_at_their_last_heartbeat_and_settles_the
     unfinalized_recording(&recordings.path().join(format!("{}.wav", talking.id)), 50);
     unfinalized_recording(&recordings.path().join(format!("{}.wav", ringing.id)), 0);
 
-    recover(&store, &webhooks, recordings.path(), 2)
+    recovery::recover(&store, &webhooks, recordings.path(), 2, "node-a")
         .await
         .expect("recovered");
 
@@ -1222,7 +1223,7 @@ async fn recovery_ends_interrupted_calls_at_their_last_heartbeat_and_settles_the
         (96, 0, 0)
     );
     // Nothing is left for a second recovery to charge.
-    recover(&store, &webhooks, recordings.path(), 2)
+    recovery::recover(&store, &webhooks, recordings.path(), 2, "node-a")
         .await
         .expect("recovered again");
     assert_eq!(store.org_usage(&org).await.expect("usage"), usage);

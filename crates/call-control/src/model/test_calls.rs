@@ -262,6 +262,11 @@ pub struct TestCallRun {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// The node that runs (or ran) it (`[node] id`); `null` on runs recorded before
+    /// nodes had ids.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub node_id: Option<String>,
 }
 
 /// A batch: one scenario (or a rotation of scenarios) run `run_count` times in parallel.
@@ -448,6 +453,7 @@ mod tests {
             completed_at: None,
             created_at: t0(),
             updated_at: t0(),
+            node_id: None,
         }
     }
 

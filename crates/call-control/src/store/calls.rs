@@ -15,7 +15,7 @@ const COLUMNS: &str = "id, org_id, agent_id, status, outcome, direction, phone_n
     from_number, to_number, variables, call_settings, max_duration_secs, join_timeout_secs, \
     sip_call_id, sip_final_code, q850_cause, end_reason, error_message, duration_seconds, \
     transcript, recording_url, media_stats, rendered_prompt, rendered_greeting, created_at, started_at, \
-    answered_at, ended_at, updated_at";
+    answered_at, ended_at, updated_at, node_id";
 
 /// A call a previous run left unfinished, as restart recovery finds it.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,18 +99,32 @@ impl Store {
         Ok(())
     }
 
-    /// Every call, of any organisation, that is not over (restart recovery): its status
-    /// is not terminal, or it shows the terminal status decided while a CANCEL of ours was
-    /// out but has no `ended_at` yet; each with its last heartbeat.
-    pub async fn unfinished_calls(&self) -> Result<Vec<UnfinishedCall>> {
+    /// Every call, of any organisation, that node `node_id` runs and is not over (restart
+    /// recovery, or the end of a lost node's calls): its status is not terminal, or it
+    /// shows the terminal status decided while a CANCEL of ours was out but has no
+    /// `ended_at` yet; each with its last heartbeat. With `with_unowned`, also the calls
+    /// recorded before nodes had ids (`node_id` null), which the node that starts takes
+    /// as its own.
+    pub async fn unfinished_calls(
+        &self,
+        node_id: &str,
+        with_unowned: bool,
+    ) -> Result<Vec<UnfinishedCall>> {
+        let owned = if with_unowned {
+            "(node_id = ? OR node_id IS NULL)"
+        } else {
+            "node_id = ?"
+        };
         let sql = format!(
             "SELECT {COLUMNS}, last_seen_at FROM calls \
-             WHERE status NOT IN (?, ?, ?) OR ended_at IS NULL ORDER BY created_at, id"
+             WHERE (status NOT IN (?, ?, ?) OR ended_at IS NULL) AND {owned} \
+             ORDER BY created_at, id"
         );
         let rows = sqlx::query(&numbered(&sql))
             .bind(CallStatus::Ended.as_str())
             .bind(CallStatus::Failed.as_str())
             .bind(CallStatus::Cancelled.as_str())
+            .bind(node_id)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -199,7 +213,7 @@ where
 {
     let sql = format!(
         "INSERT INTO calls ({COLUMNS}, reserved_cents) VALUES \
-         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {DURATION}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {DURATION}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     sqlx::query(&numbered(&sql))
         .bind(&call.id)
@@ -237,6 +251,7 @@ where
         .bind(call.answered_at.as_ref().map(ts))
         .bind(call.ended_at.as_ref().map(ts))
         .bind(ts(&call.updated_at))
+        .bind(&call.node_id)
         .bind(reserved_cents)
         .execute(executor)
         .await
@@ -287,6 +302,7 @@ pub(super) fn call_from_row(row: &AnyRow) -> Result<Call> {
         answered_at: get_opt_ts(row, "answered_at")?,
         ended_at: get_opt_ts(row, "ended_at")?,
         updated_at: get_ts(row, "updated_at")?,
+        node_id: row.try_get("node_id")?,
     })
 }
 
@@ -327,6 +343,7 @@ pub(crate) mod tests {
             transcript: Vec::new(),
             recording_url: None,
             media_stats: None,
+            node_id: Some("node-a".into()),
             rendered_prompt: Some("Remind Ada.".into()),
             rendered_greeting: Some("Hello Ada".into()),
             created_at: at(secs),
@@ -501,13 +518,29 @@ pub(crate) mod tests {
         cancelling.status = CallStatus::Cancelled;
         store.insert_call(&cancelling).await.expect("insert");
         ids_unfinished.push(cancelling.id);
-        let unfinished: Vec<_> = store
-            .unfinished_calls()
-            .await
-            .expect("unfinished")
-            .into_iter()
-            .map(|unfinished| unfinished.call.id)
-            .collect();
-        assert_eq!(unfinished, ids_unfinished);
+        // Another node's live call, and one recorded before nodes had ids.
+        let mut elsewhere = call("org_a", "agt_1", CallDirection::Inbound, 200);
+        elsewhere.node_id = Some("node-b".into());
+        store.insert_call(&elsewhere).await.expect("insert");
+        let mut unowned = call("org_a", "agt_1", CallDirection::Inbound, 300);
+        unowned.node_id = None;
+        store.insert_call(&unowned).await.expect("insert");
+        let of = |node: &'static str, with_unowned: bool| {
+            let store = store.clone();
+            async move {
+                store
+                    .unfinished_calls(node, with_unowned)
+                    .await
+                    .expect("unfinished")
+                    .into_iter()
+                    .map(|unfinished| unfinished.call.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(of("node-a", false).await, ids_unfinished);
+        assert_eq!(of("node-b", false).await, vec![elsewhere.id.clone()]);
+        ids_unfinished.push(unowned.id.clone());
+        assert_eq!(of("node-a", true).await, ids_unfinished);
+        assert_eq!(of("node-c", true).await, vec![unowned.id]);
     }
 }

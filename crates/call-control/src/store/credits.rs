@@ -561,7 +561,7 @@ mod tests {
             "the answered live call and what it holds"
         );
         let seen: Vec<_> = store
-            .unfinished_calls()
+            .unfinished_calls("node-a", false)
             .await
             .expect("unfinished")
             .into_iter()

@@ -27,6 +27,7 @@ mod credits;
 mod directory;
 mod extra_api;
 mod idempotency;
+mod nodes;
 mod numbers;
 mod orgs;
 mod outbox;
@@ -52,6 +53,7 @@ pub use agents::AgentRemoval;
 pub use calls::{CallFilter, UnfinishedCall};
 pub use credits::{Admission, CallAdmission, LiveHold, OrgUsage, Settlement};
 pub use idempotency::{KeptResponse, StoredResponse, KEY_LIFETIME};
+pub use nodes::{LeaseRenewal, NodeRecord};
 pub use orgs::{display_prefix, hash_key, ApiKeyRecord, KeyCheck, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
 pub use sealed::{

@@ -21,8 +21,8 @@ use crate::model::{TestBatchStatus, TestCallBatch, TestCallRun, TestRunStatus, T
 const RUN_COLUMNS: &str = "id, org_id, target_type, target_id, agent_id, direction, \
     target_number, scenario_prompt, mode, status, network_profile, thresholds, \
     charge_multiplier, estimated_cost_cents, call_id, sip_call_id, measurements, error_message, \
-    batch_id, started_at, completed_at, created_at, updated_at";
-const RUN_COLUMN_COUNT: usize = 23;
+    batch_id, started_at, completed_at, created_at, updated_at, node_id";
+const RUN_COLUMN_COUNT: usize = 24;
 
 const BATCH_COLUMNS: &str = "id, org_id, target_type, target_id, agent_id, direction, mode, \
     target_number, scenario_prompt, scenario_prompts, network_profile, thresholds, \
@@ -389,13 +389,16 @@ impl Store {
         batch_from_row(&row)
     }
 
-    /// Restart recovery: every run of any organisation still queued or in progress becomes
-    /// `failed` with `reason` as its error message, and every batch still in progress is
-    /// closed with counters recounted from its runs: `failed` with `batch_reason` as its
-    /// error message when this recovery failed one of its runs, `completed` when all had
-    /// finished already. Returns what changed.
+    /// Restart (or shutdown) recovery of node `node_id`: every run of any organisation
+    /// that the node runs (or that was recorded before nodes had ids) still queued or in
+    /// progress becomes `failed` with `reason` as its error message, and every batch still
+    /// in progress with no run active any more (on any node) is closed with counters
+    /// recounted from its runs: `failed` with `batch_reason` as its error message when this
+    /// recovery failed one of its runs, `completed` when all had finished already. Returns
+    /// what changed.
     pub async fn fail_unfinished_test_runs(
         &self,
+        node_id: &str,
         reason: &str,
         batch_reason: &str,
     ) -> Result<RecoveredTestCalls> {
@@ -403,13 +406,15 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let sql = format!(
             "UPDATE test_call_runs SET status = ?, error_message = ?, completed_at = ?, \
-             updated_at = ? WHERE status IN {ACTIVE_STATUSES} RETURNING {RUN_COLUMNS}"
+             updated_at = ? WHERE status IN {ACTIVE_STATUSES} \
+             AND (node_id = ? OR node_id IS NULL) RETURNING {RUN_COLUMNS}"
         );
         let rows = sqlx::query(&numbered(&sql))
             .bind(TestRunStatus::Failed.as_str())
             .bind(reason)
             .bind(&now)
             .bind(&now)
+            .bind(node_id)
             .fetch_all(&mut *tx)
             .await?;
         let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
@@ -419,9 +424,11 @@ impl Store {
             .filter_map(|run| run.batch_id.as_deref())
             .collect();
 
-        let open: Vec<String> = sqlx::query(&numbered(
-            "SELECT id FROM test_call_batches WHERE status = ? ORDER BY created_at, id",
-        ))
+        let open: Vec<String> = sqlx::query(&numbered(&format!(
+            "SELECT id FROM test_call_batches WHERE status = ? AND NOT EXISTS \
+             (SELECT 1 FROM test_call_runs AS r WHERE r.batch_id = test_call_batches.id \
+             AND r.status IN {ACTIVE_STATUSES}) ORDER BY created_at, id"
+        )))
         .bind(TestBatchStatus::InProgress.as_str())
         .fetch_all(&mut *tx)
         .await?
@@ -499,7 +506,8 @@ fn bind_run<'q>(query: Query<'q>, run: &'q TestCallRun) -> Result<Query<'q>> {
     let query = query.bind(&run.id).bind(&run.org_id);
     Ok(bind_run_fields(query, run)?
         .bind(ts(&run.created_at))
-        .bind(ts(&run.updated_at)))
+        .bind(ts(&run.updated_at))
+        .bind(&run.node_id))
 }
 
 /// Binds the columns of `run` an update may change, `target_type` to `completed_at`
@@ -585,6 +593,7 @@ fn run_from_row(row: &AnyRow) -> Result<TestCallRun> {
         completed_at: get_opt_ts(row, "completed_at")?,
         created_at: get_ts(row, "created_at")?,
         updated_at: get_ts(row, "updated_at")?,
+        node_id: row.try_get("node_id")?,
     })
 }
 
@@ -658,6 +667,7 @@ mod tests {
             completed_at: None,
             created_at: at(secs),
             updated_at: at(secs),
+            node_id: Some("node-a".into()),
         }
     }
 
@@ -1160,9 +1170,26 @@ mod tests {
             .insert_test_batch(&lost, &lost_runs)
             .await
             .expect("insert");
+        // A batch another node runs, one of its runs still in progress there, and a
+        // run recorded before nodes had ids.
+        let (elsewhere, mut elsewhere_runs) = batch_of("org_a", 2, 4);
+        elsewhere_runs[0].status = TestRunStatus::Completed;
+        elsewhere_runs[1].status = TestRunStatus::InProgress;
+        for run in &mut elsewhere_runs {
+            run.node_id = Some("node-b".into());
+        }
+        store
+            .insert_test_batch(&elsewhere, &elsewhere_runs)
+            .await
+            .expect("insert");
+        let mut unowned = run("org_a", "agt_1", 5);
+        unowned.status = TestRunStatus::Queued;
+        unowned.node_id = None;
+        store.insert_test_run(&unowned).await.expect("insert");
 
         let recovered = store
             .fail_unfinished_test_runs(
+                "node-a",
                 "service restarted during the run",
                 "service restarted during the batch",
             )
@@ -1172,7 +1199,15 @@ mod tests {
         let mut in_batch = [runs[1].id.as_str(), runs[2].id.as_str()];
         in_batch.sort_unstable();
         let failed: Vec<_> = recovered.runs.iter().map(|run| run.id.as_str()).collect();
-        assert_eq!(failed, [lone.id.as_str(), in_batch[0], in_batch[1]]);
+        assert_eq!(
+            failed,
+            [
+                lone.id.as_str(),
+                in_batch[0],
+                in_batch[1],
+                unowned.id.as_str()
+            ]
+        );
         for run in &recovered.runs {
             assert_eq!(run.status, TestRunStatus::Failed);
             assert_eq!(
@@ -1209,8 +1244,14 @@ mod tests {
         );
         assert_eq!(
             store.count_active_test_runs("org_a").await.expect("count"),
-            0
+            1,
+            "node-b's run goes on"
         );
+        let running = store
+            .get_test_batch("org_a", &elsewhere.id)
+            .await
+            .expect("get");
+        assert_eq!(running.status, TestBatchStatus::InProgress, "not closed");
         assert_eq!(
             store.count_active_test_runs("org_b").await.expect("count"),
             0
@@ -1218,7 +1259,7 @@ mod tests {
         // A second recovery finds nothing left to change.
         assert_eq!(
             store
-                .fail_unfinished_test_runs("again", "again")
+                .fail_unfinished_test_runs("node-a", "again", "again")
                 .await
                 .expect("recover"),
             RecoveredTestCalls::default()

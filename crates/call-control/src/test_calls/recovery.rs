@@ -23,28 +23,47 @@ pub const BATCH_RESTART_REASON: &str =
 pub const BATCH_SHUTDOWN_REASON: &str =
     "service_shutdown: the service stopped before every run of the batch finished";
 
-/// Fails every unfinished run with [`RESTART_REASON`], closes their
+/// Fails every unfinished run of node `node_id` with [`RESTART_REASON`], closes their
 /// batches (failed ones with [`BATCH_RESTART_REASON`]), and emits `test_call.completed` / `test_call_batch.completed`
 /// for what changed. Call at start, before any run is launched.
-pub async fn recover(store: &Store, webhooks: &Webhooks) -> Result<(), StoreError> {
-    fail_unfinished(store, webhooks, RESTART_REASON, BATCH_RESTART_REASON).await
+pub async fn recover(store: &Store, webhooks: &Webhooks, node_id: &str) -> Result<(), StoreError> {
+    fail_unfinished(
+        store,
+        webhooks,
+        node_id,
+        RESTART_REASON,
+        BATCH_RESTART_REASON,
+    )
+    .await
 }
 
 /// Like [`recover`] with [`SHUTDOWN_REASON`] and [`BATCH_SHUTDOWN_REASON`]: call at shutdown once the
 /// runner has stopped its runs, while the webhook outbox still takes rows
 /// (their deliveries go out after the next start).
-pub async fn fail_interrupted(store: &Store, webhooks: &Webhooks) -> Result<(), StoreError> {
-    fail_unfinished(store, webhooks, SHUTDOWN_REASON, BATCH_SHUTDOWN_REASON).await
+pub async fn fail_interrupted(
+    store: &Store,
+    webhooks: &Webhooks,
+    node_id: &str,
+) -> Result<(), StoreError> {
+    fail_unfinished(
+        store,
+        webhooks,
+        node_id,
+        SHUTDOWN_REASON,
+        BATCH_SHUTDOWN_REASON,
+    )
+    .await
 }
 
 async fn fail_unfinished(
     store: &Store,
     webhooks: &Webhooks,
+    node_id: &str,
     reason: &str,
     batch_reason: &str,
 ) -> Result<(), StoreError> {
     let recovered = store
-        .fail_unfinished_test_runs(reason, batch_reason)
+        .fail_unfinished_test_runs(node_id, reason, batch_reason)
         .await?;
     if recovered.runs.is_empty() && recovered.batches.is_empty() {
         return Ok(());

@@ -1,0 +1,16 @@
+-- Nodes of a cluster. Every node records the calls and test runs it runs (`node_id`; null on
+-- what was recorded before nodes had ids, which the node that starts next takes as its own)
+-- and holds a lease on its row, renewed by its heartbeat: a node whose lease has expired is
+-- lost, and a surviving node ends its unfinished calls (`node_lost`).
+ALTER TABLE calls ADD COLUMN node_id TEXT;
+ALTER TABLE test_call_runs ADD COLUMN node_id TEXT;
+CREATE INDEX calls_unfinished_by_node ON calls (node_id) WHERE ended_at IS NULL;
+
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    -- host:port of the node's HTTP API for other nodes (null: none reachable)
+    advertised_address TEXT,
+    started_at TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL,
+    lease_expires_at TEXT NOT NULL
+);
