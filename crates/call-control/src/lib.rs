@@ -9,6 +9,7 @@ pub mod ids;
 pub mod lease;
 pub mod metrics;
 pub mod model;
+pub mod peers;
 pub mod redact;
 pub mod runtime;
 pub mod secrets;

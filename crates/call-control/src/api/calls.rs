@@ -408,6 +408,7 @@ pub async fn hangup(
     State(state): State<AppState>,
     Extension(org): Extension<OrgId>,
     Id(id): Id,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let call = state
         .store
@@ -421,6 +422,16 @@ pub async fn hangup(
         });
     }
     if !state.engine.hangup(&call.id) {
+        // A call another node runs is hung up there (once: a forwarded request is not
+        // forwarded again).
+        let forwarded = headers.contains_key(crate::peers::FORWARDED_BY);
+        if let Some(node) = state.peers.owner_elsewhere(&call).filter(|_| !forwarded) {
+            let authorization = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default();
+            return forward_hangup(&state, node, &call, authorization).await;
+        }
         return Err(ApiError::Conflict {
             code: "call_not_live",
             message: format!("call {id} is not live on this node"),
@@ -432,6 +443,42 @@ pub async fn hangup(
         Err(other) => return Err(other.into()),
     };
     envelope::respond(StatusCode::ACCEPTED, &call)
+}
+
+/// Hangs up `call` on node `node`, which runs it, and answers what that node answered.
+async fn forward_hangup(
+    state: &AppState,
+    node: &str,
+    call: &Call,
+    authorization: &str,
+) -> Result<Response, ApiError> {
+    use crate::peers::PeerError;
+    match state
+        .peers
+        .hang_up(&state.store, node, call, authorization)
+        .await
+    {
+        Ok(reply) => {
+            let status =
+                StatusCode::from_u16(reply.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            Ok(axum::response::IntoResponse::into_response((
+                status,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                reply.body,
+            )))
+        }
+        Err(PeerError::Store(error)) => Err(error.into()),
+        Err(error @ PeerError::Unreachable { .. }) => {
+            tracing::warn!(call_id = %call.id, %error, "hang-up not forwarded");
+            Err(ApiError::Unavailable {
+                reason: "the node that runs the call did not answer; retry",
+            })
+        }
+        Err(error) => Err(ApiError::Conflict {
+            code: "call_not_live",
+            message: error.to_string(),
+        }),
+    }
 }
 
 fn variables(body: &mut Body) -> BTreeMap<String, String> {

@@ -73,6 +73,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     /// Executes test-call runs and batches.
     pub test_runner: TestRunner,
+    /// The other nodes, for commands to the calls they run.
+    pub peers: crate::peers::Peers,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
         webhooks: Webhooks,
     ) -> AppState {
         let rate_limiter = Arc::new(RateLimiter::new(config.api.rate_limit_per_minute));
+        let config_node_id = config.node.id.clone();
         let test_runner = TestRunner::new(
             store.clone(),
             engine.clone(),
@@ -100,6 +103,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             rate_limiter,
             test_runner,
+            peers: crate::peers::Peers::new(config_node_id),
         }
     }
 

@@ -144,6 +144,9 @@ async fn update(
         return Ok(TwilioCall::from_call(&call));
     }
     if !state.engine.hangup(&call.id) {
+        if let Some(node) = state.peers.owner_elsewhere(&call) {
+            return hang_up_elsewhere(state, node, &call, &key).await;
+        }
         return match state.store.get_call(&org, &call.id).await {
             Ok(current) if current.status.is_terminal() => Err(not_found()),
             Ok(_) | Err(StoreError::NotFound) => Err(TwilioError::Conflict(format!(
@@ -164,6 +167,39 @@ async fn update(
         Ok(current) => Ok(TwilioCall::from_call(&current)),
         Err(StoreError::NotFound) => Ok(TwilioCall::from_call(&call)),
         Err(other) => Err(TwilioError::store(other)),
+    }
+}
+
+/// Hangs up `call` on node `node`, which runs it (with the account's key), then answers
+/// with the call as it is once over, or after [`END_WAIT`].
+async fn hang_up_elsewhere(
+    state: &AppState,
+    node: &str,
+    call: &crate::model::Call,
+    key: &str,
+) -> Result<TwilioCall, TwilioError> {
+    let reply = state
+        .peers
+        .hang_up(&state.store, node, call, &format!("Bearer {key}"))
+        .await
+        .map_err(|error| TwilioError::Conflict(error.to_string()))?;
+    if !reply.status.is_success() {
+        return Err(TwilioError::Conflict(format!(
+            "call {} is not live on node {node} ({})",
+            call.id, reply.status
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + END_WAIT;
+    loop {
+        let current = state
+            .store
+            .get_call(&call.org_id, &call.id)
+            .await
+            .map_err(TwilioError::store)?;
+        if current.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+            return Ok(TwilioCall::from_call(&current));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

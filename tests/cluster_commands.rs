@@ -1,0 +1,164 @@
+//! End to end: commands reach the node that runs the call. Two real nodes share one
+//! database (as a cluster does; SQLite here, the store's PostgreSQL tests cover the other
+//! backend), SIPp is the carrier. A call placed through node B's API runs on node B; a
+//! hang-up sent to node A (the public API's `POST /calls/{id}/hangup`, and Twilio's
+//! "update a call" with `Status=completed`) is forwarded to node B, which sends the BYE.
+//! Every call carries the node that runs it.
+
+#[path = "support/service.rs"]
+mod service;
+#[path = "support/sipp.rs"]
+mod sipp;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use service::TestService;
+
+const CALL_DONE: Duration = Duration::from_secs(30);
+
+/// Two nodes on one database: A (which provisions) and B.
+async fn two_nodes() -> (TestService, TestService) {
+    let a = TestService::start_with(|config| config.node.id = "node-a".into()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = service::config_in(dir.path());
+    config.node.id = "node-b".into();
+    // The same database file (and so the same key file next to it) as node A.
+    config.database.url = format!("sqlite://{}", a.dir.path().join("dialcore.db").display());
+    let b = TestService::start_in(dir, config).await;
+    (a, b)
+}
+
+async fn place(svc: &TestService, agent: &str) -> String {
+    let (status, body) = svc
+        .post(
+            "/calls",
+            json!({"agent_id": agent, "phone_number": "+15551234567"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["data"]["node_id"], svc_node(svc), "{body}");
+    body["data"]["id"].as_str().expect("call id").to_owned()
+}
+
+fn svc_node(svc: &TestService) -> String {
+    svc.handle.as_ref().expect("running").config.node.id.clone()
+}
+
+async fn answered(svc: &TestService, call_id: &str) -> Value {
+    svc.wait_status(
+        &format!("/calls/{call_id}"),
+        &["in_progress", "ended", "failed", "cancelled"],
+        Duration::from_millis(20),
+        CALL_DONE,
+    )
+    .await
+}
+
+/// Milliseconds from `before` to the call's `ended_at`.
+fn ended_after_ms(call: &Value, before: chrono::DateTime<chrono::Utc>) -> i64 {
+    let ended: chrono::DateTime<chrono::Utc> = call["ended_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("ended_at: {call}"))
+        .parse()
+        .expect("RFC 3339");
+    (ended - before).num_milliseconds()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_sent_to_any_node_ends_the_call_on_the_node_that_runs_it() {
+    let sipp = sipp::one_call_server("uas_answer.xml", sipp::Transport::Udp, |s| s.calls(2)).await;
+    let (a, b) = two_nodes().await;
+    let agent = a
+        .echo_agent_with_number(sipp.address(), "+15550001111")
+        .await;
+
+    // The public API.
+    let call_id = place(&b, &agent.id).await;
+    let live = answered(&b, &call_id).await;
+    assert_eq!(live["status"], "in_progress", "{live}");
+    let (_, seen_from_a) = a.get(&format!("/calls/{call_id}")).await;
+    assert_eq!(seen_from_a["data"]["node_id"], "node-b", "{seen_from_a}");
+    let before = chrono::Utc::now();
+    let (status, body) = a.post(&format!("/calls/{call_id}/hangup"), json!({})).await;
+    assert_eq!(status, 202, "node A forwards to node B: {body}");
+    assert_eq!(body["data"]["id"], call_id.as_str(), "{body}");
+    let ended = a.wait_terminal(&call_id, CALL_DONE).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    assert_eq!(ended["end_reason"], "api_hangup", "{ended}");
+    let took = ended_after_ms(&ended, before);
+    assert!(
+        took <= 200,
+        "node B ended the call {took} ms after node A was asked"
+    );
+    // Over: another hang-up anywhere is a conflict, not forwarded.
+    let (status, body) = a.post(&format!("/calls/{call_id}/hangup"), json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "call_already_ended", "{body}");
+
+    // Twilio's "update a call", as voice-AI frameworks hang up.
+    let call_id = place(&b, &agent.id).await;
+    assert_eq!(answered(&b, &call_id).await["status"], "in_progress");
+    let org = a
+        .handle
+        .as_ref()
+        .expect("running")
+        .store
+        .org_for_key(service::API_KEY)
+        .await
+        .expect("store")
+        .expect("the key's organisation");
+    let url = format!(
+        "http://{}/2010-04-01/Accounts/{org}/Calls/{call_id}.json",
+        a.http
+    );
+    let before = chrono::Utc::now();
+    let response = a
+        .client
+        .post(&url)
+        .basic_auth(&org, Some(service::API_KEY))
+        .form(&[("Status", "completed")])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["sid"], call_id.as_str(), "{body}");
+    assert_eq!(body["status"], "completed", "{body}");
+    let ended = a.wait_terminal(&call_id, CALL_DONE).await;
+    let took = ended_after_ms(&ended, before);
+    assert!(took <= 200, "ended {took} ms after node A was asked");
+
+    sipp::finish(sipp).await.assert_calls_succeeded(2);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_for_a_node_that_is_gone_says_so() {
+    let sipp = sipp::one_call_server("uas_answer.xml", sipp::Transport::Udp, |s| s).await;
+    let (a, b) = two_nodes().await;
+    let agent = a
+        .echo_agent_with_number(sipp.address(), "+15550001111")
+        .await;
+    let call_id = place(&b, &agent.id).await;
+    assert_eq!(answered(&b, &call_id).await["status"], "in_progress");
+    // Node B's row goes (as when it is lost and its calls are being ended).
+    let store = a.handle.as_ref().expect("running").store.clone();
+    store.deregister_node("node-b").await.expect("deregister");
+    let (status, body) = a.post(&format!("/calls/{call_id}/hangup"), json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "call_not_live", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("node-b") && message.contains("not running"),
+        "{message}"
+    );
+    // Node B itself still hangs up its call.
+    let (status, body) = b.post(&format!("/calls/{call_id}/hangup"), json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    b.wait_terminal(&call_id, CALL_DONE).await;
+    sipp::finish(sipp).await.assert_calls_succeeded(1);
+    b.stop().await;
+    a.stop().await;
+}
