@@ -3,13 +3,15 @@
 //! backend), SIPp is the carrier. A call placed through node B's API runs on node B; a
 //! hang-up sent to node A (the public API's `POST /calls/{id}/hangup`, and Twilio's
 //! "update a call" with `Status=completed`) is forwarded to node B, which sends the BYE.
-//! Every call carries the node that runs it.
+//! Every call carries the node that runs it, and every webhook is delivered once though
+//! both nodes' dispatchers read the one outbox.
 
 #[path = "support/service.rs"]
 mod service;
 #[path = "support/sipp.rs"]
 mod sipp;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -55,6 +57,46 @@ async fn answered(svc: &TestService, call_id: &str) -> Value {
     .await
 }
 
+/// A webhook receiver: every delivery's id and body, as received.
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<(String, Value)>>>);
+
+impl Receiver {
+    async fn start() -> (Receiver, std::net::SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let receiver = Receiver::default();
+        let seen = receiver.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let seen = seen.clone();
+                async move {
+                    let delivery = headers
+                        .get("x-dialcore-delivery")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let body = serde_json::from_str(&body).expect("JSON body");
+                    seen.0.lock().expect("lock").push((delivery, body));
+                    // A slow receiver: the delivery stays pending in the outbox while the
+                    // other node's dispatcher polls it.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serves") });
+        (receiver, addr)
+    }
+
+    fn seen(&self) -> Vec<(String, Value)> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
 /// Milliseconds from `before` to the call's `ended_at`.
 fn ended_after_ms(call: &Value, before: chrono::DateTime<chrono::Utc>) -> i64 {
     let ended: chrono::DateTime<chrono::Utc> = call["ended_at"]
@@ -72,6 +114,13 @@ async fn a_hang_up_sent_to_any_node_ends_the_call_on_the_node_that_runs_it() {
     let agent = a
         .echo_agent_with_number(sipp.address(), "+15550001111")
         .await;
+    let (receiver, hook) = Receiver::start().await;
+    a.create(
+        "/webhooks",
+        json!({"url": format!("http://{hook}/hook"), "events": ["call.answered", "call.ended"]}),
+    )
+    .await;
+    let mut calls = Vec::new();
 
     // The public API.
     let call_id = place(&b, &agent.id).await;
@@ -95,6 +144,7 @@ async fn a_hang_up_sent_to_any_node_ends_the_call_on_the_node_that_runs_it() {
     let (status, body) = a.post(&format!("/calls/{call_id}/hangup"), json!({})).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "call_already_ended", "{body}");
+    calls.push(call_id);
 
     // Twilio's "update a call", as voice-AI frameworks hang up.
     let call_id = place(&b, &agent.id).await;
@@ -128,6 +178,42 @@ async fn a_hang_up_sent_to_any_node_ends_the_call_on_the_node_that_runs_it() {
     let ended = a.wait_terminal(&call_id, CALL_DONE).await;
     let took = ended_after_ms(&ended, before);
     assert!(took <= 200, "ended {took} ms after node A was asked");
+    calls.push(call_id);
+
+    // call.answered and call.ended of each call, each once: wait for the four, then give
+    // both dispatchers (polling every 50 ms) time to send a duplicate if they would.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while receiver.seen().len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "webhooks: {:?}",
+            receiver.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let seen = receiver.seen();
+    let mut got: Vec<(String, String)> = seen
+        .iter()
+        .map(|(_, body)| {
+            (
+                body["data"]["id"].as_str().unwrap_or_default().to_owned(),
+                body["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut expected: Vec<(String, String)> = calls
+        .iter()
+        .flat_map(|id| {
+            [
+                (id.clone(), "call.answered".to_owned()),
+                (id.clone(), "call.ended".to_owned()),
+            ]
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected, "each webhook once: {seen:?}");
 
     sipp::finish(sipp).await.assert_calls_succeeded(2);
     b.stop().await;

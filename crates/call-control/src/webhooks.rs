@@ -103,6 +103,8 @@ pub struct Webhooks {
 
 struct Inner {
     store: Store,
+    /// Who claims deliveries in the outbox: the node's id.
+    claimant: String,
     wake: Notify,
     stop: watch::Sender<bool>,
 }
@@ -117,14 +119,24 @@ impl Webhooks {
     /// Spawns the dispatcher on the current tokio runtime. Deliveries left
     /// pending by a previous run are picked up at once.
     pub fn start(store: Store, config: &Config) -> Webhooks {
-        Self::start_with(store, DispatchConfig::from_config(config))
+        Self::start_claiming(
+            store,
+            DispatchConfig::from_config(config),
+            config.node.id.clone(),
+        )
     }
 
-    /// [`Webhooks::start`] with explicit dispatcher settings.
+    /// [`Webhooks::start`] with explicit dispatcher settings (claiming deliveries under an
+    /// id of its own).
     pub fn start_with(store: Store, dispatch: DispatchConfig) -> Webhooks {
+        Self::start_claiming(store, dispatch, crate::ids::new_id("dispatcher"))
+    }
+
+    fn start_claiming(store: Store, dispatch: DispatchConfig, claimant: String) -> Webhooks {
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::new(Inner {
             store,
+            claimant,
             wake: Notify::new(),
             stop,
         });
@@ -307,6 +319,9 @@ fn refusal(error: &reqwest::Error) -> Option<&DestinationError> {
     None
 }
 
+/// How much longer than one request's timeout a claim on a delivery lasts.
+const CLAIM_SLACK: Duration = Duration::from_secs(30);
+
 struct Dispatcher {
     inner: Arc<Inner>,
     client: reqwest::Client,
@@ -339,10 +354,18 @@ impl Dispatcher {
         if room == 0 {
             return Ok(());
         }
+        let now = Utc::now();
+        // Longer than an attempt takes: the claim ends when the attempt is recorded.
+        let hold = self.config.timeout + CLAIM_SLACK;
         let due = self
             .inner
             .store
-            .due_deliveries(Utc::now(), BATCH.min(room as u64))
+            .claim_due_deliveries(
+                &self.inner.claimant,
+                now,
+                now + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX),
+                BATCH.min(room as u64),
+            )
             .await?;
         for entry in due {
             if !self.lock_in_flight().insert(entry.id.clone()) {

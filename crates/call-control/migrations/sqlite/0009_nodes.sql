@@ -14,3 +14,9 @@ CREATE TABLE nodes (
     heartbeat_at TEXT NOT NULL,
     lease_expires_at TEXT NOT NULL
 );
+
+-- A webhook delivery is claimed by one node's dispatcher at a time (until claimed_until,
+-- longer than one attempt takes), so that on a cluster every delivery is sent once; a
+-- claim that a crashed node leaves runs out and another node sends it (at least once).
+ALTER TABLE webhook_outbox ADD COLUMN claimed_by TEXT;
+ALTER TABLE webhook_outbox ADD COLUMN claimed_until TEXT;

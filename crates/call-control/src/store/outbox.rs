@@ -102,6 +102,52 @@ impl Store {
         rows.iter().map(entry_from_row).collect()
     }
 
+    /// Claims for `claimant` until `claimed_until` up to `limit` pending deliveries due at
+    /// `now` that no other claimant holds, the most overdue first, and returns them. Of
+    /// several dispatchers (one per node) claiming at once, each delivery goes to one: on
+    /// PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, on SQLite the single writer
+    /// serialises the claims. A claim ends when the attempt is recorded
+    /// ([`Store::reschedule_delivery`] and the others) or runs out.
+    pub async fn claim_due_deliveries(
+        &self,
+        claimant: &str,
+        now: DateTime<Utc>,
+        claimed_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<OutboxEntry>> {
+        let skip_locked = match self.backend() {
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
+        let unclaimed = "(claimed_until IS NULL OR claimed_until < ?)";
+        let sql = format!(
+            "UPDATE webhook_outbox SET claimed_by = ?, claimed_until = ? \
+             WHERE state = ? AND {unclaimed} AND id IN \
+             (SELECT id FROM webhook_outbox WHERE state = ? AND next_attempt_at <= ? \
+             AND {unclaimed} ORDER BY next_attempt_at, id LIMIT ?{skip_locked}) \
+             RETURNING {COLUMNS}"
+        );
+        let now = ts(&now);
+        let pending = state_text(DeliveryState::Pending);
+        let rows = sqlx::query(&numbered(&sql))
+            .bind(claimant)
+            .bind(ts(&claimed_until))
+            .bind(pending)
+            .bind(&now)
+            .bind(pending)
+            .bind(&now)
+            .bind(&now)
+            .bind(sql_count(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut claimed = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+        Ok(claimed)
+    }
+
     /// When the earliest pending delivery is due (`None` when none is pending).
     pub async fn next_delivery_at(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(&numbered(
@@ -182,7 +228,8 @@ impl Store {
         let done = sqlx::query(&numbered(
             "UPDATE webhook_outbox SET state = ?, attempts = COALESCE(?, attempts), \
              next_attempt_at = COALESCE(?, next_attempt_at), \
-             last_error = COALESCE(?, last_error), updated_at = ? WHERE id = ?",
+             last_error = COALESCE(?, last_error), updated_at = ?, claimed_by = NULL, \
+             claimed_until = NULL WHERE id = ?",
         ))
         .bind(state_text(state))
         .bind(attempts.map(i64::from))
@@ -240,6 +287,74 @@ mod tests {
             next_attempt_at: at(due_secs),
             created_at: at(0),
         }
+    }
+
+    #[tokio::test]
+    async fn each_due_delivery_is_claimed_by_one_dispatcher_until_its_attempt_is_recorded() {
+        let (store, _dir) = temp_store().await;
+        let hook = webhook("org_a", events::ALL, 0);
+        store.insert_webhook(&hook).await.expect("webhook");
+        let mut all = Vec::new();
+        for due in 0..40 {
+            let delivery = entry(&hook.id, due % 7);
+            store.enqueue_delivery(&delivery).await.expect("enqueue");
+            all.push(delivery.id);
+        }
+        let not_yet = entry(&hook.id, 1_000);
+        store.enqueue_delivery(&not_yet).await.expect("enqueue");
+        // Four dispatchers claim at once, in small batches, until nothing is left.
+        let claimers: Vec<_> = (0..4)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let claimed = store
+                            .claim_due_deliveries(&format!("node-{n}"), at(10), at(100), 3)
+                            .await
+                            .expect("claim");
+                        if claimed.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(claimed.into_iter().map(|entry| entry.id));
+                    }
+                })
+            })
+            .collect();
+        let mut claimed = Vec::new();
+        for claimer in claimers {
+            claimed.extend(claimer.await.expect("claimer"));
+        }
+        claimed.sort();
+        all.sort();
+        assert_eq!(claimed, all, "every due delivery claimed, and only once");
+        // Claimed ones are not claimed again while the claim holds...
+        assert!(store
+            .claim_due_deliveries("node-9", at(50), at(150), 100)
+            .await
+            .expect("claim")
+            .is_empty());
+        // ...an attempt recorded ends the claim (due again at 20)...
+        store
+            .reschedule_delivery(&all[0], 1, at(20), "503")
+            .await
+            .expect("reschedule");
+        let again = store
+            .claim_due_deliveries("node-9", at(50), at(150), 100)
+            .await
+            .expect("claim");
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            (again[0].id.as_str(), again[0].attempts),
+            (all[0].as_str(), 1)
+        );
+        // ...and a claim that runs out (its node died) is taken by another node.
+        let orphans = store
+            .claim_due_deliveries("node-9", at(101), at(200), 100)
+            .await
+            .expect("claim");
+        assert_eq!(orphans.len(), all.len() - 1);
+        assert!(orphans.iter().all(|entry| entry.id != not_yet.id));
     }
 
     #[tokio::test]
