@@ -162,6 +162,8 @@ pub struct Shared {
     shutting_down: AtomicBool,
     /// Wakes the trunk-network refresher at shutdown, so it lets go of the engine at once.
     stopping: Notify,
+    /// Stops following other nodes' directory changes at shutdown.
+    stop_following: Arc<Notify>,
     /// Whether the node drains ([`CallEngine::drain`]): it takes no new calls.
     draining: tokio::sync::watch::Sender<bool>,
     sdp_ip: IpAddr,
@@ -306,6 +308,7 @@ impl CallEngine {
             left: Notify::new(),
             shutting_down: AtomicBool::new(false),
             stopping: Notify::new(),
+            stop_following: Arc::new(Notify::new()),
             draining: tokio::sync::watch::Sender::new(false),
             sdp_ip,
             inactivity_timeout: (!inactivity.is_zero()).then_some(inactivity),
@@ -319,6 +322,15 @@ impl CallEngine {
         });
         tokio::spawn(inbound::accept_loop(Arc::clone(&shared), incoming));
         tokio::spawn(billing::heartbeat_loop(Arc::downgrade(&shared)));
+        // Other nodes' writes of trunks, numbers and agents (PostgreSQL only).
+        let following = shared.store.clone();
+        let url = config.database.url.clone();
+        let stop = Arc::clone(&shared.stop_following);
+        tokio::spawn(async move {
+            following
+                .follow_directory_changes(&url, async move { stop.notified().await })
+                .await;
+        });
         info!(%sip_addr, "call engine started");
         let engine = CallEngine {
             shared,
@@ -561,6 +573,7 @@ impl CallEngine {
             shared.shutting_down.store(true, Ordering::Release);
             // A permit is kept if the refresher is busy refreshing: it stops on its next wait.
             shared.stopping.notify_one();
+            shared.stop_following.notify_one();
             let live: Vec<_> = shared.live.iter().map(|e| e.value().clone()).collect();
             info!(live = live.len(), "call engine shutting down");
             for commands in live {

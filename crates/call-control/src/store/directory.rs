@@ -10,6 +10,11 @@
 //! seen every write committed before it. When a reload fails (the database is down), the
 //! directory empties and routing falls back to reading the database, which then reports
 //! its failure: a deleted number must not keep answering calls from a stale copy.
+//!
+//! On PostgreSQL, where several nodes share the database, every such write is also
+//! announced (`NOTIFY dialcore_directory`), and each node follows the announcements
+//! ([`Store::follow_directory_changes`]) and reloads its own directory, so a number
+//! created through one node routes on every node within milliseconds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -18,12 +23,30 @@ use super::{Result, Store, StoreError};
 use crate::model::{Agent, PhoneNumber, Trunk};
 
 /// The cached tables (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Directory {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     /// Held while a snapshot is read from the database.
     reload: tokio::sync::Mutex<()>,
+    /// Names this directory in its announcements, so that it skips its own.
+    instance: String,
 }
+
+impl Default for Directory {
+    fn default() -> Directory {
+        Directory {
+            snapshot: RwLock::default(),
+            reload: tokio::sync::Mutex::default(),
+            instance: crate::ids::new_id("dir"),
+        }
+    }
+}
+
+/// The PostgreSQL channel that writes of trunks, numbers and agents are announced on.
+const CHANNEL: &str = "dialcore_directory";
+
+/// How long a node waits before listening again when its listening connection failed.
+const RELISTEN_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One consistent copy of the routing tables.
 #[derive(Debug)]
@@ -66,6 +89,71 @@ impl Store {
     pub(crate) async fn directory_changed(&self) {
         if let Err(error) = self.reload_directory().await {
             tracing::warn!(%error, "routing directory not reloaded: routing reads the database");
+        }
+        if self.backend() == super::Backend::Postgres {
+            let announced = sqlx::query(&super::numbered("SELECT pg_notify(?, ?) IS NULL"))
+                .bind(CHANNEL)
+                .bind(&self.directory.instance)
+                .execute(self.pool())
+                .await;
+            if let Err(error) = announced {
+                // The other nodes pick the change up at their next periodic reload.
+                tracing::warn!(%error, "directory change not announced to the other nodes");
+            }
+        }
+    }
+
+    /// On PostgreSQL, follows the other nodes' announcements of directory changes on a
+    /// connection of its own to `url` and reloads the directory at each (and after the
+    /// connection was lost, for what it missed), until `stop` resolves. On SQLite there is
+    /// no one to hear: returns at once.
+    pub async fn follow_directory_changes(
+        &self,
+        url: &str,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        if self.backend() != super::Backend::Postgres {
+            return;
+        }
+        tokio::pin!(stop);
+        loop {
+            let listened = tokio::select! {
+                listened = self.listen_for_changes(url) => listened,
+                () = &mut stop => return,
+            };
+            if let Err(error) = listened {
+                tracing::warn!(%error, "not listening for directory changes; retrying");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RELISTEN_DELAY) => {}
+                () = &mut stop => return,
+            }
+        }
+    }
+
+    /// Listens on [`CHANNEL`] until the connection fails.
+    async fn listen_for_changes(&self, url: &str) -> Result<()> {
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener.listen(CHANNEL).await?;
+        // What changed while this node was not listening.
+        self.directory_reloaded_for("listening").await;
+        loop {
+            match listener.try_recv().await? {
+                Some(notice) if notice.payload() == self.directory.instance => {}
+                Some(_) => self.directory_reloaded_for("another node changed it").await,
+                // The connection was lost; the next receive reconnects (and may have
+                // missed announcements).
+                None => self.directory_reloaded_for("reconnected").await,
+            }
+        }
+    }
+
+    async fn directory_reloaded_for(&self, why: &'static str) {
+        match self.reload_directory().await {
+            Ok(_) => tracing::debug!(why, "routing directory reloaded"),
+            Err(error) => {
+                tracing::warn!(%error, why, "routing directory not reloaded: routing reads the database")
+            }
         }
     }
 
@@ -152,6 +240,58 @@ mod tests {
     use crate::store::test_support::{at, temp_store};
     use crate::store::trunks::tests::trunk;
     use crate::store::StoreError;
+
+    #[tokio::test]
+    async fn on_postgres_another_nodes_write_shows_in_this_nodes_directory_at_once() {
+        let (store, db) = temp_store().await;
+        if store.backend() != crate::store::Backend::Postgres {
+            eprintln!("SQLite run: directory changes are announced on PostgreSQL only");
+            return;
+        }
+        // This node's store, loaded and following; the other node's, writing.
+        let here = db.reopen().await;
+        here.load_directory().await.expect("loaded");
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let following = {
+            let here = here.clone();
+            let url = db.url().to_owned();
+            let stop = std::sync::Arc::clone(&stop);
+            tokio::spawn(async move {
+                here.follow_directory_changes(&url, async move { stop.notified().await })
+                    .await
+            })
+        };
+        let trunk = trunk("org_a", 0);
+        let agent = agent("org_a", 0);
+        // Listening starts with a reload: give it a moment, then write elsewhere.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        store.insert_trunk(&trunk).await.expect("trunk");
+        store.insert_agent(&agent).await.expect("agent");
+        let number = PhoneNumber {
+            id: ids::new_id(ids::PHONE_NUMBER),
+            org_id: "org_a".into(),
+            number: "+14155550177".into(),
+            trunk_id: trunk.id.clone(),
+            agent_id: Some(agent.id.clone()),
+            created_at: at(1),
+            updated_at: at(1),
+        };
+        store.insert_number(&number).await.expect("number");
+        let written = tokio::time::Instant::now();
+        loop {
+            if here.routing_number(&number.number).await.expect("routed") == Some(number.clone()) {
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(2),
+                "the number never reached the other node's directory"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(here.routing_trunk(&trunk.id).await.expect("trunk"), trunk);
+        stop.notify_one();
+        following.await.expect("stops when told");
+    }
 
     #[tokio::test]
     async fn writes_show_at_once_and_routing_reads_nothing_from_the_database() {
