@@ -3,6 +3,8 @@
 //! carrier calling in through Kamailio (RTP straight to the node that answered).
 //!
 //! It guards, in order, on one set of servers (PostgreSQL and Kamailio start once):
+//! 0. outbound: a node with `[sip] outbound_proxy` set to Kamailio places its call
+//!    through it (INVITE and BYE record-routed), the record readable from the other node;
 //! 1. spreading: calls through Kamailio land on both nodes, all answered and ended
 //!    normally, each one recorded once and readable from either node's API;
 //! 2. draining: a node drained with a call still up stops getting calls (Kamailio fails
@@ -119,18 +121,32 @@ async fn two_nodes_behind_kamailio_share_calls_drain_and_survive_a_crash() {
         return;
     };
     let dir = tempfile::tempdir().expect("temporary directory");
+    // Kamailio's address is picked first: the nodes send their outbound calls to it.
+    let kamailio_address = cluster_support::free_sip_address();
     let spec_a = NodeSpec {
         id: "node-a",
         http: cluster_support::free_http_address(),
         sip: cluster_support::free_sip_address(),
         rtp_ports: (20_000, 21_999),
+        outbound_proxy: kamailio_address,
     };
     let spec_b = NodeSpec {
         id: "node-b",
         http: cluster_support::free_http_address(),
         sip: cluster_support::free_sip_address(),
         rtp_ports: (22_000, 23_999),
+        outbound_proxy: kamailio_address,
     };
+    // The carrier's side of the outbound call (phase 0): the trunk points at it.
+    let carrier = sipp::one_call_server(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/sipp/service/carrier_answer_via_proxy.xml"
+        ),
+        sipp::Transport::Udp,
+        |sipp| sipp.timeout(Duration::from_secs(30)),
+    )
+    .await;
     let (port_a, port_b) = (spec_a.sip.port(), spec_b.sip.port());
     let node_of = |port: u16| if port == port_a { "node-a" } else { "node-b" };
 
@@ -151,8 +167,9 @@ async fn two_nodes_behind_kamailio_share_calls_drain_and_survive_a_crash() {
         .api
         .create(
             "/trunks",
-            json!({"name": "carrier via Kamailio", "host": "127.0.0.1", "port": 5060,
-                   "transport": "udp", "allowed_networks": ["127.0.0.0/8"]}),
+            json!({"name": "carrier via Kamailio", "host": "127.0.0.1",
+                   "port": carrier.port(), "transport": "udp",
+                   "allowed_networks": ["127.0.0.0/8"]}),
         )
         .await;
     a.api
@@ -162,9 +179,54 @@ async fn two_nodes_behind_kamailio_share_calls_drain_and_survive_a_crash() {
         )
         .await;
     let mut b = Node::start(spec_b.clone(), &database, dir.path()).await;
-    let kamailio = Kamailio::start(&[a.sip_uri(), b.sip_uri()], &SETTINGS);
+    let kamailio = Kamailio::start(kamailio_address, &[a.sip_uri(), b.sip_uri()], &SETTINGS);
     let down = |node: &Node| format!("dispatcher: node {} down", node.sip_uri());
     let up = |node: &Node| format!("dispatcher: node {} up", node.sip_uri());
+
+    // 0. Outbound through Kamailio ([sip] outbound_proxy): node A's call reaches the
+    // carrier record-routed by Kamailio, and its BYE (at max_duration) goes the same way.
+    let call = a
+        .api
+        .create(
+            "/calls",
+            json!({"agent_id": agent["id"], "phone_number": "+15551234567",
+                   "call_settings": {"max_duration": "2s"}}),
+        )
+        .await;
+    let call_id = call["id"].as_str().expect("call id").to_owned();
+    let carrier = sipp::finish(carrier).await;
+    carrier.assert_calls_succeeded(1);
+    let via_kamailio = format!("SIP/2.0/UDP {kamailio_address}");
+    for request in ["invite", "bye"] {
+        let line = carrier
+            .logs
+            .lines()
+            .find(|line| line.starts_with(&format!("{request} via=")))
+            .unwrap_or_else(|| {
+                panic!("the carrier logged no {request}\n{}", carrier.diagnostics())
+            });
+        assert!(
+            line.contains(&via_kamailio),
+            "the node's {request} reached the carrier through Kamailio: {line}"
+        );
+    }
+    let call = eventually(
+        "the outbound call is over",
+        Duration::from_secs(10),
+        || async {
+            let (status, reply) = b
+                .api
+                .send(reqwest::Method::GET, &format!("/calls/{call_id}"), None)
+                .await;
+            match reply["data"]["status"].as_str() {
+                Some("ended" | "failed") => Ok(reply["data"].clone()),
+                _ => Err(format!("{status} {reply}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(call["status"], "ended", "{call}");
+    assert_eq!(call["outcome"], "max_duration", "{call}");
 
     // 1. Spreading: 40 calls through Kamailio land on both nodes and end normally.
     let outcome = run(callers(&kamailio, 40, 20.0, Duration::from_secs(1))).await;

@@ -85,6 +85,8 @@ pub struct NodeSpec {
     pub sip: SocketAddr,
     /// `DIALCORE_RTP_PORT_MIN` and `_MAX`: disjoint per node.
     pub rtp_ports: (u16, u16),
+    /// `DIALCORE_SIP_OUTBOUND_PROXY`: where outbound INVITEs go (Kamailio).
+    pub outbound_proxy: SocketAddr,
 }
 
 /// A running `dialcore serve` node; killed when dropped.
@@ -115,6 +117,10 @@ impl Node {
             .env("DIALCORE_SIP_LISTEN", spec.sip.to_string())
             .env("DIALCORE_RTP_PORT_MIN", spec.rtp_ports.0.to_string())
             .env("DIALCORE_RTP_PORT_MAX", spec.rtp_ports.1.to_string())
+            .env(
+                "DIALCORE_SIP_OUTBOUND_PROXY",
+                format!("sip:{};transport=udp", spec.outbound_proxy),
+            )
             .env("DIALCORE_DATABASE_URL", database_url)
             .env("DIALCORE_SECRET_KEY", SECRET_KEY)
             .env(
@@ -297,9 +303,10 @@ impl Kamailio {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kamailio/kamailio.cfg")
     }
 
-    /// Starts Kamailio on a free loopback port with `nodes` (SIP URIs) as dispatcher set 1
-    /// and loopback as the carriers' network; waits until it answers an OPTIONS.
-    pub fn start(nodes: &[String], settings: &KamailioSettings) -> Kamailio {
+    /// Starts Kamailio on `address` (see [`free_sip_address`]) with `nodes` (SIP URIs) as
+    /// dispatcher set 1 and loopback as the carriers' network; waits until it answers an
+    /// OPTIONS.
+    pub fn start(address: SocketAddr, nodes: &[String], settings: &KamailioSettings) -> Kamailio {
         let program = std::env::var("DIALCORE_KAMAILIO").unwrap_or_else(|_| "kamailio".into());
         let dir = tempfile::tempdir().expect("Kamailio's directory");
         let list = dir.path().join("dispatcher.list");
@@ -308,7 +315,6 @@ impl Kamailio {
             writeln!(file, "1 {uri} 0 0 node={index}").expect("dispatcher list");
         }
         drop(file);
-        let address = free_sip_address();
         let log = dir.path().join("kamailio.log");
         let output = std::fs::File::create(&log).expect("Kamailio's log");
         let quoted = |path: &Path| format!("\"{}\"", path.display());
