@@ -36,7 +36,7 @@ const NUMBER: &str = "+15550002222";
 /// before Kamailio tries the next one.
 const SETTINGS: KamailioSettings = KamailioSettings {
     ping_interval_secs: 1,
-    fr_timer_ms: 1000,
+    fr_timer_ms: 2000,
 };
 
 fn caller_via_proxy() -> sipp::Scenario {
@@ -61,8 +61,8 @@ async fn run(sipp: sipp::Sipp) -> sipp::SippOutcome {
     sipp::finish(process).await
 }
 
-/// Waits until `api` lists every call of `call_ids` as ended by the caller's BYE, and
-/// returns them (`node_id`, when calls carry it, must name `node`).
+/// Waits until `api_node`'s API lists every call of `call_ids` as ended by the caller's
+/// BYE, with RTP received; `node_id`, once calls carry it, must be `node_of(call_id)`.
 async fn assert_ended_normally(
     api_node: &Node,
     call_ids: &BTreeSet<String>,
@@ -117,6 +117,7 @@ async fn assert_ended_normally(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_behind_kamailio_share_calls_drain_and_survive_a_crash() {
     sipp::require_sipp();
+    cluster_support::kamailio_program();
     let Some(database) = cluster_support::postgres_database() else {
         return;
     };

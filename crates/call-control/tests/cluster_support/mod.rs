@@ -29,8 +29,8 @@ pub const SECRET_KEY: &str = "00112233445566778899aabbccddeeff001122334455667788
 /// How often conditions are polled.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Polls `check` until it returns `Some`, for at most `within`; panics with `what` and
-/// the last `None`-time description from `state` otherwise.
+/// Polls `check` until it returns `Ok`, for at most `within`; panics with `what` and what
+/// the last `Err` said otherwise.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -307,7 +307,7 @@ impl Kamailio {
     /// dispatcher set 1 and loopback as the carriers' network; waits until it answers an
     /// OPTIONS.
     pub fn start(address: SocketAddr, nodes: &[String], settings: &KamailioSettings) -> Kamailio {
-        let program = std::env::var("DIALCORE_KAMAILIO").unwrap_or_else(|_| "kamailio".into());
+        let program = kamailio_program();
         let dir = tempfile::tempdir().expect("Kamailio's directory");
         let list = dir.path().join("dispatcher.list");
         let mut file = std::fs::File::create(&list).expect("dispatcher list");
@@ -408,7 +408,7 @@ kill -TERM "$kamailio"; wait "$kamailio""#,
     }
 
     /// Sends OPTIONS to Kamailio itself until it answers 200 (its workers run), or panics
-    /// with its log (a configuration Kamailio refuses ends it at once).
+    /// with its log (where Kamailio says why it refused the configuration, if it did).
     fn wait_ready(&self, program: &str) {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
         socket
@@ -438,7 +438,7 @@ kill -TERM "$kamailio"; wait "$kamailio""#,
             assert!(
                 std::time::Instant::now() < deadline,
                 "Kamailio ({program} -f {}) did not answer OPTIONS on {} within 20 s; \
-                 scripts/prereqs.sh installs the Debian kamailio package\n{}",
+                 its log:\n{}",
                 Self::config_path().display(),
                 self.address,
                 self.log_tail()
@@ -453,6 +453,31 @@ impl Drop for Kamailio {
         drop(self.lifeline.take());
         let _ = self.guard.wait();
     }
+}
+
+/// The Kamailio binary: `$DIALCORE_KAMAILIO`, else `kamailio` on `PATH`, else the Debian
+/// package's `/usr/sbin/kamailio` (`/usr/sbin` is not on every user's `PATH`). Panics
+/// with what to install when none runs: a missing Kamailio fails the test, as a missing
+/// SIPp does.
+pub fn kamailio_program() -> String {
+    let candidates = match std::env::var("DIALCORE_KAMAILIO") {
+        Ok(program) => vec![program],
+        Err(_) => vec!["kamailio".to_owned(), "/usr/sbin/kamailio".to_owned()],
+    };
+    for program in &candidates {
+        let runs = std::process::Command::new(program)
+            .arg("-v")
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if runs {
+            return program.clone();
+        }
+    }
+    panic!(
+        "the cluster test cannot run Kamailio (tried {candidates:?}); scripts/prereqs.sh \
+         installs the Debian kamailio package, or point DIALCORE_KAMAILIO at the binary"
+    )
 }
 
 /// What `caller_via_proxy.xml` logged: which node answered each call (by the port of the
