@@ -13,11 +13,10 @@
 //!    is started again (a rolling restart);
 //! 3. a crash: `kill -9` of a node with calls up on it; calls placed after it all
 //!    succeed on the survivor (failover on timeout, then the probe takes the dead node
-//!    out), and the survivor's own calls are untouched.
+//!    out), the survivor's own calls are untouched, and the survivor ends the dead node's
+//!    calls as `node_lost` once its lease (3 s here) expires.
 //!
-//! What a crash does not do yet: the dead node's unfinished calls are not ended by the
-//! survivor (leases, `end_reason` `node_lost`, are being built); this test accepts
-//! either that or today's "still live" for them, and nothing else.
+//! Every record names the node that answered it (`node_id`).
 
 #[path = "../../../tests/support/sipp.rs"]
 mod sipp;
@@ -104,13 +103,11 @@ async fn assert_ended_normally(
             media["packets_received"].as_u64().unwrap_or(0) > 10,
             "RTP reached the node straight from the caller: {call}"
         );
-        if let Some(node_id) = call.get("node_id").filter(|id| !id.is_null()) {
-            assert_eq!(
-                node_id,
-                node_of(call_id),
-                "the record names the node that answered: {call}"
-            );
-        }
+        assert_eq!(
+            call["node_id"],
+            node_of(call_id),
+            "the record names the node that answered: {call}"
+        );
     }
 }
 
@@ -391,19 +388,27 @@ async fn two_nodes_behind_kamailio_share_calls_drain_and_survive_a_crash() {
         live.diagnostics()
     );
     assert_ended_normally(&a, &survived, |_| "node-a").await;
-    let calls = a.api.inbound_calls().await;
-    for call_id in &lost {
-        let call = calls
-            .get(call_id)
-            .unwrap_or_else(|| panic!("the dead node's call {call_id} was recorded"));
-        // It was recorded in progress before the kill (see above).
-        let still_live = call["status"] == "in_progress";
-        let ended_by_survivor = call["status"] == "failed" && call["end_reason"] == "node_lost";
-        assert!(
-            still_live || ended_by_survivor,
-            "a call of the dead node is either still in progress (no leases yet) or ended \
-             as node_lost, never recorded as a normal end: {call}"
-        );
-    }
+    // The dead node's calls: ended by the survivor once the lease ran out (the lease,
+    // the survivor's next round a third of it later, and some slack).
+    eventually(
+        "the dead node's calls are ended as node_lost",
+        cluster_support::LEASE * 3,
+        || async {
+            let calls = a.api.inbound_calls().await;
+            for call_id in &lost {
+                let call = calls
+                    .get(call_id)
+                    .ok_or_else(|| format!("the dead node's call {call_id} is not recorded"))?;
+                assert_eq!(call["node_id"], "node-b", "{call}");
+                assert_ne!(call["status"], "ended", "never a normal end: {call}");
+                if call["status"] != "failed" || call["end_reason"] != "node_lost" {
+                    return Err(format!("not ended yet: {call}"));
+                }
+                assert_eq!(call["outcome"], "error", "{call}");
+            }
+            Ok(())
+        },
+    )
+    .await;
     drop((a, b, kamailio));
 }

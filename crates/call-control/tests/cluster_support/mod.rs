@@ -20,6 +20,9 @@ use tokio::time::Instant;
 
 use crate::sipp;
 
+/// `[node] lease` of the test nodes.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The bootstrap API key every node is started with (the nodes share the database, so
 /// the first node creates it and the others find it).
 pub const KEY: &str = "sk_live_cluster_test_0123456789abcdef";
@@ -132,6 +135,8 @@ impl Node {
             // The carrier (SIPp) and Kamailio are on loopback.
             .env("DIALCORE_SECURITY_ALLOW_PRIVATE_DESTINATIONS", "true")
             .env("DIALCORE_LOG_LEVEL", "info")
+            // A short lease, so that a killed node's calls are ended within seconds.
+            .env("DIALCORE_NODE_LEASE", format!("{}s", LEASE.as_secs()))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("node log"))
