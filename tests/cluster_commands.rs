@@ -144,6 +144,43 @@ async fn a_hang_up_sent_to_any_node_ends_the_call_on_the_node_that_runs_it() {
     let (status, body) = a.post(&format!("/calls/{call_id}/hangup"), json!({})).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "call_already_ended", "{body}");
+
+    // The recording was written on node B (its own directory): node A serves it from
+    // there, ranges included.
+    assert!(ended["recording_url"].is_string(), "{ended}");
+    let recording = |svc: &TestService, range: Option<&'static str>| {
+        let request = svc
+            .client
+            .get(svc.url(&format!("/calls/{call_id}/recording")))
+            .bearer_auth(service::API_KEY);
+        let request = match range {
+            Some(range) => request.header("range", range),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            (status, headers, response.bytes().await.expect("body"))
+        }
+    };
+    let (status, _, on_b) = recording(&b, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        !a.recordings_dir().join(format!("{call_id}.wav")).exists(),
+        "not on node A's disk"
+    );
+    let (status, headers, via_a) = recording(&a, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "audio/wav");
+    assert!(via_a.len() > 44 && via_a == on_b, "the same WAV bytes");
+    let (status, headers, part) = recording(&a, Some("bytes=0-43")).await;
+    assert_eq!(status, 206);
+    assert_eq!(
+        headers["content-range"],
+        format!("bytes 0-43/{}", on_b.len()).as_str()
+    );
+    assert_eq!(part, on_b.slice(0..44));
     calls.push(call_id);
 
     // Twilio's "update a call", as voice-AI frameworks hang up.

@@ -65,20 +65,33 @@ pub struct PeerReply {
 #[derive(Clone)]
 pub struct Peers {
     client: reqwest::Client,
+    /// For bodies that take long (recordings): only connecting is timed.
+    streaming: reqwest::Client,
     own_id: String,
+}
+
+fn client(timed: bool) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(TIMEOUT)
+        .user_agent(concat!("dialcore-node/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
+    let builder = if timed {
+        builder.timeout(TIMEOUT)
+    } else {
+        builder
+    };
+    builder.build().unwrap_or_default()
 }
 
 impl Peers {
     /// A client for node `own_id`.
     pub fn new(own_id: String) -> Peers {
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .user_agent(concat!("dialcore-node/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
-        Peers { client, own_id }
+        Peers {
+            client: client(true),
+            streaming: client(false),
+            own_id,
+        }
     }
 
     /// The node other than this one that runs `call`, if it is not over and has a node.
@@ -86,6 +99,33 @@ impl Peers {
         call.node_id
             .as_deref()
             .filter(|node| *node != self.own_id && !call.status.is_terminal())
+    }
+
+    /// The node other than this one that ran (or runs) `call`, if it has a node.
+    pub fn recorder_elsewhere<'c>(&self, call: &'c Call) -> Option<&'c str> {
+        call.node_id.as_deref().filter(|node| *node != self.own_id)
+    }
+
+    /// Where node `node_id`'s HTTP API is, for a request about `call`.
+    async fn address_of(
+        &self,
+        store: &Store,
+        node_id: &str,
+        call: &Call,
+    ) -> Result<String, PeerError> {
+        let node = store
+            .nodes()
+            .await?
+            .into_iter()
+            .find(|node| node.id == node_id)
+            .ok_or_else(|| PeerError::NodeGone {
+                call_id: call.id.clone(),
+                node_id: node_id.to_owned(),
+            })?;
+        node.advertised_address.ok_or_else(|| PeerError::NoAddress {
+            call_id: call.id.clone(),
+            node_id: node_id.to_owned(),
+        })
     }
 
     /// Asks node `node_id` to hang up `call` (`POST /api/public/v1/calls/{id}/hangup`) with
@@ -97,21 +137,7 @@ impl Peers {
         call: &Call,
         authorization: &str,
     ) -> Result<PeerReply, PeerError> {
-        let node = store
-            .nodes()
-            .await?
-            .into_iter()
-            .find(|node| node.id == node_id)
-            .ok_or_else(|| PeerError::NodeGone {
-                call_id: call.id.clone(),
-                node_id: node_id.to_owned(),
-            })?;
-        let address = node
-            .advertised_address
-            .ok_or_else(|| PeerError::NoAddress {
-                call_id: call.id.clone(),
-                node_id: node_id.to_owned(),
-            })?;
+        let address = self.address_of(store, node_id, call).await?;
         let url = format!("http://{address}/api/public/v1/calls/{}/hangup", call.id);
         let unreachable = |source| PeerError::Unreachable {
             node_id: node_id.to_owned(),
@@ -130,5 +156,37 @@ impl Peers {
         let body = response.bytes().await.map_err(unreachable)?;
         info!(call_id = %call.id, node_id, %status, "hang-up forwarded to the call's node");
         Ok(PeerReply { status, body })
+    }
+
+    /// Asks node `node_id` for `call`'s recording (`GET /api/public/v1/calls/{id}/recording`)
+    /// with the `authorization` and the range and conditional `headers` the request to this
+    /// node came with; answers its response with the body unread, to be streamed through
+    /// (a recording is not held in memory). Only connecting is timed.
+    pub async fn recording(
+        &self,
+        store: &Store,
+        node_id: &str,
+        call: &Call,
+        authorization: &str,
+        headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    ) -> Result<reqwest::Response, PeerError> {
+        let address = self.address_of(store, node_id, call).await?;
+        let url = format!("http://{address}/api/public/v1/calls/{}/recording", call.id);
+        let mut request = self
+            .streaming
+            .get(&url)
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .header(FORWARDED_BY, &self.own_id);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request
+            .send()
+            .await
+            .map_err(|source| PeerError::Unreachable {
+                node_id: node_id.to_owned(),
+                address,
+                source,
+            })
     }
 }

@@ -64,6 +64,11 @@ pub async fn get(
         Ok(meta) if meta.is_file() => meta.len(),
         Ok(_) => return Err(ApiError::not_found("recording", &id)),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            // Written on another node (without a shared directory): served from there.
+            let forwarded = headers.contains_key(crate::peers::FORWARDED_BY);
+            if let Some(node) = state.peers.recorder_elsewhere(&call).filter(|_| !forwarded) {
+                return from_node(&state, node, &call, &headers).await;
+            }
             return Err(ApiError::not_found("recording", &id));
         }
         Err(err) => {
@@ -98,4 +103,62 @@ pub async fn get(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// Response headers of the recording's node that are passed on.
+const PASSED_BACK: [header::HeaderName; 8] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_RANGE,
+    header::CONTENT_DISPOSITION,
+    header::ACCEPT_RANGES,
+    header::LAST_MODIFIED,
+    header::ETAG,
+    header::RETRY_AFTER,
+];
+
+/// `call`'s recording as node `node`, which wrote it, serves it: its status, headers and
+/// body, streamed through.
+async fn from_node(
+    state: &AppState,
+    node: &str,
+    call: &crate::model::Call,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    use crate::peers::PeerError;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let passed: Vec<_> = FORWARDED
+        .iter()
+        .filter_map(|name| Some((name.clone(), headers.get(name)?.clone())))
+        .collect();
+    let answer = match state
+        .peers
+        .recording(&state.store, node, call, authorization, passed)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(PeerError::Store(error)) => return Err(error.into()),
+        Err(error @ PeerError::Unreachable { .. }) => {
+            tracing::warn!(call_id = %call.id, %error, "recording not fetched from its node");
+            return Err(ApiError::Unavailable {
+                reason: "the node that recorded the call did not answer; retry",
+            });
+        }
+        Err(error) => {
+            tracing::info!(call_id = %call.id, %error, "recording's node is gone");
+            return Err(ApiError::not_found("recording", &call.id));
+        }
+    };
+    let mut response = Response::builder().status(answer.status().as_u16());
+    for name in PASSED_BACK {
+        if let Some(value) = answer.headers().get(&name) {
+            response = response.header(name, value.clone());
+        }
+    }
+    response
+        .body(HttpBody::from_stream(answer.bytes_stream()))
+        .map_err(|err| ApiError::Internal(format!("passing the recording on: {err}")))
 }
