@@ -58,6 +58,7 @@ pub struct ServiceHandle {
     stop_http: oneshot::Sender<()>,
     http: JoinHandle<()>,
     purger: JoinHandle<()>,
+    rate_sync: JoinHandle<()>,
     lease: LeaseTask,
 }
 
@@ -162,15 +163,19 @@ impl Service {
                 return Err(error).context("cannot take this node's lease in the database");
             }
         };
-        let app = api::router(
-            AppState::new(
-                store.clone(),
-                engine.clone(),
-                Arc::clone(&config),
-                webhooks.clone(),
-            )
-            .with_test_runner(test_runner.clone()),
-        );
+        let state = AppState::new(
+            store.clone(),
+            engine.clone(),
+            Arc::clone(&config),
+            webhooks.clone(),
+        )
+        .with_test_runner(test_runner.clone());
+        let rate_sync = tokio::spawn(api::rate_limit::sync(
+            Arc::clone(&state.rate_limiter),
+            store.clone(),
+            config.node.id.clone(),
+        ));
+        let app = api::router(state);
         let (stop_http, stopped) = oneshot::channel::<()>();
         let http_config = config.http.clone();
         let http = tokio::spawn(http_server::serve(listener, app, http_config, async move {
@@ -199,6 +204,7 @@ impl Service {
             stop_http,
             http,
             purger: tokio::spawn(purge_expired(store_for_purge)),
+            rate_sync,
             lease,
         })
     }
@@ -249,6 +255,7 @@ impl ServiceHandle {
         let _ = self.stop_http.send(());
         let served = self.http.await;
         self.purger.abort();
+        self.rate_sync.abort();
         self.test_runner.shutdown().await;
         self.engine.shutdown().await;
         if let Err(error) =

@@ -2,12 +2,19 @@
 //!
 //! The limiter never reads the clock: callers pass the current wall time, so tests are exact.
 //! Keys are remembered by their SHA-256 digest, never in plain text.
+//!
+//! On a cluster the limit is the key's, not each node's: every second [`sync`] writes this
+//! node's counts to the database and reads what the other nodes counted in their open
+//! windows, which a check adds to its own count. A request never waits on the database; a
+//! key can exceed its limit by what the other nodes admitted since the last sync.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
+
+use crate::store::{RateWindow, Store, StoreError};
 
 /// Length of one rate-limit window.
 pub const WINDOW: TimeDelta = TimeDelta::seconds(60);
@@ -19,6 +26,9 @@ const PURGE_EVERY: u64 = 4096;
 pub struct RateLimiter {
     limit: u32,
     windows: DashMap<[u8; 32], Window>,
+    /// What the other nodes of a cluster counted per key in their open windows, as of the
+    /// last [`sync`].
+    elsewhere: DashMap<[u8; 32], u32>,
     checks: AtomicU64,
 }
 
@@ -26,6 +36,8 @@ pub struct RateLimiter {
 struct Window {
     start: DateTime<Utc>,
     count: u32,
+    /// Counted since the last [`sync`].
+    changed: bool,
 }
 
 /// The state of a key's window after a request was counted or refused.
@@ -55,6 +67,7 @@ impl RateLimiter {
         RateLimiter {
             limit: limit_per_minute.max(1),
             windows: DashMap::new(),
+            elsewhere: DashMap::new(),
             checks: AtomicU64::new(0),
         }
     }
@@ -70,27 +83,32 @@ impl RateLimiter {
             self.purge(now);
         }
         let digest: [u8; 32] = Sha256::digest(api_key.as_bytes()).into();
+        let elsewhere = self.elsewhere.get(&digest).map_or(0, |count| *count);
         let mut window = self.windows.entry(digest).or_insert(Window {
             start: now,
             count: 0,
+            changed: false,
         });
         if now >= window.start + WINDOW || now < window.start {
             *window = Window {
                 start: now,
                 count: 0,
+                changed: false,
             };
         }
         let reset_at = window.start + WINDOW;
-        if window.count >= self.limit {
+        let counted = window.count.saturating_add(elsewhere);
+        if counted >= self.limit {
             return Err(RateLimited {
                 limit: self.limit,
                 reset_at,
             });
         }
         window.count += 1;
+        window.changed = true;
         Ok(RateStatus {
             limit: self.limit,
-            remaining: self.limit - window.count,
+            remaining: self.limit - counted - 1,
             reset_at,
         })
     }
@@ -98,6 +116,89 @@ impl RateLimiter {
     /// Forgets windows that closed before `now` (bounded memory for long-running services).
     pub fn purge(&self, now: DateTime<Utc>) {
         self.windows.retain(|_, window| window.start + WINDOW > now);
+    }
+
+    /// The open windows counted in since the last call, as the store shares them.
+    fn take_changed(&self, now: DateTime<Utc>) -> Vec<RateWindow> {
+        let mut changed = Vec::new();
+        for mut entry in self.windows.iter_mut() {
+            if entry.changed && entry.start + WINDOW > now {
+                entry.changed = false;
+                changed.push(RateWindow {
+                    key_digest: hex::encode(entry.key()),
+                    start: entry.start,
+                    count: entry.count,
+                });
+            }
+        }
+        changed
+    }
+
+    /// Takes what the other nodes counted per key (hex digests) instead of what they had.
+    fn set_elsewhere(&self, counts: Vec<(String, u32)>) {
+        let counts: Vec<([u8; 32], u32)> = counts
+            .into_iter()
+            .filter_map(|(digest, count)| {
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(digest, &mut key).ok()?;
+                Some((key, count))
+            })
+            .collect();
+        self.elsewhere
+            .retain(|key, _| counts.iter().any(|(k, _)| k == key));
+        for (key, count) in counts {
+            self.elsewhere.insert(key, count);
+        }
+    }
+
+    /// One exchange with the other nodes through `store` at `now` (see the module docs).
+    pub async fn sync_once(
+        &self,
+        store: &Store,
+        node_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let changed = self.take_changed(now);
+        match store
+            .sync_rate_windows(node_id, &changed, WINDOW, now)
+            .await
+        {
+            Ok(counts) => {
+                self.set_elsewhere(counts);
+                Ok(())
+            }
+            Err(error) => {
+                // Written next time.
+                for window in changed {
+                    let mut key = [0u8; 32];
+                    if hex::decode_to_slice(&window.key_digest, &mut key).is_ok() {
+                        if let Some(mut own) = self.windows.get_mut(&key) {
+                            own.changed = true;
+                        }
+                    }
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// How often a node shares its counts with the other nodes.
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Shares `limiter`'s counts through `store` every [`SYNC_INTERVAL`], as node `node_id`,
+/// for as long as it runs. Only on PostgreSQL (one node on SQLite has no one to share with).
+pub async fn sync(limiter: std::sync::Arc<RateLimiter>, store: Store, node_id: String) {
+    if store.backend() != crate::store::Backend::Postgres {
+        return;
+    }
+    let mut every = tokio::time::interval(SYNC_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(error) = limiter.sync_once(&store, &node_id, Utc::now()).await {
+            tracing::debug!(%error, "rate-limit counts not shared this time");
+        }
     }
 }
 
@@ -129,6 +230,38 @@ mod tests {
             .expect("new window");
         assert_eq!(again.remaining, 1);
         assert_eq!(again.reset_at, t0() + TimeDelta::seconds(120));
+    }
+
+    #[tokio::test]
+    async fn a_keys_limit_holds_across_the_nodes_that_share_a_database() {
+        let (store, _db) = crate::store::test_support::temp_store().await;
+        let (a, b) = (RateLimiter::new(10), RateLimiter::new(10));
+        for _ in 0..6 {
+            a.check("k", t0()).expect("under the limit on node A");
+        }
+        a.sync_once(&store, "node-a", t0() + TimeDelta::seconds(1))
+            .await
+            .expect("a shares");
+        b.sync_once(&store, "node-b", t0() + TimeDelta::seconds(1))
+            .await
+            .expect("b learns");
+        let at = t0() + TimeDelta::seconds(2);
+        let last = (0..4)
+            .map(|_| b.check("k", at).expect("the key's last 4"))
+            .last()
+            .expect("4 checks");
+        assert_eq!(last.remaining, 0);
+        assert!(b.check("k", at).is_err(), "6 on A and 4 on B use the 10");
+        assert!(b.check("other", at).is_ok(), "other keys are their own");
+        // Node A learns of B's 4 (and of nothing of its own).
+        b.sync_once(&store, "node-b", at).await.expect("b shares");
+        a.sync_once(&store, "node-a", at).await.expect("a learns");
+        assert!(a.check("k", at).is_err());
+        // Once A's and B's windows close the key starts again on both.
+        let later = t0() + TimeDelta::seconds(63);
+        a.sync_once(&store, "node-a", later).await.expect("a");
+        b.sync_once(&store, "node-b", later).await.expect("b");
+        assert_eq!(a.check("k", later).expect("new window").remaining, 9);
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod nodes;
 mod numbers;
 mod orgs;
 mod outbox;
+mod rate_windows;
 pub mod retry;
 mod sealed;
 mod sql;
@@ -56,6 +57,7 @@ pub use idempotency::{KeptResponse, StoredResponse, KEY_LIFETIME};
 pub use nodes::{LeaseRenewal, NodeRecord};
 pub use orgs::{display_prefix, hash_key, ApiKeyRecord, KeyCheck, DEFAULT_ORG};
 pub use outbox::{DeliveryRecord, DeliveryState, OutboxEntry};
+pub use rate_windows::RateWindow;
 pub use sealed::{
     SealedColumn, AGENT_HEADER, SEALED_TEXT_COLUMNS, TRUNK_INBOUND_PASSWORD, TRUNK_PASSWORD,
     WEBHOOK_SECRET,

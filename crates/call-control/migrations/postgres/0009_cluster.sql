@@ -20,3 +20,13 @@ CREATE TABLE nodes (
 -- claim that a crashed node leaves runs out and another node sends it (at least once).
 ALTER TABLE webhook_outbox ADD COLUMN claimed_by TEXT;
 ALTER TABLE webhook_outbox ADD COLUMN claimed_until TEXT;
+
+-- Each node's count of API requests per key in its current rate-limit window, shared so
+-- that a key's limit holds across the cluster (key_digest: hex SHA-256 of the key).
+CREATE TABLE api_rate_windows (
+    key_digest TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (key_digest, node_id)
+);
