@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub calls_by_status: BTreeMap<String, u64>,
     /// Calls currently held by the engine.
     pub live_calls: u64,
+    /// Inbound calls the engine admitted since it started (the API counts outbound ones).
+    pub inbound_calls_created: u64,
     /// Webhook outbox rows per state (`pending`, `delivered`, `dead`).
     pub webhook_outbox: BTreeMap<String, u64>,
 }
@@ -106,7 +108,18 @@ impl Metrics {
             "counter",
             "Calls created since the process started, by direction.",
         );
-        for (direction, count) in sorted(&self.calls_created) {
+        let mut created = sorted(&self.calls_created);
+        if snapshot.inbound_calls_created > 0 {
+            match created
+                .iter_mut()
+                .find(|(direction, _)| direction == "inbound")
+            {
+                Some((_, count)) => *count += snapshot.inbound_calls_created,
+                None => created.push(("inbound".to_owned(), snapshot.inbound_calls_created)),
+            }
+            created.sort();
+        }
+        for (direction, count) in created {
             line(
                 &mut out,
                 "dialcore_calls_created_total",
@@ -284,6 +297,7 @@ mod tests {
         metrics.record_call_created("outbound");
         let mut snapshot = Snapshot {
             live_calls: 2,
+            inbound_calls_created: 3,
             ..Snapshot::default()
         };
         snapshot.calls_by_status.insert("ended".into(), 5);
@@ -307,6 +321,10 @@ mod tests {
         assert!(text.contains("dialcore_webhook_deliveries_total{result=\"delivered\"} 1\n"));
         assert!(text.contains("dialcore_webhook_outbox{state=\"pending\"} 1\n"));
         assert!(text.contains("dialcore_calls_created_total{direction=\"outbound\"} 1\n"));
+        assert!(
+            text.contains("dialcore_calls_created_total{direction=\"inbound\"} 3\n"),
+            "inbound calls, counted by the engine: {text}"
+        );
     }
 
     #[test]

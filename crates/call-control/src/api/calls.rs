@@ -318,7 +318,13 @@ async fn admit(state: &AppState, call: &Call, kept: Option<&KeptResponse>) -> Re
         max_live_calls: crate::engine::max_live_calls(&state.config),
     };
     match state.store.admit_call(call, admission, kept).await? {
-        CallAdmission::Admitted => Ok(()),
+        CallAdmission::Admitted => {
+            // Inbound calls are admitted from memory: they must count this one at once.
+            state
+                .engine
+                .admitted_by_api(&call.org_id, admission.reserve_cents);
+            Ok(())
+        }
         CallAdmission::InsufficientCredits {
             balance_cents,
             reserved_cents,

@@ -59,6 +59,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut snapshot = Snapshot {
         live_calls: u64::try_from(state.engine.live_calls()).unwrap_or(u64::MAX),
+        inbound_calls_created: state.engine.inbound_calls_created(),
         ..Snapshot::default()
     };
     match state.store.call_status_counts().await {

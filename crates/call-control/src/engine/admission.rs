@@ -7,6 +7,8 @@
 //! its reservation and the organisation is under its cap: the same rule as
 //! [`Store::admit_call`], which the API's outbound calls still go through. The admitted
 //! call is then stored by the record writer ([`super::persist`]) like its later states.
+//! An outbound call the API admitted in the database counts here at once, as unwritten,
+//! until a refresh that began after it read it back ([`Ledger::admitted_by_api`]).
 //!
 //! Before any of that, a call takes one of the node's own slots ([`NodeCapacity`], `[node]
 //! max_calls`): a node at its most calls refuses the next one at once (SIP 503 with
@@ -56,6 +58,11 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Ledger {
     orgs: Mutex<HashMap<String, Entry>>,
+    /// Calls this node's API admitted in the database (outbound), held as unwritten until a
+    /// refresh that began after them: (sequence, organisation, reservation).
+    api_admitted: Mutex<Vec<(u64, String, i64)>>,
+    /// Numbers [`Ledger::api_admitted`]; read by a refresh before it reads the database.
+    api_sequence: std::sync::atomic::AtomicU64,
     /// Since when every attempt of the writer failed, and the last failure.
     failing: Mutex<Option<(Instant, String)>>,
 }
@@ -167,6 +174,30 @@ impl Ledger {
         }
     }
 
+    /// This node's API stored an admitted call of `org_id` itself ([`Store::admit_call`],
+    /// outbound): it is held as unwritten, so that the next inbound call counts it, until
+    /// a refresh that began after it has read it from the database.
+    pub fn admitted_by_api(&self, org_id: &str, reserve_cents: i64) {
+        let mut orgs = self.orgs();
+        let Some(entry) = orgs.get_mut(org_id) else {
+            // Not cached: the organisation's first inbound call reads its usage.
+            return;
+        };
+        entry.unwritten_cents += reserve_cents;
+        entry.unwritten_calls += 1;
+        let sequence = self.api_sequence.fetch_add(1, Ordering::AcqRel);
+        self.api_admitted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((sequence, org_id.to_owned(), reserve_cents));
+    }
+
+    /// Where the API's admissions stand: a refresh takes this before it reads the database
+    /// and passes it to [`Ledger::refresh`].
+    pub(super) fn refresh_mark(&self) -> u64 {
+        self.api_sequence.load(Ordering::Acquire)
+    }
+
     /// The writer stored an admitted call: its hold is in the usage now.
     pub(super) fn written(&self, org_id: &str, reserve_cents: i64) {
         if let Some(entry) = self.orgs().get_mut(org_id) {
@@ -187,9 +218,24 @@ impl Ledger {
     }
 
     /// The usage of every organisation as the database shows it now (the writer's
-    /// refresh): cached ones are replaced, new ones added, unwritten holds kept.
-    pub(super) fn refresh(&self, usages: Vec<(String, OrgUsage)>) {
+    /// refresh, read after [`Ledger::refresh_mark`] gave `mark`): cached ones are replaced,
+    /// new ones added, unwritten holds kept but for the API's admissions before `mark`,
+    /// which the database showed.
+    pub(super) fn refresh(&self, usages: Vec<(String, OrgUsage)>, mark: u64) {
         let mut orgs = self.orgs();
+        self.api_admitted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(sequence, org_id, cents)| {
+                if *sequence >= mark {
+                    return true;
+                }
+                if let Some(entry) = orgs.get_mut(org_id) {
+                    entry.unwritten_cents -= cents;
+                    entry.unwritten_calls = entry.unwritten_calls.saturating_sub(1);
+                }
+                false
+            });
         for (org_id, usage) in usages {
             orgs.entry(org_id)
                 .and_modify(|entry| entry.usage = usage)
@@ -307,10 +353,60 @@ mod tests {
     };
 
     #[test]
+    fn the_apis_admissions_count_until_a_refresh_that_began_after_them() {
+        let ledger = Ledger::default();
+        ledger.admitted_by_api("org", 10);
+        ledger.refresh(
+            vec![("org".into(), usage(100, 0, 0))],
+            ledger.refresh_mark(),
+        );
+        assert_eq!(ledger.try_admit("org", ASK), Some(CallAdmission::Admitted));
+        ledger.written("org", 10);
+        // Two outbound calls through the API: with the inbound one, the cap of 3 is full.
+        ledger.admitted_by_api("org", 10);
+        ledger.admitted_by_api("org", 10);
+        assert!(matches!(
+            ledger.try_admit("org", ASK),
+            Some(CallAdmission::ConcurrentCallLimit {
+                live_calls: 3,
+                limit: 3
+            })
+        ));
+        // A refresh that had begun before the second: the database showed the first.
+        let mark = ledger.refresh_mark() - 1;
+        ledger.refresh(vec![("org".into(), usage(100, 20, 2))], mark);
+        assert!(matches!(
+            ledger.try_admit("org", ASK),
+            Some(CallAdmission::ConcurrentCallLimit {
+                live_calls: 3,
+                limit: 3
+            })
+        ));
+        // One that began after both, once the database shows all three: still 3, not 4.
+        ledger.refresh(
+            vec![("org".into(), usage(100, 30, 3))],
+            ledger.refresh_mark(),
+        );
+        assert!(matches!(
+            ledger.try_admit("org", ASK),
+            Some(CallAdmission::ConcurrentCallLimit {
+                live_calls: 3,
+                limit: 3
+            })
+        ));
+        // One of them ends: room for one.
+        ledger.refresh(
+            vec![("org".into(), usage(100, 20, 2))],
+            ledger.refresh_mark(),
+        );
+        assert_eq!(ledger.try_admit("org", ASK), Some(CallAdmission::Admitted));
+    }
+
+    #[test]
     fn unwritten_admissions_count_until_written_and_a_refresh_keeps_them() {
         let ledger = Ledger::default();
         assert_eq!(ledger.try_admit("org", ASK), None, "not loaded");
-        ledger.refresh(vec![("org".into(), usage(35, 0, 0))]);
+        ledger.refresh(vec![("org".into(), usage(35, 0, 0))], ledger.refresh_mark());
         assert_eq!(ledger.try_admit("org", ASK), Some(CallAdmission::Admitted));
         assert_eq!(ledger.try_admit("org", ASK), Some(CallAdmission::Admitted));
         assert_eq!(ledger.try_admit("org", ASK), Some(CallAdmission::Admitted));
@@ -323,7 +419,7 @@ mod tests {
             })
         ));
         // A refresh from the database (which has none of them yet) keeps them.
-        ledger.refresh(vec![("org".into(), usage(35, 0, 0))]);
+        ledger.refresh(vec![("org".into(), usage(35, 0, 0))], ledger.refresh_mark());
         assert!(matches!(
             ledger.try_admit("org", ASK),
             Some(CallAdmission::ConcurrentCallLimit { .. })

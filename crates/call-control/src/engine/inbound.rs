@@ -526,6 +526,9 @@ async fn answer_call(
     match admitted {
         Ok(CallAdmission::Admitted) => {
             shared
+                .inbound_created
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
                 .persister
                 .admit(call.clone(), admission.reserve_cents);
         }

@@ -164,6 +164,8 @@ pub struct Shared {
     stopping: Notify,
     /// Stops following other nodes' directory changes at shutdown.
     stop_following: Arc<Notify>,
+    /// Inbound calls admitted since the start (`dialcore_calls_created_total`).
+    inbound_created: std::sync::atomic::AtomicU64,
     /// Whether the node drains ([`CallEngine::drain`]): it takes no new calls.
     draining: tokio::sync::watch::Sender<bool>,
     sdp_ip: IpAddr,
@@ -309,6 +311,7 @@ impl CallEngine {
             shutting_down: AtomicBool::new(false),
             stopping: Notify::new(),
             stop_following: Arc::new(Notify::new()),
+            inbound_created: Default::default(),
             draining: tokio::sync::watch::Sender::new(false),
             sdp_ip,
             inactivity_timeout: (!inactivity.is_zero()).then_some(inactivity),
@@ -495,6 +498,17 @@ impl CallEngine {
             Some(commands) => commands.send(CallCommand::Hangup(Requester::Api)).is_ok(),
             None => false,
         }
+    }
+
+    /// Tells the admission ledger of an outbound call the API admitted in the database
+    /// ([`admission::Ledger::admitted_by_api`]).
+    pub fn admitted_by_api(&self, org_id: &str, reserve_cents: i64) {
+        self.shared.ledger.admitted_by_api(org_id, reserve_cents);
+    }
+
+    /// Inbound calls admitted since the engine started.
+    pub fn inbound_calls_created(&self) -> u64 {
+        self.shared.inbound_created.load(Ordering::Relaxed)
     }
 
     /// Calls in progress.

@@ -144,10 +144,11 @@ impl Writer {
 
     /// Reads every organisation's usage into the ledger (see [`super::admission`]).
     async fn refresh(&self) {
+        let mark = self.ledger.refresh_mark();
         match self.store.all_org_usages().await {
             Ok(usages) => {
                 self.ledger.store_answered();
-                self.ledger.refresh(usages);
+                self.ledger.refresh(usages, mark);
             }
             Err(error) => {
                 if error.is_unavailable() {
