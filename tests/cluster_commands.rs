@@ -32,15 +32,9 @@ async fn two_nodes() -> (TestService, TestService) {
 }
 
 async fn place(svc: &TestService, agent: &str) -> String {
-    let (status, body) = svc
-        .post(
-            "/calls",
-            json!({"agent_id": agent, "phone_number": "+15551234567"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["data"]["node_id"], svc_node(svc), "{body}");
-    body["data"]["id"].as_str().expect("call id").to_owned()
+    let call = svc.place_call(agent, "+15551234567").await;
+    assert_eq!(call["node_id"], svc_node(svc), "{call}");
+    call["id"].as_str().expect("call id").to_owned()
 }
 
 fn svc_node(svc: &TestService) -> String {

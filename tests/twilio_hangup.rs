@@ -74,14 +74,8 @@ fn twilio_error(status: u16, code: u32, message: &str) -> Value {
 }
 
 async fn place(svc: &TestService, agent: &str) -> String {
-    let (status, body) = svc
-        .post(
-            "/calls",
-            json!({"agent_id": agent, "phone_number": "+15551234567"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["data"]["id"].as_str().expect("call id").to_owned()
+    let call = svc.place_call(agent, "+15551234567").await;
+    call["id"].as_str().expect("call id").to_owned()
 }
 
 /// An RFC 2822 date in GMT as Twilio writes it (`Tue, 31 Aug 2010 20:36:28

@@ -152,6 +152,16 @@ impl TestService {
         value["data"].clone()
     }
 
+    /// Places an outbound call of `agent_id` to `phone_number` (`POST /calls`, which must
+    /// answer 201) and returns the call.
+    pub async fn place_call(&self, agent_id: &str, phone_number: &str) -> Value {
+        self.create(
+            "/calls",
+            json!({"agent_id": agent_id, "phone_number": phone_number}),
+        )
+        .await
+    }
+
     /// An active echo agent with a number on a trunk pointing at `carrier`.
     pub async fn echo_agent_with_number(&self, carrier: SocketAddr, number: &str) -> Agent {
         self.agent_with_number(carrier, number, json!({"type": "echo"}), &[])

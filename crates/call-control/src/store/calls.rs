@@ -152,7 +152,27 @@ where
          started_at = ?, answered_at = ?, ended_at = ?, updated_at = ? \
          WHERE org_id = ? AND id = ?"
     );
-    let done = sqlx::query(&numbered(&sql))
+    let done = bind_call_fields(sqlx::query(&numbered(&sql)), call)?
+        .bind(call.started_at.as_ref().map(ts))
+        .bind(call.answered_at.as_ref().map(ts))
+        .bind(call.ended_at.as_ref().map(ts))
+        .bind(ts(&Utc::now()))
+        .bind(&call.org_id)
+        .bind(&call.id)
+        .execute(executor)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the columns of `call` from `agent_id` to `rendered_greeting`, in [`COLUMNS`]
+/// order (`duration_seconds` as the two parameters of [`DURATION`]).
+fn bind_call_fields<'q>(query: Query<'q>, call: &'q Call) -> Result<Query<'q>> {
+    Ok(query
         .bind(&call.agent_id)
         .bind(call.status.as_str())
         .bind(call.outcome.map(|outcome| outcome.as_str()))
@@ -180,19 +200,7 @@ where
                 .transpose()?,
         )
         .bind(&call.rendered_prompt)
-        .bind(&call.rendered_greeting)
-        .bind(call.started_at.as_ref().map(ts))
-        .bind(call.answered_at.as_ref().map(ts))
-        .bind(call.ended_at.as_ref().map(ts))
-        .bind(ts(&Utc::now()))
-        .bind(&call.org_id)
-        .bind(&call.id)
-        .execute(executor)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+        .bind(&call.rendered_greeting))
 }
 
 /// The `duration_seconds` value as two parameters, whether there is one and the number:
@@ -215,37 +223,9 @@ where
         "INSERT INTO calls ({COLUMNS}, reserved_cents) VALUES \
          (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {DURATION}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
-    sqlx::query(&numbered(&sql))
-        .bind(&call.id)
-        .bind(&call.org_id)
-        .bind(&call.agent_id)
-        .bind(call.status.as_str())
-        .bind(call.outcome.map(|outcome| outcome.as_str()))
-        .bind(call.direction.as_str())
-        .bind(&call.phone_number)
-        .bind(&call.from_number)
-        .bind(&call.to_number)
-        .bind(serde_json::to_string(&call.variables)?)
-        .bind(serde_json::to_string(&call.call_settings)?)
-        .bind(i64::from(call.max_duration_secs))
-        .bind(i64::from(call.join_timeout_secs))
-        .bind(&call.sip_call_id)
-        .bind(call.sip_final_code.map(i64::from))
-        .bind(call.q850_cause.map(i64::from))
-        .bind(&call.end_reason)
-        .bind(&call.error_message)
-        .bind(i64::from(call.duration_seconds.is_some()))
-        .bind(call.duration_seconds.unwrap_or_default())
-        .bind(serde_json::to_string(&call.transcript)?)
-        .bind(&call.recording_url)
-        .bind(
-            call.media_stats
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()?,
-        )
-        .bind(&call.rendered_prompt)
-        .bind(&call.rendered_greeting)
+    let sql = numbered(&sql);
+    let query = sqlx::query(&sql).bind(&call.id).bind(&call.org_id);
+    bind_call_fields(query, call)?
         .bind(ts(&call.created_at))
         .bind(call.started_at.as_ref().map(ts))
         .bind(call.answered_at.as_ref().map(ts))
