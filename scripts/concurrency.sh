@@ -94,11 +94,13 @@ open(sys.argv[2], "w").write(text)
 PY
 
 hz=$(getconf CLK_TCK)
-# CPU ticks (user + system, all threads) of processes, summed.
+# CPU ticks (user + system, all threads) of processes, summed; fails when one has exited
+# (a zombie's threads no longer count).
 ticks() { # pid...
     local pid total=0 t
     for pid in "$@"; do
-        t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+        t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '$1 != "Z" {print $12 + $13}')
+        [ -n "$t" ] || return 1
         total=$((total + t))
     done
     echo "$total"
@@ -213,8 +215,10 @@ for level in $levels; do
             --calls "$level" --rate "$rate" --hold "${hold}s" --codec "$codec" --json \
             >"$work/load_${deployment}_$level.json" 2>/dev/null &
         gen=$!
+        generator=$gen
         cpu=$(sample "$gen" "$level")
         wait "$gen" || true
+        generator=
         sleep 2
         extra=$(python3 -c '
 import json, sys
@@ -231,8 +235,10 @@ print("loss %.3f %%, jitter p99 %s ms, echo rtt p50 %s ms" % (s["loss_percent"],
                 -mp 30000 -s +15550100000 -r "$rate" -m "$level" -l "$level" -nostdin \
                 -timeout 300s "$sip" >/dev/null 2>&1 &
             gen=$!
+            generator=$gen
             cpu=$(sample "$gen" "$level")
             wait "$gen" || true
+            generator=
             sleep 2
             row "SIPp" "$level" "$(server_view "$level")" "$cpu" "-"
         fi

@@ -16,6 +16,7 @@
 #   dep_nodes    the pids of the deployment's `dialcore serve` processes;
 #   dep_kamailio Kamailio's main pid (cluster), dep_postgres the postmaster's pid;
 #   dep_logs     the nodes' log files.
+# The caller sets `generator` to the pid of a running load generator: it is killed on exit.
 # Call start_deployment NAME for each. Runs $DIALCORE_BIN.
 
 ROOT=${ROOT:-$(pwd)}
@@ -34,6 +35,8 @@ cleanup() {
     # The nodes and Kamailio first (SIGTERM; SIGKILL for what is still up after 10 s),
     # then PostgreSQL (fast shutdown), then the directory.
     local pid dir deadline
+    # A load generator still running (set by the caller while one runs).
+    [ -n "${generator:-}" ] && kill "$generator" 2>/dev/null
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
     deadline=$((SECONDS + 10))
     for pid in "${pids[@]}"; do
