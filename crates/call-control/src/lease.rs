@@ -101,12 +101,13 @@ impl LeaseKeeper {
         }
         let lost = self.store.claim_lost_nodes(&self.node_id, now).await?;
         for node in &lost {
-            recovery::end_lost_node_calls(
+            recovery::end_node_calls(
                 &self.store,
                 &self.webhooks,
                 &self.recordings_dir,
                 self.per_minute_cents,
                 node,
+                recovery::Interruption::NodeLost,
             )
             .await?;
         }

@@ -31,7 +31,7 @@ impl Interruption {
 }
 
 /// Records every call node `node_id` left unfinished (and those recorded before nodes had
-/// ids) as over, [`Interruption::Restart`]; see [`end_interrupted`].
+/// ids) as over, [`Interruption::Restart`]: the start of the node that ran them.
 pub async fn recover(
     store: &Store,
     webhooks: &Webhooks,
@@ -39,12 +39,49 @@ pub async fn recover(
     per_minute_cents: i64,
     node_id: &str,
 ) -> Result<(), EngineError> {
-    let unfinished = store.unfinished_calls(node_id, true).await?;
-    if !unfinished.is_empty() {
-        info!(
-            calls = unfinished.len(),
-            "recording calls left unfinished by the last run"
-        );
+    let why = Interruption::Restart;
+    end_node_calls(
+        store,
+        webhooks,
+        recordings_dir,
+        per_minute_cents,
+        node_id,
+        why,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records every unfinished call of node `node_id` as over, ended as `why` says (on a
+/// restart also those recorded before nodes had ids, which the starting node takes as
+/// its own); returns how many there were. See [`end_interrupted`].
+pub async fn end_node_calls(
+    store: &Store,
+    webhooks: &Webhooks,
+    recordings_dir: &std::path::Path,
+    per_minute_cents: i64,
+    node_id: &str,
+    why: Interruption,
+) -> Result<usize, StoreError> {
+    let unfinished = store
+        .unfinished_calls(node_id, why == Interruption::Restart)
+        .await?;
+    let count = unfinished.len();
+    match why {
+        Interruption::Restart if count > 0 => {
+            info!(
+                calls = count,
+                "recording calls left unfinished by the last run"
+            );
+        }
+        Interruption::Restart => {}
+        Interruption::NodeLost => {
+            warn!(
+                node_id,
+                calls = count,
+                "node lost (its lease expired): ending its calls"
+            );
+        }
     }
     end_interrupted(
         store,
@@ -52,35 +89,7 @@ pub async fn recover(
         recordings_dir,
         per_minute_cents,
         unfinished,
-        Interruption::Restart,
-    )
-    .await?;
-    Ok(())
-}
-
-/// Records every unfinished call of the lost node `node_id` as over,
-/// [`Interruption::NodeLost`]; returns how many there were.
-pub async fn end_lost_node_calls(
-    store: &Store,
-    webhooks: &Webhooks,
-    recordings_dir: &std::path::Path,
-    per_minute_cents: i64,
-    node_id: &str,
-) -> Result<usize, StoreError> {
-    let unfinished = store.unfinished_calls(node_id, false).await?;
-    let count = unfinished.len();
-    warn!(
-        node_id,
-        calls = count,
-        "node lost (its lease expired): ending its calls"
-    );
-    end_interrupted(
-        store,
-        webhooks,
-        recordings_dir,
-        per_minute_cents,
-        unfinished,
-        Interruption::NodeLost,
+        why,
     )
     .await?;
     Ok(count)
@@ -94,7 +103,7 @@ pub async fn end_lost_node_calls(
 /// heartbeat), not now; it is charged for the time it talked until then and its
 /// reservation released. A recording that was cut off gets its WAV header finalized and
 /// is served (an empty one is removed), when it is in `recordings_dir`.
-pub async fn end_interrupted(
+async fn end_interrupted(
     store: &Store,
     webhooks: &Webhooks,
     recordings_dir: &std::path::Path,
